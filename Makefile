@@ -1,0 +1,53 @@
+# Two commands matter: `make run` and `make test`. Both set up everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
+
+.PHONY: setup system-deps run test unit lint proto bench bench-receiver clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e '.[test]'
+	@touch $@
+
+# The real peers the tests and benchmarks talk to (Debian packages).
+system-deps:
+	@missing=""; for b in prometheus victoria-metrics prometheus-node-exporter vmagent; do \
+	  command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $(DEBIAN_PEERS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PEERS) >/dev/null; \
+	  else echo "missing:$$missing -- run: sudo apt-get install -y $(DEBIAN_PEERS)"; exit 1; fi; \
+	fi
+	@command -v java >/dev/null || { echo "Java 17 is needed by the Pub/Sub emulator: apt-get install openjdk-17-jre-headless"; exit 1; }
+
+# The embedded default: Pub/Sub emulator + receiver (+ a demo Prometheus when installed).
+run: setup
+	$(PY) -m tools.run_local $(if $(PORT),--port $(PORT)) $(if $(PUBSUB_PORT),--pubsub-port $(PUBSUB_PORT))
+
+test: setup system-deps lint
+	$(PY) -m pytest -q tests
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# Regenerate the protobuf modules from transforms/proto/*.proto (a test checks they are current).
+proto: setup
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/proto/remote_v1.proto transforms/proto/remote_v2.proto
+
+bench: bench-receiver
+
+bench-receiver: setup system-deps
+	$(PY) -m bench.receiver $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,181 @@
+"""The Flask app: POST /api/v1/write, health, readiness and metrics.
+
+A request is answered 2xx only after every Pub/Sub message it became is confirmed;
+a rejected request publishes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from concurrent import futures
+from datetime import UTC, datetime
+
+from flask import Flask, Response, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
+from werkzeug.exceptions import HTTPException
+
+from receiver.auth import Authenticator
+from receiver.config import ReceiverConfig
+from receiver.metrics import ReceiverMetrics
+from receiver.publisher import Publisher, PubSubPublisher
+from transforms import codec
+from transforms.errors import InvalidPayload, PayloadTooLarge, RemoteWriteError
+from transforms.protocol import (
+    DEFAULT_TENANT,
+    HEADER_EXEMPLARS_WRITTEN,
+    HEADER_HISTOGRAMS_WRITTEN,
+    HEADER_SAMPLES_WRITTEN,
+    HEADER_TENANT,
+    Protocol,
+)
+from transforms.validation import Counts
+
+log = logging.getLogger(__name__)
+
+# Tenant ids become archive path segments (tenant=T), so keep them path-safe (Cortex's rules).
+_TENANT = re.compile(r"[A-Za-z0-9!_.*'()-]{1,150}\Z")
+RETRY_AFTER_SECONDS = "1"
+
+
+class Unavailable(Exception):
+    """We cannot take the request now; the sender must retry (503 + Retry-After)."""
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _tenant() -> str:
+    tenant = request.headers.get(HEADER_TENANT, "").strip() or DEFAULT_TENANT
+    if not _TENANT.match(tenant) or tenant in (".", ".."):
+        raise InvalidPayload(f"invalid {HEADER_TENANT} {tenant!r}: use 1-150 of [A-Za-z0-9!_.*'()-]")
+    return tenant
+
+
+def _written_headers(protocol: Protocol | None, counts: Counts | None) -> dict[str, str]:
+    """Spec 2.0: receivers report what they wrote, on success and (as 0) on errors."""
+    if protocol is not Protocol.V2:
+        return {}
+    counts = counts or Counts()
+    return {
+        HEADER_SAMPLES_WRITTEN: str(counts.samples),
+        HEADER_HISTOGRAMS_WRITTEN: str(counts.histograms),
+        HEADER_EXEMPLARS_WRITTEN: str(counts.exemplars),
+    }
+
+
+def create_app(
+    config: ReceiverConfig,
+    publisher: Publisher | None = None,
+    metrics: ReceiverMetrics | None = None,
+) -> Flask:
+    app = Flask(__name__)
+    # Werkzeug answers 413 itself, for a declared length and for a chunked body alike.
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    publisher = publisher or PubSubPublisher(config.topic)
+    metrics = metrics or ReceiverMetrics()
+    auth = Authenticator(config)
+    slots = threading.BoundedSemaphore(config.max_in_flight)
+    app.extensions["receiver"] = {"publisher": publisher, "metrics": metrics, "config": config}
+
+    def error(status: int, message: str, protocol: Protocol | None = None) -> Response:
+        response = jsonify(status="error", code=status, error=message)
+        response.status_code = status
+        response.headers.update(_written_headers(protocol, None))
+        if status == 503:
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        metrics.requests.labels(str(status), protocol.value if protocol else "").inc()
+        return response
+
+    def publish(body: bytes, decoded: codec.DecodedRequest, tenant: str) -> None:
+        received_at = _now_rfc3339()
+        if len(body) <= config.max_message_bytes:
+            parts = [codec.Part(body, decoded.counts)]
+        else:
+            parts = codec.split(decoded.message, decoded.protocol, config.max_message_bytes)
+        started = time.perf_counter()
+        pending = []
+        for index, part in enumerate(parts):
+            attributes = {
+                "protocol": decoded.protocol.value,
+                "tenant": tenant,
+                "received_at": received_at,
+                "samples": str(part.counts.samples),
+                "histograms": str(part.counts.histograms),
+                "exemplars": str(part.counts.exemplars),
+            }
+            if len(parts) > 1:
+                attributes.update(part=str(index), parts=str(len(parts)))
+            pending.append(publisher.publish(part.body, attributes))
+        done, not_done = futures.wait(pending, timeout=config.publish_timeout)
+        failures = [f.exception() for f in done if f.exception() is not None]
+        if not_done or failures:
+            for f in not_done:
+                f.cancel()
+            reason = f"timed out after {config.publish_timeout}s" if not_done else str(failures[0])
+            raise Unavailable(f"cannot publish to Pub/Sub: {reason}")
+        metrics.publish_seconds.observe(time.perf_counter() - started)
+        metrics.messages.inc(len(parts))
+
+    @app.post("/api/v1/write")
+    def write() -> Response:
+        if not auth.allows(request.headers.get("Authorization")):
+            response = error(401, "missing or bad credentials")
+            response.headers["WWW-Authenticate"] = auth.challenge
+            return response
+        if not slots.acquire(blocking=False):
+            return error(503, f"over the in-flight limit of {config.max_in_flight} requests; retry")
+        metrics.in_flight.inc()
+        protocol: Protocol | None = None
+        try:
+            protocol = codec.protocol_for_content_type(request.headers.get("Content-Type"))
+            codec.check_content_encoding(request.headers.get("Content-Encoding"))
+            if request.content_length is not None and request.content_length > config.max_body_bytes:
+                raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds {config.max_body_bytes}")
+            tenant = _tenant()
+            body = request.get_data(cache=False)
+            metrics.bytes.inc(len(body))
+            decoded = codec.decode(body, protocol, config.max_decompressed_bytes, config.name_validation)
+            publish(body, decoded, tenant)
+        except RemoteWriteError as exc:
+            return error(exc.status, exc.message, protocol)
+        except Unavailable as exc:
+            log.warning("%s", exc)
+            return error(503, str(exc), protocol)
+        finally:
+            metrics.in_flight.dec()
+            slots.release()
+        metrics.accepted(protocol.value, decoded.counts)
+        metrics.requests.labels("204", protocol.value).inc()
+        return Response(status=204, headers=_written_headers(protocol, decoded.counts))
+
+    @app.get("/-/healthy")
+    def healthy() -> Response:
+        return jsonify(status="healthy")
+
+    @app.get("/-/ready")
+    def ready() -> Response:
+        try:
+            publisher.check_ready()
+        except Exception as exc:  # any failure to reach the topic means not ready; say why
+            response = jsonify(status="not ready", error=f"topic {config.topic} unreachable: {exc}")
+            response.status_code = 503
+            return response
+        return jsonify(status="ready")
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        response = error(status, exc.description or exc.name)
+        if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    return app

@@ -1,0 +1,121 @@
+"""Receiver configuration: one dataclass, filled from flags or RECEIVER_* environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Sequence
+
+from transforms.validation import NameValidation
+
+ENV_PREFIX = "RECEIVER_"
+_TOPIC_PATH = re.compile(r"projects/[^/]+/topics/[^/]{3,255}\Z")
+MIB = 1024 * 1024
+# Pub/Sub refuses publish requests over 10,000,000 bytes; leave room for attributes.
+PUBSUB_MESSAGE_LIMIT = 9_500_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceiverConfig:
+    topic: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    basic_auth_user: str | None = None
+    basic_auth_password_file: str | None = None
+    bearer_token_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    max_body_bytes: int = 32 * MIB
+    max_decompressed_bytes: int = 128 * MIB
+    max_message_bytes: int = PUBSUB_MESSAGE_LIMIT
+    max_in_flight: int = 64
+    publish_timeout: float = 30.0
+    name_validation: NameValidation = NameValidation.LEGACY
+    workers: int = 2
+    threads: int = 8
+
+    def __post_init__(self) -> None:
+        if not _TOPIC_PATH.match(self.topic or ""):
+            raise ValueError(f"--topic must look like projects/PROJECT/topics/TOPIC, got {self.topic!r}")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_password_file):
+            raise ValueError("--basic-auth-user and --basic-auth-password-file go together")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("--tls-cert-file and --tls-key-file go together")
+        for name in ("port", "max_body_bytes", "max_decompressed_bytes", "max_message_bytes",
+                     "max_in_flight", "workers", "threads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive")
+        if self.max_message_bytes > PUBSUB_MESSAGE_LIMIT:
+            raise ValueError(f"--max-message-bytes cannot exceed {PUBSUB_MESSAGE_LIMIT} (Pub/Sub's limit)")
+
+
+def _env(name: str, default: object = None) -> object:
+    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m receiver",
+        description=(
+            "Prometheus remote-write receiver (remote-write 1.0 and 2.0). Validates each request "
+            "and publishes it, still snappy-compressed, to a Pub/Sub topic; answers 2xx only after "
+            "Pub/Sub confirms. Set PUBSUB_EMULATOR_HOST to use the emulator. Every flag can also be "
+            f"set as an environment variable: {ENV_PREFIX}<FLAG>, e.g. {ENV_PREFIX}TOPIC, "
+            f"{ENV_PREFIX}MAX_BODY_BYTES."
+        ),
+    )
+    d = ReceiverConfig.__dataclass_fields__
+
+    def add(flag: str, help_text: str, **kwargs: object) -> None:
+        dest = flag.lstrip("-").replace("-", "_")
+        default = _env(dest, kwargs.pop("default", d[dest].default if dest in d else None))
+        if default is dataclasses.MISSING:
+            default = None
+        parser.add_argument(flag, default=default, help=f"{help_text} [env {ENV_PREFIX}{dest.upper()}]",
+                            **kwargs)
+
+    add("--topic", "Pub/Sub topic to publish to, projects/PROJECT/topics/TOPIC (required).")
+    add("--host", "Address to listen on (default %(default)s).")
+    add("--port", "Port to listen on (default %(default)s).", type=int)
+    add("--basic-auth-user", "Require HTTP basic auth with this user name.")
+    add("--basic-auth-password-file", "File holding the basic-auth password.")
+    add("--bearer-token-file", "Require 'Authorization: Bearer <token>' with the token in this file.")
+    add("--tls-cert-file", "Serve HTTPS with this certificate (PEM).")
+    add("--tls-key-file", "Private key (PEM) for --tls-cert-file.")
+    add("--max-body-bytes", "Largest compressed request body accepted; larger gets 413 (default %(default)s).",
+        type=int)
+    add("--max-decompressed-bytes",
+        "Largest decompressed body accepted, checked from the snappy header before allocating; "
+        "larger gets 413 (default %(default)s).", type=int)
+    add("--max-message-bytes",
+        "Bodies larger than this are split by series into several Pub/Sub messages "
+        "(default %(default)s, just under Pub/Sub's 10 MB limit).", type=int)
+    add("--max-in-flight", "Concurrent requests per worker before answering 503 + Retry-After "
+        "(default %(default)s).", type=int)
+    add("--publish-timeout", "Seconds to wait for Pub/Sub to confirm a publish before answering 503 "
+        "(default %(default)s).", type=float)
+    add("--name-validation", "Metric/label name rules: 'legacy' ([a-zA-Z_:][a-zA-Z0-9_:]*, Prometheus 2.x) "
+        "or 'utf8' (any non-empty UTF-8, Prometheus 3) (default %(default)s).",
+        choices=[m.value for m in NameValidation])
+    add("--workers", "gunicorn worker processes (default %(default)s).", type=int)
+    add("--threads", "Threads per worker (default %(default)s).", type=int)
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None) -> ReceiverConfig:
+    """Parse flags (falling back to env vars); exits with a clear message on bad values."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values = vars(args)
+    for name, field in ReceiverConfig.__dataclass_fields__.items():
+        # env values arrive as strings; coerce like argparse would
+        if isinstance(values.get(name), str) and field.type in ("int", "float"):
+            values[name] = int(values[name]) if field.type == "int" else float(values[name])
+    values["name_validation"] = NameValidation(values["name_validation"])
+    try:
+        return ReceiverConfig(**values)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+        raise  # unreachable: parser.error exits

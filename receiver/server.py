@@ -1,0 +1,50 @@
+"""gunicorn embedding: the app is built in each worker, after fork, so each has its own Pub/Sub client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from receiver.config import ReceiverConfig
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+class ReceiverServer(BaseApplication):
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.receiver_config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        c = self.receiver_config
+        settings: dict[str, Any] = {
+            "bind": f"{c.host}:{c.port}",
+            "workers": c.workers,
+            "threads": c.threads,
+            "worker_class": "gthread",
+            # a request may wait publish_timeout for Pub/Sub; never let gunicorn kill it first
+            "timeout": int(c.publish_timeout) + 30,
+            "graceful_timeout": int(c.publish_timeout) + 5,
+            "keepalive": 75,
+            "child_exit": _child_exit,
+            "accesslog": None,
+            "loglevel": "info",
+        }
+        if c.tls_cert_file:
+            settings.update(certfile=c.tls_cert_file, keyfile=c.tls_key_file)
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from receiver.app import create_app
+
+        return create_app(self.receiver_config)
+
+
+def serve(config: ReceiverConfig) -> None:
+    ReceiverServer(config).run()

@@ -1,0 +1,35 @@
+"""Prometheus remote-write pipeline: receiver (Flask/gunicorn -> Pub/Sub) and Beam pipeline."""
+
+from setuptools import find_packages, setup
+
+# Beam is pinned here and in templates/ (the Flex Template image); a test keeps them equal.
+BEAM_VERSION = "2.77.0"
+
+setup(
+    name="prometheus-remote-write-pipeline",
+    version="0.1.0",
+    description="Keep every Prometheus remote-write sample: archive to object storage, forward to stores.",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["receiver", "receiver.*", "pipeline", "pipeline.*",
+                                    "transforms", "transforms.*"]),
+    package_data={"transforms.proto": ["*.proto", "*.pyi"]},
+    install_requires=[
+        f"apache-beam[gcp,aws]=={BEAM_VERSION}",
+        "protobuf==6.33.6",
+        "python-snappy==0.7.3",
+        "flask==3.1.3",
+        "gunicorn==27.0.1",
+        "google-cloud-pubsub==2.44.0",
+        "google-cloud-storage==3.17.1",
+        "prometheus-client==0.26.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest==9.2.0",
+            "ruff==0.17.6",
+            "grpcio-tools==1.81.1",  # protoc, to regenerate and check transforms/proto
+            "requests==2.34.2",
+        ],
+    },
+    entry_points={"console_scripts": ["remote-write-receiver=receiver.__main__:main"]},
+)

@@ -1,0 +1,30 @@
+"""The committed *_pb2.py modules must be exactly what protoc makes from the .proto sources."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOS = ["transforms/proto/remote_v1.proto", "transforms/proto/remote_v2.proto"]
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_generated_code_is_current(tmp_path, proto):
+    pytest.importorskip("grpc_tools")
+    shutil.copytree(ROOT / "transforms" / "proto", tmp_path / "transforms" / "proto")
+    for generated in (tmp_path / "transforms" / "proto").glob("*_pb2.py*"):
+        generated.unlink()
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.", proto],
+        cwd=tmp_path, check=True,
+    )
+    for suffix in ("_pb2.py", "_pb2.pyi"):
+        name = Path(proto).stem + suffix
+        fresh = (tmp_path / "transforms" / "proto" / name).read_text()
+        committed = (ROOT / "transforms" / "proto" / name).read_text()
+        assert fresh == committed, f"{name} is stale: run `make proto`"

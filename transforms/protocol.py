@@ -1,0 +1,54 @@
+"""Remote-write protocol constants, in one place (specs 1.0 and 2.0)."""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+
+class Protocol(enum.StrEnum):
+    """The two remote-write message formats, by spec version."""
+
+    V1 = "1.0"
+    V2 = "2.0"
+
+
+MEDIA_TYPE = "application/x-protobuf"
+PROTO_V1 = "prometheus.WriteRequest"
+PROTO_V2 = "io.prometheus.write.v2.Request"
+CONTENT_TYPE_V1 = MEDIA_TYPE
+CONTENT_TYPE_V2 = f"{MEDIA_TYPE};proto={PROTO_V2}"
+CONTENT_ENCODING = "snappy"
+
+# Request headers a sender MUST send; a sink never lets users override them.
+HEADER_VERSION = "X-Prometheus-Remote-Write-Version"
+VERSION_HEADER_V1 = "0.1.0"
+VERSION_HEADER_V2 = "2.0.0"
+RESERVED_REQUEST_HEADERS = frozenset(
+    h.lower() for h in ("Content-Encoding", "Content-Type", HEADER_VERSION, "User-Agent")
+)
+
+# 2.0 receivers MUST report what they wrote (also on errors, as 0).
+HEADER_SAMPLES_WRITTEN = "X-Prometheus-Remote-Write-Samples-Written"
+HEADER_HISTOGRAMS_WRITTEN = "X-Prometheus-Remote-Write-Histograms-Written"
+HEADER_EXEMPLARS_WRITTEN = "X-Prometheus-Remote-Write-Exemplars-Written"
+
+HEADER_TENANT = "X-Scope-OrgID"
+DEFAULT_TENANT = "default"
+
+METRIC_NAME_LABEL = "__name__"
+
+# Prometheus marks a series that disappeared with this exact NaN bit pattern.
+# Any other NaN is an ordinary sample value; the two must never be confused.
+STALE_NAN_BITS = 0x7FF0000000000002
+STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
+
+
+def float_bits(value: float) -> int:
+    """The IEEE-754 bit pattern of a float64, so NaN payloads can be compared."""
+    return struct.unpack("<Q", struct.pack("<d", value))[0]
+
+
+def is_stale_marker(value: float) -> bool:
+    """True only for Prometheus' staleness NaN, never for an ordinary NaN."""
+    return value != value and float_bits(value) == STALE_NAN_BITS

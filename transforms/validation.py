@@ -1,0 +1,160 @@
+"""Per-spec validation of decoded remote-write messages, and what they carry.
+
+Rules (remote-write 1.0 and 2.0 MUSTs):
+- every series has a `__name__` label with a valid metric name;
+- label names are valid, unique and sorted lexicographically (byte order);
+- 2.0: `symbols[0]` is "", every reference is in range, `labels_refs` come in pairs,
+  and a series carries samples or histograms, not both and not neither.
+
+Validation is the receiver's hot path (every label of every series), so names already
+seen valid are remembered in a bounded set instead of re-running the regex.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Sequence
+
+from transforms.errors import InvalidPayload
+from transforms.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.protocol import METRIC_NAME_LABEL
+
+
+class NameValidation(enum.StrEnum):
+    """Which names are valid: Prometheus 2.x's legacy charset, or any non-empty UTF-8 (Prometheus 3)."""
+
+    LEGACY = "legacy"
+    UTF8 = "utf8"
+
+
+_LEGACY_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_LEGACY_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_CACHE_LIMIT = 200_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """What a request carries; published as message attributes and metrics."""
+
+    series: int = 0
+    samples: int = 0
+    histograms: int = 0
+    exemplars: int = 0
+    metadata: int = 0
+
+
+class _NameChecker:
+    """Validates label and metric names, remembering the ones already seen valid."""
+
+    def __init__(self, mode: NameValidation) -> None:
+        self.mode = mode
+        self._labels: set[str] = set()
+        self._metrics: set[str] = set()
+
+    def label(self, name: str, where: str) -> None:
+        if name in self._labels:
+            return
+        if not name or (self.mode is NameValidation.LEGACY and not _LEGACY_LABEL_NAME.match(name)):
+            raise InvalidPayload(f"{where}: invalid label name {name!r}")
+        if len(self._labels) >= _CACHE_LIMIT:
+            self._labels.clear()
+        self._labels.add(name)
+
+    def metric(self, name: str, where: str) -> None:
+        if name in self._metrics:
+            return
+        if not name or (self.mode is NameValidation.LEGACY and not _LEGACY_METRIC_NAME.match(name)):
+            raise InvalidPayload(f"{where}: invalid metric name {name!r}")
+        if len(self._metrics) >= _CACHE_LIMIT:
+            self._metrics.clear()
+        self._metrics.add(name)
+
+
+_CHECKERS = {mode: _NameChecker(mode) for mode in NameValidation}
+
+
+def _check_label_pairs(pairs: Sequence[tuple[str, str]], where: str, checker: _NameChecker) -> None:
+    """One series' labels: non-empty, sorted, unique, valid, with a valid __name__."""
+    if not pairs:
+        raise InvalidPayload(f"{where}: series has no labels")
+    previous = None
+    has_name = False
+    for name, value in pairs:
+        if previous is not None and name <= previous:
+            if name == previous:
+                raise InvalidPayload(f"{where}: duplicate label name {name!r}")
+            raise InvalidPayload(f"{where}: label names not sorted ({previous!r} before {name!r})")
+        checker.label(name, where)
+        if name == METRIC_NAME_LABEL:
+            checker.metric(value, where)
+            has_name = True
+        previous = name
+    if not has_name:
+        raise InvalidPayload(f"{where}: series has no {METRIC_NAME_LABEL} label")
+
+
+def validate_v1(
+    request: remote_v1_pb2.WriteRequest, names: NameValidation = NameValidation.LEGACY
+) -> Counts:
+    """Validate a 1.0 WriteRequest; return its counts or raise InvalidPayload (400)."""
+    checker = _CHECKERS[names]
+    samples = histograms = exemplars = 0
+    for index, series in enumerate(request.timeseries):
+        _check_label_pairs([(lab.name, lab.value) for lab in series.labels], f"series {index}", checker)
+        samples += len(series.samples)
+        histograms += len(series.histograms)
+        exemplars += len(series.exemplars)
+    return Counts(
+        series=len(request.timeseries),
+        samples=samples,
+        histograms=histograms,
+        exemplars=exemplars,
+        metadata=len(request.metadata),
+    )
+
+
+def _resolve_refs(refs: Sequence[int], symbols: Sequence[str], where: str) -> list[tuple[str, str]]:
+    """Turn a 2.0 labels_refs list into (name, value) pairs, checking every index."""
+    if len(refs) % 2:
+        raise InvalidPayload(f"{where}: labels_refs has odd length {len(refs)}")
+    if refs and max(refs) >= len(symbols):
+        raise InvalidPayload(
+            f"{where}: symbol reference {max(refs)} out of range (symbols has {len(symbols)} entries)"
+        )
+    return [(symbols[refs[i]], symbols[refs[i + 1]]) for i in range(0, len(refs), 2)]
+
+
+def validate_v2(request: remote_v2_pb2.Request, names: NameValidation = NameValidation.LEGACY) -> Counts:
+    """Validate a 2.0 Request; return its counts or raise InvalidPayload (400)."""
+    checker = _CHECKERS[names]
+    symbols = list(request.symbols)
+    if symbols and symbols[0] != "":
+        raise InvalidPayload('symbols[0] must be the empty string ""')
+    samples = histograms = exemplars = metadata = 0
+    for index, series in enumerate(request.timeseries):
+        where = f"series {index}"
+        _check_label_pairs(_resolve_refs(series.labels_refs, symbols, where), where, checker)
+        n_samples, n_histograms = len(series.samples), len(series.histograms)
+        if n_samples and n_histograms:
+            raise InvalidPayload(f"{where}: a series must not carry both samples and histograms")
+        if not n_samples and not n_histograms:
+            raise InvalidPayload(f"{where}: a series must carry at least one sample or histogram")
+        for exemplar in series.exemplars:
+            _resolve_refs(exemplar.labels_refs, symbols, f"{where} exemplar")
+        if series.HasField("metadata"):
+            meta = series.metadata
+            if max(meta.help_ref, meta.unit_ref) >= max(len(symbols), 1):
+                raise InvalidPayload(f"{where}: metadata symbol reference out of range")
+            metadata += 1
+        samples += n_samples
+        histograms += n_histograms
+        exemplars += len(series.exemplars)
+    return Counts(
+        series=len(request.timeseries),
+        samples=samples,
+        histograms=histograms,
+        exemplars=exemplars,
+        metadata=metadata,
+    )
