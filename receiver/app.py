@@ -55,6 +55,19 @@ def _tenant() -> str:
     return tenant
 
 
+def _read_body(limit: int) -> bytes:
+    """Read at most limit bytes; a longer body (declared or chunked) is a 413, never truncated."""
+    chunks: list[bytes] = []
+    size = 0
+    stream = request.stream
+    while chunk := stream.read(min(limit + 1 - size, 1 << 20)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+    return b"".join(chunks)
+
+
 def _written_headers(protocol: Protocol | None, counts: Counts | None) -> dict[str, str]:
     """Spec 2.0: receivers report what they wrote, on success and (as 0) on errors."""
     if protocol is not Protocol.V2:
@@ -73,8 +86,6 @@ def create_app(
     metrics: ReceiverMetrics | None = None,
 ) -> Flask:
     app = Flask(__name__)
-    # Werkzeug answers 413 itself, for a declared length and for a chunked body alike.
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     publisher = publisher or PubSubPublisher(config.topic)
     metrics = metrics or ReceiverMetrics()
     auth = Authenticator(config)
@@ -136,7 +147,7 @@ def create_app(
             if request.content_length is not None and request.content_length > config.max_body_bytes:
                 raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds {config.max_body_bytes}")
             tenant = _tenant()
-            body = request.get_data(cache=False)
+            body = _read_body(config.max_body_bytes)
             metrics.bytes.inc(len(body))
             decoded = codec.decode(body, protocol, config.max_decompressed_bytes, config.name_validation)
             publish(body, decoded, tenant)

@@ -46,5 +46,6 @@ class PubSubPublisher:
     def check_ready(self) -> None:
         if time.monotonic() < self._ready_until:
             return
-        self.client.get_topic(request={"topic": self.topic}, timeout=5.0)
+        # no retries: readiness must answer within seconds, not after the default 60 s retry deadline
+        self.client.get_topic(request={"topic": self.topic}, retry=None, timeout=5.0)
         self._ready_until = time.monotonic() + _READY_CACHE_SECONDS

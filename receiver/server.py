@@ -32,6 +32,8 @@ class ReceiverServer(BaseApplication):
             "graceful_timeout": int(c.publish_timeout) + 5,
             "keepalive": 75,
             "child_exit": _child_exit,
+            # several receivers may run on one host; the control socket path would collide
+            "control_socket_disable": True,
             "accesslog": None,
             "loglevel": "info",
         }

@@ -1,0 +1,48 @@
+"""Shared fixtures: real services started by the tests on 127.0.0.1, stopped by PID afterwards."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tools import services
+from tools.pubsub import Subscription
+
+PROJECT = "test-project"
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("service-logs")
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(log_dir) -> Iterator[str]:
+    """One Pub/Sub emulator for the session; yields its host:port."""
+    service, host = services.start_pubsub_emulator(log_dir)
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = host
+    try:
+        yield host
+    finally:
+        service.stop()
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture
+def topic_and_subscription(pubsub_emulator) -> Iterator[tuple[str, Subscription]]:
+    """A fresh topic with one pull subscription."""
+    n = next(_names)
+    topic = f"projects/{PROJECT}/topics/remote-write-{n}"
+    subscription = f"projects/{PROJECT}/subscriptions/remote-write-{n}-sub"
+    services.create_topic_and_subscription(pubsub_emulator, topic, subscription)
+    with Subscription(subscription) as sub:
+        yield topic, sub

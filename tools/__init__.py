@@ -1,0 +1,1 @@
+"""Local orchestration: start and stop the real services (emulator, receiver, Prometheus peers)."""

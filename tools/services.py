@@ -1,0 +1,232 @@
+"""Start the real services on 127.0.0.1 and stop exactly what was started, by PID.
+
+Shared by the integration tests, the benchmarks and `make run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+PUBSUB_EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServiceError(RuntimeError):
+    """A service is missing or did not come up; the message says what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if check():
+                return
+        time.sleep(interval)
+    raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def require_binary(name: str, install_hint: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        raise ServiceError(f"{name} not found: {install_hint}")
+    return path
+
+
+class Service:
+    """A child process in its own session, with its output in a log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            list(argv), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float = 60.0) -> Service:
+        def ready() -> bool:
+            if not self.alive():
+                raise ServiceError(f"{self.name} exited with {self.process.returncode}; log:\n{self.log_tail()}")
+            return check()
+
+        try:
+            wait_until(ready, timeout, f"{self.name} to be ready")
+        except ServiceError:
+            self.stop()
+            raise
+        return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL; the whole process group, as gunicorn and the JVM have children."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        with contextlib.suppress(ProcessLookupError):  # reap stragglers left in the group
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self._log.close()
+
+
+def _http_ok(url: str, body: bytes | None = None) -> Callable[[], bool]:
+    def check() -> bool:
+        status, data = http_get(url)
+        return status == 200 and (body is None or data.strip() == body)
+
+    return check
+
+
+def start_pubsub_emulator(log_dir: Path, port: int | None = None) -> tuple[Service, str]:
+    """Google's Pub/Sub emulator (a JVM). Returns the service and its host:port."""
+    if not PUBSUB_EMULATOR.exists():
+        raise ServiceError(
+            f"Pub/Sub emulator not found at {PUBSUB_EMULATOR}: install it with "
+            "`gcloud components install pubsub-emulator` or the Debian/apt package "
+            "google-cloud-cli-pubsub-emulator"
+        )
+    require_binary("java", "the Pub/Sub emulator needs Java 17: apt-get install openjdk-17-jre-headless")
+    port = port or free_port()
+    if port_in_use(port):
+        raise ServiceError(f"port {port} for the Pub/Sub emulator is already in use")
+    data_dir = tempfile.mkdtemp(prefix="pubsub-emulator-", dir=log_dir)
+    service = Service("pubsub-emulator", [str(PUBSUB_EMULATOR), f"--host={LOOPBACK}", f"--port={port}",
+                                          f"--dir={data_dir}"], log_dir)
+    service.wait_ready(_http_ok(f"http://{LOOPBACK}:{port}/", b"Ok"), timeout=60)
+    return service, f"{LOOPBACK}:{port}"
+
+
+def create_topic_and_subscription(emulator_host: str, topic: str, subscription: str) -> None:
+    """Create a topic and a pull subscription on the emulator (ack deadline 60 s)."""
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        publisher.create_topic(request={"name": topic})
+        subscriber.create_subscription(request={"name": subscription, "topic": topic, "ack_deadline_seconds": 60})
+    finally:
+        subscriber.close()
+        publisher.transport.close()
+
+
+def start_receiver(log_dir: Path, emulator_host: str, topic: str, port: int | None = None,
+                   args: Sequence[str] = (), name: str = "receiver") -> tuple[Service, str]:
+    """`python -m receiver` under gunicorn. Returns the service and its base URL."""
+    port = port or free_port()
+    if port_in_use(port):
+        raise ServiceError(f"port {port} for the receiver is already in use")
+    scheme = "https" if "--tls-cert-file" in args else "http"
+    service = Service(name, [sys.executable, "-m", "receiver", "--host", LOOPBACK, "--port", str(port),
+                             "--topic", topic, *args], log_dir,
+                      env={"PUBSUB_EMULATOR_HOST": emulator_host}, cwd=ROOT)
+    url = f"{scheme}://{LOOPBACK}:{port}"
+    if scheme == "http":
+        service.wait_ready(_http_ok(f"{url}/-/healthy"), timeout=60)
+    else:
+        service.wait_ready(lambda: port_in_use(port), timeout=60)
+    return service, url
+
+
+def start_node_exporter(log_dir: Path) -> tuple[Service, str]:
+    binary = require_binary("prometheus-node-exporter", "apt-get install prometheus-node-exporter")
+    port = free_port()
+    service = Service("node-exporter", [binary, f"--web.listen-address={LOOPBACK}:{port}"], log_dir)
+    service.wait_ready(_http_ok(f"http://{LOOPBACK}:{port}/metrics"), timeout=30)
+    return service, f"{LOOPBACK}:{port}"
+
+
+def start_prometheus(log_dir: Path, config: str, *, receiver: bool = False, port: int | None = None,
+                     name: str = "prometheus") -> tuple[Service, str]:
+    """Debian's Prometheus with the given YAML config, lifecycle API on (for /-/reload)."""
+    binary = require_binary("prometheus", "apt-get install prometheus")
+    port = port or free_port()
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir))
+    (work / "prometheus.yml").write_text(config)
+    argv = [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{port}", "--web.enable-lifecycle"]
+    if receiver:
+        argv.append("--web.enable-remote-write-receiver")
+    service = Service(name, argv, log_dir)
+    service.wait_ready(_http_ok(f"http://{LOOPBACK}:{port}/-/ready"), timeout=60)
+    return service, f"http://{LOOPBACK}:{port}"
+
+
+def start_victoria_metrics(log_dir: Path, name: str = "victoria-metrics") -> tuple[Service, str]:
+    binary = require_binary("victoria-metrics", "apt-get install victoria-metrics")
+    port = free_port()
+    work = tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir)
+    service = Service(name, [binary, f"-httpListenAddr={LOOPBACK}:{port}", f"-storageDataPath={work}"], log_dir)
+    service.wait_ready(_http_ok(f"http://{LOOPBACK}:{port}/health"), timeout=60)
+    return service, f"http://{LOOPBACK}:{port}"
+
+
+def start_vmagent(log_dir: Path, remote_write_url: str) -> tuple[Service, str]:
+    binary = require_binary("vmagent", "apt-get install victoria-metrics")
+    port = free_port()
+    work = tempfile.mkdtemp(prefix="vmagent-", dir=log_dir)
+    service = Service("vmagent", [binary, f"-httpListenAddr={LOOPBACK}:{port}", f"-remoteWrite.url={remote_write_url}",
+                                  f"-remoteWrite.tmpDataPath={work}"], log_dir)
+    service.wait_ready(_http_ok(f"http://{LOOPBACK}:{port}/health"), timeout=60)
+    return service, f"http://{LOOPBACK}:{port}"
+
+
+@contextlib.contextmanager
+def stopping(*services: Service) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for service in reversed(services):
+            service.stop()
