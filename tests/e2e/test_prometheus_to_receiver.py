@@ -1,0 +1,143 @@
+"""A real Prometheus 2.42 scrapes itself and node_exporter and remote-writes to the receiver.
+
+Everything Prometheus says it sent must be in Pub/Sub, with 0 failed samples, and the
+samples must be exactly what Prometheus holds in its own TSDB (values bit for bit,
+stale markers included).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+import time
+
+import pytest
+import requests
+
+from tools import services
+from transforms.protocol import float_bits, is_stale_marker
+
+SCRAPE_SECONDS = 12
+
+
+def prometheus_config(receiver_url: str, prometheus_port: int | None, node: str | None) -> str:
+    scrape = ""
+    if prometheus_port and node:
+        scrape = f"""
+scrape_configs:
+  - job_name: prometheus
+    static_configs: [{{targets: ["127.0.0.1:{prometheus_port}"]}}]
+  - job_name: node
+    static_configs: [{{targets: ["{node}"]}}]
+"""
+    return f"""
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+{scrape}
+remote_write:
+  - url: {receiver_url}/api/v1/write
+    name: receiver
+    remote_timeout: 30s
+    queue_config: {{batch_send_deadline: 1s, max_samples_per_send: 500}}
+    metadata_config: {{send: true, send_interval: 2s}}
+"""
+
+
+def own_metrics(prometheus_url: str) -> dict[str, float]:
+    """Prometheus' own remote-storage counters, summed over label sets."""
+    text = requests.get(f"{prometheus_url}/metrics", timeout=10).text
+    totals: dict[str, float] = collections.defaultdict(float)
+    for line in text.splitlines():
+        match = re.match(r"(prometheus_remote_storage_\w+)(?:\{[^}]*\})? (\S+)$", line)
+        if match:
+            totals[match.group(1)] += float(match.group(2))
+    return totals
+
+
+def series_key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+@pytest.fixture
+def stack(log_dir, pubsub_emulator, topic_and_subscription):
+    topic, subscription = topic_and_subscription
+    receiver, receiver_url = services.start_receiver(log_dir, pubsub_emulator, topic, name="receiver-e2e")
+    node, node_addr = services.start_node_exporter(log_dir)
+    port = services.free_port()
+    config = prometheus_config(receiver_url, port, node_addr)
+    prometheus, prometheus_url = services.start_prometheus(log_dir, config, port=port)
+    try:
+        yield prometheus, prometheus_url, receiver_url, subscription, node
+    finally:
+        for service in (prometheus, node, receiver):
+            service.stop()
+
+
+def test_prometheus_remote_write_reaches_pubsub_complete_and_exact(stack):
+    prometheus, prometheus_url, receiver_url, subscription, node = stack
+    time.sleep(SCRAPE_SECONDS)
+    # node_exporter goes away: its next failed scrape marks all its series stale.
+    node.stop()
+    time.sleep(3)
+    # Stop scraping (same remote_write block, so the queue carries on): nothing more to send.
+    config_path = next(a for a in prometheus.process.args if a.startswith("--config.file=")).split("=", 1)[1]
+    with open(config_path, "w") as handle:
+        handle.write(prometheus_config(receiver_url, None, None))
+    assert requests.post(f"{prometheus_url}/-/reload", timeout=30).status_code == 200
+
+    def settled() -> bool:
+        first = own_metrics(prometheus_url)
+        time.sleep(3)
+        second = own_metrics(prometheus_url)
+        return (first["prometheus_remote_storage_samples_total"] == second["prometheus_remote_storage_samples_total"]
+                and second["prometheus_remote_storage_samples_pending"] == 0)
+
+    services.wait_until(settled, 90, "Prometheus to finish sending")
+    sent = own_metrics(prometheus_url)
+    assert sent["prometheus_remote_storage_samples_total"] > 1000
+    assert sent["prometheus_remote_storage_samples_failed_total"] == 0
+    assert sent["prometheus_remote_storage_samples_retried_total"] == 0
+    assert sent["prometheus_remote_storage_samples_dropped_total"] == 0
+    assert sent["prometheus_remote_storage_metadata_failed_total"] == 0
+
+    # Everything in Pub/Sub, decoded with the shared codec.
+    pulled: dict[tuple, list[tuple[int, float]]] = collections.defaultdict(list)
+    metadata = 0
+    total = 0
+    deadline = time.monotonic() + 60
+    while total < sent["prometheus_remote_storage_samples_total"] and time.monotonic() < deadline:
+        for message in subscription.drain(quiet=1.0):
+            decoded = message.decode()
+            assert message.attributes["protocol"] == "1.0"
+            assert int(message.attributes["samples"]) == decoded.counts.samples
+            metadata += decoded.counts.metadata
+            for ts in decoded.message.timeseries:
+                key = series_key({lab.name: lab.value for lab in ts.labels})
+                pulled[key] += [(s.timestamp, s.value) for s in ts.samples]
+                total += len(ts.samples)
+    assert total == sent["prometheus_remote_storage_samples_total"]
+    assert metadata > 0, "Prometheus' metadata requests should have been published too"
+
+    # Stale markers: the vanished target's series end with one, bit-exact.
+    node_series = [k for k in pulled if dict(k).get("job") == "node" and not dict(k)["__name__"].startswith(
+        ("up", "scrape_"))]
+    assert len(node_series) > 100
+    for key in node_series:
+        last_value = max(pulled[key])[1]  # Pub/Sub does not keep order; the newest sample is the marker
+        assert is_stale_marker(last_value) and float_bits(last_value) == 0x7FF0000000000002, dict(key)
+
+    # The samples equal Prometheus' own TSDB, series by series, value for value.
+    result = requests.get(f"{prometheus_url}/api/v1/query",
+                          params={"query": '{__name__=~".+"}[10m]', "time": time.time()}, timeout=60).json()
+    assert result["status"] == "success"
+    tsdb = {series_key(r["metric"]): [(round(float(t) * 1000), float(v)) for t, v in r["values"]]
+            for r in result["data"]["result"]}
+    assert len(tsdb) > 500
+    for key, samples in tsdb.items():
+        got = sorted((t, v) for t, v in pulled.get(key, []) if not is_stale_marker(v))
+        assert len(got) == len(samples), f"{dict(key)}: {len(got)} pulled, {len(samples)} in TSDB"
+        for (t1, v1), (t2, v2) in zip(got, samples, strict=True):
+            assert t1 == t2 and (v1 == v2 or (math.isnan(v1) and math.isnan(v2))), (dict(key), t1, v1, v2)
+    assert set(pulled) - set(tsdb) == set(), "every pulled series is in Prometheus' TSDB"
