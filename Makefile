@@ -42,7 +42,7 @@ lint: setup
 
 # Regenerate the protobuf modules from transforms/proto/*.proto (a test checks they are current).
 proto: setup
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/proto/remote_v1.proto transforms/proto/remote_v2.proto
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/proto/remote_v1.proto transforms/proto/remote_v1_view.proto transforms/proto/remote_v2.proto
 
 bench: bench-receiver
 

@@ -15,7 +15,7 @@ from transforms import snappy_block
 from transforms.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import CONTENT_ENCODING, MEDIA_TYPE, PROTO_V1, PROTO_V2, Protocol
-from transforms.validation import Counts, NameValidation, validate_v1, validate_v2
+from transforms.validation import Counts, NameValidation, validate_v1, validate_v1_payload, validate_v2
 
 WriteMessage = remote_v1_pb2.WriteRequest | remote_v2_pb2.Request
 
@@ -92,7 +92,10 @@ def decode(
     """Snappy-decompress, parse and validate a request body; raises RemoteWriteError."""
     payload = snappy_block.decompress(body, max_uncompressed)
     message = parse(payload, protocol)
-    counts = validate(message, protocol, names)
+    if protocol is Protocol.V1:
+        counts = validate_v1_payload(payload, message, names)  # type: ignore[arg-type]
+    else:
+        counts = validate_v2(message, names)  # type: ignore[arg-type]
     return DecodedRequest(protocol, message, counts, len(payload))
 
 

@@ -293,3 +293,26 @@ def test_split_refuses_a_single_series_over_the_limit():
     message = build_v1([series(samples=[(t, float(t)) for t in range(1000)])])
     with pytest.raises(PayloadTooLarge, match="single series"):
         codec.split(message, Protocol.V1, 100)
+
+
+# --- the receiver's cached validation agrees with the plain one ------------------------------------
+
+def test_cached_v1_validation_matches_plain_validation_and_never_caches_invalid_series():
+    from transforms.validation import validate_v1, validate_v1_payload
+
+    request = build_v1([
+        Series({"__name__": "a", "x": str(i)}, [(t, 1.0) for t in range(i % 3 + 1)],
+               exemplars=[({"trace_id": "t"}, 1, 1.0)] * (i % 2)) for i in range(50)
+    ])
+    request.timeseries[3].histograms.add(count_int=1, timestamp=5)
+    payload = request.SerializeToString()
+    for _ in range(2):  # cold cache, then warm
+        assert validate_v1_payload(payload, request) == validate_v1(request)
+    bad = remote_v1_pb2.WriteRequest()
+    bad.timeseries.extend(request.timeseries[:5])
+    ts = bad.timeseries.add()
+    ts.labels.add(name="z", value="1")
+    ts.labels.add(name="__name__", value="b")
+    for _ in range(2):  # the invalid series is rejected every time, with its index
+        with pytest.raises(InvalidPayload, match="series 5: label names not sorted"):
+            validate_v1_payload(bad.SerializeToString(), bad)

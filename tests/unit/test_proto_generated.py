@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTOS = ["transforms/proto/remote_v1.proto", "transforms/proto/remote_v2.proto"]
+PROTOS = ["transforms/proto/remote_v1.proto", "transforms/proto/remote_v1_view.proto",
+          "transforms/proto/remote_v2.proto"]
 
 
 @pytest.mark.parametrize("proto", PROTOS)

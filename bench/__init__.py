@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench-*`. Figures are ratios against peers measured in the same run."""

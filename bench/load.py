@@ -1,0 +1,101 @@
+"""Pre-built remote-write load and a multi-process HTTP sender.
+
+Every target receives the same bodies. Each sender thread owns a disjoint set of series and
+sends its requests in timestamp order, so stores that reject out-of-order samples
+(Prometheus) accept all of it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing
+import threading
+import time
+from urllib.parse import urlparse
+
+from transforms import codec
+from transforms.builders import Series, build_v1
+from transforms.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1
+
+SERIES_PER_REQUEST = 1000
+GROUPS_PER_STREAM = 4  # distinct 1000-series sets per stream, cycled with rising timestamps
+HEADERS = {"Content-Type": CONTENT_TYPE_V1, "Content-Encoding": "snappy", HEADER_VERSION: VERSION_HEADER_V1,
+           "User-Agent": "remote-write-bench"}
+
+
+def build_stream(stream: int, requests: int, start_ms: int) -> list[bytes]:
+    """Bodies for one sender stream: node_exporter-like series, one sample each."""
+    templates = [
+        build_v1([
+            Series({"__name__": f"bench_metric_{i % 50}", "job": "bench", "instance": f"host-{stream}-{group}:9100",
+                    "cpu": str(i // 50), "mode": "user", "stream": str(stream)}, [(0, 0.0)])
+            for i in range(SERIES_PER_REQUEST)
+        ])
+        for group in range(GROUPS_PER_STREAM)
+    ]
+    bodies = []
+    for j in range(requests):
+        group, round_no = j % GROUPS_PER_STREAM, j // GROUPS_PER_STREAM
+        request = templates[group]
+        for i, series in enumerate(request.timeseries):
+            series.samples[0].timestamp = start_ms + round_no * 1000
+            series.samples[0].value = float(round_no * 7 + i)
+        bodies.append(codec.encode(request))
+    return bodies
+
+
+def _send_stream(url: str, bodies: list[bytes], deadline: float, results: list) -> None:
+    parsed = urlparse(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    ok = failed = 0
+    statuses: dict[int, int] = {}
+    for body in bodies:
+        if time.monotonic() > deadline:
+            break
+        conn.request("POST", parsed.path, body=body, headers=HEADERS)
+        response = conn.getresponse()
+        response.read()
+        statuses[response.status] = statuses.get(response.status, 0) + 1
+        if 200 <= response.status < 300:
+            ok += 1
+        else:
+            failed += 1
+    conn.close()
+    results.append((ok, failed, statuses))
+
+
+def _sender_process(url: str, streams: list[list[bytes]], duration: float, start_at: float, queue) -> None:
+    while time.time() < start_at:
+        time.sleep(0.001)
+    deadline = time.monotonic() + duration
+    results: list = []
+    threads = [threading.Thread(target=_send_stream, args=(url, bodies, deadline, results)) for bodies in streams]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    queue.put(results)
+
+
+def run_load(url: str, per_process_streams: list[list[list[bytes]]], duration: float) -> dict:
+    """Send from one process per entry of per_process_streams for `duration` seconds."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    start_at = time.time() + 0.5
+    procs = [ctx.Process(target=_sender_process, args=(url, streams, duration, start_at, queue))
+             for streams in per_process_streams]
+    for p in procs:
+        p.start()
+    results = [r for _ in procs for r in queue.get()]
+    elapsed_end = time.time()
+    for p in procs:
+        p.join()
+    ok = sum(r[0] for r in results)
+    failed = sum(r[1] for r in results)
+    statuses: dict[int, int] = {}
+    for r in results:
+        for code, n in r[2].items():
+            statuses[code] = statuses.get(code, 0) + n
+    elapsed = elapsed_end - start_at
+    return {"requests_ok": ok, "requests_failed": failed, "statuses": statuses, "seconds": elapsed,
+            "samples_per_second": ok * SERIES_PER_REQUEST / elapsed}
