@@ -29,7 +29,7 @@ system-deps:
 
 # The embedded default: Pub/Sub emulator + receiver (+ a demo Prometheus when installed).
 run: setup
-	$(PY) -m tools.run_local $(if $(PORT),--port $(PORT)) $(if $(PUBSUB_PORT),--pubsub-port $(PUBSUB_PORT))
+	$(PY) -m tools.run_local $(if $(PORT),--port $(PORT)) $(if $(PUBSUB_PORT),--pubsub-port $(PUBSUB_PORT)) $(RUN_ARGS)
 
 test: setup system-deps lint
 	$(PY) -m pytest -q tests

@@ -21,7 +21,7 @@ PUBSUB_MESSAGE_LIMIT = 9_500_000
 class ReceiverConfig:
     topic: str
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = 9201
     basic_auth_user: str | None = None
     basic_auth_password_file: str | None = None
     bearer_token_file: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
@@ -140,5 +141,31 @@ def test_not_ready_when_topic_missing(log_dir, pubsub_emulator):
         assert "no-such-topic" in response.json()["error"]
         body = codec.encode(build_v1(batch(1, 1)))
         assert requests.post(f"{url}/api/v1/write", data=body, headers=V1, timeout=60).status_code == 503
+    finally:
+        receiver.stop()
+
+
+def test_tls_and_bearer_token(log_dir, pubsub_emulator, topic_and_subscription, tmp_path):
+    """HTTPS with the TLS cert/key options, and a bearer token read from a file."""
+    topic, subscription = topic_and_subscription
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    (tmp_path / "token").write_text("secret-token\n")
+    receiver, url = services.start_receiver(
+        log_dir, pubsub_emulator, topic, name="receiver-tls",
+        args=["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--bearer-token-file", str(tmp_path / "token")])
+    try:
+        assert url.startswith("https://")
+        services.wait_until(lambda: requests.get(f"{url}/-/healthy", verify=str(cert)).ok, 30, "TLS receiver")
+        body = codec.encode(build_v1(batch(3, 5)))
+        denied = requests.post(f"{url}/api/v1/write", data=body, headers=V1, verify=str(cert))
+        assert denied.status_code == 401
+        accepted = requests.post(f"{url}/api/v1/write", data=body, verify=str(cert),
+                                 headers={**V1, "Authorization": "Bearer secret-token"})
+        assert accepted.status_code == 204
+        [message] = subscription.drain(expect=1)
+        assert message.data == body
     finally:
         receiver.stop()

@@ -1,0 +1,124 @@
+"""`make run`: the embedded default on one machine.
+
+Starts the Pub/Sub emulator (topic + subscription), the receiver under gunicorn, and, when
+Debian's prometheus and prometheus-node-exporter are installed, a demo Prometheus that scrapes
+itself and node_exporter and remote-writes to the receiver. Prints a status line from the
+receiver's own metrics every few seconds; Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tools import services
+
+REMOTE_WRITE_SNIPPET = """remote_write:
+  - url: http://{host}:{port}/api/v1/write"""
+
+
+def _metric_sum(text: str, name: str, label_filter: str = "") -> float:
+    total = 0.0
+    for match in re.finditer(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.M):
+        if label_filter in (match.group(1) or ""):
+            total += float(match.group(2))
+    return total
+
+
+def status_line(receiver_url: str) -> str:
+    status, body = services.http_get(f"{receiver_url}/metrics", timeout=5)
+    if status != 200:
+        return f"receiver /metrics answered {status}"
+    text = body.decode()
+    requests_ok = _metric_sum(text, "receiver_requests_total", 'code="204"')
+    rejected = sum(_metric_sum(text, "receiver_requests_total", f'code="{c}"') for c in (400, 401, 413, 415))
+    unavailable = _metric_sum(text, "receiver_requests_total", 'code="503"')
+    return (f"received {_metric_sum(text, 'receiver_samples_accepted_total'):,.0f} samples "
+            f"in {requests_ok:,.0f} requests | published {_metric_sum(text, 'receiver_published_messages_total'):,.0f}"
+            f" messages | rejected {rejected:,.0f} (4xx) | unavailable {unavailable:,.0f} (503)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=9201, help="receiver port (default 9201)")
+    parser.add_argument("--pubsub-port", type=int, default=8085, help="Pub/Sub emulator port (default 8085)")
+    parser.add_argument("--project", default="local-project", help="Pub/Sub project id (default local-project)")
+    parser.add_argument("--topic", default="remote-write", help="topic name (default remote-write)")
+    parser.add_argument("--subscription", default="remote-write-pipeline", help="subscription name")
+    parser.add_argument("--work-dir", default=".run", help="logs and emulator data (default .run)")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between status lines")
+    parser.add_argument("--no-demo", action="store_true", help="do not start the demo Prometheus")
+    args = parser.parse_args()
+
+    work = Path(args.work_dir).resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    topic = f"projects/{args.project}/topics/{args.topic}"
+    subscription = f"projects/{args.project}/subscriptions/{args.subscription}"
+    started: list[services.Service] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for port, what in ((args.port, "receiver (PORT=)"), (args.pubsub_port, "Pub/Sub emulator (PUBSUB_PORT=)")):
+            if services.port_in_use(port):
+                raise services.ServiceError(f"port {port} for the {what} is already in use; pick another")
+        emulator, host = services.start_pubsub_emulator(work, args.pubsub_port)
+        started.append(emulator)
+        services.create_topic_and_subscription(host, topic, subscription)
+        print(f"Pub/Sub emulator on {host}: topic {topic}, subscription {subscription}")
+        receiver, url = services.start_receiver(work, host, topic, port=args.port)
+        started.append(receiver)
+        print(f"receiver on {url}/api/v1/write (metrics {url}/metrics)")
+        demo = not args.no_demo and all(shutil.which(b) for b in ("prometheus", "prometheus-node-exporter"))
+        if demo:
+            node, node_addr = services.start_node_exporter(work)
+            started.append(node)
+            prom_port = services.free_port()
+            config = (f"global: {{scrape_interval: 5s}}\nscrape_configs:\n"
+                      f"  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{prom_port}']}}]\n"
+                      f"  - job_name: node\n    static_configs: [{{targets: ['{node_addr}']}}]\n"
+                      f"remote_write:\n  - url: {url}/api/v1/write\n")
+            prometheus, prom_url = services.start_prometheus(work, config, port=prom_port)
+            started.append(prometheus)
+            print(f"demo Prometheus on {prom_url} scrapes itself and node_exporter, remote-writing to the receiver")
+        else:
+            print("Prometheus/node_exporter not installed (apt-get install prometheus prometheus-node-exporter);"
+                  " point your own Prometheus at the receiver with:\n"
+                  + REMOTE_WRITE_SNIPPET.format(host="127.0.0.1", port=args.port))
+        print("The archive pipeline (issue 3) is not part of this build yet: messages wait in the subscription.")
+        print(f"logs in {work}; Ctrl-C stops everything.")
+        while not stopping:
+            deadline = time.monotonic() + args.interval
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(0.2)
+            for service in started:
+                if not service.alive():
+                    raise services.ServiceError(f"{service.name} exited; log:\n{service.log_tail()}")
+            if not stopping:
+                print(time.strftime("%H:%M:%S"), status_line(url), flush=True)
+        return 0
+    except services.ServiceError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for service in reversed(started):
+            service.stop()
+        if started:
+            print("stopped: " + ", ".join(s.name for s in reversed(started)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
