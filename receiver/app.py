@@ -110,14 +110,7 @@ def create_app(
         started = time.perf_counter()
         pending = []
         for index, part in enumerate(parts):
-            attributes = {
-                "protocol": decoded.protocol.value,
-                "tenant": tenant,
-                "received_at": received_at,
-                "samples": str(part.counts.samples),
-                "histograms": str(part.counts.histograms),
-                "exemplars": str(part.counts.exemplars),
-            }
+            attributes = codec.message_attributes(decoded.protocol, tenant, received_at, part.counts)
             if len(parts) > 1:
                 attributes.update(part=str(index), parts=str(len(parts)))
             pending.append(publisher.publish(part.body, attributes))

@@ -59,3 +59,26 @@ class Subscription:
             if not got:
                 time.sleep(0.05)
         return messages
+
+
+def publish_requests(topic: str, messages: list[tuple[object, str]], protocol: Protocol = Protocol.V1,
+                     received_at: str = "2026-11-24T00:00:00.000Z") -> list[bytes]:
+    """Publish remote-write messages as the receiver would: (message, tenant) -> encoded bodies."""
+    publisher = pubsub_v1.PublisherClient()
+    bodies = []
+    futures = []
+    for message, tenant in messages:
+        body = codec.encode(message)  # type: ignore[arg-type]
+        attributes = codec.message_attributes(protocol, tenant, received_at, codec.count(message))  # type: ignore
+        futures.append(publisher.publish(topic, body, **attributes))
+        bodies.append(body)
+    for future in futures:
+        future.result(timeout=60)
+    publisher.transport.close()
+    return bodies
+
+
+def publish_raw(topic: str, data: bytes, attributes: dict[str, str]) -> None:
+    publisher = pubsub_v1.PublisherClient()
+    publisher.publish(topic, data, **attributes).result(timeout=60)
+    publisher.transport.close()

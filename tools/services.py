@@ -147,8 +147,8 @@ def start_pubsub_emulator(log_dir: Path, port: int | None = None) -> tuple[Servi
     return service, f"{LOOPBACK}:{port}"
 
 
-def create_topic_and_subscription(emulator_host: str, topic: str, subscription: str) -> None:
-    """Create a topic and a pull subscription on the emulator (ack deadline 60 s)."""
+def create_topic_and_subscription(emulator_host: str, topic: str, subscription: str, ack_deadline: int = 60) -> None:
+    """Create a topic and a pull subscription on the emulator."""
     os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host
     from google.cloud import pubsub_v1
 
@@ -156,7 +156,8 @@ def create_topic_and_subscription(emulator_host: str, topic: str, subscription: 
     subscriber = pubsub_v1.SubscriberClient()
     try:
         publisher.create_topic(request={"name": topic})
-        subscriber.create_subscription(request={"name": subscription, "topic": topic, "ack_deadline_seconds": 60})
+        subscriber.create_subscription(
+            request={"name": subscription, "topic": topic, "ack_deadline_seconds": ack_deadline})
     finally:
         subscriber.close()
         publisher.transport.close()

@@ -181,6 +181,18 @@ def _subset_v2(message: remote_v2_pb2.Request, indices: Sequence[int], _first: b
     return part
 
 
+def message_attributes(protocol: Protocol, tenant: str, received_at: str, counts: Counts) -> dict[str, str]:
+    """The Pub/Sub attributes the receiver publishes with a request body (the pipeline reads them)."""
+    return {
+        "protocol": protocol.value,
+        "tenant": tenant,
+        "received_at": received_at,
+        "samples": str(counts.samples),
+        "histograms": str(counts.histograms),
+        "exemplars": str(counts.exemplars),
+    }
+
+
 def count(message: WriteMessage) -> Counts:
     """What an already validated message carries, without validating it again."""
     series = message.timeseries

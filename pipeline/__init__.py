@@ -1,0 +1,1 @@
+"""The Beam job: Pub/Sub -> decode -> metric-to-log -> windowed archive files (local disk, GCS, S3)."""

@@ -1,0 +1,108 @@
+"""Parse and validate options, then run the right graph for the runner."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, S3Options, StandardOptions
+
+from pipeline.graph import build_streaming
+from pipeline.local_loop import LocalLoop
+from pipeline.options import ArchiveOptions, bucket_of, dead_letter_path, validate
+
+LOCAL_RUNNERS = {None, "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "FnApiRunner",
+                 "PrismRunner"}
+
+
+def check_buckets(options: PipelineOptions) -> list[str]:
+    """Launch-time check that the archive and dead-letter buckets exist."""
+    archive = options.view_as(ArchiveOptions)
+    problems = []
+    for path in {archive.archive_path, dead_letter_path(archive)}:
+        bucket = bucket_of(path) if path.startswith(("gs://", "s3://")) else None
+        if not bucket:
+            continue
+        try:
+            exists = _gcs_bucket_exists(bucket, options) if path.startswith("gs://") else _s3_bucket_exists(
+                bucket, options)
+        except Exception as exc:  # any client failure is reported as a launch error, with its reason
+            problems.append(f"cannot check bucket of {path}: {exc}")
+            continue
+        if not exists:
+            problems.append(f"bucket {bucket!r} of {path} does not exist")
+    return problems
+
+
+def _gcs_bucket_exists(bucket: str, options: PipelineOptions) -> bool:
+    import os
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    project = options.view_as(GoogleCloudOptions).project
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        client = storage.Client(project=project or "local-project", credentials=AnonymousCredentials())
+    else:
+        client = storage.Client(project=project)
+    return client.lookup_bucket(bucket) is not None
+
+
+def _s3_bucket_exists(bucket: str, options: PipelineOptions) -> bool:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    s3 = options.view_as(S3Options)
+    client = boto3.client("s3", endpoint_url=s3.s3_endpoint_url, region_name=s3.s3_region_name,
+                          aws_access_key_id=s3.s3_access_key_id, aws_secret_access_key=s3.s3_secret_access_key)
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def help_parser() -> argparse.ArgumentParser:
+    """--help: this job's flags, then the standard Beam flags that matter here (all others pass through too)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Archive the receiver's Pub/Sub messages as newline-delimited JSON (gzip), one line per "
+                    "sample in Vector's metric_to_log shape, partitioned by tenant and each sample's UTC "
+                    "date/hour; undecodable messages go whole to a dead-letter store. Local runners "
+                    "(DirectRunner) use a loop of bounded runs that ack Pub/Sub only after the files are "
+                    "finalised; other runners (DataflowRunner) run a streaming job on Beam's Pub/Sub read.",
+        epilog="Every other standard Beam option is accepted and passed through.")
+    for group_name, options_class in (("archive", ArchiveOptions), ("Beam: runner", StandardOptions),
+                                      ("Beam: Google Cloud", GoogleCloudOptions), ("Beam: S3", S3Options)):
+        group = parser.add_argument_group(group_name)
+        options_class._add_argparse_args(group)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        help_parser().print_help()
+        sys.exit(0)
+    options = PipelineOptions(argv)
+    archive = options.view_as(ArchiveOptions)
+    problems = validate(archive) or check_buckets(options)
+    if problems:
+        for problem in problems:
+            print(f"pipeline: {problem}", file=sys.stderr)
+        sys.exit(2)
+    runner = options.view_as(StandardOptions).runner
+    if runner in LOCAL_RUNNERS:
+        loop = LocalLoop(options)
+        loop.install_signal_handlers()
+        loop.run()
+        return
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(options=options) as p:
+        build_streaming(p, archive)

@@ -1,0 +1,173 @@
+"""The local runner's loop of bounded runs against the real Pub/Sub emulator, archiving to local disk.
+
+Each of the local runner's traps (platform-facts.md) has a test here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.local_loop import LocalLoop
+from tools import services
+from tools.archive import dead_letter_files, read_archive
+from tools.pubsub import publish_raw, publish_requests
+from transforms.builders import Series, build_v1
+from transforms.protocol import STALE_NAN
+
+NOW_MS = int(time.time() * 1000)
+
+
+def requests_for(count: int, per: int = 50, ts: int = NOW_MS, tag: str = "r") -> list:
+    return [build_v1([Series({"__name__": "archive_test", "req": f"{tag}{r}", "i": str(i)}, [(ts, float(r * per + i))])
+                      for i in range(per)]) for r in range(count)]
+
+
+def all_lines(archive: Path) -> list[dict]:
+    return [line for lines in read_archive(str(archive)).values() for line in lines]
+
+
+class LoopThread:
+    """LocalLoop in a background thread, recording every run's stats."""
+
+    def __init__(self, subscription: str, archive: Path, window: int = 2, extra: tuple[str, ...] = ()) -> None:
+        self.runs: list[dict] = []
+        options = PipelineOptions(["--runner=DirectRunner", f"--input_subscription={subscription}",
+                                   f"--archive_path={archive}", f"--window_size={window}", *extra])
+        self.loop = LocalLoop(options, on_run=self.runs.append)
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+
+    def __enter__(self) -> LoopThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.stop()
+        self.thread.join(120)
+        assert not self.thread.is_alive()
+
+
+def wait_for_lines(archive: Path, expected: int, timeout: float = 90) -> list[dict]:
+    services.wait_until(lambda: len(all_lines(archive)) >= expected, timeout, f"{expected} archived lines",
+                        interval=0.5)
+    return all_lines(archive)
+
+
+def test_backlog_is_archived_in_full_with_big_pulls(topic_and_subscription, tmp_path):
+    """Traps 1 and 6: a backlog published while the pipeline was down is archived whole, pulled in
+    batches far above Beam's 10-message pull, and acked only after its files are final."""
+    topic, subscription = topic_and_subscription
+    publish_requests(topic, [(r, "default") for r in requests_for(600, per=10)])
+    archive = tmp_path / "archive"
+    with LoopThread(subscription.path, archive, window=3) as loop:
+        lines = wait_for_lines(archive, 6000)
+    assert len(lines) == 6000
+    assert sorted(line["gauge"]["value"] for line in lines) == [float(v) for v in range(6000)]
+    assert sum(run["messages"] for run in loop.runs) == 600
+    assert max(run["max_pull"] for run in loop.runs) > 10
+    assert not [p for p in archive.rglob("*.tmp") if p.is_file()], "no temp files left behind"
+    assert subscription.drain(quiet=1.0) == [], "everything archived was acked"
+
+
+def test_hours_old_samples_land_under_their_own_date_and_hour(topic_and_subscription, tmp_path):
+    """Trap 2: samples sent after an outage keep their own time; nothing is dropped as late."""
+    topic, subscription = topic_and_subscription
+    old = NOW_MS - 5 * 3600 * 1000
+    publish_requests(topic, [(r, "acme") for r in requests_for(3, ts=old, tag="old")]
+                     + [(r, "acme") for r in requests_for(3, ts=NOW_MS, tag="new")])
+    archive = tmp_path / "archive"
+    with LoopThread(subscription.path, archive):
+        wait_for_lines(archive, 300)
+    files = read_archive(str(archive))
+    hours = {Path(path).parent.name for path in files}
+    old_hour = time.strftime("hour=%H", time.gmtime(old / 1000))
+    new_hour = time.strftime("hour=%H", time.gmtime(NOW_MS / 1000))
+    assert {old_hour, new_hour} <= hours
+    for path, lines in files.items():
+        assert "/tenant=acme/" in path
+        for line in lines:
+            assert line["timestamp"][11:13] == Path(path).parent.name[5:7]  # partition = the sample's own hour
+
+
+def test_undecodable_messages_go_whole_to_dead_letters_and_the_rest_is_archived(topic_and_subscription, tmp_path):
+    topic, subscription = topic_and_subscription
+    publish_raw(topic, b"\xff\xffnot snappy", {"protocol": "1.0", "tenant": "default", "samples": "1"})
+    publish_raw(topic, b"whatever", {"tenant": "default"})  # no protocol attribute
+    publish_requests(topic, [(build_v1([Series({"__name__": "ok"}, [(NOW_MS, STALE_NAN)])]), "default")])
+    archive = tmp_path / "archive"
+    with LoopThread(subscription.path, archive) as loop:
+        [line] = wait_for_lines(archive, 1)
+        services.wait_until(lambda: sum(r["dead_letters"] for r in loop.runs) >= 2, 60, "dead letters")
+    assert line["gauge"] == {"value": "StaleNaN"}
+    records = [json.loads(r) for f in dead_letter_files(str(archive / "_dead_letters"))
+               for r in Path(f).read_text().splitlines()]
+    assert sorted(base64.b64decode(r["data_base64"]) for r in records) == [b"whatever", b"\xff\xffnot snappy"]
+    errors = " ".join(r["error"] for r in records)
+    assert "snappy" in errors and "protocol" in errors
+    assert all(r["attributes"]["tenant"] == "default" and r["message_id"] for r in records)
+
+
+def test_last_window_is_flushed_soon_after_traffic_stops(topic_and_subscription, tmp_path):
+    """Trap 4: with no further traffic, the open window is written within window_size + 10 s."""
+    topic, subscription = topic_and_subscription
+    archive = tmp_path / "archive"
+    window = 5
+    with LoopThread(subscription.path, archive, window=window):
+        time.sleep(1)
+        publish_requests(topic, [(r, "default") for r in requests_for(2)])
+        published = time.monotonic()
+        wait_for_lines(archive, 100, timeout=window + 10)
+        assert time.monotonic() - published <= window + 10
+
+
+def _start_pipeline(subscription: str, archive: Path, window: int, log_dir: Path, name: str) -> services.Service:
+    return services.Service(name, [sys.executable, "-m", "pipeline", "--runner=DirectRunner",
+                                   f"--input_subscription={subscription}", f"--archive_path={archive}",
+                                   f"--window_size={window}"], log_dir, cwd=services.ROOT)
+
+
+def test_sigterm_and_sigint_stop_cleanly_after_flushing(topic_and_subscription, tmp_path):
+    """Trap 5: a signal stops reading, flushes the open window, finalises files, leaves no temp files."""
+    topic, subscription = topic_and_subscription
+    archive = tmp_path / "archive"
+    for sig, tag in ((signal.SIGTERM, "a"), (signal.SIGINT, "b")):
+        pipeline = _start_pipeline(subscription.path, archive, 60, tmp_path, f"pipeline-{tag}")
+        try:
+            time.sleep(3)
+            publish_requests(topic, [(r, "default") for r in requests_for(5, tag=tag)])
+            time.sleep(3)  # pulled and held, the 60 s window still open
+            pipeline.signal(sig)
+            assert pipeline.process.wait(60) == 0, pipeline.log_tail()
+        finally:
+            pipeline.stop()
+    lines = all_lines(archive)
+    assert len(lines) == 500
+    assert not [p for p in archive.rglob("*.tmp") if p.is_file()]
+    assert subscription.drain(quiet=1.0) == []
+
+
+def test_a_crash_before_the_write_loses_nothing(pubsub_emulator, tmp_path):
+    """Trap 6: nothing is acked before it is durably written. SIGKILL mid-window, restart: all there."""
+    topic = "projects/test-project/topics/crash"
+    subscription = "projects/test-project/subscriptions/crash-sub"
+    services.create_topic_and_subscription(pubsub_emulator, topic, subscription, ack_deadline=10)
+    archive = tmp_path / "archive"
+    publish_requests(topic, [(r, "default") for r in requests_for(20)])
+    first = _start_pipeline(subscription, archive, 60, tmp_path, "pipeline-crash")
+    time.sleep(6)  # messages pulled and held in a 60 s window
+    first.signal(signal.SIGKILL)
+    first.stop()
+    assert all_lines(archive) == []
+    second = _start_pipeline(subscription, archive, 2, tmp_path, "pipeline-restart")
+    try:
+        lines = wait_for_lines(archive, 1000, timeout=90)
+    finally:
+        second.stop()
+    assert sorted(line["gauge"]["value"] for line in lines) == [float(v) for v in range(1000)]

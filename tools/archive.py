@@ -1,0 +1,30 @@
+"""Reading the archive back (tests, benches, status): every line of every finalised file."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+
+def archive_files(archive_path: str) -> list[str]:
+    pattern = FileSystems.join(archive_path, "tenant=*", "date=*", "hour=*", "*.ndjson.gz")
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def read_lines(path: str) -> list[dict[str, Any]]:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        data = handle.read()
+    return [json.loads(line) for line in gzip.decompress(data).decode().splitlines()]
+
+
+def read_archive(archive_path: str) -> dict[str, list[dict[str, Any]]]:
+    return {path: read_lines(path) for path in archive_files(archive_path)}
+
+
+def dead_letter_files(dead_letter_path: str) -> list[str]:
+    pattern = FileSystems.join(dead_letter_path, "date=*", "*.ndjson")
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)

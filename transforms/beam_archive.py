@@ -1,0 +1,227 @@
+"""Thin Beam wrappers around the pure core: decode + metric-to-log, metadata, archive files, dead letters.
+
+Used by both graphs in pipeline/: the local loop of bounded runs and the streaming job on Dataflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms import codec
+from transforms.errors import RemoteWriteError
+from transforms.metadata import TYPE_NAMES, MetadataStore
+from transforms.metric_to_log import ConversionError, Partition, convert
+from transforms.protocol import DEFAULT_TENANT, Protocol
+
+DEAD_LETTER = "dead_letter"
+MAX_DECOMPRESSED = 1 << 30
+# One store per worker process: 1.0 metadata outlives a bundle, a window and a bounded run.
+_STORE = MetadataStore()
+
+
+def message_protocol(attributes: dict[str, str]) -> Protocol:
+    try:
+        return Protocol(attributes.get("protocol", ""))
+    except ValueError as exc:
+        raise ConversionError(f"missing or unknown 'protocol' attribute {attributes.get('protocol')!r}") from exc
+
+
+def is_metadata_only(message: Any) -> bool:
+    """A 1.0 request carrying no samples: Prometheus' periodic metadata requests."""
+    attrs = message.attributes or {}
+    return attrs.get("protocol") == "1.0" and all(attrs.get(k) == "0" for k in ("samples", "histograms", "exemplars"))
+
+
+def dead_letter_record(message: Any, error: str) -> str:
+    """A whole message, its attributes and the error, as one JSON line (replayable)."""
+    return json.dumps({
+        "error": error,
+        "message_id": getattr(message, "message_id", None),
+        "publish_time": str(getattr(message, "publish_time", "") or ""),
+        "attributes": dict(message.attributes or {}),
+        "data_base64": base64.b64encode(message.data or b"").decode(),
+    }, sort_keys=True)
+
+
+class ExtractMetadataTypes(beam.DoFn):
+    """(tenant, {family: type}) from 1.0 metadata-only messages; undecodable ones are skipped here
+    (the main conversion dead-letters them)."""
+
+    def process(self, message: Any) -> Iterator[tuple[str, dict[str, str]]]:
+        try:
+            decoded = codec.decode(message.data, Protocol.V1, MAX_DECOMPRESSED)
+        except RemoteWriteError:
+            return
+        tenant = (message.attributes or {}).get("tenant", DEFAULT_TENANT)
+        types = {m.metric_family_name: TYPE_NAMES.get(m.type, "unknown") for m in decoded.message.metadata}
+        if types:
+            yield tenant, types
+
+
+class MergeTypes(beam.CombineFn):
+    """All tenants' metadata types seen, merged into one side-input dict."""
+
+    def create_accumulator(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    def add_input(self, acc: dict[str, dict[str, str]], element: tuple[str, dict[str, str]]):
+        tenant, types = element
+        acc.setdefault(tenant, {}).update(types)
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, dict[str, str]]]):
+        merged: dict[str, dict[str, str]] = {}
+        for acc in accumulators:
+            for tenant, types in acc.items():
+                merged.setdefault(tenant, {}).update(types)
+        return merged
+
+    def extract_output(self, acc: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        return acc
+
+
+class DecodeToLines(beam.DoFn):
+    """A published message -> (Partition, ndjson text) per partition; failures go whole to DEAD_LETTER."""
+
+    def __init__(self) -> None:
+        self.samples = Metrics.counter("archive", "samples_converted")
+        self.lines = Metrics.counter("archive", "lines")
+        self.dead = Metrics.counter("archive", "dead_letters")
+
+    def process(self, message: Any, types: dict[str, dict[str, str]] | None = None):
+        attributes = message.attributes or {}
+        try:
+            protocol = message_protocol(attributes)
+            tenant = attributes.get("tenant") or DEFAULT_TENANT
+            if types and tenant in types:
+                _STORE.update(tenant, types[tenant])
+            decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED)
+            partitions = convert(decoded.message, protocol, tenant, _STORE)
+        except (RemoteWriteError, ConversionError) as exc:
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(message, f"{type(exc).__name__}: {exc}"))
+            return
+        self.samples.inc(decoded.counts.samples)
+        for partition, lines in partitions.items():
+            self.lines.inc(len(lines))
+            yield partition, "\n".join(lines) + "\n"
+
+
+def partition_dir(archive_path: str, partition: Partition) -> str:
+    return FileSystems.join(archive_path, f"tenant={partition.tenant}", f"date={partition.date}",
+                            f"hour={partition.hour}")
+
+
+def _mkdirs(path: str) -> None:
+    """Local disk needs the directory; object stores (gs://, s3://) have none to make."""
+    if "://" not in path and not FileSystems.exists(path):
+        FileSystems.mkdirs(path)
+
+
+def write_atomically(final_path: str, temp_dir: str, chunks: Iterable[str], compressed: bool = True) -> None:
+    """Write to a temp file, then rename it into place: readers never see a partial file.
+
+    Local disk renames; GCS and S3 copy then delete, and an object appears whole or not at all.
+    """
+    _mkdirs(temp_dir)
+    temp_path = FileSystems.join(temp_dir, f"{uuid.uuid4().hex}.tmp")
+    compression = CompressionTypes.GZIP if compressed else CompressionTypes.UNCOMPRESSED
+    with FileSystems.create(temp_path, compression_type=compression) as handle:
+        for chunk in chunks:
+            handle.write(chunk.encode())
+    _mkdirs(final_path.rsplit("/", 1)[0])
+    FileSystems.rename([temp_path], [final_path])
+
+
+class WriteArchiveFiles(beam.DoFn):
+    """(Partition, [ndjson text, ...]) -> one or more finalised .ndjson.gz files in that partition.
+
+    `file_label(window, pane)` names the files: unique per window and pane, so a re-fired pane adds a
+    file and never overwrites one. At most ceil(lines / max_lines_per_file) files per partition
+    and pane: the file count per window is bounded.
+    """
+
+    def __init__(self, archive_path: str, file_label: Callable[[Any, Any], str], max_lines_per_file: int = 5_000_000):
+        self.archive_path = archive_path
+        self.file_label = file_label
+        self.max_lines = max_lines_per_file
+        self.files = Metrics.counter("archive", "files_written")
+
+    def process(self, element: tuple[Partition, Iterable[str]], window=beam.DoFn.WindowParam,
+                pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
+        partition, texts = element
+        label = self.file_label(window, pane)
+        directory = partition_dir(self.archive_path, partition)
+        temp_dir = FileSystems.join(self.archive_path, ".tmp")
+        shard, batch, lines = 0, [], 0
+        for text in texts:
+            batch.append(text)
+            lines += text.count("\n")
+            if lines >= self.max_lines:
+                yield self._flush(directory, temp_dir, label, shard, batch)
+                shard, batch, lines = shard + 1, [], 0
+        if batch:
+            yield self._flush(directory, temp_dir, label, shard, batch)
+
+    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[str]) -> str:
+        path = FileSystems.join(directory, f"part-{label}-{shard:04d}.ndjson.gz")
+        write_atomically(path, temp_dir, batch)
+        self.files.inc()
+        return path
+
+
+class WriteDeadLetters(beam.DoFn):
+    """Dead-letter JSON lines -> one file per window/pane under the dead-letter path."""
+
+    def __init__(self, dead_letter_path: str, file_label: Callable[[Any, Any], str]):
+        self.dead_letter_path = dead_letter_path
+        self.file_label = file_label
+
+    def process(self, element: tuple[None, Iterable[str]], window=beam.DoFn.WindowParam,
+                pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
+        _, records = element
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        path = FileSystems.join(self.dead_letter_path, f"date={day}", f"dead-{self.file_label(window, pane)}.ndjson")
+        write_atomically(path, FileSystems.join(self.dead_letter_path, ".tmp"),
+                         (record + "\n" for record in records), compressed=False)
+        yield path
+
+
+class ArchiveMessages(beam.PTransform):
+    """Messages -> archive files and dead-letter files. Outputs the written paths."""
+
+    def __init__(self, archive_path: str, dead_letter_path: str, file_label: Callable[[Any, Any], str],
+                 max_lines_per_file: int = 5_000_000) -> None:
+        super().__init__()
+        self.archive_path = archive_path
+        self.dead_letter_path = dead_letter_path
+        self.file_label = file_label
+        self.max_lines_per_file = max_lines_per_file
+
+    def expand(self, messages):
+        types = (messages
+                 | "MetadataOnly" >> beam.Filter(is_metadata_only)
+                 | "ExtractTypes" >> beam.ParDo(ExtractMetadataTypes())
+                 | "MergeTypes" >> beam.CombineGlobally(MergeTypes()).without_defaults())
+        converted = messages | "DecodeToLines" >> beam.ParDo(
+            DecodeToLines(), types=beam.pvalue.AsSingleton(types, default_value={})
+        ).with_outputs(DEAD_LETTER, main="lines")
+        files = (converted.lines
+                 | "GroupByPartition" >> beam.GroupByKey()
+                 | "WriteFiles" >> beam.ParDo(WriteArchiveFiles(self.archive_path, self.file_label,
+                                                                self.max_lines_per_file)))
+        dead = (converted[DEAD_LETTER]
+                | "KeyDeadLetters" >> beam.Map(lambda record: (None, record))
+                | "GroupDeadLetters" >> beam.GroupByKey()
+                | "WriteDeadLetters" >> beam.ParDo(WriteDeadLetters(self.dead_letter_path, self.file_label)))
+        return (files, dead) | "AllPaths" >> beam.Flatten()
