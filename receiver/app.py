@@ -14,6 +14,7 @@ from concurrent import futures
 from datetime import UTC, datetime
 
 from flask import Flask, Response, jsonify, request
+from google.cloud.pubsub_v1.publisher.exceptions import FlowControlLimitError
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
@@ -86,7 +87,7 @@ def create_app(
     metrics: ReceiverMetrics | None = None,
 ) -> Flask:
     app = Flask(__name__)
-    publisher = publisher or PubSubPublisher(config.topic)
+    publisher = publisher or PubSubPublisher(config.topic, config.max_outstanding_bytes)
     metrics = metrics or ReceiverMetrics()
     auth = Authenticator(config)
     slots = threading.BoundedSemaphore(config.max_in_flight)
@@ -113,7 +114,10 @@ def create_app(
             attributes = codec.message_attributes(decoded.protocol, tenant, received_at, part.counts)
             if len(parts) > 1:
                 attributes.update(part=str(index), parts=str(len(parts)))
-            pending.append(publisher.publish(part.body, attributes))
+            try:
+                pending.append(publisher.publish(part.body, attributes))
+            except FlowControlLimitError as exc:
+                raise Unavailable(f"over --max-outstanding-bytes of unconfirmed publishes: {exc}") from exc
         done, not_done = futures.wait(pending, timeout=config.publish_timeout)
         failures = [f.exception() for f in done if f.exception() is not None]
         if not_done or failures:
@@ -143,7 +147,8 @@ def create_app(
             body = _read_body(config.max_body_bytes)
             metrics.bytes.inc(len(body))
             decoded = codec.decode(body, protocol, config.max_decompressed_bytes, config.name_validation)
-            publish(body, decoded, tenant)
+            if decoded.uncompressed_bytes:  # an empty request (a sender's probe) carries nothing to keep
+                publish(body, decoded, tenant)
         except RemoteWriteError as exc:
             return error(exc.status, exc.message, protocol)
         except Unavailable as exc:
@@ -173,6 +178,12 @@ def create_app(
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
         return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        # A bug of ours, not the sender's data: 500 makes Prometheus retry, so nothing is lost.
+        log.exception("unexpected error handling %s %s", request.method, request.path)
+        return error(500, f"internal error: {type(exc).__name__}")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

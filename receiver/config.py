@@ -31,8 +31,10 @@ class ReceiverConfig:
     max_decompressed_bytes: int = 128 * MIB
     max_message_bytes: int = PUBSUB_MESSAGE_LIMIT
     max_in_flight: int = 64
-    publish_timeout: float = 30.0
-    name_validation: NameValidation = NameValidation.LEGACY
+    max_outstanding_bytes: int = 256 * MIB
+    # under Prometheus' default 30 s remote_timeout, so it gets our 503 before it gives up itself
+    publish_timeout: float = 10.0
+    name_validation: NameValidation = NameValidation.UTF8
     workers: int = 2
     threads: int = 8
 
@@ -44,7 +46,7 @@ class ReceiverConfig:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("--tls-cert-file and --tls-key-file go together")
         for name in ("port", "max_body_bytes", "max_decompressed_bytes", "max_message_bytes",
-                     "max_in_flight", "workers", "threads"):
+                     "max_in_flight", "max_outstanding_bytes", "workers", "threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive")
         if self.max_message_bytes > PUBSUB_MESSAGE_LIMIT:
@@ -92,12 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-message-bytes",
         "Bodies larger than this are split by series into several Pub/Sub messages "
         "(default %(default)s, just under Pub/Sub's 10 MB limit).", type=int)
-    add("--max-in-flight", "Concurrent requests per worker before answering 503 + Retry-After "
-        "(default %(default)s).", type=int)
+    add("--max-in-flight", "Requests handled at once per worker before answering 503 + Retry-After "
+        "(default %(default)s; a worker runs at most --threads at a time).", type=int)
+    add("--max-outstanding-bytes", "Bytes per worker published but not yet confirmed by Pub/Sub; beyond "
+        "it requests get 503 + Retry-After (default %(default)s).", type=int)
     add("--publish-timeout", "Seconds to wait for Pub/Sub to confirm a publish before answering 503 "
         "(default %(default)s).", type=float)
-    add("--name-validation", "Metric/label name rules: 'legacy' ([a-zA-Z_:][a-zA-Z0-9_:]*, Prometheus 2.x) "
-        "or 'utf8' (any non-empty UTF-8, Prometheus 3) (default %(default)s).",
+    add("--name-validation", "Metric/label name rules: 'utf8' (any non-empty UTF-8, as Prometheus 3 and "
+        "the 2.0 spec allow) or 'legacy' ([a-zA-Z_:][a-zA-Z0-9_:]*, Prometheus 2.x) (default %(default)s).",
         choices=[m.value for m in NameValidation])
     add("--workers", "gunicorn worker processes (default %(default)s).", type=int)
     add("--threads", "Threads per worker (default %(default)s).", type=int)

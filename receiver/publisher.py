@@ -7,7 +7,9 @@ import time
 from concurrent.futures import Future
 from typing import Protocol as TypingProtocol
 
+from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1.types import LimitExceededBehavior, PublisherOptions, PublishFlowControl
 
 # A request waits for its own publish confirmation, so batching only adds latency;
 # a short window still groups concurrent requests into one Pub/Sub call.
@@ -27,8 +29,11 @@ class Publisher(TypingProtocol):
 class PubSubPublisher:
     """google-cloud-pubsub publisher for one topic; created lazily so it is per gunicorn worker."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, max_outstanding_bytes: int = 256 * 1024 * 1024) -> None:
         self.topic = topic
+        # Over this many unconfirmed bytes publish() raises FlowControlLimitError: the app answers 503.
+        self._flow = PublishFlowControl(message_limit=100_000, byte_limit=max_outstanding_bytes,
+                                        limit_exceeded_behavior=LimitExceededBehavior.ERROR)
         self._client: pubsub_v1.PublisherClient | None = None
         self._lock = threading.Lock()
         self._ready_until = 0.0
@@ -37,7 +42,8 @@ class PubSubPublisher:
     def client(self) -> pubsub_v1.PublisherClient:
         with self._lock:
             if self._client is None:
-                self._client = pubsub_v1.PublisherClient(batch_settings=_BATCH)
+                self._client = pubsub_v1.PublisherClient(
+                    batch_settings=_BATCH, publisher_options=PublisherOptions(flow_control=self._flow))
             return self._client
 
     def publish(self, data: bytes, attributes: dict[str, str]) -> Future:
@@ -47,5 +53,8 @@ class PubSubPublisher:
         if time.monotonic() < self._ready_until:
             return
         # no retries: readiness must answer within seconds, not after the default 60 s retry deadline
-        self.client.get_topic(request={"topic": self.topic}, retry=None, timeout=5.0)
+        try:
+            self.client.get_topic(request={"topic": self.topic}, retry=None, timeout=5.0)
+        except google_exceptions.PermissionDenied:
+            pass  # Pub/Sub answered: a publish-only role may not read topics, and it need not
         self._ready_until = time.monotonic() + _READY_CACHE_SECONDS

@@ -11,8 +11,8 @@ import snappy
 
 from transforms.errors import InvalidPayload, PayloadTooLarge
 
-# A snappy copy op emits at most 64 bytes from a 2-byte tag, so no valid block expands
-# by more than 32x; a header claiming more is a lie (allow slack for tiny inputs).
+# A snappy copy op emits at most 64 bytes from a 3-byte tag (about 21x), so a header claiming
+# more than 32x the compressed size is a lie (the slack covers tiny inputs).
 _MAX_EXPANSION = 32
 _MAX_VARINT_BYTES = 5  # the header is a uint32
 

@@ -148,7 +148,7 @@ def validate_v1_payload(
     view.DiscardUnknownFields()
     keys = list(map(_serialize_key, view.timeseries))
     cache = _SERIES_CACHE[names]
-    missing = set(keys).difference(cache)
+    missing = [key for key in dict.fromkeys(keys) if key not in cache]  # request order: first error wins
     if missing:
         checker = _CHECKERS[names]
         fresh = {key: _validate_key(key, checker, keys) for key in missing}
@@ -193,8 +193,10 @@ def validate_v2(request: remote_v2_pb2.Request, names: NameValidation = NameVali
         n_samples, n_histograms = len(series.samples), len(series.histograms)
         if n_samples and n_histograms:
             raise InvalidPayload(f"{where}: a series must not carry both samples and histograms")
-        if not n_samples and not n_histograms:
-            raise InvalidPayload(f"{where}: a series must carry at least one sample or histogram")
+        # Senders MUST send a sample or histogram, yet Prometheus 3 sends exemplar-only series and
+        # its own receiver takes them; rejecting would drop the whole request for good.
+        if not n_samples and not n_histograms and not series.exemplars:
+            raise InvalidPayload(f"{where}: a series must carry at least one sample, histogram or exemplar")
         for exemplar in series.exemplars:
             _resolve_refs(exemplar.labels_refs, symbols, f"{where} exemplar")
         if series.HasField("metadata"):

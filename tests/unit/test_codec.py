@@ -253,7 +253,7 @@ def _v2(symbols, refs, samples=((1, 1.0),), histograms=0, meta=None) -> bytes:
         (_v2(["", "__name__", "up", "job"], [3, 2, 1, 2]), "not sorted"),
         (_v2(["", "__name__", "up"], [1, 2, 1, 2]), "duplicate"),
         (_v2(["", "job", "up"], [1, 2]), "no __name__"),
-        (_v2(["", "__name__", "up"], [1, 2], samples=()), "at least one sample"),
+        (_v2(["", "__name__", "up"], [1, 2], samples=()), "at least one sample, histogram or exemplar"),
         (_v2(["", "__name__", "up"], [1, 2], histograms=1), "both samples and histograms"),
         (_v2(["", "__name__", "up"], [1, 2], meta=(99, 0)), "metadata symbol reference"),
     ],

@@ -7,6 +7,7 @@ import threading
 from datetime import datetime
 
 import pytest
+from google.cloud.pubsub_v1.publisher.exceptions import FlowControlLimitError
 
 from receiver.app import create_app
 from receiver.config import ReceiverConfig, parse_config
@@ -15,6 +16,7 @@ from transforms import codec, snappy_block
 from transforms.builders import Series, build_v1, build_v2
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import CONTENT_TYPE_V1, CONTENT_TYPE_V2, Protocol
+from transforms.validation import NameValidation
 
 TOPIC = "projects/test-project/topics/remote-write"
 V1_HEADERS = {"Content-Type": CONTENT_TYPE_V1, "Content-Encoding": "snappy",
@@ -282,3 +284,49 @@ def test_bad_options_fail_at_launch_with_a_message(capsys):
     with pytest.raises(SystemExit):
         parse_config(["--topic", TOPIC, "--basic-auth-user", "u"])
     assert "go together" in capsys.readouterr().err
+
+
+def test_empty_request_is_acknowledged_without_publishing():
+    client, publisher = make()
+    response = client.post("/api/v1/write", data=b"", headers=V1_HEADERS)
+    assert response.status_code == 204
+    assert publisher.messages == []
+
+
+def test_prometheus3_names_are_accepted_by_default_and_legacy_is_opt_in():
+    body = codec.encode(build_v1([Series({"__name__": "http.server.duration", "service.name": "x"}, [(1, 1.0)])]))
+    client, publisher = make()
+    assert client.post("/api/v1/write", data=body, headers=V1_HEADERS).status_code == 204
+    strict, _ = make(name_validation=NameValidation.LEGACY)
+    response = strict.post("/api/v1/write", data=body, headers=V1_HEADERS)
+    assert response.status_code == 400 and "invalid" in response.json["error"]
+
+
+def test_exemplar_only_2v0_series_is_accepted():
+    request = build_v2([Series({"__name__": "req_total"}, [], exemplars=[({"trace_id": "t"}, 1, 0.5)])])
+    client, publisher = make()
+    response = client.post("/api/v1/write", data=codec.encode(request), headers=V2_HEADERS)
+    assert response.status_code == 204
+    assert response.headers["X-Prometheus-Remote-Write-Exemplars-Written"] == "1"
+    assert len(publisher.messages) == 1
+
+
+def test_pubsub_flow_control_limit_is_503_with_retry_after():
+    class Saturated(MemoryPublisher):
+        def publish(self, data, attributes):
+            raise FlowControlLimitError("too many outstanding bytes")
+
+    client, _ = make(Saturated())
+    response = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert "max-outstanding-bytes" in response.json["error"]
+
+
+def test_an_unexpected_error_is_a_json_500_so_the_sender_retries():
+    class Broken(MemoryPublisher):
+        def publish(self, data, attributes):
+            raise KeyError("bug")
+
+    client, _ = make(Broken())
+    response = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
+    assert response.status_code == 500 and response.json["code"] == 500
