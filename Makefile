@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: setup system-deps run test unit lint proto bench bench-receiver clean
+.PHONY: setup system-deps run test unit lint proto bench bench-receiver bench-pipeline clean
 
 setup: $(STAMP)
 
@@ -44,10 +44,13 @@ lint: setup
 proto: setup
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/proto/remote_v1.proto transforms/proto/remote_v1_view.proto transforms/proto/remote_v2.proto
 
-bench: bench-receiver
+bench: bench-receiver bench-pipeline
 
 bench-receiver: setup system-deps
 	$(PY) -m bench.receiver $(BENCH_ARGS)
+
+bench-pipeline: setup system-deps
+	$(PY) -m bench.pipeline $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -29,6 +29,8 @@ setup(
             "ruff==0.17.6",
             "grpcio-tools==1.81.1",  # protoc, to regenerate and check transforms/proto
             "requests==2.34.2",
+            "gcp-storage-emulator==2026.7.19",  # GCS emulator for archive tests
+            "moto[server]==5.2.5",  # S3 server for archive tests
         ],
     },
     entry_points={"console_scripts": ["remote-write-receiver=receiver.__main__:main"]},

@@ -100,7 +100,8 @@ class LocalLoop:
 
     def _batch_options(self) -> PipelineOptions:
         """The user's options for a bounded run: same runner family, batch mode."""
-        options = PipelineOptions(self.options.get_all_options(drop_default=True, retain_unknown_options=True))
+        options = PipelineOptions.from_dictionary(
+            self.options.get_all_options(drop_default=True, retain_unknown_options=True))
         options.view_as(StandardOptions).streaming = False
         runner = options.view_as(StandardOptions).runner or "DirectRunner"
         if runner in ("BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"):

@@ -58,7 +58,9 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
 
 
 def require_binary(name: str, install_hint: str) -> str:
-    path = shutil.which(name)
+    """A command from this venv (Python tools) or from PATH (Debian packages)."""
+    venv_bin = Path(sys.executable).parent / name
+    path = str(venv_bin) if venv_bin.exists() else shutil.which(name)
     if not path:
         raise ServiceError(f"{name} not found: {install_hint}")
     return path
@@ -231,3 +233,23 @@ def stopping(*services: Service) -> Iterator[None]:
     finally:
         for service in reversed(services):
             service.stop()
+
+
+def start_gcs_emulator(log_dir: Path) -> tuple[Service, str]:
+    """gcp-storage-emulator (PyPI), in memory. Returns the service and its http:// URL for
+    STORAGE_EMULATOR_HOST."""
+    binary = require_binary("gcp-storage-emulator", "pip install gcp-storage-emulator (a test dependency)")
+    port = free_port()
+    service = Service("gcs-emulator", [binary, "start", "--host", LOOPBACK, "--port", str(port), "--in-memory"],
+                      log_dir)
+    service.wait_ready(lambda: port_in_use(port), timeout=30)
+    return service, f"http://{LOOPBACK}:{port}"
+
+
+def start_moto(log_dir: Path) -> tuple[Service, str]:
+    """moto in server mode: a local S3. Returns the service and its endpoint URL."""
+    binary = require_binary("moto_server", "pip install 'moto[server]' (a test dependency)")
+    port = free_port()
+    service = Service("moto", [binary, "-H", LOOPBACK, "-p", str(port)], log_dir)
+    service.wait_ready(_http_ok(f"http://{LOOPBACK}:{port}/moto-api/"), timeout=30)
+    return service, f"http://{LOOPBACK}:{port}"
