@@ -11,12 +11,15 @@ import collections
 import math
 import re
 import time
+from datetime import datetime
 
 import pytest
 import requests
 
+from tests.integration.test_pipeline_local import LoopThread
 from tools import services
-from transforms.protocol import float_bits, is_stale_marker
+from tools.archive import read_archive
+from transforms.protocol import STALE_NAN, float_bits, is_stale_marker
 
 SCRAPE_SECONDS = 12
 
@@ -75,15 +78,14 @@ def stack(log_dir, pubsub_emulator, topic_and_subscription):
             service.stop()
 
 
-def test_prometheus_remote_write_reaches_pubsub_complete_and_exact(stack):
-    prometheus, prometheus_url, receiver_url, subscription, node = stack
+def stop_scraping_and_settle(prometheus, prometheus_url: str, receiver_url: str, node) -> dict[str, float]:
+    """Let Prometheus scrape, then stop node_exporter (its series go stale) and all scraping, and wait
+    until Prometheus has sent everything. Returns its final remote-storage counters."""
     time.sleep(SCRAPE_SECONDS)
-    # node_exporter goes away: its next failed scrape marks all its series stale.
-    node.stop()
+    node.stop()  # its next failed scrape marks all its series stale
     time.sleep(3)
-    # Stop scraping (same remote_write block, so the queue carries on): nothing more to send.
     config_path = next(a for a in prometheus.process.args if a.startswith("--config.file=")).split("=", 1)[1]
-    with open(config_path, "w") as handle:
+    with open(config_path, "w") as handle:  # same remote_write block: the queue carries on
         handle.write(prometheus_config(receiver_url, None, None))
     assert requests.post(f"{prometheus_url}/-/reload", timeout=30).status_code == 200
 
@@ -101,6 +103,31 @@ def test_prometheus_remote_write_reaches_pubsub_complete_and_exact(stack):
     assert sent["prometheus_remote_storage_samples_retried_total"] == 0
     assert sent["prometheus_remote_storage_samples_dropped_total"] == 0
     assert sent["prometheus_remote_storage_metadata_failed_total"] == 0
+    return sent
+
+
+def tsdb_samples(prometheus_url: str) -> dict[tuple, list[tuple[int, float]]]:
+    """Every raw sample in Prometheus' own TSDB (stale markers are not returned by queries)."""
+    result = requests.get(f"{prometheus_url}/api/v1/query",
+                          params={"query": '{__name__=~".+"}[10m]', "time": time.time()}, timeout=60).json()
+    assert result["status"] == "success"
+    return {series_key(r["metric"]): [(round(float(t) * 1000), float(v)) for t, v in r["values"]]
+            for r in result["data"]["result"]}
+
+
+def assert_same_samples(tsdb: dict, pulled: dict) -> None:
+    assert len(tsdb) > 500
+    for key, samples in tsdb.items():
+        got = sorted((t, v) for t, v in pulled.get(key, []) if not is_stale_marker(v))
+        assert len(got) == len(samples), f"{dict(key)}: {len(got)} archived/pulled, {len(samples)} in TSDB"
+        for (t1, v1), (t2, v2) in zip(got, samples, strict=True):
+            assert t1 == t2 and (v1 == v2 or (math.isnan(v1) and math.isnan(v2))), (dict(key), t1, v1, v2)
+    assert set(pulled) - set(tsdb) == set(), "every series is in Prometheus' TSDB"
+
+
+def test_prometheus_remote_write_reaches_pubsub_complete_and_exact(stack):
+    prometheus, prometheus_url, receiver_url, subscription, node = stack
+    sent = stop_scraping_and_settle(prometheus, prometheus_url, receiver_url, node)
 
     # Everything in Pub/Sub, decoded with the shared codec.
     pulled: dict[tuple, list[tuple[int, float]]] = collections.defaultdict(list)
@@ -129,15 +156,34 @@ def test_prometheus_remote_write_reaches_pubsub_complete_and_exact(stack):
         assert is_stale_marker(last_value) and float_bits(last_value) == 0x7FF0000000000002, dict(key)
 
     # The samples equal Prometheus' own TSDB, series by series, value for value.
-    result = requests.get(f"{prometheus_url}/api/v1/query",
-                          params={"query": '{__name__=~".+"}[10m]', "time": time.time()}, timeout=60).json()
-    assert result["status"] == "success"
-    tsdb = {series_key(r["metric"]): [(round(float(t) * 1000), float(v)) for t, v in r["values"]]
-            for r in result["data"]["result"]}
-    assert len(tsdb) > 500
-    for key, samples in tsdb.items():
-        got = sorted((t, v) for t, v in pulled.get(key, []) if not is_stale_marker(v))
-        assert len(got) == len(samples), f"{dict(key)}: {len(got)} pulled, {len(samples)} in TSDB"
-        for (t1, v1), (t2, v2) in zip(got, samples, strict=True):
-            assert t1 == t2 and (v1 == v2 or (math.isnan(v1) and math.isnan(v2))), (dict(key), t1, v1, v2)
-    assert set(pulled) - set(tsdb) == set(), "every pulled series is in Prometheus' TSDB"
+    assert_same_samples(tsdb_samples(prometheus_url), pulled)
+
+
+def archived_value(line: dict) -> float:
+    value = (line.get("counter") or line.get("gauge"))["value"]
+    special = {"+Inf": math.inf, "-Inf": -math.inf, "StaleNaN": STALE_NAN, "NaN": math.nan}
+    return special.get(value, value) if isinstance(value, str) else float(value)
+
+
+def test_prometheus_to_archive_holds_what_prometheus_holds(stack, tmp_path):
+    """Real Prometheus -> receiver -> Pub/Sub -> pipeline (local runner) -> archive on local disk."""
+    prometheus, prometheus_url, receiver_url, subscription, node = stack
+    archive = tmp_path / "archive"
+    with LoopThread(subscription.path, archive, window=3) as loop:
+        sent = stop_scraping_and_settle(prometheus, prometheus_url, receiver_url, node)
+        total = sent["prometheus_remote_storage_samples_total"]
+        services.wait_until(lambda: loop.loop.totals.get("lines", 0) >= total, 90, "the archive to catch up")
+    archived: dict[tuple, list[tuple[int, float]]] = collections.defaultdict(list)
+    kinds = collections.Counter()
+    for lines in read_archive(str(archive)).values():
+        for line in lines:
+            key = series_key({"__name__": line["name"], **line["tags"]})
+            stamp = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))
+            archived[key].append((round(stamp.timestamp() * 1000), archived_value(line)))
+            kinds["counter" if "counter" in line else "gauge"] += 1
+    assert sum(len(v) for v in archived.values()) == total
+    assert_same_samples(tsdb_samples(prometheus_url), archived)
+    # types came from Prometheus' metadata requests, remembered across requests: counters are counters
+    assert kinds["counter"] > 100
+    counter_names = {dict(k)["__name__"] for k in archived if dict(k)["__name__"].endswith("_total")}
+    assert "prometheus_http_requests_total" in counter_names
