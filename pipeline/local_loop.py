@@ -15,6 +15,7 @@ There is no watermark, so nothing is ever late.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import signal
 import threading
@@ -179,8 +180,9 @@ class LocalLoop:
                     self.totals[key] = self.totals.get(key, 0) + value
                 stats = {**run, "seconds": time.time() - started, "max_pull": self.max_pull,
                          **{f"total_{k}": v for k, v in self.totals.items()}}
-                log.info("archived %(messages)d messages (%(samples)d samples, %(files)d files, "
-                         "%(dead_letters)d dead letters) in %(seconds).1fs", stats)
+                log.info("archived %d messages (%d samples, %d files, %d dead letters) in %.1fs; totals %s",
+                         run["messages"], run["samples"], run["files"], run["dead_letters"], stats["seconds"],
+                         json.dumps(self.totals))
                 self.on_run(stats)
         finally:
             lease.stopped.set()

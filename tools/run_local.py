@@ -9,6 +9,7 @@ receiver's own metrics every few seconds; Ctrl-C stops everything it started.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import signal
@@ -43,6 +44,18 @@ def status_line(receiver_url: str) -> str:
             f" messages | rejected {rejected:,.0f} (4xx) | unavailable {unavailable:,.0f} (503)")
 
 
+def archive_status(pipeline_log: Path) -> str:
+    """The pipeline's own running totals, from its latest 'archived ...' log line."""
+    totals = {}
+    for line in reversed(pipeline_log.read_text(errors="replace").splitlines()):
+        match = re.search(r"totals (\{.*\})", line)
+        if match:
+            totals = json.loads(match.group(1))
+            break
+    return (f"archived {totals.get('samples', 0):,} samples in {totals.get('files', 0):,} files | "
+            f"dead-lettered {totals.get('dead_letters', 0):,}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +67,8 @@ def main() -> int:
     parser.add_argument("--work-dir", default=".run", help="logs and emulator data (default .run)")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between status lines")
     parser.add_argument("--no-demo", action="store_true", help="do not start the demo Prometheus")
+    parser.add_argument("--archive", default="./archive", help="archive path: local dir, gs:// or s3:// (./archive)")
+    parser.add_argument("--window-size", type=int, default=10, help="pipeline window in seconds (default 10)")
     args = parser.parse_args()
 
     work = Path(args.work_dir).resolve()
@@ -98,7 +113,13 @@ def main() -> int:
             print("Prometheus/node_exporter not installed (apt-get install prometheus prometheus-node-exporter);"
                   " point your own Prometheus at the receiver with:\n"
                   + REMOTE_WRITE_SNIPPET.format(host="127.0.0.1", port=args.port))
-        print("The archive pipeline (issue 3) is not part of this build yet: messages wait in the subscription.")
+        pipeline = services.Service("pipeline", [sys.executable, "-m", "pipeline", "--runner=DirectRunner",
+                                                 f"--input_subscription={subscription}",
+                                                 f"--archive_path={args.archive}",
+                                                 f"--window_size={args.window_size}"],
+                                    work, env={"PUBSUB_EMULATOR_HOST": host}, cwd=services.ROOT)
+        started.append(pipeline)
+        print(f"pipeline (local runner) archiving to {args.archive} every {args.window_size}s")
         print(f"logs in {work}; Ctrl-C stops everything.")
         while not stopping:
             deadline = time.monotonic() + args.interval
@@ -108,7 +129,8 @@ def main() -> int:
                 if not service.alive():
                     raise services.ServiceError(f"{service.name} exited; log:\n{service.log_tail()}")
             if not stopping:
-                print(time.strftime("%H:%M:%S"), status_line(url), flush=True)
+                print(time.strftime("%H:%M:%S"), status_line(url), "|", archive_status(pipeline.log_path),
+                      flush=True)
         return 0
     except services.ServiceError as exc:
         print(f"make run: {exc}", file=sys.stderr)
