@@ -125,6 +125,9 @@ class LocalLoop:
                 continue
             received = response.received_messages
             if not received:
+                # A drained backlog need not wait out the window; small batches do, to bound file count.
+                if samples >= self.archive.max_batch_samples // 10:
+                    break
                 self.stopping.wait(0.2)
                 continue
             self.max_pull = max(self.max_pull, len(received))

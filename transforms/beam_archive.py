@@ -106,7 +106,7 @@ class DecodeToLines(beam.DoFn):
             if types and tenant in types:
                 _STORE.update(tenant, types[tenant])
             decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED)
-            partitions = convert(decoded.message, protocol, tenant, _STORE)
+            partitions = convert(decoded.message, protocol, tenant, _STORE, decoded.series_keys, decoded.counts)
         except (RemoteWriteError, ConversionError) as exc:
             self.dead.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(message, f"{type(exc).__name__}: {exc}"))
@@ -114,7 +114,7 @@ class DecodeToLines(beam.DoFn):
         self.samples.inc(decoded.counts.samples)
         for partition, lines in partitions.items():
             self.lines.inc(len(lines))
-            yield partition, "\n".join(lines) + "\n"
+            yield tuple(partition), "\n".join(lines) + "\n"  # a plain tuple has a deterministic coder
 
 
 def partition_dir(archive_path: str, partition: Partition) -> str:
@@ -157,9 +157,10 @@ class WriteArchiveFiles(beam.DoFn):
         self.max_lines = max_lines_per_file
         self.files = Metrics.counter("archive", "files_written")
 
-    def process(self, element: tuple[Partition, Iterable[str]], window=beam.DoFn.WindowParam,
+    def process(self, element: tuple[tuple[str, str, str], Iterable[str]], window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
-        partition, texts = element
+        key, texts = element
+        partition = Partition(*key)
         label = self.file_label(window, pane)
         directory = partition_dir(self.archive_path, partition)
         temp_dir = FileSystems.join(self.archive_path, ".tmp")

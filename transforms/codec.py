@@ -28,6 +28,8 @@ class DecodedRequest:
     message: WriteMessage
     counts: Counts
     uncompressed_bytes: int
+    # 1.0 only: one label-set key per series (see validate_v1_payload), for per-series caches
+    series_keys: list[bytes] | None = None
 
 
 def protocol_for_content_type(content_type: str | None) -> Protocol:
@@ -92,11 +94,12 @@ def decode(
     """Snappy-decompress, parse and validate a request body; raises RemoteWriteError."""
     payload = snappy_block.decompress(body, max_uncompressed)
     message = parse(payload, protocol)
+    keys = None
     if protocol is Protocol.V1:
-        counts = validate_v1_payload(payload, message, names)  # type: ignore[arg-type]
+        counts, keys = validate_v1_payload(payload, message, names)  # type: ignore[arg-type]
     else:
         counts = validate_v2(message, names)  # type: ignore[arg-type]
-    return DecodedRequest(protocol, message, counts, len(payload))
+    return DecodedRequest(protocol, message, counts, len(payload), keys)
 
 
 def encode(message: WriteMessage) -> bytes:

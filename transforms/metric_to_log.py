@@ -25,6 +25,7 @@ from typing import NamedTuple
 from transforms.metadata import MetadataStore, v2_type
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import METRIC_NAME_LABEL, STALE_NAN_BITS, Protocol, float_bits
+from transforms.validation import Counts
 
 # Prometheus' own NaN (Go's math.NaN()); any other NaN payload is written with its bits.
 PROMETHEUS_NAN_BITS = 0x7FF8000000000001
@@ -82,41 +83,37 @@ def value_kind(family_type: str, name: str) -> str:
     return "gauge"
 
 
-class _Clock:
-    """Millisecond timestamps to RFC 3339 strings and partitions, cached per second."""
-
-    def __init__(self) -> None:
-        self._seconds: dict[int, str] = {}
-
-    def format(self, ms: int) -> str:
-        seconds, millis = divmod(ms, 1000)
-        prefix = self._seconds.get(seconds)
-        if prefix is None:
-            try:
-                prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            except (OverflowError, OSError, ValueError) as exc:
-                raise ConversionError(f"timestamp {ms} ms is outside the representable range") from exc
-            if len(self._seconds) > 100_000:
-                self._seconds.clear()
-            self._seconds[seconds] = prefix
-        return f"{prefix}.{millis:03d}Z"
-
-
-def _partition(tenant: str, stamp: str) -> Partition:
-    return Partition(tenant, stamp[:10], stamp[11:13])
+def _second_prefix(seconds: int) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ConversionError(f"timestamp {seconds * 1000} ms is outside the representable range") from exc
 
 
 class _Lines:
-    """Collects lines per partition."""
+    """Collects lines per partition. Per second of sample time it caches the RFC 3339 prefix and the
+    partition's list, so a sample costs one dict lookup and one f-string."""
 
     def __init__(self, tenant: str) -> None:
         self.tenant = tenant
         self.by_partition: dict[Partition, list[str]] = defaultdict(list)
-        self.clock = _Clock()
+        self._seconds: dict[int, tuple[str, list[str]]] = {}
+
+    def _second(self, seconds: int) -> tuple[str, list[str]]:
+        prefix = _second_prefix(seconds)
+        entry = (prefix, self.by_partition[Partition(self.tenant, prefix[:10], prefix[11:13])])
+        self._seconds[seconds] = entry
+        return entry
+
+    def stamp(self, ms: int) -> str:
+        seconds, millis = divmod(ms, 1000)
+        prefix, _ = self._seconds.get(seconds) or self._second(seconds)
+        return f"{prefix}.{millis:03d}Z"
 
     def add(self, head: str, ms: int, tail: str) -> None:
-        stamp = self.clock.format(ms)
-        self.by_partition[_partition(self.tenant, stamp)].append(f'{head}"timestamp":"{stamp}",{tail}')
+        seconds, millis = divmod(ms, 1000)
+        prefix, out = self._seconds.get(seconds) or self._second(seconds)
+        out.append(f'{head}"timestamp":"{prefix}.{millis:03d}Z",{tail}')
 
 
 def _head(labels: Sequence[tuple[str, str]]) -> tuple[str, str]:
@@ -166,24 +163,55 @@ def _exemplar_tail(labels: Sequence[tuple[str, str]], value: float) -> str:
     return f'"kind":"absolute","exemplar":{{"value":{encode_value(value)},"labels":{_dumps(dict(labels))}}}}}'
 
 
-def _start(ms: int, clock: _Clock) -> str:
-    return f',"start_timestamp":"{clock.format(ms)}"' if ms else ""
+def _start(ms: int, lines: _Lines) -> str:
+    return f',"start_timestamp":"{lines.stamp(ms)}"' if ms else ""
 
 
-def convert_v1(request: remote_v1_pb2.WriteRequest, tenant: str, store: MetadataStore) -> dict[Partition, list[str]]:
-    """Lines of a 1.0 request. Its metadata first updates the tenant's remembered types."""
+# label-set key (from validation) -> (name, head): a series' JSON prefix is built once, not per request
+_HEADS: dict[bytes, tuple[str, str]] = {}
+_HEADS_LIMIT = 500_000
+
+
+def _series_head(series: remote_v1_pb2.TimeSeries, key: bytes | None) -> tuple[str, str]:
+    if key is not None:
+        cached = _HEADS.get(key)
+        if cached is not None:
+            return cached
+    found = _head([(lab.name, lab.value) for lab in series.labels])
+    if key is not None:
+        if len(_HEADS) >= _HEADS_LIMIT:
+            _HEADS.clear()
+        _HEADS[key] = found
+    return found
+
+
+def convert_v1(request: remote_v1_pb2.WriteRequest, tenant: str, store: MetadataStore,
+               series_keys: Sequence[bytes] | None = None, counts: Counts | None = None) -> dict[Partition, list[str]]:
+    """Lines of a 1.0 request. Its metadata first updates the tenant's remembered types.
+
+    `series_keys` and `counts` (from DecodedRequest) let per-series JSON be reused across requests and
+    skip reading histogram/exemplar fields a request does not have (each read costs a Python object).
+    """
+    with_histograms = counts is None or counts.histograms > 0
+    with_exemplars = counts is None or counts.exemplars > 0
     store.update_v1(tenant, request.metadata)
     lines = _Lines(tenant)
-    for series in request.timeseries:
-        name, head = _head([(lab.name, lab.value) for lab in series.labels])
-        kind = value_kind(store.type_of(tenant, name), name)
-        prefix = f'"kind":"absolute","{kind}":{{"value":'
+    kinds: dict[str, str] = {}
+    for index, series in enumerate(request.timeseries):
+        name, head = _series_head(series, series_keys[index] if series_keys is not None else None)
+        prefix = kinds.get(name)
+        if prefix is None:
+            kind = value_kind(store.type_of(tenant, name), name)
+            prefix = kinds[name] = f'"kind":"absolute","{kind}":{{"value":'
         for sample in series.samples:
             lines.add(head, sample.timestamp, f"{prefix}{encode_value(sample.value)}}}}}")
-        for h in series.histograms:
-            lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{_histogram(h)}}}')
-        for ex in series.exemplars:
-            lines.add(head, ex.timestamp, _exemplar_tail([(lab.name, lab.value) for lab in ex.labels], ex.value))
+        if with_histograms:
+            for h in series.histograms:
+                lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{_histogram(h)}}}')
+        if with_exemplars:
+            for ex in series.exemplars:
+                labels = [(lab.name, lab.value) for lab in ex.labels]
+                lines.add(head, ex.timestamp, _exemplar_tail(labels, ex.value))
     return lines.by_partition
 
 
@@ -198,10 +226,10 @@ def convert_v2(request: remote_v2_pb2.Request, tenant: str) -> dict[Partition, l
         prefix = f'"kind":"absolute","{kind}":{{"value":'
         created = series.created_timestamp
         for sample in series.samples:
-            start = _start(sample.start_timestamp or created, lines.clock)
+            start = _start(sample.start_timestamp or created, lines)
             lines.add(head, sample.timestamp, f"{prefix}{encode_value(sample.value)}}}{start}}}")
         for h in series.histograms:
-            start = _start(h.start_timestamp or created, lines.clock)
+            start = _start(h.start_timestamp or created, lines)
             lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{_histogram(h)}{start}}}')
         for ex in series.exemplars:
             er = ex.labels_refs
@@ -211,7 +239,8 @@ def convert_v2(request: remote_v2_pb2.Request, tenant: str) -> dict[Partition, l
 
 
 def convert(message: remote_v1_pb2.WriteRequest | remote_v2_pb2.Request, protocol: Protocol, tenant: str,
-            store: MetadataStore) -> dict[Partition, list[str]]:
+            store: MetadataStore, series_keys: Sequence[bytes] | None = None,
+            counts: Counts | None = None) -> dict[Partition, list[str]]:
     if protocol is Protocol.V1:
-        return convert_v1(message, tenant, store)  # type: ignore[arg-type]
+        return convert_v1(message, tenant, store, series_keys, counts)  # type: ignore[arg-type]
     return convert_v2(message, tenant)  # type: ignore[arg-type]

@@ -137,12 +137,13 @@ def _validate_key(key: bytes, checker: _NameChecker, keys: list[bytes]) -> int:
 
 def validate_v1_payload(
     payload: bytes, request: remote_v1_pb2.WriteRequest, names: NameValidation = NameValidation.LEGACY
-) -> Counts:
+) -> tuple[Counts, list[bytes]]:
     """validate_v1, fast: series whose label set was validated before are not checked again.
 
     `request` is `payload` already parsed with the full schema (which is what proves the
     payload well-formed); the labels-only view just yields one bytes key per series, in C.
-    Same rules and errors as validate_v1.
+    Same rules and errors as validate_v1. Also returns the per-series keys (label-set bytes), which
+    the pipeline's conversion uses to cache per-series work.
     """
     view = remote_v1_view_pb2.WriteRequestKeys.FromString(payload)
     view.DiscardUnknownFields()
@@ -160,13 +161,14 @@ def validate_v1_payload(
         checker = _CHECKERS[names]
         packed = [p if p is not None else _validate_key(k, checker, keys) for k, p in zip(keys, packed, strict=True)]
     total = sum(packed)
-    return Counts(
+    counts = Counts(
         series=len(keys),
         samples=total & _MASK,
         exemplars=(total >> _SHIFT) & _MASK,
         histograms=total >> 2 * _SHIFT,
         metadata=len(request.metadata),
     )
+    return counts, keys
 
 
 def _resolve_refs(refs: Sequence[int], symbols: Sequence[str], where: str) -> list[tuple[str, str]]:

@@ -171,3 +171,19 @@ def test_a_crash_before_the_write_loses_nothing(pubsub_emulator, tmp_path):
     finally:
         second.stop()
     assert sorted(line["gauge"]["value"] for line in lines) == [float(v) for v in range(1000)]
+
+
+def test_dead_letters_replay_byte_for_byte(topic_and_subscription, tmp_path):
+    from pipeline.replay import main as replay
+
+    topic, subscription = topic_and_subscription
+    attributes = {"protocol": "1.0", "tenant": "default", "samples": "3"}
+    publish_raw(topic, b"\x00\x01broken", attributes)
+    archive = tmp_path / "archive"
+    with LoopThread(subscription.path, archive) as loop:
+        services.wait_until(lambda: sum(r["dead_letters"] for r in loop.runs) >= 1, 60, "a dead letter")
+    pattern = str(archive / "_dead_letters" / "date=*" / "*.ndjson")
+    assert replay(["--dead_letters", pattern, "--topic", topic]) == 0
+    [message] = subscription.drain(expect=1)
+    assert message.data == b"\x00\x01broken"
+    assert {k: message.attributes[k] for k in attributes} == attributes

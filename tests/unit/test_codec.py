@@ -307,7 +307,7 @@ def test_cached_v1_validation_matches_plain_validation_and_never_caches_invalid_
     request.timeseries[3].histograms.add(count_int=1, timestamp=5)
     payload = request.SerializeToString()
     for _ in range(2):  # cold cache, then warm
-        assert validate_v1_payload(payload, request) == validate_v1(request)
+        assert validate_v1_payload(payload, request)[0] == validate_v1(request)
     bad = remote_v1_pb2.WriteRequest()
     bad.timeseries.extend(request.timeseries[:5])
     ts = bad.timeseries.add()
