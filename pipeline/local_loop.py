@@ -17,7 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import pickle
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +76,12 @@ class Lease(threading.Thread):
                         "ack_deadline_seconds": LEASE_SECONDS})
                 except google_exceptions.GoogleAPIError as exc:  # redelivery is the fallback
                     log.warning("could not extend ack deadlines: %s", exc)
+
+
+def read_batch_file(path: str) -> list[PubsubMessage]:
+    with open(path, "rb") as handle:
+        return [PubsubMessage(data, attributes, message_id=message_id, publish_time=publish_time)
+                for data, attributes, message_id, publish_time in pickle.load(handle)]
 
 
 def run_label(window_start: float, message_ids: list[str]) -> str:
@@ -147,14 +156,23 @@ class LocalLoop:
     def run_bounded(self, window_start: float, messages: list[Any]) -> dict[str, int]:
         """One bounded run; returns its archive counters once every file is finalised."""
         label = run_label(window_start, [m.message_id for m in messages])
-        p = beam.Pipeline(options=self._batch_options())
-        _ = (p
-             | "Messages" >> beam.Create(messages, reshuffle=False)
-             | "Archive" >> ArchiveMessages(self.archive.archive_path, dead_letter_path(self.archive),
-                                            file_label=lambda window, pane: label,
-                                            max_lines_per_file=self.archive.max_lines_per_file))
-        result = p.run()
-        result.wait_until_finish()
+        # The batch reaches the run through a local file: beam.Create would pickle it into the
+        # pipeline with bz2, which costs more than archiving it.
+        with tempfile.NamedTemporaryFile(prefix="batch-", suffix=".pickle", delete=False) as handle:
+            pickle.dump([(m.data, m.attributes, m.message_id, m.publish_time) for m in messages], handle,
+                        protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            p = beam.Pipeline(options=self._batch_options())
+            _ = (p
+                 | "Batch" >> beam.Create([handle.name])
+                 | "Messages" >> beam.FlatMap(read_batch_file)
+                 | "Archive" >> ArchiveMessages(self.archive.archive_path, dead_letter_path(self.archive),
+                                                file_label=lambda window, pane: label,
+                                                max_lines_per_file=self.archive.max_lines_per_file))
+            result = p.run()
+            result.wait_until_finish()
+        finally:
+            os.unlink(handle.name)
         counters = result.metrics().query(MetricsFilter().with_namespace("archive"))["counters"]
         return {c.key.metric.name: c.committed or c.attempted or 0 for c in counters}
 
