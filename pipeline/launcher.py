@@ -12,10 +12,24 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from pipeline.graph import build_streaming
 from pipeline.local_loop import LocalLoop
-from pipeline.options import ArchiveOptions, bucket_of, dead_letter_path, validate
+from pipeline.options import ArchiveOptions, bucket_of, dead_letter_path, is_local, validate
 
-LOCAL_RUNNERS = {None, "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "FnApiRunner",
-                 "PrismRunner"}
+
+def check_subscription(subscription: str) -> list[str]:
+    """The local runner pulls it itself: say so at launch if it does not exist."""
+    from google.api_core import exceptions as google_exceptions
+    from google.cloud import pubsub_v1
+
+    try:
+        with pubsub_v1.SubscriberClient() as subscriber:
+            subscriber.get_subscription(request={"subscription": subscription}, timeout=30)
+    except google_exceptions.NotFound:
+        return [f"subscription {subscription} does not exist"]
+    except google_exceptions.PermissionDenied:
+        return []  # a pull-only role may not read subscription metadata; pulling will tell
+    except Exception as exc:  # credentials, network: one clear line, not a stack trace
+        return [f"cannot reach Pub/Sub for {subscription}: {exc}"]
+    return []
 
 
 def check_buckets(options: PipelineOptions) -> list[str]:
@@ -92,13 +106,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(0)
     options = PipelineOptions(argv)
     archive = options.view_as(ArchiveOptions)
-    problems = validate(archive) or check_buckets(options)
+    runner = options.view_as(StandardOptions).runner
+    problems = validate(archive)
+    if not problems and not is_local(runner):
+        for flag, path in (("--archive_path", archive.archive_path), ("--dead_letter_path", dead_letter_path(archive))):
+            if not path.startswith(("gs://", "s3://")):
+                problems.append(f"{flag} {path!r}: runner {runner} needs gs:// or s3:// (worker disks are temporary)")
+    problems = problems or check_buckets(options)
+    if not problems and is_local(runner):
+        problems = check_subscription(archive.input_subscription)
     if problems:
         for problem in problems:
             print(f"pipeline: {problem}", file=sys.stderr)
         sys.exit(2)
-    runner = options.view_as(StandardOptions).runner
-    if runner in LOCAL_RUNNERS:
+    if is_local(runner):
         loop = LocalLoop(options)
         loop.install_signal_handlers()
         loop.run()

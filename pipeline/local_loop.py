@@ -41,8 +41,10 @@ from transforms.beam_archive import ArchiveMessages
 log = logging.getLogger(__name__)
 PULL_MAX = 1000
 LEASE_SECONDS = 60
-LEASE_EVERY = 15.0
+# Pub/Sub's default ack deadline is 10 s: extend at once after a pull, then well within it.
+LEASE_EVERY = 5.0
 ACK_CHUNK = 1000
+RETRY_MAX_SECONDS = 60.0
 
 
 class Lease(threading.Thread):
@@ -59,23 +61,39 @@ class Lease(threading.Thread):
     def hold(self, ack_ids: list[str]) -> None:
         with self.lock:
             self.ack_ids.extend(ack_ids)
+        self.extend(ack_ids)
 
     def release(self) -> list[str]:
         with self.lock:
             held, self.ack_ids = self.ack_ids, []
         return held
 
+    def extend(self, ack_ids: list[str], seconds: int = LEASE_SECONDS) -> None:
+        for i in range(0, len(ack_ids), ACK_CHUNK):
+            try:
+                self.subscriber.modify_ack_deadline(request={
+                    "subscription": self.subscription, "ack_ids": ack_ids[i:i + ACK_CHUNK],
+                    "ack_deadline_seconds": seconds})
+            except google_exceptions.GoogleAPIError as exc:  # redelivery (a duplicate) is the fallback
+                log.warning("could not modify ack deadlines: %s", exc)
+
+    def nack(self) -> None:
+        """Give everything held back to Pub/Sub for redelivery now."""
+        self.extend(self.release(), seconds=0)
+
     def run(self) -> None:
         while not self.stopped.wait(LEASE_EVERY):
             with self.lock:
                 held = list(self.ack_ids)
-            for i in range(0, len(held), ACK_CHUNK):
-                try:
-                    self.subscriber.modify_ack_deadline(request={
-                        "subscription": self.subscription, "ack_ids": held[i:i + ACK_CHUNK],
-                        "ack_deadline_seconds": LEASE_SECONDS})
-                except google_exceptions.GoogleAPIError as exc:  # redelivery is the fallback
-                    log.warning("could not extend ack deadlines: %s", exc)
+            self.extend(held)
+
+
+def _int(value: str | None) -> int:
+    """An attribute count; a malformed one counts 0 here (the message itself is still archived)."""
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
 
 
 def read_batch_file(path: str) -> list[PubsubMessage]:
@@ -113,9 +131,7 @@ class LocalLoop:
         options = PipelineOptions.from_dictionary(
             self.options.get_all_options(drop_default=True, retain_unknown_options=True))
         options.view_as(StandardOptions).streaming = False
-        runner = options.view_as(StandardOptions).runner or "DirectRunner"
-        if runner in ("BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"):
-            options.view_as(StandardOptions).runner = "DirectRunner"
+        options.view_as(StandardOptions).runner = "DirectRunner"  # any local alias: batch on this machine
         return options
 
     def pull_batch(self, subscriber: pubsub_v1.SubscriberClient, lease: Lease) -> tuple[float, list[Any], list[str]]:
@@ -123,6 +139,7 @@ class LocalLoop:
         start = time.time()
         messages: list[Any] = []
         ack_ids: list[str] = []
+        seen: set[str] = set()
         samples = 0
         while not self.stopping.is_set() and time.time() - start < self.archive.window_size:
             try:
@@ -145,10 +162,13 @@ class LocalLoop:
             ack_ids += ids
             for r in received:
                 m = r.message
+                if m.message_id in seen:  # a redelivery of a message already in this batch
+                    continue
+                seen.add(m.message_id)
                 attributes = dict(m.attributes)
                 messages.append(PubsubMessage(m.data, attributes, message_id=m.message_id,
                                               publish_time=m.publish_time))
-                samples += int(attributes.get("samples", "0") or 0)
+                samples += _int(attributes.get("samples"))
             if samples >= self.archive.max_batch_samples:
                 break
         return start, messages, ack_ids
@@ -185,13 +205,24 @@ class LocalLoop:
         subscriber = pubsub_v1.SubscriberClient()
         lease = Lease(subscriber, self.subscription)
         lease.start()
+        failures = 0
         try:
             while not self.stopping.is_set():
                 window_start, messages, ack_ids = self.pull_batch(subscriber, lease)
                 if not messages:
                     continue
                 started = time.time()
-                counters = self.run_bounded(window_start, messages)
+                try:
+                    counters = self.run_bounded(window_start, messages)
+                except Exception:  # e.g. the object store is down: keep the data in Pub/Sub and retry
+                    failures += 1
+                    delay = min(RETRY_MAX_SECONDS, 2.0 ** failures)
+                    log.exception("bounded run failed (%d in a row); nothing acked, redelivery in %.0fs",
+                                  failures, delay)
+                    lease.nack()
+                    self.stopping.wait(delay)
+                    continue
+                failures = 0
                 self.ack(subscriber, ack_ids)  # only now: every file of the run is finalised
                 lease.release()
                 run = {"runs": 1, "messages": len(messages), "samples": counters.get("samples_converted", 0),

@@ -8,6 +8,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 SUBSCRIPTION = re.compile(r"projects/[^/]+/subscriptions/[^/]{3,255}\Z")
 SCHEMES = ("gs://", "s3://")
+# Beam's own names and aliases for runners on this machine (compared lower-case, "runner" suffix dropped)
+LOCAL_RUNNERS = {"", "direct", "bundlebaseddirect", "switchingdirect", "fnapi", "prism"}
+
+
+def is_local(runner: str | None) -> bool:
+    """True for the runners that get the local loop of bounded runs."""
+    return (runner or "").lower().removesuffix("runner") in LOCAL_RUNNERS
 
 
 class ArchiveOptions(PipelineOptions):
@@ -49,8 +56,13 @@ def validate(options: ArchiveOptions) -> list[str]:
             problems.append(f"{flag} {path!r}: unsupported URL scheme; use a local path, gs:// or s3://")
         if path and path.startswith(SCHEMES) and not bucket_of(path):
             problems.append(f"{flag} {path!r} names no bucket")
+    for flag, path in (("--archive_path", options.archive_path), ("--dead_letter_path", options.dead_letter_path)):
+        if path is not None and not path.strip():
+            problems.append(f"{flag} must not be empty")
     if options.window_size <= 0:
         problems.append("--window_size must be a positive number of seconds")
+    if options.allowed_lateness < 0:
+        problems.append("--allowed_lateness must be >= 0 seconds")
     if options.max_lines_per_file <= 0 or options.max_batch_samples <= 0:
         problems.append("--max_lines_per_file and --max_batch_samples must be positive")
     return problems

@@ -18,7 +18,8 @@ def archive_files(archive_path: str) -> list[str]:
 def read_lines(path: str) -> list[dict[str, Any]]:
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         data = handle.read()
-    return [json.loads(line) for line in gzip.decompress(data).decode().splitlines()]
+    # split on "\n" only: JSON strings may hold U+2028 etc., which str.splitlines() would cut at
+    return [json.loads(line) for line in gzip.decompress(data).decode().split("\n") if line]
 
 
 def read_archive(archive_path: str) -> dict[str, list[dict[str, Any]]]:

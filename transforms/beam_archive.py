@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -22,9 +25,12 @@ from transforms.errors import RemoteWriteError
 from transforms.metadata import TYPE_NAMES, MetadataStore
 from transforms.metric_to_log import ConversionError, Partition, convert
 from transforms.protocol import DEFAULT_TENANT, Protocol
+from transforms.validation import NameValidation
 
 DEAD_LETTER = "dead_letter"
 MAX_DECOMPRESSED = 1 << 30
+# The receiver's rule: tenants become path segments (tenant=T), so anything else is refused here too.
+_TENANT = re.compile(r"[A-Za-z0-9!_.*'()-]{1,150}\Z")
 # One store per worker process: 1.0 metadata outlives a bundle, a window and a bounded run.
 _STORE = MetadataStore()
 
@@ -103,13 +109,21 @@ class DecodeToLines(beam.DoFn):
         try:
             protocol = message_protocol(attributes)
             tenant = attributes.get("tenant") or DEFAULT_TENANT
+            if not _TENANT.match(tenant) or tenant in (".", ".."):
+                raise ConversionError(f"invalid tenant attribute {tenant!r}")
             if types and tenant in types:
                 _STORE.update(tenant, types[tenant])
-            decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED)
+            # UTF-8 names: whatever the receiver accepted must be archived, never dead-lettered for its names
+            decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED, NameValidation.UTF8)
             partitions = convert(decoded.message, protocol, tenant, _STORE, decoded.series_keys, decoded.counts)
         except (RemoteWriteError, ConversionError) as exc:
             self.dead.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(message, f"{type(exc).__name__}: {exc}"))
+            return
+        except Exception as exc:  # a message that breaks our code must not fail every run it is in
+            logging.getLogger(__name__).exception("dead-lettering a message that failed conversion")
+            self.dead.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(message, f"internal {exc!r}"))
             return
         self.samples.inc(decoded.counts.samples)
         for partition, lines in partitions.items():
@@ -128,6 +142,14 @@ def _mkdirs(path: str) -> None:
         FileSystems.mkdirs(path)
 
 
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomically(final_path: str, temp_dir: str, chunks: Iterable[str], compressed: bool = True) -> None:
     """Write to a temp file, then rename it into place: readers never see a partial file.
 
@@ -139,8 +161,14 @@ def write_atomically(final_path: str, temp_dir: str, chunks: Iterable[str], comp
     with FileSystems.create(temp_path, compression_type=compression) as handle:
         for chunk in chunks:
             handle.write(chunk.encode())
-    _mkdirs(final_path.rsplit("/", 1)[0])
+    final_dir = final_path.rsplit("/", 1)[0]
+    _mkdirs(final_dir)
+    local = "://" not in final_path
+    if local:  # the ack follows: the bytes must be on disk, not in the page cache
+        _fsync(temp_path)
     FileSystems.rename([temp_path], [final_path])
+    if local:
+        _fsync(final_dir)
 
 
 class WriteArchiveFiles(beam.DoFn):

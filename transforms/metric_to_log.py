@@ -85,9 +85,11 @@ def value_kind(family_type: str, name: str) -> str:
 
 def _second_prefix(seconds: int) -> str:
     try:
-        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        t = datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise ConversionError(f"timestamp {seconds * 1000} ms is outside the representable range") from exc
+    # zero-padded by hand: strftime's %Y does not pad years before 1000 on every platform
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
 
 
 class _Lines:

@@ -187,3 +187,53 @@ def test_dead_letters_replay_byte_for_byte(topic_and_subscription, tmp_path):
     [message] = subscription.drain(expect=1)
     assert message.data == b"\x00\x01broken"
     assert {k: message.attributes[k] for k in attributes} == attributes
+
+
+def test_short_ack_deadline_causes_no_duplicates(pubsub_emulator, tmp_path):
+    """Pub/Sub's default 10 s ack deadline, a 20 s window: held messages must not be redelivered."""
+    topic = "projects/test-project/topics/short-deadline"
+    subscription = "projects/test-project/subscriptions/short-deadline-sub"
+    services.create_topic_and_subscription(pubsub_emulator, topic, subscription, ack_deadline=10)
+    archive = tmp_path / "archive"
+    with LoopThread(subscription, archive, window=20) as loop:
+        publish_requests(topic, [(r, "default") for r in requests_for(20, per=5)])
+        lines = wait_for_lines(archive, 100, timeout=60)
+        time.sleep(2)
+    assert len(all_lines(archive)) == 100 == len(lines)
+    assert sum(run["messages"] for run in loop.runs) == 20
+
+
+def test_a_failed_run_acks_nothing_and_is_retried(topic_and_subscription, tmp_path, monkeypatch):
+    """An object store that fails a run: nothing acked, the batch comes back and is archived."""
+    topic, subscription = topic_and_subscription
+    archive = tmp_path / "archive"
+    publish_requests(topic, [(r, "default") for r in requests_for(4, per=5)])
+    real = LocalLoop.run_bounded
+    calls = []
+
+    def flaky(self, window_start, messages):
+        calls.append(len(messages))
+        if len(calls) == 1:
+            raise OSError("simulated object-store outage")
+        return real(self, window_start, messages)
+
+    monkeypatch.setattr(LocalLoop, "run_bounded", flaky)
+    with LoopThread(subscription.path, archive) as loop:
+        lines = wait_for_lines(archive, 20, timeout=60)
+    assert len(lines) == 20 and len(calls) >= 2
+    assert sum(run["messages"] for run in loop.runs) == 4
+
+
+def test_poison_attributes_are_dead_lettered_not_fatal(topic_and_subscription, tmp_path):
+    topic, subscription = topic_and_subscription
+    good = build_v1([Series({"__name__": "ok"}, [(NOW_MS, 1.0)])])
+    publish_requests(topic, [(good, "default")])
+    publish_raw(topic, b"x", {"protocol": "1.0", "tenant": "x/../../escaped", "samples": "1.5"})
+    archive = tmp_path / "archive"
+    with LoopThread(subscription.path, archive) as loop:
+        wait_for_lines(archive, 1)
+        services.wait_until(lambda: sum(r["dead_letters"] for r in loop.runs) >= 1, 60, "dead letter")
+    assert not (tmp_path / "escaped").exists()
+    [record] = [json.loads(r) for f in dead_letter_files(str(archive / "_dead_letters"))
+                for r in Path(f).read_text().splitlines()]
+    assert "invalid tenant" in record["error"]

@@ -77,7 +77,8 @@ def test_archive_and_dead_letters_on_object_storage(store, request, topic_and_su
 
 
 def run_pipeline(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", "--runner=DirectRunner", *args],
+    runner = [] if any(a.startswith("--runner") for a in args) else ["--runner=DirectRunner"]
+    return subprocess.run([sys.executable, "-m", "pipeline", *runner, *args],
                           capture_output=True, text=True, timeout=120, cwd=services.ROOT)
 
 
@@ -112,3 +113,22 @@ def test_help_documents_every_archive_flag():
     for flag in ("--input_subscription", "--archive_path", "--window_size", "--dead_letter_path",
                  "--max_lines_per_file", "--max_batch_samples", "--allowed_lateness", "--runner"):
         assert flag in result.stdout
+
+
+def test_streaming_runner_needs_object_storage():
+    result = run_pipeline("--input_subscription=projects/p/subscriptions/sub", "--runner=DataflowRunner")
+    assert result.returncode == 2 and "needs gs:// or s3://" in result.stderr
+
+
+def test_missing_subscription_fails_at_launch(pubsub_emulator):
+    result = run_pipeline("--input_subscription=projects/test-project/subscriptions/no-such-sub")
+    assert result.returncode == 2 and "does not exist" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("runner,local", [(None, True), ("DirectRunner", True), ("direct", True),
+                                          ("BundleBasedDirectRunner", True), ("prism", True),
+                                          ("DataflowRunner", False), ("dataflow", False)])
+def test_runner_aliases_choose_the_local_loop(runner, local):
+    from pipeline.options import is_local
+
+    assert is_local(runner) is local
