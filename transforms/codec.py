@@ -15,7 +15,7 @@ from transforms import snappy_block
 from transforms.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import CONTENT_ENCODING, MEDIA_TYPE, PROTO_V1, PROTO_V2, Protocol
-from transforms.validation import Counts, NameValidation, validate_v1, validate_v1_payload, validate_v2
+from transforms.validation import Counts, NameValidation, validate_v1_payload, validate_v2
 
 WriteMessage = remote_v1_pb2.WriteRequest | remote_v2_pb2.Request
 
@@ -77,12 +77,6 @@ def parse(payload: bytes, protocol: Protocol) -> WriteMessage:
     except DecodeError as exc:
         name = PROTO_V1 if protocol is Protocol.V1 else PROTO_V2
         raise InvalidPayload(f"protobuf: body is not a valid {name}: {exc}") from exc
-
-
-def validate(message: WriteMessage, protocol: Protocol, names: NameValidation = NameValidation.LEGACY) -> Counts:
-    if protocol is Protocol.V1:
-        return validate_v1(message, names)  # type: ignore[arg-type]
-    return validate_v2(message, names)  # type: ignore[arg-type]
 
 
 def decode(
