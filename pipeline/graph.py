@@ -31,7 +31,7 @@ class WindowByPublishTime(beam.PTransform):
         self.allowed_lateness = allowed_lateness
 
     def expand(self, messages):
-        return messages | beam.WindowInto(
+        return messages | "FixedWindows" >> beam.WindowInto(
             window.FixedWindows(self.window_size),
             trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
             allowed_lateness=self.allowed_lateness,

@@ -1,0 +1,44 @@
+"""The Dataflow job graph builds offline (--dry_run) and holds what the streaming design needs."""
+
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.graph import build_streaming
+from pipeline.options import ArchiveOptions
+from tests.integration.test_pipeline_object_storage import gcs  # noqa: F401  (fixture: GCS emulator)
+
+# Dataflow's --update matches steps by name: these must not change silently.
+STABLE_STEPS = {
+    "ReadPubSub", "WindowByPublishTime", "WindowByPublishTime/FixedWindows", "Archive", "Archive/MetadataOnly",
+    "Archive/ExtractTypes", "Archive/MergeTypes", "Archive/DecodeToLines", "Archive/GroupByPartition",
+    "Archive/WriteFiles", "Archive/KeyDeadLetters", "Archive/GroupDeadLetters", "Archive/WriteDeadLetters",
+    "Archive/AllPaths",
+}
+
+
+def test_dataflow_graph_builds_offline_with_native_pubsub_read(gcs):  # noqa: F811
+    assert os.environ.get("STORAGE_EMULATOR_HOST")
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    storage.Client(project="test-project", credentials=AnonymousCredentials()).create_bucket("dataflow-staging")
+    options = PipelineOptions([
+        "--runner=DataflowRunner", "--dry_run=True", "--project=test-project", "--region=us-central1",
+        "--temp_location=gs://dataflow-staging/tmp", "--staging_location=gs://dataflow-staging/staging",
+        "--streaming", "--input_subscription=projects/test-project/subscriptions/sub",
+        "--archive_path=gs://archive-bucket/prom", "--window_size=60", *gcs,
+    ])
+    p = beam.Pipeline(options=options)
+    build_streaming(p, options.view_as(ArchiveOptions))
+    result = p.run()
+    transforms = result.job.proto_pipeline.components.transforms
+    names = {t.unique_name for t in transforms.values()}
+    assert STABLE_STEPS <= names
+    urns = {t.spec.urn for t in transforms.values()}
+    assert "beam:transform:pubsub_read:v1" in urns  # Beam's native read, which Dataflow replaces
+    assert "beam:transform:window_into:v1" in urns
+    assert "beam:transform:group_by_key:v1" in urns
