@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: setup system-deps run test unit lint proto bench bench-receiver bench-pipeline clean
+.PHONY: setup system-deps run test unit lint proto bench bench-receiver bench-pipeline template deploy clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,25 @@ bench-receiver: setup system-deps
 
 bench-pipeline: setup system-deps
 	$(PY) -m bench.pipeline $(BENCH_ARGS)
+
+# Dataflow Flex Template (needs gcloud, Docker via Cloud Build, and a GCP project; not runnable offline).
+PROJECT ?= my-project
+REGION ?= us-central1
+BUCKET ?= $(PROJECT)-dataflow
+IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/remote-write/archive-pipeline:latest
+TEMPLATE ?= gs://$(BUCKET)/templates/archive-pipeline.json
+SUBSCRIPTION ?= projects/$(PROJECT)/subscriptions/remote-write-pipeline
+ARCHIVE ?= gs://$(BUCKET)/archive
+
+template:
+	gcloud builds submit --project=$(PROJECT) --config=templates/cloudbuild.yaml --substitutions=_IMAGE=$(IMAGE) .
+	gcloud dataflow flex-template build $(TEMPLATE) --project=$(PROJECT) --image=$(IMAGE) \
+	  --sdk-language=PYTHON --metadata-file=templates/metadata.json
+
+deploy:
+	gcloud dataflow flex-template run "archive-$$(date +%Y%m%d-%H%M%S)" --project=$(PROJECT) --region=$(REGION) \
+	  --template-file-gcs-location=$(TEMPLATE) \
+	  --parameters=input_subscription=$(SUBSCRIPTION),archive_path=$(ARCHIVE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

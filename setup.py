@@ -31,6 +31,7 @@ setup(
             "requests==2.34.2",
             "gcp-storage-emulator==2026.7.19",  # GCS emulator for archive tests
             "moto[server]==5.2.5",  # S3 server for archive tests
+            "duckdb==2.0.1",  # runs the README's query example against a test archive
         ],
     },
     entry_points={"console_scripts": ["remote-write-receiver=receiver.__main__:main"]},

@@ -1,0 +1,46 @@
+"""The README's DuckDB query, run as written against an archive the pipeline's own writer produced."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import apache_beam as beam
+import duckdb
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms import codec
+from transforms.beam_archive import ArchiveMessages
+from transforms.builders import Series, build_v1
+from transforms.protocol import STALE_NAN, Protocol
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z
+
+
+def readme_query() -> str:
+    text = (ROOT / "README.md").read_text()
+    return re.search(r"<!-- duckdb-example -->\s*```sql\n(.*?)```", text, re.S).group(1)
+
+
+def test_readme_duckdb_example_runs_against_a_pipeline_archive(tmp_path, monkeypatch):
+    requests = [
+        (build_v1([Series({"__name__": "http_requests_total", "job": "api"}, [(T0, 5.0), (T0 + 1000, STALE_NAN)])],
+                  metadata=[Series({"__name__": "http_requests_total"}, metric_type="counter")]), "default"),
+        (build_v1([Series({"__name__": "up", "job": "node"}, [(T0 - 3_600_000, 1.0)])]), "default"),
+        (build_v1([Series({"__name__": "up", "job": "other"}, [(T0, 1.0)])]), "team-b"),
+    ]
+    messages = [PubsubMessage(codec.encode(m), codec.message_attributes(Protocol.V1, t, "x", codec.count(m)),
+                              message_id=str(i)) for i, (m, t) in enumerate(requests)]
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+        _ = (p | beam.Create(messages) | ArchiveMessages(str(tmp_path / "archive"), str(tmp_path / "dead"),
+                                                         file_label=lambda window, pane: "readme"))
+    monkeypatch.chdir(tmp_path)  # the README's path is relative: archive/...
+    rows = duckdb.sql(readme_query()).fetchall()
+    by_name = {(row[3], row[2]): row for row in rows}
+    assert {row[0] for row in rows} == {"default"}  # WHERE tenant = 'default'
+    counter = by_name[("http_requests_total", "09")]
+    assert counter[4] == 2 and counter[7] == 5.0  # the stale marker counts as a sample, casts to NULL
+    assert counter[5] == "2026-11-25T09:00:00.000Z" and counter[6] == "2026-11-25T09:00:01.000Z"
+    assert by_name[("up", "08")][4] == 1  # an hour-old sample, under its own hour

@@ -1,0 +1,52 @@
+"""The Flex Template stays in step with the pipeline's options and the pinned Beam version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from pipeline.options import ArchiveOptions
+
+ROOT = Path(__file__).resolve().parents[2]
+# Options that only make sense for the local runner, so the Dataflow template leaves them out.
+LOCAL_ONLY = {"max_batch_samples"}
+
+
+def archive_flags() -> dict[str, argparse.Action]:
+    parser = argparse.ArgumentParser()
+    ArchiveOptions._add_argparse_args(parser)
+    return {a.dest: a for a in parser._actions if a.dest != "help"}
+
+
+def test_every_metadata_parameter_is_a_pipeline_option_and_every_option_is_declared():
+    metadata = json.loads((ROOT / "templates" / "metadata.json").read_text())
+    declared = {p["name"]: p for p in metadata["parameters"]}
+    flags = archive_flags()
+    assert set(declared) <= set(flags), "metadata.json names an option the pipeline does not have"
+    assert set(flags) - LOCAL_ONLY == set(declared), "a pipeline option is missing from metadata.json"
+    for name, param in declared.items():
+        assert param["label"] and param["helpText"] and param["regexes"], name
+        for regex in param["regexes"]:
+            re.compile(regex)
+    # the one option the job cannot run without is required in the template too
+    assert declared["input_subscription"]["isOptional"] is False
+
+
+def test_template_regexes_accept_defaults_and_reject_local_paths():
+    declared = {p["name"]: p for p in json.loads((ROOT / "templates" / "metadata.json").read_text())["parameters"]}
+    archive = re.compile(declared["archive_path"]["regexes"][0])
+    assert archive.match("gs://bucket/prom") and archive.match("s3://bucket")
+    assert not archive.match("./archive")  # worker disks are temporary
+    flags = archive_flags()
+    for name in ("window_size", "max_lines_per_file", "allowed_lateness"):
+        assert re.match(declared[name]["regexes"][0], str(flags[name].default)), name
+
+
+def test_beam_version_is_pinned_identically_in_setup_and_image():
+    setup_version = re.search(r'BEAM_VERSION = "([^"]+)"', (ROOT / "setup.py").read_text()).group(1)
+    image_version = re.search(r"ARG BEAM_VERSION=(\S+)", (ROOT / "templates" / "Dockerfile").read_text()).group(1)
+    assert setup_version == image_version
+    constraints = (ROOT / "requirements" / "constraints.txt").read_text()
+    assert f"apache-beam=={setup_version}" in constraints
