@@ -29,7 +29,8 @@ system-deps:
 
 # The embedded default: Pub/Sub emulator + receiver (+ a demo Prometheus when installed).
 run: setup
-	$(PY) -m tools.run_local $(if $(PORT),--port $(PORT)) $(if $(PUBSUB_PORT),--pubsub-port $(PUBSUB_PORT)) $(RUN_ARGS)
+	$(PY) -m tools.run_local $(if $(PORT),--port $(PORT)) $(if $(PUBSUB_PORT),--pubsub-port $(PUBSUB_PORT)) \
+	  $(if $(ARCHIVE),--archive $(ARCHIVE)) $(if $(WINDOW),--window-size $(WINDOW)) $(RUN_ARGS)
 
 test: setup system-deps lint
 	$(PY) -m pytest -q tests
@@ -59,7 +60,7 @@ BUCKET ?= $(PROJECT)-dataflow
 IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/remote-write/archive-pipeline:latest
 TEMPLATE ?= gs://$(BUCKET)/templates/archive-pipeline.json
 SUBSCRIPTION ?= projects/$(PROJECT)/subscriptions/remote-write-pipeline
-ARCHIVE ?= gs://$(BUCKET)/archive
+DEPLOY_ARCHIVE ?= gs://$(BUCKET)/archive
 
 template:
 	gcloud builds submit --project=$(PROJECT) --config=templates/cloudbuild.yaml --substitutions=_IMAGE=$(IMAGE) .
@@ -69,7 +70,7 @@ template:
 deploy:
 	gcloud dataflow flex-template run "archive-$$(date +%Y%m%d-%H%M%S)" --project=$(PROJECT) --region=$(REGION) \
 	  --template-file-gcs-location=$(TEMPLATE) \
-	  --parameters=input_subscription=$(SUBSCRIPTION),archive_path=$(ARCHIVE)
+	  --parameters=input_subscription=$(SUBSCRIPTION),archive_path=$(DEPLOY_ARCHIVE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
