@@ -7,7 +7,6 @@ a rejected request publishes nothing.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from concurrent import futures
@@ -30,14 +29,14 @@ from transforms.protocol import (
     HEADER_HISTOGRAMS_WRITTEN,
     HEADER_SAMPLES_WRITTEN,
     HEADER_TENANT,
+    TENANT_RULE,
     Protocol,
+    is_valid_tenant,
 )
 from transforms.validation import Counts
 
 log = logging.getLogger(__name__)
 
-# Tenant ids become archive path segments (tenant=T), so keep them path-safe (Cortex's rules).
-_TENANT = re.compile(r"[A-Za-z0-9!_.*'()-]{1,150}\Z")
 RETRY_AFTER_SECONDS = "1"
 
 
@@ -51,8 +50,8 @@ def _now_rfc3339() -> str:
 
 def _tenant() -> str:
     tenant = request.headers.get(HEADER_TENANT, "").strip() or DEFAULT_TENANT
-    if not _TENANT.match(tenant) or tenant in (".", ".."):
-        raise InvalidPayload(f"invalid {HEADER_TENANT} {tenant!r}: use 1-150 of [A-Za-z0-9!_.*'()-]")
+    if not is_valid_tenant(tenant):
+        raise InvalidPayload(f"invalid {HEADER_TENANT} {tenant!r}: use {TENANT_RULE}")
     return tenant
 
 

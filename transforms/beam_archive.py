@@ -9,7 +9,6 @@ import base64
 import json
 import logging
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -22,15 +21,14 @@ from apache_beam.metrics import Metrics
 
 from transforms import codec
 from transforms.errors import RemoteWriteError
-from transforms.metadata import TYPE_NAMES, MetadataStore
+from transforms.metadata import MetadataStore, v1_types
 from transforms.metric_to_log import ConversionError, Partition, convert
-from transforms.protocol import DEFAULT_TENANT, Protocol
+from transforms.protocol import DEFAULT_TENANT, TENANT_RULE, Protocol, is_valid_tenant
 from transforms.validation import NameValidation
 
 DEAD_LETTER = "dead_letter"
 MAX_DECOMPRESSED = 1 << 30
-# The receiver's rule: tenants become path segments (tenant=T), so anything else is refused here too.
-_TENANT = re.compile(r"[A-Za-z0-9!_.*'()-]{1,150}\Z")
+
 # One store per worker process: 1.0 metadata outlives a bundle, a window and a bounded run.
 _STORE = MetadataStore()
 
@@ -69,7 +67,7 @@ class ExtractMetadataTypes(beam.DoFn):
         except RemoteWriteError:
             return
         tenant = (message.attributes or {}).get("tenant", DEFAULT_TENANT)
-        types = {m.metric_family_name: TYPE_NAMES.get(m.type, "unknown") for m in decoded.message.metadata}
+        types = v1_types(decoded.message.metadata)
         if types:
             yield tenant, types
 
@@ -109,8 +107,8 @@ class DecodeToLines(beam.DoFn):
         try:
             protocol = message_protocol(attributes)
             tenant = attributes.get("tenant") or DEFAULT_TENANT
-            if not _TENANT.match(tenant) or tenant in (".", ".."):
-                raise ConversionError(f"invalid tenant attribute {tenant!r}")
+            if not is_valid_tenant(tenant):  # the receiver's rule, checked again: it becomes a path
+                raise ConversionError(f"invalid tenant attribute {tenant!r}: use {TENANT_RULE}")
             if types and tenant in types:
                 _STORE.update(tenant, types[tenant])
             # UTF-8 names: whatever the receiver accepted must be archived, never dead-lettered for its names

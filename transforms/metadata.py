@@ -28,6 +28,11 @@ def family_candidates(name: str) -> list[str]:
     return out
 
 
+def v1_types(metadata: Iterable[remote_v1_pb2.MetricMetadata]) -> dict[str, str]:
+    """family name -> type name, from a 1.0 request's metadata entries."""
+    return {m.metric_family_name: TYPE_NAMES.get(m.type, "unknown") for m in metadata}
+
+
 class MetadataStore:
     """tenant -> metric family -> type name. Thread-safe; bounded per tenant."""
 
@@ -37,7 +42,7 @@ class MetadataStore:
         self._limit = max_families_per_tenant
 
     def update_v1(self, tenant: str, metadata: Iterable[remote_v1_pb2.MetricMetadata]) -> None:
-        updates = {m.metric_family_name: TYPE_NAMES.get(m.type, "unknown") for m in metadata}
+        updates = v1_types(metadata)
         if updates:
             self.update(tenant, updates)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import struct
 
 
@@ -35,6 +36,13 @@ HEADER_EXEMPLARS_WRITTEN = "X-Prometheus-Remote-Write-Exemplars-Written"
 
 HEADER_TENANT = "X-Scope-OrgID"
 DEFAULT_TENANT = "default"
+# Tenant ids become archive path segments (tenant=T), so only path-safe ones (Cortex's rules).
+_TENANT = re.compile(r"[A-Za-z0-9!_.*'()-]{1,150}\Z")
+TENANT_RULE = "1-150 of [A-Za-z0-9!_.*'()-], not . or .."
+
+
+def is_valid_tenant(tenant: str) -> bool:
+    return bool(_TENANT.match(tenant)) and tenant not in (".", "..")
 
 METRIC_NAME_LABEL = "__name__"
 
