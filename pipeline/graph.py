@@ -8,6 +8,7 @@ window and the pane index, so a re-fired pane never overwrites an earlier file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -15,6 +16,8 @@ from apache_beam.transforms import trigger, window
 
 from pipeline.options import ArchiveOptions, dead_letter_path
 from transforms.beam_archive import ArchiveMessages
+from transforms.beam_sinks import ForwardToSink
+from transforms.sink.config import SinkConfig
 
 
 def window_pane_label(win: Any, pane: Any) -> str:
@@ -39,10 +42,18 @@ class WindowByPublishTime(beam.PTransform):
         )
 
 
-def build_streaming(p: beam.Pipeline, options: ArchiveOptions) -> Any:
-    return (p
-            | "ReadPubSub" >> beam.io.ReadFromPubSub(subscription=options.input_subscription, with_attributes=True)
-            | "WindowByPublishTime" >> WindowByPublishTime(options.window_size, options.allowed_lateness)
-            | "Archive" >> ArchiveMessages(options.archive_path, dead_letter_path(options),
-                                           file_label=window_pane_label,
-                                           max_lines_per_file=options.max_lines_per_file))
+def build_streaming(p: beam.Pipeline, options: ArchiveOptions, sinks: Sequence[SinkConfig] = ()) -> Any:
+    """The archive branch, plus one branch per sink on the sink's own subscription (named by the sink)."""
+    archived = (p
+                | "ReadPubSub" >> beam.io.ReadFromPubSub(subscription=options.input_subscription,
+                                                         with_attributes=True)
+                | "WindowByPublishTime" >> WindowByPublishTime(options.window_size, options.allowed_lateness)
+                | "Archive" >> ArchiveMessages(options.archive_path, dead_letter_path(options),
+                                               file_label=window_pane_label,
+                                               max_lines_per_file=options.max_lines_per_file))
+    for sink in sinks:
+        _ = (p
+             | f"ReadPubSub-{sink.name}" >> beam.io.ReadFromPubSub(
+                 subscription=sink.subscription_for(options.input_subscription), with_attributes=True)
+             | f"Forward-{sink.name}" >> ForwardToSink(sink, dead_letter_path(options)))
+    return archived

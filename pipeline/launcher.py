@@ -10,9 +10,19 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, S3Options, StandardOptions
 
+from pipeline.forward_loop import start_forward_loops
 from pipeline.graph import build_streaming
 from pipeline.local_loop import LocalLoop
-from pipeline.options import ArchiveOptions, bucket_of, dead_letter_path, is_local, validate
+from pipeline.options import (
+    ArchiveOptions,
+    SinkOptions,
+    bucket_of,
+    dead_letter_path,
+    is_local,
+    sinks_from_options,
+    validate,
+)
+from transforms.sink.config import SinkConfig, SinkConfigError
 
 
 def check_subscription(subscription: str) -> list[str]:
@@ -30,6 +40,53 @@ def check_subscription(subscription: str) -> list[str]:
     except Exception as exc:  # credentials, network: one clear line, not a stack trace
         return [f"cannot reach Pub/Sub for {subscription}: {exc}"]
     return []
+
+
+def ensure_sink_subscriptions(input_subscription: str, sinks: Sequence[SinkConfig]) -> list[str]:
+    """Each sink reads its own subscription on the input's topic; create the missing ones.
+
+    A subscription only receives what is published after it exists: create it (launch once with
+    the sink configured) before relying on it for older data.
+    """
+    if not sinks:
+        return []
+    from google.api_core import exceptions as google_exceptions
+    from google.cloud import pubsub_v1
+
+    problems = []
+    try:
+        with pubsub_v1.SubscriberClient() as subscriber:
+            topic = subscriber.get_subscription(request={"subscription": input_subscription}, timeout=30).topic
+            for sink in sinks:
+                name = sink.subscription_for(input_subscription)
+                try:
+                    subscriber.get_subscription(request={"subscription": name}, timeout=30)
+                except google_exceptions.NotFound:
+                    subscriber.create_subscription(request={"name": name, "topic": topic,
+                                                            "ack_deadline_seconds": 60}, timeout=30)
+                    logging.info("sink %s: created subscription %s on %s", sink.name, name, topic)
+    except Exception as exc:  # credentials, permissions, network: one clear line
+        problems.append(f"cannot prepare the sinks' subscriptions: {exc}")
+    return problems
+
+
+def check_sink_health(sinks: Sequence[SinkConfig]) -> list[str]:
+    """Only sinks with a healthcheck URL: many stores answer GET on the write URL with 405."""
+    import requests
+
+    problems = []
+    for sink in sinks:
+        if not sink.healthcheck:
+            continue
+        url = sink.healthcheck_url or sink.url
+        try:
+            status = requests.get(url, timeout=sink.timeout).status_code
+        except requests.RequestException as exc:
+            problems.append(f"sink {sink.name}: healthcheck {url} failed: {exc}")
+            continue
+        if not 200 <= status <= 299:
+            problems.append(f"sink {sink.name}: healthcheck {url} answered HTTP {status}")
+    return problems
 
 
 def check_buckets(options: PipelineOptions) -> list[str]:
@@ -91,7 +148,8 @@ def help_parser() -> argparse.ArgumentParser:
                     "(DirectRunner) use a loop of bounded runs that ack Pub/Sub only after the files are "
                     "finalised; other runners (DataflowRunner) run a streaming job on Beam's Pub/Sub read.",
         epilog="Every other standard Beam option is accepted and passed through.")
-    for group_name, options_class in (("archive", ArchiveOptions), ("Beam: runner", StandardOptions),
+    for group_name, options_class in (("archive", ArchiveOptions), ("remote-write sinks", SinkOptions),
+                                      ("Beam: runner", StandardOptions),
                                       ("Beam: Google Cloud", GoogleCloudOptions), ("Beam: S3", S3Options)):
         group = parser.add_argument_group(group_name)
         options_class._add_argparse_args(group)
@@ -112,9 +170,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         for flag, path in (("--archive_path", archive.archive_path), ("--dead_letter_path", dead_letter_path(archive))):
             if not path.startswith(("gs://", "s3://")):
                 problems.append(f"{flag} {path!r}: runner {runner} needs gs:// or s3:// (worker disks are temporary)")
+    sinks: list[SinkConfig] = []
+    try:
+        sinks = sinks_from_options(options.view_as(SinkOptions))
+    except SinkConfigError as exc:
+        problems.append(str(exc))
     problems = problems or check_buckets(options)
     if not problems and is_local(runner):
         problems = check_subscription(archive.input_subscription)
+    problems = problems or check_sink_health(sinks) or ensure_sink_subscriptions(archive.input_subscription, sinks)
     if problems:
         for problem in problems:
             print(f"pipeline: {problem}", file=sys.stderr)
@@ -122,8 +186,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if is_local(runner):
         loop = LocalLoop(options)
         loop.install_signal_handlers()
+        forwarders = start_forward_loops(sinks, archive.input_subscription, dead_letter_path(archive),
+                                         loop.stopping, options)
         loop.run()
+        loop.stopping.set()
+        for forwarder in forwarders:
+            forwarder.join()
+        failed = [f.sink.name for f in forwarders if f.error is not None]
+        if failed:
+            print(f"pipeline: sink loop(s) failed: {', '.join(failed)} (see the log above)", file=sys.stderr)
+            sys.exit(1)
         return
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as p:
-        build_streaming(p, archive)
+        build_streaming(p, archive, sinks)

@@ -74,3 +74,72 @@ def bucket_of(path: str) -> str:
 
 def dead_letter_path(options: ArchiveOptions) -> str:
     return options.dead_letter_path or options.archive_path.rstrip("/") + "/_dead_letters"
+
+
+class SinkOptions(PipelineOptions):
+    """Remote-write sinks. The flags configure one or more sinks alike; a sinks file configures each."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--remote_write_url", action="append", default=None,
+                            help="Forward every sample to this remote-write endpoint (repeatable, or "
+                                 "comma-separated, for fan-out). Each sink reads its own Pub/Sub subscription, "
+                                 "INPUT_SUBSCRIPTION-NAME (created at launch if missing; NAME is derived from the "
+                                 "URL), so a broken sink never holds back the archive or the other sinks.")
+        parser.add_argument("--remote_write_config", default=None,
+                            help="YAML/JSON sinks file with a 'remote_write:' list, one entry per sink, in the "
+                                 "spirit of Prometheus' remote_write block (local path, gs:// or s3://). Adds "
+                                 "to --remote_write_url.")
+        parser.add_argument("--remote_write_protocol", default="1.0", choices=("1.0", "2.0"),
+                            help="Remote-write protocol for --remote_write_url sinks (default 1.0).")
+        parser.add_argument("--remote_write_timeout", type=float, default=30.0,
+                            help="Seconds per request before it counts as failed and is retried (default 30).")
+        parser.add_argument("--remote_write_header", action="append", default=None,
+                            help="Extra request header 'Name: value' (repeatable). The spec's own headers "
+                                 "(Content-Type, Content-Encoding, User-Agent, version) cannot be overridden.")
+        parser.add_argument("--remote_write_bearer_token_file", default=None,
+                            help="File holding a bearer token sent as 'Authorization: Bearer ...'.")
+        parser.add_argument("--remote_write_basic_auth_username", default=None, help="Basic auth user name.")
+        parser.add_argument("--remote_write_basic_auth_password_file", default=None,
+                            help="File holding the basic auth password.")
+        parser.add_argument("--remote_write_tenant_header", default="forward", choices=("forward", "drop"),
+                            help="forward: send each message's tenant as X-Scope-OrgID (default); drop: send none.")
+        parser.add_argument("--remote_write_tenant", default=None,
+                            help="Send this X-Scope-OrgID instead of the message's tenant.")
+        parser.add_argument("--remote_write_max_samples_per_request", type=int, default=2000,
+                            help="Samples (float + histogram) per request at most (default 2000).")
+        parser.add_argument("--remote_write_max_bytes_per_request", type=int, default=4 << 20,
+                            help="Uncompressed bytes per request at most (default 4194304).")
+        parser.add_argument("--remote_write_shards", type=int, default=4,
+                            help="Parallel senders per sink; a series always uses the same one, so its "
+                                 "samples stay in order (default 4).")
+        parser.add_argument("--remote_write_healthcheck_url", default=None,
+                            help="Optional: a URL that must answer 2xx to GET at launch (e.g. "
+                                 "http://vm:8428/health). Off by default: many stores answer GET with 405.")
+
+
+def sinks_from_options(options: SinkOptions) -> list:
+    """Every configured sink (flags, then the sinks file). Raises SinkConfigError with a readable message."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.sink import config
+
+    flag_sinks = config.from_flags(
+        options.remote_write_url or [], protocol=options.remote_write_protocol, timeout=options.remote_write_timeout,
+        headers=options.remote_write_header or [], bearer_token_file=options.remote_write_bearer_token_file,
+        basic_auth_username=options.remote_write_basic_auth_username,
+        basic_auth_password_file=options.remote_write_basic_auth_password_file,
+        tenant_header=options.remote_write_tenant_header, tenant=options.remote_write_tenant,
+        max_samples_per_request=options.remote_write_max_samples_per_request,
+        max_bytes_per_request=options.remote_write_max_bytes_per_request, shards=options.remote_write_shards,
+        healthcheck_url=options.remote_write_healthcheck_url)
+    file_sinks = []
+    if options.remote_write_config:
+        try:
+            with FileSystems.open(options.remote_write_config) as handle:
+                text = handle.read().decode()
+        except Exception as exc:  # missing file, no access: one readable line at launch
+            raise config.SinkConfigError(
+                f"cannot read --remote_write_config {options.remote_write_config}: {exc}") from exc
+        file_sinks = config.from_document(text)
+    return config.all_sinks(flag_sinks, file_sinks)

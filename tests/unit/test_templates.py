@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from pipeline.options import ArchiveOptions
+from pipeline.options import ArchiveOptions, SinkOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 # Options that only make sense for the local runner, so the Dataflow template leaves them out.
@@ -17,6 +17,7 @@ LOCAL_ONLY = {"max_batch_samples"}
 def archive_flags() -> dict[str, argparse.Action]:
     parser = argparse.ArgumentParser()
     ArchiveOptions._add_argparse_args(parser)
+    SinkOptions._add_argparse_args(parser)
     return {a.dest: a for a in parser._actions if a.dest != "help"}
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%transforms/proto/remote_v1_view.proto\x12\x0fprometheus.view\"\x07\n\x05\x45ntry\"$\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xb3\x01\n\tSeriesKey\x12&\n\x06labels\x18\x01 \x03(\x0b\x32\x16.prometheus.view.Label\x12\'\n\x07samples\x18\x02 \x03(\x0b\x32\x16.prometheus.view.Entry\x12)\n\texemplars\x18\x03 \x03(\x0b\x32\x16.prometheus.view.Entry\x12*\n\nhistograms\x18\x04 \x03(\x0b\x32\x16.prometheus.view.Entry\"B\n\x10WriteRequestKeys\x12.\n\ntimeseries\x18\x01 \x03(\x0b\x32\x1a.prometheus.view.SeriesKeyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%transforms/proto/remote_v1_view.proto\x12\x0fprometheus.view\"\x07\n\x05\x45ntry\"$\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xb3\x01\n\tSeriesKey\x12&\n\x06labels\x18\x01 \x03(\x0b\x32\x16.prometheus.view.Label\x12\'\n\x07samples\x18\x02 \x03(\x0b\x32\x16.prometheus.view.Entry\x12)\n\texemplars\x18\x03 \x03(\x0b\x32\x16.prometheus.view.Entry\x12*\n\nhistograms\x18\x04 \x03(\x0b\x32\x16.prometheus.view.Entry\"B\n\x10WriteRequestKeys\x12.\n\ntimeseries\x18\x01 \x03(\x0b\x32\x1a.prometheus.view.SeriesKey\"6\n\x0cSeriesLabels\x12&\n\x06labels\x18\x01 \x03(\x0b\x32\x16.prometheus.view.Label\"G\n\x12WriteRequestLabels\x12\x31\n\ntimeseries\x18\x01 \x03(\x0b\x32\x1d.prometheus.view.SeriesLabelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,4 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERIESKEY']._serialized_end=285
   _globals['_WRITEREQUESTKEYS']._serialized_start=287
   _globals['_WRITEREQUESTKEYS']._serialized_end=353
+  _globals['_SERIESLABELS']._serialized_start=355
+  _globals['_SERIESLABELS']._serialized_end=409
+  _globals['_WRITEREQUESTLABELS']._serialized_start=411
+  _globals['_WRITEREQUESTLABELS']._serialized_end=482
 # @@protoc_insertion_point(module_scope)

@@ -35,3 +35,15 @@ class WriteRequestKeys(_message.Message):
     TIMESERIES_FIELD_NUMBER: _ClassVar[int]
     timeseries: _containers.RepeatedCompositeFieldContainer[SeriesKey]
     def __init__(self, timeseries: _Optional[_Iterable[_Union[SeriesKey, _Mapping]]] = ...) -> None: ...
+
+class SeriesLabels(_message.Message):
+    __slots__ = ("labels",)
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+
+class WriteRequestLabels(_message.Message):
+    __slots__ = ("timeseries",)
+    TIMESERIES_FIELD_NUMBER: _ClassVar[int]
+    timeseries: _containers.RepeatedCompositeFieldContainer[SeriesLabels]
+    def __init__(self, timeseries: _Optional[_Iterable[_Union[SeriesLabels, _Mapping]]] = ...) -> None: ...

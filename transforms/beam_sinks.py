@@ -1,0 +1,151 @@
+"""Thin Beam wrappers around transforms/sink for the streaming graph (Dataflow).
+
+Each sink reads its own Pub/Sub subscription, so a slow or broken sink holds back nothing else.
+Series are keyed by (tenant, shard) and batched per key with GroupIntoBatches: a runner processes
+one key's state serially, which keeps each series' requests in order across bundles and workers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.beam_archive import DEAD_LETTER, write_atomically
+from transforms.proto import remote_v1_pb2
+from transforms.protocol import Protocol
+from transforms.sink.batching import ShardBatch
+from transforms.sink.config import SinkConfig
+from transforms.sink.forwarder import Forwarder, SinkStats, series_key
+
+CHUNKS_PER_BATCH = 200  # shard chunks per GroupIntoBatches output (the send step re-cuts into requests)
+
+
+def write_sink_dead_letters(dead_letter_path: str, sink_name: str, records: list[str]) -> str | None:
+    """One file of dead-letter records under DEAD_LETTER_PATH/sink=NAME/date=YYYY-MM-DD/."""
+    if not records:
+        return None
+    now = datetime.now(UTC)
+    base = FileSystems.join(dead_letter_path, f"sink={sink_name}")
+    path = FileSystems.join(base, f"date={now:%Y-%m-%d}", f"dead-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:10]}.ndjson")
+    write_atomically(path, FileSystems.join(dead_letter_path, ".tmp"), (r + "\n" for r in records), compressed=False)
+    return path
+
+
+class _SinkMetrics:
+    """Mirrors a Forwarder's SinkStats into Beam counters (namespace sink/NAME)."""
+
+    def __init__(self, sink: SinkConfig) -> None:
+        namespace = f"sink/{sink.name}"
+        self.counters = {name: Metrics.counter(namespace, name) for name in SinkStats.FIELDS}
+        self.last = dict.fromkeys(SinkStats.FIELDS, 0)
+        self.latency = Metrics.distribution(namespace, "request_latency_ms")
+        self.seen_latencies = 0
+
+    def publish(self, stats: SinkStats) -> None:
+        with stats.lock:
+            counts = dict(stats.counts)
+            fresh = list(stats.latencies)[-(counts["requests"] - self.seen_latencies):] if counts["requests"] > \
+                self.seen_latencies else []
+        for name, value in counts.items():
+            if value > self.last[name]:
+                self.counters[name].inc(value - self.last[name])
+        self.last = counts
+        self.seen_latencies = counts["requests"]
+        for seconds in fresh:
+            self.latency.update(int(seconds * 1000))
+
+
+class ShardForSink(beam.DoFn):
+    """A message -> ((tenant, shard), (label keys, serialized 1.0 series)) per shard it touches."""
+
+    def __init__(self, sink: SinkConfig) -> None:
+        self.sink = sink
+
+    def setup(self) -> None:
+        self.forwarder = Forwarder(self.sink)
+
+    def process(self, message: Any) -> Iterator[Any]:
+        batches, dead = self.forwarder.shard_messages([(message.data, dict(message.attributes or {}))])
+        for record in dead:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)
+        metadata = [m for b in batches.values() for m in b.metadata.values()]
+        if metadata and self.sink.protocol is Protocol.V2:  # every shard needs it for its series' metadata
+            tenant = next(iter(batches))[0]
+            for shard in range(self.sink.shards):
+                batches.setdefault((tenant, shard), ShardBatch()).metadata.update({m.metric_family_name: m
+                                                                                  for m in metadata})
+        for key, batch in batches.items():
+            request = remote_v1_pb2.WriteRequest(metadata=list(batch.metadata.values()))
+            keys = []
+            for series_key_bytes, parts in batch.series.items():
+                for part in parts:
+                    keys.append(series_key_bytes)
+                    request.timeseries.append(part)
+            yield key, (keys, request.SerializeToString())
+
+
+class SendToSink(beam.DoFn):
+    """One (tenant, shard) batch -> ordered, retried requests; refused data -> dead-letter files."""
+
+    def __init__(self, sink: SinkConfig, dead_letter_path: str) -> None:
+        self.sink = sink
+        self.dead_letter_path = dead_letter_path
+
+    def setup(self) -> None:
+        self.forwarder = Forwarder(self.sink)
+        self.metrics = _SinkMetrics(self.sink)
+
+    def process(self, element: tuple[tuple[str, int], Iterable[tuple[list[bytes], bytes]]]) -> Iterator[str]:
+        (tenant, _), chunks = element
+        batch = ShardBatch()
+        for keys, data in chunks:
+            request = remote_v1_pb2.WriteRequest.FromString(data)
+            for key, series in zip(keys or map(series_key, request.timeseries), request.timeseries, strict=True):
+                batch.add(key, series)
+            for entry in request.metadata:
+                batch.add_metadata(entry)
+        dead = self.forwarder.send_shard(tenant, batch)
+        self.metrics.publish(self.forwarder.stats)
+        path = write_sink_dead_letters(self.dead_letter_path, self.sink.name, dead)
+        if path:
+            yield path
+
+
+class WriteUndecodable(beam.DoFn):
+    def __init__(self, sink: SinkConfig, dead_letter_path: str) -> None:
+        self.sink = sink
+        self.dead_letter_path = dead_letter_path
+
+    def start_bundle(self) -> None:
+        self.records: list[str] = []
+
+    def process(self, record: str) -> None:
+        self.records.append(record)
+
+    def finish_bundle(self) -> None:
+        write_sink_dead_letters(self.dead_letter_path, self.sink.name, self.records)
+        self.records = []
+
+
+class ForwardToSink(beam.PTransform):
+    """Messages (from this sink's own subscription) -> the sink. Outputs dead-letter file paths."""
+
+    def __init__(self, sink: SinkConfig, dead_letter_path: str) -> None:
+        super().__init__()
+        self.sink = sink
+        self.dead_letter_path = dead_letter_path
+
+    def expand(self, messages):
+        sharded = messages | "ShardBySeries" >> beam.ParDo(ShardForSink(self.sink)).with_outputs(
+            DEAD_LETTER, main="chunks")
+        _ = sharded[DEAD_LETTER] | "WriteUndecodable" >> beam.ParDo(WriteUndecodable(self.sink, self.dead_letter_path))
+        return (sharded.chunks
+                | "BatchPerShard" >> beam.GroupIntoBatches(CHUNKS_PER_BATCH,
+                                                           max_buffering_duration_secs=self.sink.flush_seconds)
+                | "SendInOrder" >> beam.ParDo(SendToSink(self.sink, self.dead_letter_path)))

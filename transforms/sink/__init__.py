@@ -1,0 +1,1 @@
+"""Remote-write sinks: config, relabel rules, batching, request building, HTTP service, forwarding."""

@@ -1,0 +1,134 @@
+"""Sharding, per-series ordering and request-sized batches for the sinks.
+
+Prometheus rejects a whole request for one out-of-order sample, so: a series always lands on the
+same shard (a stable hash of its exact label bytes, never Python's salted hash()), a shard sends
+its requests one after another, and within a shard's batch every series' samples are merged and
+sorted by timestamp. Parallelism is across shards only.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from transforms.proto import remote_v1_pb2
+from transforms.protocol import float_bits
+
+TimeSeries = remote_v1_pb2.TimeSeries
+
+
+def shard_of(key: bytes, shards: int) -> int:
+    return zlib.crc32(key) % shards
+
+
+def points(series: TimeSeries) -> int:
+    """What a series carries that counts against max samples: float and histogram samples."""
+    return len(series.samples) + len(series.histograms)
+
+
+def _sorted_unique(items: list[Any], bits: bool) -> list[Any]:
+    """Stable sort by timestamp; exact repeats (a redelivered message) are sent once."""
+    items.sort(key=lambda s: s.timestamp)
+    out: list[Any] = []
+    seen: set[Any] = set()
+    for item in items:
+        identity = (item.timestamp, float_bits(item.value)) if bits else item.SerializeToString(deterministic=True)
+        if identity not in seen:
+            seen.add(identity)
+            out.append(item)
+    return out
+
+
+def merge(parts: list[TimeSeries]) -> TimeSeries:
+    """One series from several pieces of the same label set, its points in timestamp order."""
+    if len(parts) == 1 and _in_order(parts[0]):
+        return parts[0]
+    merged = TimeSeries()
+    merged.labels.extend(parts[0].labels)
+    merged.samples.extend(_sorted_unique([s for p in parts for s in p.samples], bits=True))
+    merged.histograms.extend(_sorted_unique([h for p in parts for h in p.histograms], bits=False))
+    merged.exemplars.extend(_sorted_unique([e for p in parts for e in p.exemplars], bits=False))
+    return merged
+
+
+def _in_order(series: TimeSeries) -> bool:
+    for field in (series.samples, series.histograms):
+        stamps = [s.timestamp for s in field]
+        if any(a >= b for a, b in zip(stamps, stamps[1:], strict=False)):
+            return False
+    return True
+
+
+class ShardBatch:
+    """The series of one (tenant, shard) in a flush, keyed by label bytes, in arrival order."""
+
+    def __init__(self) -> None:
+        self.series: dict[bytes, list[TimeSeries]] = {}
+        self.metadata: dict[str, remote_v1_pb2.MetricMetadata] = {}  # family -> latest entry
+
+    def add(self, key: bytes, series: TimeSeries) -> None:
+        self.series.setdefault(key, []).append(series)
+
+    def add_metadata(self, entry: remote_v1_pb2.MetricMetadata) -> None:
+        self.metadata[entry.metric_family_name] = entry
+
+    def extend(self, other: ShardBatch) -> None:
+        for key, parts in other.series.items():
+            self.series.setdefault(key, []).extend(parts)
+        self.metadata.update(other.metadata)
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def requests(self, max_points: int, max_bytes: int) -> Iterator[list[TimeSeries]]:
+        """Request-sized lists of merged series; a series too big for one request is cut in time order."""
+        batch: list[TimeSeries] = []
+        batch_points = batch_bytes = 0
+        for parts in self.series.values():
+            for piece in cut(merge(parts), max_points):
+                size = piece.ByteSize()
+                if batch and (batch_points + points(piece) > max_points or batch_bytes + size > max_bytes):
+                    yield batch
+                    batch, batch_points, batch_bytes = [], 0, 0
+                batch.append(piece)
+                batch_points += points(piece)
+                batch_bytes += size
+        if batch:
+            yield batch
+
+
+def cut(series: TimeSeries, max_points: int) -> list[TimeSeries]:
+    """A series in pieces of at most max_points, earliest first (exemplars ride with the first piece)."""
+    if points(series) <= max_points:
+        return [series]
+    pieces: list[TimeSeries] = []
+    for field in ("samples", "histograms"):
+        values = list(getattr(series, field))
+        for i in range(0, len(values), max_points):
+            piece = TimeSeries()
+            piece.labels.extend(series.labels)
+            getattr(piece, field).extend(values[i:i + max_points])
+            pieces.append(piece)
+    if series.exemplars:
+        pieces[0].exemplars.extend(series.exemplars)
+    return pieces
+
+
+def halves(series: list[TimeSeries]) -> tuple[list[TimeSeries], list[TimeSeries]] | None:
+    """Split a rejected request to isolate what the sink refused: by series, then by points."""
+    if len(series) > 1:
+        middle = len(series) // 2
+        return series[:middle], series[middle:]
+    only = series[0]
+    total = points(only)
+    if total <= 1:
+        return None
+    first, second = TimeSeries(), TimeSeries()
+    first.labels.extend(only.labels)
+    second.labels.extend(only.labels)
+    stream = [("samples", s) for s in only.samples] + [("histograms", h) for h in only.histograms]
+    for i, (field, value) in enumerate(stream):
+        getattr(first if i < total // 2 else second, field).append(value)
+    first.exemplars.extend(only.exemplars)
+    return [first], [second]

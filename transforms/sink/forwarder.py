@@ -1,0 +1,269 @@
+"""Forwarding to one sink: messages -> shards -> ordered requests -> retried POSTs -> dead letters.
+
+Used as is by the local runner's forward loop, and by the Beam DoFns of the streaming graph
+(transforms/beam_sinks.py). Everything the sink refuses for good (a final 4xx) comes back as
+dead-letter records, after the request was split down to what the sink actually refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from transforms import codec, snappy_block
+from transforms.metadata import family_candidates
+from transforms.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
+from transforms.protocol import DEFAULT_TENANT, Protocol
+from transforms.retry import Action, Jitter, RetryPolicy
+from transforms.sink.batching import ShardBatch, TimeSeries, halves, points, shard_of
+from transforms.sink.config import SinkConfig
+from transforms.sink.relabel import apply_rules
+from transforms.sink.request import FamilyMetadata, build_v1_request, encode_body, headers_for
+from transforms.sink.service import Attempt, HttpService
+
+log = logging.getLogger(__name__)
+MAX_DECOMPRESSED = 1 << 30
+# Final answers where splitting can isolate the refused series (out-of-order, duplicate, too large).
+# Others (401, 403, 404 ...) refuse the request, not its content: splitting would only multiply them.
+SPLITTABLE_STATUSES = frozenset({400, 409, 413, 422})
+RELABEL_CACHE_LIMIT = 200_000
+LATENCY_WINDOW = 10_000
+
+ShardKey = tuple[str, int]  # (tenant, shard)
+
+
+class Stopped(Exception):
+    """The process is stopping while a sink is still failing: nothing is acked, Pub/Sub redelivers."""
+
+
+class SinkStats:
+    """Per-sink counters and recent request latencies; thread-safe."""
+
+    FIELDS = ("requests", "samples_sent", "samples_failed", "samples_retried", "samples_dead_lettered",
+              "samples_dropped_by_rules", "metadata_sent")
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(self.FIELDS, 0)
+        self.latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self.lock = threading.Lock()
+
+    def add(self, **increments: int) -> None:
+        with self.lock:
+            for name, value in increments.items():
+                self.counts[name] += value
+
+    def request(self, seconds: float) -> None:
+        with self.lock:
+            self.counts["requests"] += 1
+            self.latencies.append(seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            ordered = sorted(self.latencies)
+            counts = dict(self.counts)
+        if ordered:
+            counts["latency_p50_ms"] = round(1000 * ordered[len(ordered) // 2], 2)
+            counts["latency_p99_ms"] = round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2)
+        return counts
+
+
+def label_keys(payload: bytes) -> list[bytes]:
+    """One exact label-set key per series of a 1.0 payload, computed in C."""
+    view = remote_v1_view_pb2.WriteRequestLabels.FromString(payload)
+    view.DiscardUnknownFields()
+    return [s.SerializeToString() for s in view.timeseries]
+
+
+def series_key(series: TimeSeries) -> bytes:
+    """The same key for a series built in Python (labels only serialize like SeriesLabels)."""
+    return TimeSeries(labels=series.labels).SerializeToString()
+
+
+def v2_to_v1(request: remote_v2_pb2.Request) -> tuple[list[TimeSeries], list[remote_v1_pb2.MetricMetadata]]:
+    """2.0 series in our internal 1.0 shape, and their metadata as 1.0 family entries."""
+    symbols = request.symbols
+    series_out, metadata = [], {}
+    for s in request.timeseries:
+        refs = s.labels_refs
+        out = TimeSeries()
+        out.labels.extend(remote_v1_pb2.Label(name=symbols[refs[i]], value=symbols[refs[i + 1]])
+                          for i in range(0, len(refs), 2))
+        out.samples.extend(remote_v1_pb2.Sample(timestamp=x.timestamp, value=x.value) for x in s.samples)
+        out.histograms.extend(remote_v1_pb2.Histogram.FromString(h.SerializeToString()) for h in s.histograms)
+        for ex in s.exemplars:
+            e = out.exemplars.add(timestamp=ex.timestamp, value=ex.value)
+            e.labels.extend(remote_v1_pb2.Label(name=symbols[ex.labels_refs[i]], value=symbols[ex.labels_refs[i + 1]])
+                            for i in range(0, len(ex.labels_refs), 2))
+        if s.HasField("metadata"):
+            name = next((lab.value for lab in out.labels if lab.name == "__name__"), "")
+            metadata[name] = remote_v1_pb2.MetricMetadata(
+                type=s.metadata.type, metric_family_name=name, help=symbols[s.metadata.help_ref],
+                unit=symbols[s.metadata.unit_ref])
+        series_out.append(out)
+    return series_out, list(metadata.values())
+
+
+class Forwarder:
+    def __init__(self, sink: SinkConfig, stats: SinkStats | None = None, stopping: threading.Event | None = None,
+                 service: HttpService | None = None, policy: RetryPolicy | None = None) -> None:
+        self.sink = sink
+        self.stats = stats or SinkStats()
+        self.stopping = stopping or threading.Event()
+        self.service = service or HttpService(sink)
+        self.policy = policy or RetryPolicy(initial_delay=sink.min_backoff, max_delay=sink.max_backoff,
+                                            jitter=Jitter.EQUAL, max_elapsed=sink.max_retry_duration)
+        self.families: dict[str, dict[str, FamilyMetadata]] = {}  # tenant -> family -> metadata (for 2.0)
+        self._relabelled: dict[bytes, tuple[bytes, list[tuple[str, str]]] | None] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- messages -> shards ------------------------------------------------------------------
+    def shard_messages(self, messages: Iterable[tuple[bytes, dict[str, str]]]
+                       ) -> tuple[dict[ShardKey, ShardBatch], list[str]]:
+        """Decode and shard; undecodable messages come back as dead-letter records."""
+        batches: dict[ShardKey, ShardBatch] = {}
+        dead: list[str] = []
+        for data, attributes in messages:
+            try:
+                self._shard_one(data, attributes, batches)
+            except Exception as exc:  # one poison message must not block the sink: dead-letter it whole
+                dead.append(self._record(attributes, data, f"undecodable for sink {self.sink.name}: {exc}"))
+        return batches, dead
+
+    def _shard_one(self, data: bytes, attributes: dict[str, str], batches: dict[ShardKey, ShardBatch]) -> None:
+        protocol = Protocol(attributes.get("protocol", ""))
+        tenant = attributes.get("tenant") or DEFAULT_TENANT
+        payload = snappy_block.decompress(data, MAX_DECOMPRESSED)
+        message = codec.parse(payload, protocol)
+        if protocol is Protocol.V1:
+            pairs = zip(label_keys(payload), message.timeseries, strict=True)
+            metadata = list(message.metadata)
+        else:
+            series, metadata = v2_to_v1(message)
+            pairs = ((series_key(s), s) for s in series)
+        shards = self.sink.shards
+        for key, series in pairs:
+            if self.sink.rules:
+                kept = self._relabel(key, series)
+                if kept is None:
+                    self.stats.add(samples_dropped_by_rules=points(series))
+                    continue
+                key, series = kept
+            shard = (tenant, shard_of(key, shards))
+            batch = batches.get(shard)
+            if batch is None:
+                batch = batches[shard] = ShardBatch()
+            batch.add(key, series)
+        if metadata:
+            known = self.families.setdefault(tenant, {})
+            for entry in metadata:
+                known[entry.metric_family_name] = (entry.type, entry.help, entry.unit)
+                batches.setdefault((tenant, 0), ShardBatch()).add_metadata(entry)
+
+    def _relabel(self, key: bytes, series: TimeSeries) -> tuple[bytes, TimeSeries] | None:
+        if key not in self._relabelled:
+            if len(self._relabelled) > RELABEL_CACHE_LIMIT:
+                self._relabelled.clear()
+            labels = apply_rules(self.sink.rules, [(lab.name, lab.value) for lab in series.labels])
+            if labels is None:
+                self._relabelled[key] = None
+            else:
+                fresh = TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in labels])
+                self._relabelled[key] = (fresh.SerializeToString(), labels)
+        found = self._relabelled[key]
+        if found is None:
+            return None
+        new_key, labels = found
+        if new_key == key:
+            return key, series
+        out = TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in labels])
+        out.samples.extend(series.samples)
+        out.histograms.extend(series.histograms)
+        out.exemplars.extend(series.exemplars)
+        return new_key, out
+
+    # -- shards -> requests ------------------------------------------------------------------
+    def forward(self, messages: Iterable[tuple[bytes, dict[str, str]]]) -> list[str]:
+        """Deliver a batch of messages; returns dead-letter records. Raises Stopped if interrupted."""
+        batches, dead = self.shard_messages(messages)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.sink.shards, thread_name_prefix=self.sink.name)
+        futures = [self._executor.submit(self.send_shard, tenant, batch) for (tenant, _), batch in batches.items()]
+        for future in futures:
+            dead += future.result()
+        return dead
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def send_shard(self, tenant: str, batch: ShardBatch) -> list[str]:
+        """One shard's batch, request after request: a series is never in flight twice."""
+        dead: list[str] = []
+        if batch.metadata:  # the streaming graph hands each shard its tenant's metadata
+            known = self.families.setdefault(tenant, {})
+            known.update({m.metric_family_name: (m.type, m.help, m.unit) for m in batch.metadata.values()})
+        if batch.metadata and self.sink.protocol is Protocol.V1:
+            dead += self.deliver(tenant, [], list(batch.metadata.values()))
+        for series in batch.requests(self.sink.max_samples_per_request, self.sink.max_bytes_per_request):
+            dead += self.deliver(tenant, series)
+        return dead
+
+    def _lookup(self, tenant: str):
+        known = self.families.get(tenant, {})
+
+        def lookup(name: str) -> FamilyMetadata | None:
+            return next((known[f] for f in family_candidates(name) if f in known), None)
+        return lookup
+
+    def deliver(self, tenant: str, series: list[TimeSeries],
+                metadata: list[remote_v1_pb2.MetricMetadata] | None = None) -> list[str]:
+        """POST until a decision; on a splittable final 4xx, deliver each half on its own."""
+        metadata = metadata or []
+        body = encode_body(self.sink.protocol, series, metadata, self._lookup(tenant))
+        headers = headers_for(self.sink, tenant)
+        count = sum(points(s) for s in series)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            result: Attempt = self.service.post(body, headers)
+            self.stats.request(result.seconds)
+            decision = self.policy.decide(attempt, result.outcome, time.monotonic() - started, datetime.now(UTC))
+            if decision.action is Action.SUCCESS:
+                self.stats.add(samples_sent=count, metadata_sent=len(metadata))
+                return []
+            self.stats.add(samples_failed=count)
+            if decision.action is Action.RETRY:
+                log.warning("sink %s: %s (%d samples): %s", self.sink.name, decision.reason, count, result.answer[:200])
+                if self.stopping.wait(decision.delay_seconds):
+                    raise Stopped(f"sink {self.sink.name}: stopping while it still fails ({decision.reason})")
+                self.stats.add(samples_retried=count)
+                continue
+            split = halves(series) if series and result.outcome.status in SPLITTABLE_STATUSES else None
+            if split:
+                return self.deliver(tenant, split[0], metadata) + self.deliver(tenant, split[1])
+            self.stats.add(samples_dead_lettered=count)
+            log.error("sink %s: %s; %d samples dead-lettered: %s", self.sink.name, decision.reason, count,
+                      result.answer[:200])
+            body_v1 = codec.encode(build_v1_request(series, metadata))
+            return [self._record({"protocol": Protocol.V1.value, "tenant": tenant, "samples": str(count)}, body_v1,
+                                 f"sink {self.sink.name}: {decision.reason}: {result.answer}",
+                                 status=result.outcome.status, answer=result.answer)]
+
+    def _record(self, attributes: dict[str, str], data: bytes, error: str, status: int | None = None,
+                answer: str | None = None) -> str:
+        """Same shape as the archive's dead letters (so `python -m pipeline.replay` can republish them)."""
+        return json.dumps({
+            "error": error, "sink": self.sink.name, "url": self.sink.url, "status": status, "answer": answer,
+            "message_id": None, "publish_time": datetime.now(UTC).isoformat(),
+            "attributes": dict(attributes), "data_base64": base64.b64encode(data).decode(),
+        }, sort_keys=True)

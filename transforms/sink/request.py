@@ -1,0 +1,95 @@
+"""Building what a sink receives: the body (1.0 or 2.0, snappy) and the headers the specs require."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from transforms import codec
+from transforms.builders import SymbolTable
+from transforms.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.protocol import (
+    CONTENT_ENCODING,
+    CONTENT_TYPE_V1,
+    CONTENT_TYPE_V2,
+    HEADER_TENANT,
+    HEADER_VERSION,
+    METRIC_NAME_LABEL,
+    VERSION_HEADER_V1,
+    VERSION_HEADER_V2,
+    Protocol,
+)
+from transforms.sink.config import SinkConfig, read_secret
+
+USER_AGENT = "prometheus-remote-write-pipeline/0.1.0"
+
+# (type number, help, unit) of a metric family, for 2.0's per-series metadata.
+FamilyMetadata = tuple[int, str, str]
+MetadataLookup = Callable[[str], FamilyMetadata | None]
+
+
+def headers_for(sink: SinkConfig, tenant: str | None) -> dict[str, str]:
+    """The user's extra headers first, then auth and tenant, then the reserved ones (which always win)."""
+    headers = dict(sink.headers)
+    if sink.bearer_token_file:
+        headers["Authorization"] = f"Bearer {read_secret(sink.bearer_token_file)}"
+    chosen = sink.tenant or (tenant if sink.tenant_header == "forward" else None)
+    if chosen:
+        headers[HEADER_TENANT] = chosen
+    v2 = sink.protocol is Protocol.V2
+    headers.update({
+        "Content-Encoding": CONTENT_ENCODING,
+        "Content-Type": CONTENT_TYPE_V2 if v2 else CONTENT_TYPE_V1,
+        HEADER_VERSION: VERSION_HEADER_V2 if v2 else VERSION_HEADER_V1,
+        "User-Agent": USER_AGENT,
+    })
+    return headers
+
+
+def basic_auth(sink: SinkConfig) -> tuple[str, str] | None:
+    if not sink.basic_auth_username:
+        return None
+    password = sink.basic_auth_password
+    if sink.basic_auth_password_file:
+        password = read_secret(sink.basic_auth_password_file)
+    return sink.basic_auth_username, password or ""
+
+
+def build_v1_request(series: Iterable[remote_v1_pb2.TimeSeries],
+                     metadata: Iterable[remote_v1_pb2.MetricMetadata] = ()) -> remote_v1_pb2.WriteRequest:
+    request = remote_v1_pb2.WriteRequest()
+    request.timeseries.extend(series)
+    request.metadata.extend(metadata)
+    return request
+
+
+def build_v2_request(series: Iterable[remote_v1_pb2.TimeSeries], lookup: MetadataLookup) -> remote_v2_pb2.Request:
+    """2.0 from our 1.0-shaped series: a symbols table, and each series' family metadata attached to it."""
+    table = SymbolTable()
+    request = remote_v2_pb2.Request()
+    for s in series:
+        out = request.timeseries.add()
+        name = ""
+        for label in s.labels:  # already sorted by name (validated at the receiver, kept by the rules)
+            out.labels_refs.extend((table.ref(label.name), table.ref(label.value)))
+            if label.name == METRIC_NAME_LABEL:
+                name = label.value
+        out.samples.extend(remote_v2_pb2.Sample(timestamp=x.timestamp, value=x.value) for x in s.samples)
+        # Same field numbers for everything 1.0's histogram has, so the bytes carry over.
+        out.histograms.extend(remote_v2_pb2.Histogram.FromString(h.SerializeToString()) for h in s.histograms)
+        for ex in s.exemplars:
+            refs = [r for lab in ex.labels for r in (table.ref(lab.name), table.ref(lab.value))]
+            out.exemplars.add(labels_refs=refs, timestamp=ex.timestamp, value=ex.value)
+        found = lookup(name)
+        if found:
+            out.metadata.type, help_text, unit = found[0], found[1], found[2]
+            out.metadata.help_ref = table.ref(help_text)
+            out.metadata.unit_ref = table.ref(unit)
+    request.symbols.extend(table.symbols)
+    return request
+
+
+def encode_body(protocol: Protocol, series: list[remote_v1_pb2.TimeSeries],
+                metadata: Iterable[remote_v1_pb2.MetricMetadata], lookup: MetadataLookup) -> bytes:
+    if protocol is Protocol.V2:
+        return codec.encode(build_v2_request(series, lookup))
+    return codec.encode(build_v1_request(series, metadata))

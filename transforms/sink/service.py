@@ -1,0 +1,52 @@
+"""The HTTP service of a sink: one POST, its outcome for the retry policy, and its latency.
+
+One `requests.Session` per thread (connection reuse per shard; sessions are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import requests
+
+from transforms.retry import Outcome, classify
+from transforms.sink.config import SinkConfig
+from transforms.sink.request import basic_auth
+
+MAX_ANSWER = 2000  # characters of the sink's answer kept for logs and dead letters
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    outcome: Outcome
+    answer: str
+    seconds: float
+
+
+class HttpService:
+    def __init__(self, sink: SinkConfig) -> None:
+        self.sink = sink
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.auth = basic_auth(self.sink)
+        return session
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+        started = time.monotonic()
+        try:
+            response = self._session().post(self.sink.url, data=body, headers=headers, timeout=self.sink.timeout,
+                                            allow_redirects=False)
+        except requests.RequestException as exc:
+            return Attempt(classify(None, exc), f"{type(exc).__name__}: {exc}"[:MAX_ANSWER],
+                           time.monotonic() - started)
+        answer = response.text[:MAX_ANSWER]
+        return Attempt(classify(response.status_code, None, response.headers), answer, time.monotonic() - started)
+
+    def get(self, url: str) -> int:
+        return self._session().get(url, timeout=self.sink.timeout).status_code
