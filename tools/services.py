@@ -207,10 +207,12 @@ def start_prometheus(log_dir: Path, config: str, *, receiver: bool = False, port
     return service, f"http://{LOOPBACK}:{port}"
 
 
-def start_victoria_metrics(log_dir: Path, name: str = "victoria-metrics") -> tuple[Service, str]:
+def start_victoria_metrics(log_dir: Path, name: str = "victoria-metrics", port: int | None = None,
+                           data_dir: str | None = None) -> tuple[Service, str]:
+    """VictoriaMetrics; pass the same port and data_dir again to restart it after an outage."""
     binary = require_binary("victoria-metrics", "apt-get install victoria-metrics")
-    port = free_port()
-    work = tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir)
+    port = port or free_port()
+    work = data_dir or tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir)
     service = Service(name, [binary, f"-httpListenAddr={LOOPBACK}:{port}", f"-storageDataPath={work}"], log_dir)
     service.wait_ready(_http_ok(f"http://{LOOPBACK}:{port}/health"), timeout=60)
     return service, f"http://{LOOPBACK}:{port}"
