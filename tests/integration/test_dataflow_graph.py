@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.graph import build_streaming
 from pipeline.options import ArchiveOptions
 from tests.integration.test_pipeline_object_storage import gcs  # noqa: F401  (fixture: GCS emulator)
+from transforms.sink.config import from_document
 
 # Dataflow's --update matches steps by name: these must not change silently.
 STABLE_STEPS = {
@@ -17,6 +18,9 @@ STABLE_STEPS = {
     "Archive/ExtractTypes", "Archive/MergeTypes", "Archive/DecodeToLines", "Archive/GroupByPartition",
     "Archive/WriteFiles", "Archive/KeyDeadLetters", "Archive/GroupDeadLetters", "Archive/WriteDeadLetters",
     "Archive/AllPaths",
+    # one branch per sink, named after the sink (a sink's name is stable: given, or derived from its URL)
+    "ReadPubSub-vm", "Forward-vm", "Forward-vm/ShardBySeries", "Forward-vm/BatchPerShard", "Forward-vm/SendInOrder",
+    "Forward-vm/WriteUndecodable",
 }
 
 
@@ -33,7 +37,8 @@ def test_dataflow_graph_builds_offline_with_native_pubsub_read(gcs):  # noqa: F8
         "--archive_path=gs://archive-bucket/prom", "--window_size=60", *gcs,
     ])
     p = beam.Pipeline(options=options)
-    build_streaming(p, options.view_as(ArchiveOptions))
+    sinks = from_document('{"remote_write": [{"url": "http://vm:8428/api/v1/write", "name": "vm"}]}')
+    build_streaming(p, options.view_as(ArchiveOptions), sinks)
     result = p.run()
     transforms = result.job.proto_pipeline.components.transforms
     names = {t.unique_name for t in transforms.values()}
@@ -42,3 +47,8 @@ def test_dataflow_graph_builds_offline_with_native_pubsub_read(gcs):  # noqa: F8
     assert "beam:transform:pubsub_read:v1" in urns  # Beam's native read, which Dataflow replaces
     assert "beam:transform:window_into:v1" in urns
     assert "beam:transform:group_by_key:v1" in urns
+    reads = [t for t in transforms.values() if t.spec.urn == "beam:transform:pubsub_read:v1"]
+    assert len(reads) == 2, "the archive and each sink read their own subscription"
+    # per-key state keeps each shard's requests in order across bundles and workers
+    batch = next(t for t in transforms.values() if t.unique_name == "Forward-vm/BatchPerShard")
+    assert any(transforms[sub].spec.urn == "beam:transform:pardo:v1" for sub in batch.subtransforms)
