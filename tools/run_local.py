@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from tools import services
+from transforms.sink import config as sink_config
 
 REMOTE_WRITE_SNIPPET = """remote_write:
   - url: http://{host}:{port}/api/v1/write"""
@@ -44,16 +45,23 @@ def status_line(receiver_url: str) -> str:
             f" messages | rejected {rejected:,.0f} (4xx) | unavailable {unavailable:,.0f} (503)")
 
 
-def archive_status(pipeline_log: Path) -> str:
-    """The pipeline's own running totals, from its latest 'archived ...' log line."""
-    totals = {}
-    for line in reversed(pipeline_log.read_text(errors="replace").splitlines()):
-        match = re.search(r"totals (\{.*\})", line)
-        if match:
-            totals = json.loads(match.group(1))
-            break
-    return (f"archived {totals.get('samples', 0):,} samples in {totals.get('files', 0):,} files | "
-            f"dead-lettered {totals.get('dead_letters', 0):,}")
+def pipeline_status(pipeline_log: Path) -> str:
+    """The pipeline's own running totals: its latest 'archived ...' line, and each sink's latest line."""
+    archive: dict = {}
+    sinks: dict[str, dict] = {}
+    for line in pipeline_log.read_text(errors="replace").splitlines():
+        match = re.search(r"(?:sink (\S+): forwarded|archived) .*totals (\{.*\})", line)
+        if match and match.group(1):
+            sinks[match.group(1)] = json.loads(match.group(2))
+        elif match:
+            archive = json.loads(match.group(2))
+    text = (f"archived {archive.get('samples', 0):,} samples in {archive.get('files', 0):,} files | "
+            f"dead-lettered {archive.get('dead_letters', 0):,} messages")
+    if sinks:
+        forwarded = ", ".join(f"{name} {t.get('samples_sent', 0):,}" for name, t in sorted(sinks.items()))
+        refused = sum(t.get("samples_dead_lettered", 0) for t in sinks.values())
+        text += f" | forwarded samples: {forwarded} | refused by sinks (dead-lettered) {refused:,}"
+    return text
 
 
 def main() -> int:
@@ -69,6 +77,8 @@ def main() -> int:
     parser.add_argument("--no-demo", action="store_true", help="do not start the demo Prometheus")
     parser.add_argument("--archive", default="./archive", help="archive path: local dir, gs:// or s3:// (./archive)")
     parser.add_argument("--window-size", type=int, default=10, help="pipeline window in seconds (default 10)")
+    parser.add_argument("--remote-write-url", action="append", default=[],
+                        help="also forward every sample to this remote-write URL (repeatable or comma-separated)")
     args = parser.parse_args()
 
     work = Path(args.work_dir).resolve()
@@ -94,6 +104,9 @@ def main() -> int:
         started.append(emulator)
         services.create_topic_and_subscription(host, topic, subscription)
         print(f"Pub/Sub emulator on {host}: topic {topic}, subscription {subscription}")
+        for sink in sink_config.from_flags(args.remote_write_url):  # before any data, so the sinks get it all
+            services.create_subscription(host, topic, sink.subscription_for(subscription))
+            print(f"sink {sink.name}: forwarding to {sink.url}")
         receiver, url = services.start_receiver(work, host, topic, port=args.port)
         started.append(receiver)
         print(f"receiver on {url}/api/v1/write (metrics {url}/metrics)")
@@ -116,7 +129,8 @@ def main() -> int:
         pipeline = services.Service("pipeline", [sys.executable, "-m", "pipeline", "--runner=DirectRunner",
                                                  f"--input_subscription={subscription}",
                                                  f"--archive_path={args.archive}",
-                                                 f"--window_size={args.window_size}"],
+                                                 f"--window_size={args.window_size}",
+                                                 *(f"--remote_write_url={u}" for u in args.remote_write_url)],
                                     work, env={"PUBSUB_EMULATOR_HOST": host}, cwd=services.ROOT)
         started.append(pipeline)
         print(f"pipeline (local runner) archiving to {args.archive} every {args.window_size}s")
@@ -129,10 +143,10 @@ def main() -> int:
                 if not service.alive():
                     raise services.ServiceError(f"{service.name} exited; log:\n{service.log_tail()}")
             if not stopping:
-                print(time.strftime("%H:%M:%S"), status_line(url), "|", archive_status(pipeline.log_path),
+                print(time.strftime("%H:%M:%S"), status_line(url), "|", pipeline_status(pipeline.log_path),
                       flush=True)
         return 0
-    except services.ServiceError as exc:
+    except (services.ServiceError, sink_config.SinkConfigError) as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
     finally:

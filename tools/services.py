@@ -165,6 +165,16 @@ def create_topic_and_subscription(emulator_host: str, topic: str, subscription: 
         publisher.transport.close()
 
 
+def create_subscription(emulator_host: str, topic: str, subscription: str, ack_deadline: int = 60) -> None:
+    """Another pull subscription on an existing topic (a sink's own)."""
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host
+    from google.cloud import pubsub_v1
+
+    with pubsub_v1.SubscriberClient() as subscriber:
+        subscriber.create_subscription(
+            request={"name": subscription, "topic": topic, "ack_deadline_seconds": ack_deadline})
+
+
 def start_receiver(log_dir: Path, emulator_host: str, topic: str, port: int | None = None,
                    args: Sequence[str] = (), name: str = "receiver") -> tuple[Service, str]:
     """`python -m receiver` under gunicorn. Returns the service and its base URL."""
