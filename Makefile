@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: setup system-deps run test unit lint proto bench bench-receiver bench-pipeline template deploy clean
+.PHONY: setup system-deps run test unit lint proto bench bench-receiver bench-pipeline bench-forward template deploy clean
 
 setup: $(STAMP)
 
@@ -46,13 +46,16 @@ lint: setup
 proto: setup
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/proto/remote_v1.proto transforms/proto/remote_v1_view.proto transforms/proto/remote_v2.proto
 
-bench: bench-receiver bench-pipeline
+bench: bench-receiver bench-pipeline bench-forward
 
 bench-receiver: setup system-deps
 	$(PY) -m bench.receiver $(BENCH_ARGS)
 
 bench-pipeline: setup system-deps
 	$(PY) -m bench.pipeline $(BENCH_ARGS)
+
+bench-forward: setup system-deps
+	$(PY) -m bench.forward $(BENCH_ARGS)
 
 # Dataflow Flex Template (needs gcloud, Docker via Cloud Build, and a GCP project; not runnable offline).
 PROJECT ?= my-project
