@@ -21,10 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
-from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 
-from pipeline.local_loop import ACK_CHUNK, PULL_MAX, Lease
+from pipeline.local_loop import Lease, acknowledge, pull_once
 from transforms.beam_sinks import write_sink_dead_letters
 from transforms.sink.config import SinkConfig
 from transforms.sink.forwarder import Forwarder, Stopped
@@ -54,23 +53,14 @@ class ForwardLoop(threading.Thread):
         while not self.stopping.is_set() and len(messages) < MAX_BATCH_MESSAGES:
             if first is not None and time.monotonic() - first >= self.sink.flush_seconds:
                 break
-            try:
-                response = subscriber.pull(request={"subscription": self.subscription, "max_messages": PULL_MAX,
-                                                    "return_immediately": True}, timeout=30)
-            except google_exceptions.GoogleAPIError as exc:
-                log.warning("sink %s: pull failed, retrying: %s", self.sink.name, exc)
-                self.stopping.wait(1.0)
-                continue
-            received = response.received_messages
+            received = pull_once(subscriber, self.subscription, lease, self.stopping)
             if not received:
                 if messages:
                     break  # nothing more waiting: send now rather than sit on fresh data
                 self.stopping.wait(0.05)
                 continue
             first = first or time.monotonic()
-            ids = [r.ack_id for r in received]
-            lease.hold(ids)
-            ack_ids += ids
+            ack_ids += [r.ack_id for r in received]
             for r in received:
                 if r.message.message_id not in seen:
                     seen.add(r.message.message_id)
@@ -102,9 +92,7 @@ class ForwardLoop(threading.Thread):
                     lease.nack()
                     break
                 write_sink_dead_letters(self.dead_letter_path, self.sink.name, dead)
-                for i in range(0, len(ack_ids), ACK_CHUNK):  # only now: delivered or dead-lettered
-                    subscriber.acknowledge(request={"subscription": self.subscription,
-                                                    "ack_ids": ack_ids[i:i + ACK_CHUNK]})
+                acknowledge(subscriber, self.subscription, ack_ids)  # only now: delivered or dead-lettered
                 lease.release()
                 stats = self.forwarder.stats.snapshot()
                 log.info("sink %s: forwarded %d messages in %.2fs; totals %s", self.sink.name, len(messages),

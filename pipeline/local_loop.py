@@ -88,6 +88,27 @@ class Lease(threading.Thread):
             self.extend(held)
 
 
+def pull_once(subscriber: pubsub_v1.SubscriberClient, subscription: str, lease: Lease,
+              stopping: threading.Event) -> list[Any]:
+    """One synchronous pull of up to PULL_MAX messages, held by the lease at once; [] after a failed pull."""
+    try:
+        response = subscriber.pull(request={"subscription": subscription, "max_messages": PULL_MAX,
+                                            "return_immediately": True}, timeout=30)
+    except google_exceptions.GoogleAPIError as exc:
+        log.warning("pull from %s failed, retrying: %s", subscription, exc)
+        stopping.wait(1.0)
+        return []
+    received = list(response.received_messages)
+    if received:
+        lease.hold([r.ack_id for r in received])
+    return received
+
+
+def acknowledge(subscriber: pubsub_v1.SubscriberClient, subscription: str, ack_ids: list[str]) -> None:
+    for i in range(0, len(ack_ids), ACK_CHUNK):
+        subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[i:i + ACK_CHUNK]})
+
+
 def _int(value: str | None) -> int:
     """An attribute count; a malformed one counts 0 here (the message itself is still archived)."""
     try:
@@ -142,14 +163,7 @@ class LocalLoop:
         seen: set[str] = set()
         samples = 0
         while not self.stopping.is_set() and time.time() - start < self.archive.window_size:
-            try:
-                response = subscriber.pull(request={"subscription": self.subscription, "max_messages": PULL_MAX,
-                                                    "return_immediately": True}, timeout=30)
-            except google_exceptions.GoogleAPIError as exc:
-                log.warning("pull failed, retrying: %s", exc)
-                self.stopping.wait(1.0)
-                continue
-            received = response.received_messages
+            received = pull_once(subscriber, self.subscription, lease, self.stopping)
             if not received:
                 # A drained backlog need not wait out the window; small batches do, to bound file count.
                 if samples >= self.archive.max_batch_samples // 10:
@@ -157,9 +171,7 @@ class LocalLoop:
                 self.stopping.wait(0.2)
                 continue
             self.max_pull = max(self.max_pull, len(received))
-            ids = [r.ack_id for r in received]
-            lease.hold(ids)
-            ack_ids += ids
+            ack_ids += [r.ack_id for r in received]
             for r in received:
                 m = r.message
                 if m.message_id in seen:  # a redelivery of a message already in this batch
@@ -196,10 +208,6 @@ class LocalLoop:
         counters = result.metrics().query(MetricsFilter().with_namespace("archive"))["counters"]
         return {c.key.metric.name: c.committed or c.attempted or 0 for c in counters}
 
-    def ack(self, subscriber: pubsub_v1.SubscriberClient, ack_ids: list[str]) -> None:
-        for i in range(0, len(ack_ids), ACK_CHUNK):
-            subscriber.acknowledge(request={"subscription": self.subscription, "ack_ids": ack_ids[i:i + ACK_CHUNK]})
-
     def run(self) -> None:
         FileSystems.set_options(self.options)
         subscriber = pubsub_v1.SubscriberClient()
@@ -223,7 +231,7 @@ class LocalLoop:
                     self.stopping.wait(delay)
                     continue
                 failures = 0
-                self.ack(subscriber, ack_ids)  # only now: every file of the run is finalised
+                acknowledge(subscriber, self.subscription, ack_ids)  # only now: every file of the run is finalised
                 lease.release()
                 run = {"runs": 1, "messages": len(messages), "samples": counters.get("samples_converted", 0),
                        "lines": counters.get("lines", 0), "files": counters.get("files_written", 0),

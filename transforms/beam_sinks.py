@@ -21,7 +21,7 @@ from transforms.proto import remote_v1_pb2
 from transforms.protocol import Protocol
 from transforms.sink.batching import ShardBatch
 from transforms.sink.config import SinkConfig
-from transforms.sink.forwarder import Forwarder, SinkStats, series_key
+from transforms.sink.forwarder import Forwarder, SinkStats
 
 CHUNKS_PER_BATCH = 200  # shard chunks per GroupIntoBatches output (the send step re-cuts into requests)
 
@@ -106,7 +106,7 @@ class SendToSink(beam.DoFn):
         batch = ShardBatch()
         for keys, data in chunks:
             request = remote_v1_pb2.WriteRequest.FromString(data)
-            for key, series in zip(keys or map(series_key, request.timeseries), request.timeseries, strict=True):
+            for key, series in zip(keys, request.timeseries, strict=True):
                 batch.add(key, series)
             for entry in request.metadata:
                 batch.add_metadata(entry)

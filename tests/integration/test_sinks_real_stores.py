@@ -39,11 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE_MS = (int(time.time()) - 600) * 1000  # ten minutes ago: inside Prometheus' head block, no look-ahead
 
 
-def create_sink_subscription(topic: str, subscription: str) -> None:
-    with pubsub_v1.SubscriberClient() as subscriber:
-        subscriber.create_subscription(request={"name": subscription, "topic": topic, "ack_deadline_seconds": 60})
-
-
 @contextmanager
 def forwarding(topic: str, sinks: list[config.SinkConfig], dead_letters: Path) -> Iterator[list[ForwardLoop]]:
     """One ForwardLoop per sink on its own fresh subscription of `topic` (created before publishing)."""
@@ -51,7 +46,7 @@ def forwarding(topic: str, sinks: list[config.SinkConfig], dead_letters: Path) -
     loops = []
     for sink in sinks:
         subscription = f"{topic.replace('/topics/', '/subscriptions/')}-{sink.name}"
-        create_sink_subscription(topic, subscription)
+        services.create_subscription(os.environ["PUBSUB_EMULATOR_HOST"], topic, subscription)
         loops.append(ForwardLoop(sink, subscription, str(dead_letters), stop))
     for loop in loops:
         loop.start()

@@ -73,11 +73,6 @@ class ShardBatch:
     def add_metadata(self, entry: remote_v1_pb2.MetricMetadata) -> None:
         self.metadata[entry.metric_family_name] = entry
 
-    def extend(self, other: ShardBatch) -> None:
-        for key, parts in other.series.items():
-            self.series.setdefault(key, []).extend(parts)
-        self.metadata.update(other.metadata)
-
     def __len__(self) -> int:
         return len(self.series)
 
