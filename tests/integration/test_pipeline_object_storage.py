@@ -89,6 +89,11 @@ def run_pipeline(*args: str) -> subprocess.CompletedProcess:
         ([], "--input_subscription is required"),
         (["--input_subscription=projects/p/subscriptions/sub", "--archive_path=ftp://x/y"], "unsupported URL scheme"),
         (["--input_subscription=projects/p/subscriptions/sub", "--window_size=0"], "--window_size"),
+        (["--input_subscription=projects/p/subscriptions/sub", "--remote_write_url=ftp://x/"], "must be http://"),
+        (["--input_subscription=projects/p/subscriptions/sub", "--remote_write_url=http://x/",
+          "--remote_write_header=User-Agent: me"], "'User-Agent' is reserved"),
+        (["--input_subscription=projects/p/subscriptions/sub", "--remote_write_config=/no/such/sinks.yaml"],
+         "cannot read --remote_write_config"),
     ],
 )
 def test_invalid_options_fail_at_launch_with_a_clear_message(args, message):
