@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
 from receiver.auth import Authenticator
+from receiver.body import BodyDeadlines, read_body
 from receiver.config import ReceiverConfig
 from receiver.metrics import ReceiverMetrics
 from receiver.publisher import Publisher, PubSubPublisher
@@ -55,19 +56,6 @@ def _tenant() -> str:
     return tenant
 
 
-def _read_body(limit: int) -> bytes:
-    """Read at most limit bytes; a longer body (declared or chunked) is a 413, never truncated."""
-    chunks: list[bytes] = []
-    size = 0
-    stream = request.stream
-    while chunk := stream.read(min(limit + 1 - size, 1 << 20)):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
-    return b"".join(chunks)
-
-
 def _written_headers(protocol: Protocol | None, counts: Counts | None) -> dict[str, str]:
     """Spec 2.0: receivers report what they wrote, on success and (as 0) on errors."""
     if protocol is not Protocol.V2:
@@ -90,6 +78,7 @@ def create_app(
     metrics = metrics or ReceiverMetrics()
     auth = Authenticator(config)
     slots = threading.BoundedSemaphore(config.max_in_flight)
+    deadlines = BodyDeadlines()
     app.extensions["receiver"] = {"publisher": publisher, "metrics": metrics, "config": config}
 
     def error(status: int, message: str, protocol: Protocol | None = None) -> Response:
@@ -98,6 +87,8 @@ def create_app(
         response.headers.update(_written_headers(protocol, None))
         if status == 503:
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        if status == 408:  # the rest of the body may still be on its way: never reuse this connection
+            response.headers["Connection"] = "close"
         metrics.requests.labels(str(status), protocol.value if protocol else "").inc()
         return response
 
@@ -143,7 +134,8 @@ def create_app(
             if request.content_length is not None and request.content_length > config.max_body_bytes:
                 raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds {config.max_body_bytes}")
             tenant = _tenant()
-            body = _read_body(config.max_body_bytes)
+            with deadlines.watch(request.environ.get("gunicorn.socket"), config.body_read_timeout) as expired:
+                body = read_body(request.stream, config.max_body_bytes, expired, config.body_read_timeout)
             metrics.bytes.inc(len(body))
             decoded = codec.decode(body, protocol, config.max_decompressed_bytes, config.name_validation)
             if decoded.uncompressed_bytes:  # an empty request (a sender's probe) carries nothing to keep

@@ -34,6 +34,8 @@ class ReceiverConfig:
     max_outstanding_bytes: int = 256 * MIB
     # under Prometheus' default 30 s remote_timeout, so it gets our 503 before it gives up itself
     publish_timeout: float = 10.0
+    # a body must arrive within this many seconds (408 after); slow senders must not hold threads
+    body_read_timeout: float = 10.0
     name_validation: NameValidation = NameValidation.UTF8
     workers: int = 2
     threads: int = 8
@@ -46,7 +48,7 @@ class ReceiverConfig:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("--tls-cert-file and --tls-key-file go together")
         for name in ("port", "max_body_bytes", "max_decompressed_bytes", "max_message_bytes",
-                     "max_in_flight", "max_outstanding_bytes", "workers", "threads"):
+                     "max_in_flight", "max_outstanding_bytes", "body_read_timeout", "workers", "threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive")
         if self.max_message_bytes > PUBSUB_MESSAGE_LIMIT:
@@ -99,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-outstanding-bytes", "Bytes per worker published but not yet confirmed by Pub/Sub; beyond "
         "it requests get 503 + Retry-After (default %(default)s).", type=int)
     add("--publish-timeout", "Seconds to wait for Pub/Sub to confirm a publish before answering 503 "
+        "(default %(default)s).", type=float)
+    add("--body-read-timeout", "Seconds a request body may take to arrive, from the end of its headers; "
+        "slower gets 408 and the connection is closed, so slow senders cannot hold the worker threads "
         "(default %(default)s).", type=float)
     add("--name-validation", "Metric/label name rules: 'utf8' (any non-empty UTF-8, as Prometheus 3 and "
         "the 2.0 spec allow) or 'legacy' ([a-zA-Z_:][a-zA-Z0-9_:]*, Prometheus 2.x) (default %(default)s).",
