@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import threading
+from concurrent.futures import Future
 from datetime import datetime
 
 import pytest
-from google.cloud.pubsub_v1.publisher.exceptions import FlowControlLimitError
 
 from receiver.app import create_app
 from receiver.config import ReceiverConfig, parse_config
+from receiver.publisher import Unavailable
 from tests.fakes import MemoryPublisher
 from transforms import codec, snappy_block
 from transforms.builders import Series, build_v1, build_v2
@@ -233,10 +234,8 @@ def test_over_in_flight_limit_is_503_with_retry_after():
         r=client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)))
     worker.start()
     try:
-        for _ in range(200):  # wait until the first request holds the only slot
-            second = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
-            if second.status_code == 503:
-                break
+        assert publisher.entered.wait(10)  # the first request holds the only slot, blocked in publish
+        second = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
         assert second.status_code == 503
         assert second.headers["Retry-After"] == "1"
         assert "in-flight" in second.json["error"]
@@ -247,18 +246,25 @@ def test_over_in_flight_limit_is_503_with_retry_after():
     assert len(publisher.messages) == 1
 
 
-def test_publish_timeout_is_503():
-    publisher = MemoryPublisher()
-
+def test_publish_timeout_is_503_and_the_pending_publish_is_cancelled():
     class Never(MemoryPublisher):
-        def publish(self, data, attributes):
-            from concurrent.futures import Future
-            return Future()
+        """Accepts the publish but never confirms it."""
 
-    client, _ = make(Never(), publish_timeout=0.05)
+        def __init__(self) -> None:
+            super().__init__()
+            self.pending: list[Future] = []
+
+        def publish(self, data, attributes):
+            self.pending.append(Future())
+            return self.pending[-1]
+
+    publisher = Never()
+    client, _ = make(publisher, publish_timeout=0.05)
     response = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
     assert response.status_code == 503 and "timed out" in response.json["error"]
-    assert publisher.messages == []
+    assert response.headers["Retry-After"] == "1"
+    [future] = publisher.pending
+    assert future.cancelled()  # the receiver gave up on it rather than leaving it to land later
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -311,10 +317,10 @@ def test_exemplar_only_2v0_series_is_accepted():
     assert len(publisher.messages) == 1
 
 
-def test_pubsub_flow_control_limit_is_503_with_retry_after():
+def test_a_saturated_publisher_is_503_with_retry_after():
     class Saturated(MemoryPublisher):
         def publish(self, data, attributes):
-            raise FlowControlLimitError("too many outstanding bytes")
+            raise Unavailable("over --max-outstanding-bytes of unconfirmed publishes")
 
     client, _ = make(Saturated())
     response = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
