@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from receiver.config import ReceiverConfig
 from receiver.metrics import ReceiverMetrics
 from receiver.publisher import Publisher, Unavailable
-from transforms import codec
+from transforms import codec, snappy_block
 from transforms.errors import InvalidPayload, PayloadTooLarge
 from transforms.protocol import DEFAULT_TENANT, HEADER_TENANT, TENANT_RULE, Protocol, is_valid_tenant
 from transforms.validation import Counts
@@ -25,6 +25,32 @@ from transforms.validation import Counts
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ByteBudget:
+    """Bytes reserved by requests in progress in this worker, at most `limit` (one request always fits)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @contextlib.contextmanager
+    def reserve(self, size: int) -> Iterator[None]:
+        with self._lock:
+            if self._used and self._used + size > self.limit:
+                raise Unavailable(f"over --max-in-flight-bytes ({self.limit}) of requests being decoded in this "
+                                  "worker; retry")
+            self._used += size
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._used -= size
 
 
 class Ingest:
@@ -35,6 +61,8 @@ class Ingest:
         self.publisher = publisher
         self.metrics = metrics
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
+        self.in_flight_bytes = ByteBudget(config.max_in_flight_bytes)
+        self._limits = config.request_limits
 
     @contextlib.contextmanager
     def admitted(self) -> Iterator[None]:
@@ -67,9 +95,15 @@ class Ingest:
     def accept(self, body: bytes, protocol: Protocol, tenant: str) -> Counts:
         """Validate and publish a body; returns what it carried once Pub/Sub confirmed all of it."""
         self.metrics.bytes.inc(len(body))
-        decoded = codec.decode(body, protocol, self.config.max_decompressed_bytes, self.config.name_validation)
-        if decoded.uncompressed_bytes:  # an empty request (a sender's probe) carries nothing to keep
-            self.publish(body, decoded, tenant)
+        config = self.config
+        declared = snappy_block.uncompressed_length(body) if body else 0
+        # what decompression is about to allocate; a header over the limit is refused (413) unallocated
+        reserve = declared if declared <= config.max_decompressed_bytes else 0
+        with self.in_flight_bytes.reserve(reserve):
+            decoded = codec.decode(body, protocol, config.max_decompressed_bytes, config.name_validation,
+                                   self._limits)
+            if decoded.uncompressed_bytes:  # an empty request (a sender's probe) carries nothing to keep
+                self.publish(body, decoded, tenant)
         self.metrics.accepted(protocol.value, decoded.counts)
         return decoded.counts
 

@@ -185,12 +185,16 @@ BATTERY = [
      "Content-Encoding"),
     ("body too large", dict(data=b"\x00" * 5000, headers=V1_HEADERS), 413, None),
     ("decompression bomb", dict(data=_bomb(), headers=V1_HEADERS), 413, "decompressed"),
+    ("too many series", dict(data=codec.encode(build_v1(sample_series(11))), headers=V1_HEADERS), 413,
+     "--max-series-per-request"),
+    ("malformed wire format", dict(data=snappy_block.compress(b"\x0a\x05\x00"), headers=V1_HEADERS), 400,
+     "length past the end"),
 ]
 
 
 @pytest.mark.parametrize("name,request_kwargs,status,fragment", BATTERY, ids=[b[0] for b in BATTERY])
 def test_bad_input_battery(name, request_kwargs, status, fragment):
-    client, publisher = make(max_body_bytes=4096, max_decompressed_bytes=1 << 20)
+    client, publisher = make(max_body_bytes=4096, max_decompressed_bytes=1 << 20, max_series_per_request=10)
     response = client.post("/api/v1/write", **request_kwargs)
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.json["code"] == status
@@ -276,11 +280,25 @@ def test_every_option_also_works_as_env_var(monkeypatch, secrets):
     monkeypatch.setenv("RECEIVER_PUBLISH_TIMEOUT", "2.5")
     monkeypatch.setenv("RECEIVER_BEARER_TOKEN_FILE", str(secrets / "token"))
     monkeypatch.setenv("RECEIVER_NAME_VALIDATION", "utf8")
+    monkeypatch.setenv("RECEIVER_MAX_SERIES_PER_REQUEST", "123")
+    monkeypatch.setenv("RECEIVER_MAX_IN_FLIGHT_BYTES", "99999999")
+    monkeypatch.setenv("RECEIVER_BODY_READ_TIMEOUT", "3.5")
     config = parse_config([])
+    assert (config.max_series_per_request, config.max_in_flight_bytes, config.body_read_timeout) == (
+        123, 99999999, 3.5)
     assert (config.topic, config.port, config.max_body_bytes, config.publish_timeout) == (TOPIC, 9999, 1234, 2.5)
     assert config.bearer_token_file == str(secrets / "token")
     assert config.name_validation.value == "utf8"
     assert parse_config(["--port", "1111"]).port == 1111  # a flag beats the environment
+
+
+def test_over_max_in_flight_bytes_is_503_with_retry_after():
+    client, _ = make(max_decompressed_bytes=1 << 20, max_in_flight_bytes=1 << 20)
+    with client.application.extensions["receiver"].ingest.in_flight_bytes.reserve(1 << 20):
+        response = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert "max-in-flight-bytes" in response.json["error"]
+    assert client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS).status_code == 204
 
 
 def test_bad_options_fail_at_launch_with_a_message(capsys):
@@ -290,6 +308,9 @@ def test_bad_options_fail_at_launch_with_a_message(capsys):
     with pytest.raises(SystemExit):
         parse_config(["--topic", TOPIC, "--basic-auth-user", "u"])
     assert "go together" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(["--topic", TOPIC, "--max-in-flight-bytes", "10", "--max-decompressed-bytes", "20"])
+    assert "--max-in-flight-bytes must be at least" in capsys.readouterr().err
 
 
 def test_empty_request_is_acknowledged_without_publishing():

@@ -83,3 +83,21 @@ def test_a_failed_publish_is_unavailable():
     publisher.fail_with = RuntimeError("emulator down")
     with pytest.raises(Unavailable, match="emulator down"):
         ingest.accept(codec.encode(build_v1(series(1))), Protocol.V1, "default")
+
+
+def test_decompressed_bytes_in_flight_are_bounded_per_worker():
+    ingest, publisher = make(max_decompressed_bytes=1000, max_in_flight_bytes=1500)
+    body = codec.encode(build_v1(series(5)))
+    with ingest.in_flight_bytes.reserve(1450):  # another request is being decoded
+        with pytest.raises(Unavailable, match="max-in-flight-bytes"):
+            ingest.accept(body, Protocol.V1, "default")
+    assert publisher.messages == []
+    ingest.accept(body, Protocol.V1, "default")  # once it is done, the same request goes through
+    assert ingest.in_flight_bytes.used == 0 and len(publisher.messages) == 1
+
+
+def test_a_request_over_the_series_limit_is_413_before_parsing():
+    ingest, publisher = make(max_series_per_request=4)
+    with pytest.raises(PayloadTooLarge, match="more than 4 series.*--max-series-per-request"):
+        ingest.accept(codec.encode(build_v1(series(5))), Protocol.V1, "default")
+    assert publisher.messages == [] and ingest.in_flight_bytes.used == 0
