@@ -8,6 +8,7 @@ import time
 from google.cloud import pubsub_v1
 
 from transforms import codec
+from transforms.io.pubsub import subscriber_client
 from transforms.protocol import Protocol
 
 
@@ -23,7 +24,7 @@ class Message:
 class Subscription:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.client = pubsub_v1.SubscriberClient()
+        self.client = subscriber_client()
 
     def __enter__(self) -> Subscription:
         return self
