@@ -27,8 +27,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from bench.load import SERIES_PER_REQUEST, build_stream
 from tools import archive, services
 from transforms import codec, snappy_block
-from transforms.beam_archive import MAX_DECOMPRESSED, DecodeToLines, WriteArchiveFiles
-from transforms.protocol import Protocol
+from transforms.beam.archive import DecodeToLines, WriteArchiveFiles
+from transforms.protocol import MAX_DECOMPRESSED, Protocol
 
 PROJECT = "bench-project"
 

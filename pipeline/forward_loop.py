@@ -8,7 +8,7 @@ sink down for minutes loses nothing, and the archive and the other sinks never w
 
 These loops call the forwarding core directly rather than through a bounded Beam run per flush:
 a run costs ~0.5 s of CPU, more than the forwarding itself, and would defeat a 1 s deadline.
-The streaming graph wraps the same core in DoFns (transforms/beam_sinks.py).
+The streaming graph wraps the same core in DoFns (transforms/beam/sinks.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from apache_beam.io.filesystems import FileSystems
 from google.cloud import pubsub_v1
 
 from pipeline.local_loop import Lease, acknowledge, pull_once
-from transforms.beam_sinks import write_sink_dead_letters
+from transforms.io.deadletters import write_sink_dead_letters
+from transforms.io.http_sink import HttpService
 from transforms.sink.config import SinkConfig
 from transforms.sink.forwarder import Forwarder, Stopped
 
@@ -41,7 +42,7 @@ class ForwardLoop(threading.Thread):
         self.dead_letter_path = dead_letter_path
         self.stopping = stopping
         self.on_batch = on_batch or (lambda stats: None)
-        self.forwarder = Forwarder(sink, stopping=stopping)
+        self.forwarder = Forwarder(sink, service=HttpService(sink), stopping=stopping)
         self.error: BaseException | None = None
 
     def pull_batch(self, subscriber: pubsub_v1.SubscriberClient, lease: Lease) -> tuple[list[Any], list[str]]:

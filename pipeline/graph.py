@@ -15,8 +15,7 @@ import apache_beam as beam
 from apache_beam.transforms import trigger, window
 
 from pipeline.options import ArchiveOptions, dead_letter_path
-from transforms.beam_archive import ArchiveMessages
-from transforms.beam_sinks import ForwardToSink
+from transforms.beam import ArchiveMessages, ForwardToSink
 from transforms.sink.config import SinkConfig
 
 

@@ -36,7 +36,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 
 from pipeline.options import ArchiveOptions, dead_letter_path
-from transforms.beam_archive import ArchiveMessages
+from transforms.beam import ArchiveMessages
 
 log = logging.getLogger(__name__)
 PULL_MAX = 1000

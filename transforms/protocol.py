@@ -14,6 +14,9 @@ class Protocol(enum.StrEnum):
     V2 = "2.0"
 
 
+# The pipeline's cap on one message's decompressed size (the receiver already enforced its own, smaller one).
+MAX_DECOMPRESSED = 1 << 30
+
 MEDIA_TYPE = "application/x-protobuf"
 PROTO_V1 = "prometheus.WriteRequest"
 PROTO_V2 = "io.prometheus.write.v2.Request"

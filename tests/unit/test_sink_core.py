@@ -14,13 +14,12 @@ from transforms import codec
 from transforms.builders import Series, build_v1, build_v2
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits
-from transforms.retry import Outcome, classify
+from transforms.retry import Attempt, Outcome, classify
 from transforms.sink import config
 from transforms.sink.batching import ShardBatch, TimeSeries, cut, halves, merge, shard_of
 from transforms.sink.forwarder import Forwarder, Stopped, label_keys, series_key
 from transforms.sink.relabel import apply_rules, parse_rule
 from transforms.sink.request import USER_AGENT, build_v2_request, headers_for
-from transforms.sink.service import Attempt
 
 URL = "http://127.0.0.1:9/api/v1/write"
 

@@ -14,7 +14,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipeline.graph import WindowByPublishTime, window_pane_label
 from transforms import codec
-from transforms.beam_archive import ArchiveMessages
+from transforms.beam import ArchiveMessages
 from transforms.builders import Series, build_v1
 from transforms.protocol import Protocol
 

@@ -1,7 +1,7 @@
 """Forwarding to one sink: messages -> shards -> ordered requests -> retried POSTs -> dead letters.
 
 Used as is by the local runner's forward loop, and by the Beam DoFns of the streaming graph
-(transforms/beam_sinks.py). Everything the sink refuses for good (a final 4xx) comes back as
+(transforms/beam/sinks.py). Everything the sink refuses for good (a final 4xx) comes back as
 dead-letter records, after the request was split down to what the sink actually refused.
 """
 
@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+import typing
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -21,16 +22,14 @@ from typing import Any
 from transforms import codec, snappy_block
 from transforms.metadata import family_candidates
 from transforms.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
-from transforms.protocol import DEFAULT_TENANT, Protocol
-from transforms.retry import Action, Jitter, RetryPolicy
+from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol
+from transforms.retry import Action, Attempt, Jitter, RetryPolicy
 from transforms.sink.batching import ShardBatch, TimeSeries, halves, points, shard_of
 from transforms.sink.config import SinkConfig
 from transforms.sink.relabel import apply_rules
 from transforms.sink.request import FamilyMetadata, build_v1_request, encode_body, headers_for
-from transforms.sink.service import Attempt, HttpService
 
 log = logging.getLogger(__name__)
-MAX_DECOMPRESSED = 1 << 30
 # Final answers where splitting can isolate the refused series (out-of-order, duplicate, too large).
 # Others (401, 403, 404 ...) refuse the request, not its content: splitting would only multiply them.
 SPLITTABLE_STATUSES = frozenset({400, 409, 413, 422})
@@ -111,13 +110,19 @@ def v2_to_v1(request: remote_v2_pb2.Request) -> tuple[list[TimeSeries], list[rem
     return series_out, list(metadata.values())
 
 
+class SinkService(typing.Protocol):
+    """What the forwarder needs from a transport (transforms/io/http_sink.HttpService in production)."""
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Attempt: ...
+
+
 class Forwarder:
-    def __init__(self, sink: SinkConfig, stats: SinkStats | None = None, stopping: threading.Event | None = None,
-                 service: HttpService | None = None, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, sink: SinkConfig, *, service: SinkService, stats: SinkStats | None = None,
+                 stopping: threading.Event | None = None, policy: RetryPolicy | None = None) -> None:
         self.sink = sink
         self.stats = stats or SinkStats()
         self.stopping = stopping or threading.Event()
-        self.service = service or HttpService(sink)
+        self.service = service
         self.policy = policy or RetryPolicy(initial_delay=sink.min_backoff, max_delay=sink.max_backoff,
                                             jitter=Jitter.EQUAL, max_elapsed=sink.max_retry_duration)
         self.families: dict[str, dict[str, FamilyMetadata]] = {}  # tenant -> family -> metadata (for 2.0)

@@ -1,33 +1,31 @@
-"""Thin Beam wrappers around the pure core: decode + metric-to-log, metadata, archive files, dead letters.
+"""Beam wrappers of the archive: decode + metric-to-log, metadata side input, archive files, dead letters.
 
 Used by both graphs in pipeline/: the local loop of bounded runs and the streaming job on Dataflow.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import codec
+from transforms.deadletter import dead_letter_record
 from transforms.errors import RemoteWriteError
+from transforms.io.files import write_atomically
 from transforms.metadata import MetadataStore, v1_types
 from transforms.metric_to_log import ConversionError, Partition, convert
-from transforms.protocol import DEFAULT_TENANT, TENANT_RULE, Protocol, is_valid_tenant
+from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
 from transforms.validation import NameValidation
 
+__all__ = ["ArchiveMessages", "DecodeToLines", "WriteArchiveFiles", "WriteDeadLetters", "DEAD_LETTER"]
+
 DEAD_LETTER = "dead_letter"
-MAX_DECOMPRESSED = 1 << 30
 
 # One store per worker process: 1.0 metadata outlives a bundle, a window and a bounded run.
 _STORE = MetadataStore()
@@ -44,17 +42,6 @@ def is_metadata_only(message: Any) -> bool:
     """A 1.0 request carrying no samples: Prometheus' periodic metadata requests."""
     attrs = message.attributes or {}
     return attrs.get("protocol") == "1.0" and all(attrs.get(k) == "0" for k in ("samples", "histograms", "exemplars"))
-
-
-def dead_letter_record(message: Any, error: str) -> str:
-    """A whole message, its attributes and the error, as one JSON line (replayable)."""
-    return json.dumps({
-        "error": error,
-        "message_id": getattr(message, "message_id", None),
-        "publish_time": str(getattr(message, "publish_time", "") or ""),
-        "attributes": dict(message.attributes or {}),
-        "data_base64": base64.b64encode(message.data or b"").decode(),
-    }, sort_keys=True)
 
 
 class ExtractMetadataTypes(beam.DoFn):
@@ -132,41 +119,6 @@ class DecodeToLines(beam.DoFn):
 def partition_dir(archive_path: str, partition: Partition) -> str:
     return FileSystems.join(archive_path, f"tenant={partition.tenant}", f"date={partition.date}",
                             f"hour={partition.hour}")
-
-
-def _mkdirs(path: str) -> None:
-    """Local disk needs the directory; object stores (gs://, s3://) have none to make."""
-    if "://" not in path and not FileSystems.exists(path):
-        FileSystems.mkdirs(path)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(final_path: str, temp_dir: str, chunks: Iterable[str], compressed: bool = True) -> None:
-    """Write to a temp file, then rename it into place: readers never see a partial file.
-
-    Local disk renames; GCS and S3 copy then delete, and an object appears whole or not at all.
-    """
-    _mkdirs(temp_dir)
-    temp_path = FileSystems.join(temp_dir, f"{uuid.uuid4().hex}.tmp")
-    compression = CompressionTypes.GZIP if compressed else CompressionTypes.UNCOMPRESSED
-    with FileSystems.create(temp_path, compression_type=compression) as handle:
-        for chunk in chunks:
-            handle.write(chunk.encode())
-    final_dir = final_path.rsplit("/", 1)[0]
-    _mkdirs(final_dir)
-    local = "://" not in final_path
-    if local:  # the ack follows: the bytes must be on disk, not in the page cache
-        _fsync(temp_path)
-    FileSystems.rename([temp_path], [final_path])
-    if local:
-        _fsync(final_dir)
 
 
 class WriteArchiveFiles(beam.DoFn):
