@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from google.cloud import pubsub_v1
 
 from pipeline.local_loop import Lease, acknowledge, pull_once
-from transforms.io.deadletters import write_sink_dead_letters
+from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
 from transforms.sink.config import SinkConfig
 from transforms.sink.forwarder import Forwarder, Stopped
@@ -92,7 +92,7 @@ class ForwardLoop(threading.Thread):
                     log.info("%s; %d messages stay in Pub/Sub", exc, len(messages))
                     lease.nack()
                     break
-                write_sink_dead_letters(self.dead_letter_path, self.sink.name, dead)
+                write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
                 acknowledge(subscriber, self.subscription, ack_ids)  # only now: delivered or dead-lettered
                 lease.release()
                 stats = self.forwarder.stats.snapshot()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -15,8 +14,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import codec
-from transforms.deadletter import dead_letter_record
+from transforms.deadletter import DeadLetter
 from transforms.errors import RemoteWriteError
+from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import write_atomically
 from transforms.metadata import MetadataStore, v1_types
 from transforms.metric_to_log import ConversionError, Partition, convert
@@ -103,12 +103,13 @@ class DecodeToLines(beam.DoFn):
             partitions = convert(decoded.message, protocol, tenant, _STORE, decoded.series_keys, decoded.counts)
         except (RemoteWriteError, ConversionError) as exc:
             self.dead.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(message, f"{type(exc).__name__}: {exc}"))
+            record = DeadLetter.of_message(message, f"{type(exc).__name__}: {exc}")
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, record.to_json())
             return
         except Exception as exc:  # a message that breaks our code must not fail every run it is in
             logging.getLogger(__name__).exception("dead-lettering a message that failed conversion")
             self.dead.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(message, f"internal {exc!r}"))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.of_message(message, f"internal {exc!r}").to_json())
             return
         self.samples.inc(decoded.counts.samples)
         for partition, lines in partitions.items():
@@ -169,11 +170,9 @@ class WriteDeadLetters(beam.DoFn):
     def process(self, element: tuple[None, Iterable[str]], window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
         _, records = element
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
-        path = FileSystems.join(self.dead_letter_path, f"date={day}", f"dead-{self.file_label(window, pane)}.ndjson")
-        write_atomically(path, FileSystems.join(self.dead_letter_path, ".tmp"),
-                         (record + "\n" for record in records), compressed=False)
-        yield path
+        path = write_dead_letters(self.dead_letter_path, records, label=self.file_label(window, pane))
+        if path:
+            yield path
 
 
 class ArchiveMessages(beam.PTransform):

@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.beam.archive import DEAD_LETTER
-from transforms.io.deadletters import write_sink_dead_letters
+from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
 from transforms.proto import remote_v1_pb2
 from transforms.protocol import Protocol
@@ -102,7 +102,7 @@ class SendToSink(beam.DoFn):
                 batch.add_metadata(entry)
         dead = self.forwarder.send_shard(tenant, batch)
         self.metrics.publish(self.forwarder.stats)
-        path = write_sink_dead_letters(self.dead_letter_path, self.sink.name, dead)
+        path = write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
         if path:
             yield path
 
@@ -119,7 +119,7 @@ class WriteUndecodable(beam.DoFn):
         self.records.append(record)
 
     def finish_bundle(self) -> None:
-        write_sink_dead_letters(self.dead_letter_path, self.sink.name, self.records)
+        write_dead_letters(self.dead_letter_path, self.records, sink=self.sink.name)
         self.records = []
 
 

@@ -7,9 +7,7 @@ dead-letter records, after the request was split down to what the sink actually 
 
 from __future__ import annotations
 
-import base64
 import collections
-import json
 import logging
 import threading
 import time
@@ -20,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from transforms import codec, snappy_block
+from transforms.deadletter import DeadLetter
 from transforms.metadata import family_candidates
 from transforms.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
 from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol
@@ -266,9 +265,7 @@ class Forwarder:
 
     def _record(self, attributes: dict[str, str], data: bytes, error: str, status: int | None = None,
                 answer: str | None = None) -> str:
-        """Same shape as the archive's dead letters (so `python -m pipeline.replay` can republish them)."""
-        return json.dumps({
-            "error": error, "sink": self.sink.name, "url": self.sink.url, "status": status, "answer": answer,
-            "message_id": None, "publish_time": datetime.now(UTC).isoformat(),
-            "attributes": dict(attributes), "data_base64": base64.b64encode(data).decode(),
-        }, sort_keys=True)
+        """The archive's dead-letter schema plus where it was refused (`python -m pipeline.replay` republishes it)."""
+        return DeadLetter(error=error, data=data, attributes=dict(attributes), message_id=None,
+                          publish_time=datetime.now(UTC).isoformat(), sink=self.sink.name, url=self.sink.url,
+                          status=status, answer=answer).to_json()
