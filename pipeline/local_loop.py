@@ -200,7 +200,8 @@ class LocalLoop:
                  | "Messages" >> beam.FlatMap(read_batch_file)
                  | "Archive" >> ArchiveMessages(self.archive.archive_path, dead_letter_path(self.archive),
                                                 file_label=lambda window, pane: label,
-                                                max_lines_per_file=self.archive.max_lines_per_file))
+                                                max_lines_per_file=self.archive.max_lines_per_file,
+                                                archive_format=self.archive.archive_format))
             result = p.run()
             result.wait_until_finish()
         finally:

@@ -6,6 +6,8 @@ import re
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.archive_format import DEFAULT_FORMAT, FORMATS
+
 SUBSCRIPTION = re.compile(r"projects/[^/]+/subscriptions/[^/]{3,255}\Z")
 SCHEMES = ("gs://", "s3://")
 # Beam's own names and aliases for runners on this machine (compared lower-case, "runner" suffix dropped)
@@ -26,7 +28,10 @@ class ArchiveOptions(PipelineOptions):
         parser.add_argument("--archive_path", default="./archive",
                             help="Where archive files go: a local directory, gs://bucket/prefix or "
                                  "s3://bucket/prefix (default ./archive). Layout: "
-                                 "tenant=T/date=YYYY-MM-DD/hour=HH/part-*.ndjson.gz by each sample's UTC time.")
+                                 "tenant=T/date=YYYY-MM-DD/hour=HH/part-* by each sample's UTC time.")
+        parser.add_argument("--archive_format", default=DEFAULT_FORMAT,
+                            help=f"The archive files' format: {', '.join(sorted(FORMATS))} "
+                                 f"(default {DEFAULT_FORMAT}: newline-delimited JSON, gzip, part-*.ndjson.gz).")
         parser.add_argument("--window_size", type=int, default=60,
                             help="Seconds per window: files are written at least this often (default 60).")
         parser.add_argument("--dead_letter_path", default=None,
@@ -51,6 +56,8 @@ def validate(options: ArchiveOptions) -> list[str]:
     elif not SUBSCRIPTION.match(options.input_subscription):
         problems.append(f"--input_subscription must look like projects/PROJECT/subscriptions/NAME, got "
                         f"{options.input_subscription!r}")
+    if options.archive_format not in FORMATS:
+        problems.append(f"--archive_format must be one of {', '.join(sorted(FORMATS))}, got {options.archive_format!r}")
     for flag, path in (("--archive_path", options.archive_path), ("--dead_letter_path", options.dead_letter_path)):
         if path and "://" in path and not path.startswith(SCHEMES):
             problems.append(f"{flag} {path!r}: unsupported URL scheme; use a local path, gs:// or s3://")

@@ -14,6 +14,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import codec
+from transforms.archive_format import DEFAULT_FORMAT, partition_parts
+from transforms.archive_format import archive_format as get_format
 from transforms.deadletter import DeadLetter
 from transforms.errors import RemoteWriteError
 from transforms.io.deadletters import write_dead_letters
@@ -23,7 +25,7 @@ from transforms.metric_to_log import ConversionError, Partition, convert
 from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
 from transforms.validation import NameValidation
 
-__all__ = ["ArchiveMessages", "DecodeToLines", "WriteArchiveFiles", "WriteDeadLetters", "DEAD_LETTER"]
+__all__ = ["ArchiveMessages", "DecodeToRecords", "WriteArchiveFiles", "WriteDeadLetters", "DEAD_LETTER"]
 
 DEAD_LETTER = "dead_letter"
 
@@ -81,8 +83,8 @@ class MergeTypes(beam.CombineFn):
         return acc
 
 
-class DecodeToLines(beam.DoFn):
-    """A published message -> (Partition, ndjson text) per partition; failures go whole to DEAD_LETTER."""
+class DecodeToRecords(beam.DoFn):
+    """A published message -> (Partition, records) per partition; failures go whole to DEAD_LETTER."""
 
     def __init__(self) -> None:
         self.samples = Metrics.counter("archive", "samples_converted")
@@ -112,50 +114,46 @@ class DecodeToLines(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.of_message(message, f"internal {exc!r}").to_json())
             return
         self.samples.inc(decoded.counts.samples)
-        for partition, lines in partitions.items():
-            self.lines.inc(len(lines))
-            yield tuple(partition), "\n".join(lines) + "\n"  # a plain tuple has a deterministic coder
-
-
-def partition_dir(archive_path: str, partition: Partition) -> str:
-    return FileSystems.join(archive_path, f"tenant={partition.tenant}", f"date={partition.date}",
-                            f"hour={partition.hour}")
+        for partition, records in partitions.items():
+            self.lines.inc(len(records))
+            yield tuple(partition), records  # a plain tuple key has a deterministic coder
 
 
 class WriteArchiveFiles(beam.DoFn):
-    """(Partition, [ndjson text, ...]) -> one or more finalised .ndjson.gz files in that partition.
+    """(Partition, [records, ...]) -> one or more finalised files of the archive format in that partition.
 
     `file_label(window, pane)` names the files: unique per window and pane, so a re-fired pane adds a
     file and never overwrites one. At most ceil(lines / max_lines_per_file) files per partition
     and pane: the file count per window is bounded.
     """
 
-    def __init__(self, archive_path: str, file_label: Callable[[Any, Any], str], max_lines_per_file: int = 5_000_000):
+    def __init__(self, archive_path: str, file_label: Callable[[Any, Any], str], max_lines_per_file: int = 5_000_000,
+                 archive_format: str = DEFAULT_FORMAT):
         self.archive_path = archive_path
+        self.format = get_format(archive_format)
         self.file_label = file_label
         self.max_lines = max_lines_per_file
         self.files = Metrics.counter("archive", "files_written")
 
-    def process(self, element: tuple[tuple[str, str, str], Iterable[str]], window=beam.DoFn.WindowParam,
+    def process(self, element: tuple[tuple[str, str, str], Iterable[list[str]]], window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
-        key, texts = element
-        partition = Partition(*key)
+        key, chunks = element
         label = self.file_label(window, pane)
-        directory = partition_dir(self.archive_path, partition)
+        directory = FileSystems.join(self.archive_path, *partition_parts(Partition(*key)))
         temp_dir = FileSystems.join(self.archive_path, ".tmp")
         shard, batch, lines = 0, [], 0
-        for text in texts:
-            batch.append(text)
-            lines += text.count("\n")
+        for records in chunks:
+            batch.append(self.format.encode(records))
+            lines += len(records)
             if lines >= self.max_lines:
                 yield self._flush(directory, temp_dir, label, shard, batch)
                 shard, batch, lines = shard + 1, [], 0
         if batch:
             yield self._flush(directory, temp_dir, label, shard, batch)
 
-    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[str]) -> str:
-        path = FileSystems.join(directory, f"part-{label}-{shard:04d}.ndjson.gz")
-        write_atomically(path, temp_dir, batch)
+    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[bytes]) -> str:
+        path = FileSystems.join(directory, self.format.file_name(label, shard))
+        write_atomically(path, temp_dir, batch, self.format.compression)
         self.files.inc()
         return path
 
@@ -179,8 +177,9 @@ class ArchiveMessages(beam.PTransform):
     """Messages -> archive files and dead-letter files. Outputs the written paths."""
 
     def __init__(self, archive_path: str, dead_letter_path: str, file_label: Callable[[Any, Any], str],
-                 max_lines_per_file: int = 5_000_000) -> None:
+                 max_lines_per_file: int = 5_000_000, archive_format: str = DEFAULT_FORMAT) -> None:
         super().__init__()
+        self.archive_format = archive_format
         self.archive_path = archive_path
         self.dead_letter_path = dead_letter_path
         self.file_label = file_label
@@ -191,13 +190,14 @@ class ArchiveMessages(beam.PTransform):
                  | "MetadataOnly" >> beam.Filter(is_metadata_only)
                  | "ExtractTypes" >> beam.ParDo(ExtractMetadataTypes())
                  | "MergeTypes" >> beam.CombineGlobally(MergeTypes()).without_defaults())
+        # step names are kept as they were: a streaming job's update matches steps by name
         converted = messages | "DecodeToLines" >> beam.ParDo(
-            DecodeToLines(), types=beam.pvalue.AsSingleton(types, default_value={})
+            DecodeToRecords(), types=beam.pvalue.AsSingleton(types, default_value={})
         ).with_outputs(DEAD_LETTER, main="lines")
         files = (converted.lines
                  | "GroupByPartition" >> beam.GroupByKey()
                  | "WriteFiles" >> beam.ParDo(WriteArchiveFiles(self.archive_path, self.file_label,
-                                                                self.max_lines_per_file)))
+                                                                self.max_lines_per_file, self.archive_format)))
         dead = (converted[DEAD_LETTER]
                 | "KeyDeadLetters" >> beam.Map(lambda record: (None, record))
                 | "GroupDeadLetters" >> beam.GroupByKey()

@@ -31,13 +31,13 @@ def write_dead_letters(dead_letter_path: str, records: Iterable[str], *, sink: s
     `label` names the file (the archive passes its window/pane label, so a retried bundle rewrites
     the same file); without one, the time and a random suffix make it unique.
     """
-    lines = [record + "\n" for record in records]
+    lines = [(record + "\n").encode() for record in records]
     if not lines:
         return None
     now = datetime.now(UTC)
     label = label or f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:10]}"
     path = FileSystems.join(_directory(dead_letter_path, sink, now), f"dead-{label}{SUFFIX}")
-    write_atomically(path, FileSystems.join(dead_letter_path, ".tmp"), lines, compressed=False)
+    write_atomically(path, FileSystems.join(dead_letter_path, ".tmp"), lines, CompressionTypes.UNCOMPRESSED)
     return path
 
 
