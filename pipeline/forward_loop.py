@@ -52,7 +52,7 @@ class ForwardLoop(threading.Thread):
         seen: set[str] = set()
         first = None
         while not self.stopping.is_set() and len(messages) < MAX_BATCH_MESSAGES:
-            if first is not None and time.monotonic() - first >= self.sink.flush_seconds:
+            if first is not None and time.monotonic() - first >= self.sink.queue.flush_seconds:
                 break
             received = pull_once(subscriber, self.subscription, lease, self.stopping)
             if not received:

@@ -7,6 +7,7 @@ import re
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.archive_format import DEFAULT_FORMAT, FORMATS
+from transforms.sink.config import QueueConfig, SinkConfig
 
 SUBSCRIPTION = re.compile(r"projects/[^/]+/subscriptions/[^/]{3,255}\Z")
 SCHEMES = ("gs://", "s3://")
@@ -99,8 +100,9 @@ class SinkOptions(PipelineOptions):
                                  "to --remote_write_url.")
         parser.add_argument("--remote_write_protocol", default="1.0", choices=("1.0", "2.0"),
                             help="Remote-write protocol for --remote_write_url sinks (default 1.0).")
-        parser.add_argument("--remote_write_timeout", type=float, default=30.0,
-                            help="Seconds per request before it counts as failed and is retried (default 30).")
+        parser.add_argument("--remote_write_timeout", type=float, default=SinkConfig.timeout,
+                            help="Seconds per request before it counts as failed and is retried "
+                                 f"(default {SinkConfig.timeout:g}).")
         parser.add_argument("--remote_write_header", action="append", default=None,
                             help="Extra request header 'Name: value' (repeatable). The spec's own headers "
                                  "(Content-Type, Content-Encoding, User-Agent, version) cannot be overridden.")
@@ -113,13 +115,16 @@ class SinkOptions(PipelineOptions):
                             help="forward: send each message's tenant as X-Scope-OrgID (default); drop: send none.")
         parser.add_argument("--remote_write_tenant", default=None,
                             help="Send this X-Scope-OrgID instead of the message's tenant.")
-        parser.add_argument("--remote_write_max_samples_per_request", type=int, default=2000,
-                            help="Samples (float + histogram) per request at most (default 2000).")
-        parser.add_argument("--remote_write_max_bytes_per_request", type=int, default=4 << 20,
-                            help="Uncompressed bytes per request at most (default 4194304).")
-        parser.add_argument("--remote_write_shards", type=int, default=4,
+        parser.add_argument("--remote_write_max_samples_per_request", type=int,
+                            default=QueueConfig.max_samples_per_request,
+                            help="Samples (float + histogram) per request at most "
+                                 f"(default {QueueConfig.max_samples_per_request}).")
+        parser.add_argument("--remote_write_max_bytes_per_request", type=int, default=QueueConfig.max_bytes_per_request,
+                            help="Uncompressed bytes per request at most "
+                                 f"(default {QueueConfig.max_bytes_per_request}).")
+        parser.add_argument("--remote_write_shards", type=int, default=QueueConfig.shards,
                             help="Parallel senders per sink; a series always uses the same one, so its "
-                                 "samples stay in order (default 4).")
+                                 f"samples stay in order (default {QueueConfig.shards}).")
         parser.add_argument("--remote_write_healthcheck_url", default=None,
                             help="Optional: a URL that must answer 2xx to GET at launch (e.g. "
                                  "http://vm:8428/health). Off by default: many stores answer GET with 405.")

@@ -67,7 +67,7 @@ class ShardForSink(beam.DoFn):
         metadata = [m for b in batches.values() for m in b.metadata.values()]
         if metadata and self.sink.protocol is Protocol.V2:  # every shard needs it for its series' metadata
             tenant = next(iter(batches))[0]
-            for shard in range(self.sink.shards):
+            for shard in range(self.sink.queue.shards):
                 batches.setdefault((tenant, shard), ShardBatch()).metadata.update({m.metric_family_name: m
                                                                                   for m in metadata})
         for key, batch in batches.items():
@@ -137,5 +137,5 @@ class ForwardToSink(beam.PTransform):
         _ = sharded[DEAD_LETTER] | "WriteUndecodable" >> beam.ParDo(WriteUndecodable(self.sink, self.dead_letter_path))
         return (sharded.chunks
                 | "BatchPerShard" >> beam.GroupIntoBatches(CHUNKS_PER_BATCH,
-                                                           max_buffering_duration_secs=self.sink.flush_seconds)
+                                                           max_buffering_duration_secs=self.sink.queue.flush_seconds)
                 | "SendInOrder" >> beam.ParDo(SendToSink(self.sink, self.dead_letter_path)))

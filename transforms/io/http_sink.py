@@ -12,7 +12,6 @@ import requests
 
 from transforms.retry import Attempt, classify
 from transforms.sink.config import SinkConfig
-from transforms.sink.request import basic_auth
 
 MAX_ANSWER = 2000  # characters of the sink's answer kept for logs and dead letters
 
@@ -26,7 +25,6 @@ class HttpService:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
-            session.auth = basic_auth(self.sink)
         return session
 
     def post(self, body: bytes, headers: dict[str, str]) -> Attempt:

@@ -122,8 +122,8 @@ class Forwarder:
         self.stats = stats or SinkStats()
         self.stopping = stopping or threading.Event()
         self.service = service
-        self.policy = policy or RetryPolicy(initial_delay=sink.min_backoff, max_delay=sink.max_backoff,
-                                            jitter=Jitter.EQUAL, max_elapsed=sink.max_retry_duration)
+        self.policy = policy or RetryPolicy(initial_delay=sink.queue.min_backoff, max_delay=sink.queue.max_backoff,
+                                            jitter=Jitter.EQUAL, max_elapsed=sink.queue.max_retry_duration)
         self.families: dict[str, dict[str, FamilyMetadata]] = {}  # tenant -> family -> metadata (for 2.0)
         self._relabelled: dict[bytes, tuple[bytes, list[tuple[str, str]]] | None] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -152,7 +152,7 @@ class Forwarder:
         else:
             series, metadata = v2_to_v1(message)
             pairs = ((series_key(s), s) for s in series)
-        shards = self.sink.shards
+        shards = self.sink.queue.shards
         for key, series in pairs:
             if self.sink.rules:
                 kept = self._relabel(key, series)
@@ -198,7 +198,7 @@ class Forwarder:
         """Deliver a batch of messages; returns dead-letter records. Raises Stopped if interrupted."""
         batches, dead = self.shard_messages(messages)
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self.sink.shards, thread_name_prefix=self.sink.name)
+            self._executor = ThreadPoolExecutor(max_workers=self.sink.queue.shards, thread_name_prefix=self.sink.name)
         futures = [self._executor.submit(self.send_shard, tenant, batch) for (tenant, _), batch in batches.items()]
         for future in futures:
             dead += future.result()
@@ -217,7 +217,7 @@ class Forwarder:
             known.update({m.metric_family_name: (m.type, m.help, m.unit) for m in batch.metadata.values()})
         if batch.metadata and self.sink.protocol is Protocol.V1:
             dead += self.deliver(tenant, [], list(batch.metadata.values()))
-        for series in batch.requests(self.sink.max_samples_per_request, self.sink.max_bytes_per_request):
+        for series in batch.requests(self.sink.queue.max_samples_per_request, self.sink.queue.max_bytes_per_request):
             dead += self.deliver(tenant, series)
         return dead
 
