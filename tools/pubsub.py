@@ -8,7 +8,7 @@ import time
 from google.cloud import pubsub_v1
 
 from transforms import codec
-from transforms.protocol import Protocol
+from transforms.protocol import MAX_DECOMPRESSED, Protocol
 
 
 @dataclasses.dataclass
@@ -17,7 +17,7 @@ class Message:
     attributes: dict[str, str]
 
     def decode(self) -> codec.DecodedRequest:
-        return codec.decode(self.data, Protocol(self.attributes["protocol"]), 1 << 30)
+        return codec.decode(self.data, Protocol(self.attributes["protocol"]), MAX_DECOMPRESSED)
 
 
 class Subscription:

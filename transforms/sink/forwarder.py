@@ -21,7 +21,7 @@ from transforms import codec, snappy_block
 from transforms.deadletter import DeadLetter
 from transforms.metadata import family_candidates
 from transforms.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
-from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol
+from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol, ref_pairs
 from transforms.retry import Action, Attempt, Jitter, RetryPolicy
 from transforms.sink.batching import ShardBatch, TimeSeries, halves, points, shard_of
 from transforms.sink.config import SinkConfig
@@ -90,16 +90,13 @@ def v2_to_v1(request: remote_v2_pb2.Request) -> tuple[list[TimeSeries], list[rem
     symbols = request.symbols
     series_out, metadata = [], {}
     for s in request.timeseries:
-        refs = s.labels_refs
         out = TimeSeries()
-        out.labels.extend(remote_v1_pb2.Label(name=symbols[refs[i]], value=symbols[refs[i + 1]])
-                          for i in range(0, len(refs), 2))
+        out.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(s.labels_refs, symbols))
         out.samples.extend(remote_v1_pb2.Sample(timestamp=x.timestamp, value=x.value) for x in s.samples)
         out.histograms.extend(remote_v1_pb2.Histogram.FromString(h.SerializeToString()) for h in s.histograms)
         for ex in s.exemplars:
             e = out.exemplars.add(timestamp=ex.timestamp, value=ex.value)
-            e.labels.extend(remote_v1_pb2.Label(name=symbols[ex.labels_refs[i]], value=symbols[ex.labels_refs[i + 1]])
-                            for i in range(0, len(ex.labels_refs), 2))
+            e.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(ex.labels_refs, symbols))
         if s.HasField("metadata"):
             name = next((lab.value for lab in out.labels if lab.name == "__name__"), "")
             metadata[name] = remote_v1_pb2.MetricMetadata(
