@@ -29,8 +29,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from bench.load import SERIES_PER_REQUEST, SHAPES, build_stream
 from tools import archive, services
 from transforms import codec, snappy_block
-from transforms.beam_archive import MAX_DECOMPRESSED, DecodeToLines, WriteArchiveFiles
-from transforms.protocol import Protocol
+from transforms.beam.archive import DecodeToRecords, WriteArchiveFiles
+from transforms.protocol import MAX_DECOMPRESSED, Protocol
 
 PROJECT = "bench-project"
 
@@ -107,17 +107,17 @@ def run_pipeline(options: PipelineOptions, expected: int, timeout: float) -> dic
 
 
 def conversion_core(bodies: list[bytes], scratch: Path, profiler: cProfile.Profile | None = None) -> float:
-    """Seconds for one bounded run's worth of the core: DecodeToLines, then WriteArchiveFiles (gzip files)."""
+    """Seconds for one bounded run's worth of the core: DecodeToRecords, then WriteArchiveFiles (gzip files)."""
     messages = [PubsubMessage(body, {"protocol": "1.0", "tenant": "default"}, message_id=str(i))
                 for i, body in enumerate(bodies)]
-    decode, write = DecodeToLines(), WriteArchiveFiles(str(scratch), lambda window, pane: "core")
+    decode, write = DecodeToRecords(), WriteArchiveFiles(str(scratch), lambda window, pane: "core")
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    grouped: dict[Any, list[str]] = defaultdict(list)
+    grouped: dict[Any, list[list[str]]] = defaultdict(list)
     for message in messages:
-        for partition, text in decode.process(message):
-            grouped[partition].append(text)
+        for partition, records in decode.process(message):
+            grouped[partition].append(records)
     for element in grouped.items():
         list(write.process(element, window=None, pane=None))
     if profiler:
@@ -154,7 +154,7 @@ def bench_shape(shape: str, args: argparse.Namespace, beam_args: list[str], host
     shutil.rmtree(archive_path, ignore_errors=True)
     if lines != expected:
         raise SystemExit(f"archive check FAILED: {lines} lines in {files} files, expected {expected}")
-    print("-> conversion core (DecodeToLines + WriteArchiveFiles, no Beam, one core)", flush=True)
+    print("-> conversion core (DecodeToRecords + WriteArchiveFiles, no Beam, one core)", flush=True)
     core = expected / conversion_core(bodies, work / "core")
     print(f"   {core:>12,.0f} samples/s", flush=True)
     if args.profile:

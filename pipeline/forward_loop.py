@@ -8,7 +8,7 @@ sink down for minutes loses nothing, and the archive and the other sinks never w
 
 These loops call the forwarding core directly rather than through a bounded Beam run per flush:
 a run costs ~0.5 s of CPU, more than the forwarding itself, and would defeat a 1 s deadline.
-The streaming graph wraps the same core in DoFns (transforms/beam_sinks.py).
+The streaming graph wraps the same core in DoFns (transforms/beam/sinks.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.beam_sinks import write_sink_dead_letters
+from transforms.io.deadletters import write_dead_letters
+from transforms.io.http_sink import HttpService
 from transforms.io.pubsub import Lease, Puller, acknowledge, subscriber_client
 from transforms.sink.config import SinkConfig
 from transforms.sink.forwarder import Forwarder, Stopped
@@ -42,7 +43,7 @@ class ForwardLoop(threading.Thread):
         self.dead_letter_path = dead_letter_path
         self.stopping = stopping
         self.on_batch = on_batch or (lambda stats: None)
-        self.forwarder = Forwarder(sink, stopping=stopping)
+        self.forwarder = Forwarder(sink, service=HttpService(sink), stopping=stopping)
         self.error: BaseException | None = None
 
     def pull_batch(self, puller: Puller) -> tuple[list[Any], list[str]]:
@@ -53,7 +54,7 @@ class ForwardLoop(threading.Thread):
         first = None
         size = 0
         while not self.stopping.is_set() and len(messages) < MAX_BATCH_MESSAGES and size < MAX_BATCH_BYTES:
-            if first is not None and time.monotonic() - first >= self.sink.flush_seconds:
+            if first is not None and time.monotonic() - first >= self.sink.queue.flush_seconds:
                 break
             received = puller.pull()
             if not received:
@@ -95,7 +96,7 @@ class ForwardLoop(threading.Thread):
                     log.info("%s; %d messages stay in Pub/Sub", exc, len(messages))
                     lease.nack()
                     break
-                write_sink_dead_letters(self.dead_letter_path, self.sink.name, dead)
+                write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
                 acknowledge(subscriber, self.subscription, ack_ids)  # only now: delivered or dead-lettered
                 lease.release()
                 stats = {**self.forwarder.stats.snapshot(), "pull_failures": puller.stats.failed_pulls,

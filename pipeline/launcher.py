@@ -78,9 +78,9 @@ def check_sink_health(sinks: Sequence[SinkConfig]) -> list[str]:
 
     problems = []
     for sink in sinks:
-        if not sink.healthcheck:
+        if not sink.healthcheck.enabled:
             continue
-        url = sink.healthcheck_url or sink.url
+        url = sink.healthcheck.url or sink.url
         try:
             status = requests.get(url, timeout=sink.timeout).status_code
         except requests.RequestException as exc:

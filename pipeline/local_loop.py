@@ -34,7 +34,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.options import ArchiveOptions, dead_letter_path
-from transforms.beam_archive import ArchiveMessages
+from transforms.beam import ArchiveMessages
 from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ class LocalLoop:
                  | "Messages" >> beam.FlatMap(read_batch_file)
                  | "Archive" >> ArchiveMessages(self.archive.archive_path, dead_letter_path(self.archive),
                                                 file_label=lambda window, pane: label,
-                                                max_lines_per_file=self.archive.max_lines_per_file))
+                                                max_lines_per_file=self.archive.max_lines_per_file,
+                                                archive_format=self.archive.archive_format))
             result = p.run()
             result.wait_until_finish()
         finally:

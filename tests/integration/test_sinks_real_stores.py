@@ -412,7 +412,7 @@ def test_the_streaming_graphs_sink_branch_delivers_in_order_through_beam(capture
     import apache_beam as beam
     from apache_beam.io.gcp.pubsub import PubsubMessage
 
-    from transforms.beam_sinks import ForwardToSink
+    from transforms.beam import ForwardToSink
 
     requests_ = [build_v1([Series({"__name__": "beam_metric", "i": str(i)}, [(BASE_MS + 1000 * (9 - r), float(r))])
                            for i in range(30)]) for r in range(10)]  # newest first
