@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.load import HEADERS, SERIES_PER_REQUEST, build_stream, run_load
+from bench.load import HEADERS, SERIES_PER_REQUEST, SHAPES, build_stream, run_load
 from tools import services
 from transforms import codec
 from transforms.builders import Series, build_v1
@@ -33,7 +33,7 @@ def rows_inserted(vm_url: str) -> int:
                                                  body.decode(), re.M)))
 
 
-def throughput(name: str, url: str, vm_url: str, streams: list, duration: float) -> dict:
+def throughput(name: str, url: str, vm_url: str, streams: list, duration: float, shape: str) -> dict:
     before = rows_inserted(vm_url)
     started = time.time()
     load = run_load(url, streams, duration)
@@ -41,8 +41,10 @@ def throughput(name: str, url: str, vm_url: str, streams: list, duration: float)
     services.wait_until(lambda: rows_inserted(vm_url) - before >= sent, 600, f"{name}: {sent} rows in VM",
                         interval=0.2)
     seconds = time.time() - started
-    result = {"target": name, "samples": sent, "seconds": round(seconds, 2),
-              "samples_per_second": round(sent / seconds), "sender_samples_per_second":
+    kib = sum(len(b) for process in streams for stream in process for b in stream) / max(
+        1, sum(len(stream) for process in streams for stream in process)) / 1024
+    result = {"target": name, "shape": shape, "message_kib": round(kib, 1), "samples": sent,
+              "seconds": round(seconds, 2), "samples_per_second": round(sent / seconds), "sender_samples_per_second":
               round(load["samples_per_second"]), "statuses": load["statuses"]}
     print(json.dumps(result), flush=True)
     return result
@@ -87,11 +89,20 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=4, help="sender streams (threads) in all (default 4)")
     parser.add_argument("--requests", type=int, default=60, help="1000-sample requests per stream (default 60)")
     parser.add_argument("--probes", type=int, default=100, help="freshness probes per target (default 100)")
+    parser.add_argument("--shapes", default="small,node",
+                        help="message sizes, comma-separated: small (~12 KiB: 6 short labels) and node (~44 KiB: 10 "
+                             "node_exporter-like labels) (default both)")
     args = parser.parse_args()
+    shapes = [s for s in args.shapes.split(",") if s]
+    if set(shapes) - set(SHAPES):
+        parser.error(f"unknown --shapes {sorted(set(shapes) - set(SHAPES))}: use {sorted(SHAPES)}")
     log_dir = Path(tempfile.mkdtemp(prefix="bench-forward-"))
-    start_ms = int(time.time() * 1000) - 3_600_000
-    streams = [build_stream(s, args.requests, start_ms) for s in range(args.streams)]
-    per_process = [streams[i::2] for i in range(2)]
+    loads = {}
+    for n, shape in enumerate(shapes):
+        # each shape its own hour of timestamps: the second load never overwrites the first in VM
+        start_ms = int(time.time() * 1000) - (3 + n) * 3_600_000
+        streams = [build_stream(s, args.requests, start_ms, shape=shape) for s in range(args.streams)]
+        loads[shape] = [streams[i::2] for i in range(2)]
     duration = 600.0  # send everything; the load is bounded by its size
     started: list[services.Service] = []
     try:
@@ -119,13 +130,16 @@ def main() -> None:
         agent, agent_url = services.start_vmagent(log_dir, f"{vm2_url}/api/v1/write")
         started += [vm2, agent]
 
-        ours = throughput("pipeline", f"{receiver_url}/api/v1/write", vm_url, per_process, duration)
-        theirs = throughput("vmagent", f"{agent_url}/api/v1/write", vm2_url, per_process, duration)
+        ratios = {}
+        for shape, per_process in loads.items():
+            ours = throughput("pipeline", f"{receiver_url}/api/v1/write", vm_url, per_process, duration, shape)
+            theirs = throughput("vmagent", f"{agent_url}/api/v1/write", vm2_url, per_process, duration, shape)
+            ratios[f"{shape} ({ours['message_kib']} KiB)"] = round(
+                ours["samples_per_second"] / theirs["samples_per_second"], 3)
         fresh_ours = freshness("pipeline", f"{receiver_url}/api/v1/write", vm_url, args.probes)
         fresh_theirs = freshness("vmagent", f"{agent_url}/api/v1/write", vm2_url, args.probes)
-        ratio = round(ours["samples_per_second"] / theirs["samples_per_second"], 3)
         print(json.dumps({
-            "throughput_ratio_pipeline_over_vmagent": ratio, "goal": "throughput ratio >= 1.0",
+            "throughput_ratio_pipeline_over_vmagent": ratios, "goal": "throughput ratio >= 1.0",
             "freshness_pipeline_s": [fresh_ours["p50_seconds"], fresh_ours["p99_seconds"]],
             "freshness_vmagent_s": [fresh_theirs["p50_seconds"], fresh_theirs["p99_seconds"]]}), flush=True)
     finally:

@@ -7,6 +7,7 @@ sends its requests in timestamp order, so stores that reject out-of-order sample
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import multiprocessing
 import threading
@@ -23,16 +24,32 @@ HEADERS = {"Content-Type": CONTENT_TYPE_V1, "Content-Encoding": "snappy", HEADER
            "User-Agent": "remote-write-bench"}
 
 
-def build_stream(stream: int, requests: int, start_ms: int) -> list[bytes]:
-    """Bodies for one sender stream: node_exporter-like series, one sample each."""
-    templates = [
-        build_v1([
-            Series({"__name__": f"bench_metric_{i % 50}", "job": "bench", "instance": f"host-{stream}-{group}:9100",
-                    "cpu": str(i // 50), "mode": "user", "stream": str(stream)}, [(0, 0.0)])
-            for i in range(SERIES_PER_REQUEST)
-        ])
-        for group in range(GROUPS_PER_STREAM)
-    ]
+def _small_labels(stream: int, group: int, i: int) -> dict[str, str]:
+    """6 short labels: ~12 KiB per 1000-series request, snappy-compressed."""
+    return {"__name__": f"bench_metric_{i % 50}", "job": "bench", "instance": f"host-{stream}-{group}:9100",
+            "cpu": str(i // 50), "mode": "user", "stream": str(stream)}
+
+
+def _node_labels(stream: int, group: int, i: int) -> dict[str, str]:
+    """10 node_exporter-like labels: ~44 KiB per 1000-series request, about what Prometheus sends
+    with max_samples_per_send: 1000 (a pod hash keeps snappy from folding the values away)."""
+    pod = hashlib.blake2b(f"{stream}/{group}/{i}".encode(), digest_size=8).hexdigest()
+    return {"__name__": f"node_metric_{i % 50}_total", "job": "node",
+            "instance": f"host-{stream}-{group}-{i % 37}.example.internal:9100", "cpu": str(i // 50),
+            "mode": ("user", "system", "idle", "iowait")[i % 4], "stream": str(stream),
+            "device": f"nvme{i % 7}n{i % 3}", "zone": f"europe-west4-{'abc'[i % 3]}", "pod": f"node-exporter-{pod}"}
+
+
+# Message shapes the benchmarks and tests send: name -> labels of series i of a group.
+SHAPES = {"small": _small_labels, "node": _node_labels}
+
+
+def build_stream(stream: int, requests: int, start_ms: int, shape: str = "small") -> list[bytes]:
+    """Bodies for one sender stream: one sample per series, GROUPS_PER_STREAM series sets cycled
+    with rising timestamps; sample values are integers (exact in every store)."""
+    labels = SHAPES[shape]
+    templates = [build_v1([Series(labels(stream, group, i), [(0, 0.0)]) for i in range(SERIES_PER_REQUEST)])
+                 for group in range(GROUPS_PER_STREAM)]
     bodies = []
     for j in range(requests):
         group, round_no = j % GROUPS_PER_STREAM, j // GROUPS_PER_STREAM

@@ -8,7 +8,7 @@ sink down for minutes loses nothing, and the archive and the other sinks never w
 
 These loops call the forwarding core directly rather than through a bounded Beam run per flush:
 a run costs ~0.5 s of CPU, more than the forwarding itself, and would defeat a 1 s deadline.
-The streaming graph wraps the same core in DoFns (transforms/beam_sinks.py).
+The streaming graph wraps the same core in DoFns (transforms/beam/sinks.py).
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ from collections.abc import Callable
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
-from google.cloud import pubsub_v1
 
-from pipeline.local_loop import Lease, acknowledge, pull_once
-from transforms.beam_sinks import write_sink_dead_letters
+from transforms.io.deadletters import write_dead_letters
+from transforms.io.http_sink import HttpService
+from transforms.io.pubsub import Lease, Puller, acknowledge, subscriber_client
 from transforms.sink.config import SinkConfig
 from transforms.sink.forwarder import Forwarder, Stopped
 
 log = logging.getLogger(__name__)
-MAX_BATCH_MESSAGES = 5000  # bounds memory per flush; a backlog drains in batches of this many
+# Bound memory per flush (a backlog drains in batches of this size): messages, and their bytes.
+MAX_BATCH_MESSAGES = 5000
+MAX_BATCH_BYTES = 64 << 20
 
 
 class ForwardLoop(threading.Thread):
@@ -41,19 +43,20 @@ class ForwardLoop(threading.Thread):
         self.dead_letter_path = dead_letter_path
         self.stopping = stopping
         self.on_batch = on_batch or (lambda stats: None)
-        self.forwarder = Forwarder(sink, stopping=stopping)
+        self.forwarder = Forwarder(sink, service=HttpService(sink), stopping=stopping)
         self.error: BaseException | None = None
 
-    def pull_batch(self, subscriber: pubsub_v1.SubscriberClient, lease: Lease) -> tuple[list[Any], list[str]]:
+    def pull_batch(self, puller: Puller) -> tuple[list[Any], list[str]]:
         """Wait for a first message, then take what arrives until the flush deadline or a drained queue."""
         messages: list[Any] = []
         ack_ids: list[str] = []
         seen: set[str] = set()
         first = None
-        while not self.stopping.is_set() and len(messages) < MAX_BATCH_MESSAGES:
-            if first is not None and time.monotonic() - first >= self.sink.flush_seconds:
+        size = 0
+        while not self.stopping.is_set() and len(messages) < MAX_BATCH_MESSAGES and size < MAX_BATCH_BYTES:
+            if first is not None and time.monotonic() - first >= self.sink.queue.flush_seconds:
                 break
-            received = pull_once(subscriber, self.subscription, lease, self.stopping)
+            received = puller.pull()
             if not received:
                 if messages:
                     break  # nothing more waiting: send now rather than sit on fresh data
@@ -65,6 +68,7 @@ class ForwardLoop(threading.Thread):
                 if r.message.message_id not in seen:
                     seen.add(r.message.message_id)
                     messages.append((r.message.data, dict(r.message.attributes)))
+                    size += len(r.message.data)
         return messages, ack_ids
 
     def run(self) -> None:
@@ -76,12 +80,13 @@ class ForwardLoop(threading.Thread):
             self.stopping.set()
 
     def _run(self) -> None:
-        subscriber = pubsub_v1.SubscriberClient()
+        subscriber = subscriber_client()
         lease = Lease(subscriber, self.subscription)
         lease.start()
+        puller = Puller(subscriber, self.subscription, lease, self.stopping)
         try:
             while not self.stopping.is_set():
-                messages, ack_ids = self.pull_batch(subscriber, lease)
+                messages, ack_ids = self.pull_batch(puller)
                 if not messages:
                     continue
                 started = time.time()
@@ -91,10 +96,11 @@ class ForwardLoop(threading.Thread):
                     log.info("%s; %d messages stay in Pub/Sub", exc, len(messages))
                     lease.nack()
                     break
-                write_sink_dead_letters(self.dead_letter_path, self.sink.name, dead)
+                write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
                 acknowledge(subscriber, self.subscription, ack_ids)  # only now: delivered or dead-lettered
                 lease.release()
-                stats = self.forwarder.stats.snapshot()
+                stats = {**self.forwarder.stats.snapshot(), "pull_failures": puller.stats.failed_pulls,
+                         "pulls_too_large": puller.stats.too_large_pulls}
                 log.info("sink %s: forwarded %d messages in %.2fs; totals %s", self.sink.name, len(messages),
                          time.time() - started, json.dumps(stats))
                 self.on_batch({"sink": self.sink.name, "messages": len(messages), **stats})

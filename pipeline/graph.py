@@ -15,8 +15,7 @@ import apache_beam as beam
 from apache_beam.transforms import trigger, window
 
 from pipeline.options import ArchiveOptions, dead_letter_path
-from transforms.beam_archive import ArchiveMessages
-from transforms.beam_sinks import ForwardToSink
+from transforms.beam import ArchiveMessages, ForwardToSink
 from transforms.sink.config import SinkConfig
 
 
@@ -50,7 +49,8 @@ def build_streaming(p: beam.Pipeline, options: ArchiveOptions, sinks: Sequence[S
                 | "WindowByPublishTime" >> WindowByPublishTime(options.window_size, options.allowed_lateness)
                 | "Archive" >> ArchiveMessages(options.archive_path, dead_letter_path(options),
                                                file_label=window_pane_label,
-                                               max_lines_per_file=options.max_lines_per_file))
+                                               max_lines_per_file=options.max_lines_per_file,
+                                               archive_format=options.archive_format))
     for sink in sinks:
         _ = (p
              | f"ReadPubSub-{sink.name}" >> beam.io.ReadFromPubSub(

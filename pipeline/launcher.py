@@ -28,10 +28,11 @@ from transforms.sink.config import SinkConfig, SinkConfigError
 def check_subscription(subscription: str) -> list[str]:
     """The local runner pulls it itself: say so at launch if it does not exist."""
     from google.api_core import exceptions as google_exceptions
-    from google.cloud import pubsub_v1
+
+    from transforms.io.pubsub import subscriber_client
 
     try:
-        with pubsub_v1.SubscriberClient() as subscriber:
+        with subscriber_client() as subscriber:
             subscriber.get_subscription(request={"subscription": subscription}, timeout=30)
     except google_exceptions.NotFound:
         return [f"subscription {subscription} does not exist"]
@@ -51,11 +52,12 @@ def ensure_sink_subscriptions(input_subscription: str, sinks: Sequence[SinkConfi
     if not sinks:
         return []
     from google.api_core import exceptions as google_exceptions
-    from google.cloud import pubsub_v1
+
+    from transforms.io.pubsub import subscriber_client
 
     problems = []
     try:
-        with pubsub_v1.SubscriberClient() as subscriber:
+        with subscriber_client() as subscriber:
             topic = subscriber.get_subscription(request={"subscription": input_subscription}, timeout=30).topic
             for sink in sinks:
                 name = sink.subscription_for(input_subscription)
@@ -76,9 +78,9 @@ def check_sink_health(sinks: Sequence[SinkConfig]) -> list[str]:
 
     problems = []
     for sink in sinks:
-        if not sink.healthcheck:
+        if not sink.healthcheck.enabled:
             continue
-        url = sink.healthcheck_url or sink.url
+        url = sink.healthcheck.url or sink.url
         try:
             status = requests.get(url, timeout=sink.timeout).status_code
         except requests.RequestException as exc:
@@ -158,6 +160,8 @@ def help_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Beam logs every type hint it cannot use at INFO, burying the pipeline's own lines.
+    logging.getLogger("apache_beam.typehints").setLevel(logging.WARNING)
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
         help_parser().print_help()

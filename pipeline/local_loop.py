@@ -32,81 +32,18 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from google.api_core import exceptions as google_exceptions
-from google.cloud import pubsub_v1
 
 from pipeline.options import ArchiveOptions, dead_letter_path
-from transforms.beam_archive import ArchiveMessages
+from transforms.beam import ArchiveMessages
+from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
 
 log = logging.getLogger(__name__)
-PULL_MAX = 1000
-LEASE_SECONDS = 60
-# Pub/Sub's default ack deadline is 10 s: extend at once after a pull, then well within it.
-LEASE_EVERY = 5.0
-ACK_CHUNK = 1000
 RETRY_MAX_SECONDS = 60.0
-
-
-class Lease(threading.Thread):
-    """Keeps extending the ack deadline of the messages we hold, until they are acked."""
-
-    def __init__(self, subscriber: pubsub_v1.SubscriberClient, subscription: str) -> None:
-        super().__init__(daemon=True, name="ack-lease")
-        self.subscriber = subscriber
-        self.subscription = subscription
-        self.ack_ids: list[str] = []
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-
-    def hold(self, ack_ids: list[str]) -> None:
-        with self.lock:
-            self.ack_ids.extend(ack_ids)
-        self.extend(ack_ids)
-
-    def release(self) -> list[str]:
-        with self.lock:
-            held, self.ack_ids = self.ack_ids, []
-        return held
-
-    def extend(self, ack_ids: list[str], seconds: int = LEASE_SECONDS) -> None:
-        for i in range(0, len(ack_ids), ACK_CHUNK):
-            try:
-                self.subscriber.modify_ack_deadline(request={
-                    "subscription": self.subscription, "ack_ids": ack_ids[i:i + ACK_CHUNK],
-                    "ack_deadline_seconds": seconds})
-            except google_exceptions.GoogleAPIError as exc:  # redelivery (a duplicate) is the fallback
-                log.warning("could not modify ack deadlines: %s", exc)
-
-    def nack(self) -> None:
-        """Give everything held back to Pub/Sub for redelivery now."""
-        self.extend(self.release(), seconds=0)
-
-    def run(self) -> None:
-        while not self.stopped.wait(LEASE_EVERY):
-            with self.lock:
-                held = list(self.ack_ids)
-            self.extend(held)
-
-
-def pull_once(subscriber: pubsub_v1.SubscriberClient, subscription: str, lease: Lease,
-              stopping: threading.Event) -> list[Any]:
-    """One synchronous pull of up to PULL_MAX messages, held by the lease at once; [] after a failed pull."""
-    try:
-        response = subscriber.pull(request={"subscription": subscription, "max_messages": PULL_MAX,
-                                            "return_immediately": True}, timeout=30)
-    except google_exceptions.GoogleAPIError as exc:
-        log.warning("pull from %s failed, retrying: %s", subscription, exc)
-        stopping.wait(1.0)
-        return []
-    received = list(response.received_messages)
-    if received:
-        lease.hold([r.ack_id for r in received])
-    return received
-
-
-def acknowledge(subscriber: pubsub_v1.SubscriberClient, subscription: str, ack_ids: list[str]) -> None:
-    for i in range(0, len(ack_ids), ACK_CHUNK):
-        subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[i:i + ACK_CHUNK]})
+# Beam's local batch runner, named so that no run tries Prism (and its binary download) first.
+BOUNDED_RUNNER = "FnApiRunner"
+# Besides max_batch_samples: what one batch may hold in message bytes (a few 9.5 MB messages
+# carry few samples each but are large).
+MAX_BATCH_BYTES = 256 << 20
 
 
 def _int(value: str | None) -> int:
@@ -137,7 +74,7 @@ class LocalLoop:
         self.stopping = threading.Event()
         self.on_run = on_run or (lambda stats: None)
         self.totals: dict[str, int] = {}
-        self.max_pull = 0  # the largest single pull: proof we are not capped at Beam's 10
+        self.pull_stats = PullStats()  # replaced by the running Puller's own
 
     def stop(self, *_: object) -> None:
         log.info("stop requested: finishing the current window")
@@ -152,25 +89,25 @@ class LocalLoop:
         options = PipelineOptions.from_dictionary(
             self.options.get_all_options(drop_default=True, retain_unknown_options=True))
         options.view_as(StandardOptions).streaming = False
-        options.view_as(StandardOptions).runner = "DirectRunner"  # any local alias: batch on this machine
+        options.view_as(StandardOptions).runner = BOUNDED_RUNNER  # any local alias: batch on this machine
         return options
 
-    def pull_batch(self, subscriber: pubsub_v1.SubscriberClient, lease: Lease) -> tuple[float, list[Any], list[str]]:
-        """Pull for one window (or until max_batch_samples): (window start, messages, ack ids)."""
+    def pull_batch(self, puller: Puller) -> tuple[float, list[Any], list[str]]:
+        """Pull for one window (or until max_batch_samples / MAX_BATCH_BYTES): (window start, messages, ack ids)."""
         start = time.time()
         messages: list[Any] = []
         ack_ids: list[str] = []
         seen: set[str] = set()
         samples = 0
+        size = 0
         while not self.stopping.is_set() and time.time() - start < self.archive.window_size:
-            received = pull_once(subscriber, self.subscription, lease, self.stopping)
+            received = puller.pull()
             if not received:
                 # A drained backlog need not wait out the window; small batches do, to bound file count.
                 if samples >= self.archive.max_batch_samples // 10:
                     break
                 self.stopping.wait(0.2)
                 continue
-            self.max_pull = max(self.max_pull, len(received))
             ack_ids += [r.ack_id for r in received]
             for r in received:
                 m = r.message
@@ -181,7 +118,8 @@ class LocalLoop:
                 messages.append(PubsubMessage(m.data, attributes, message_id=m.message_id,
                                               publish_time=m.publish_time))
                 samples += _int(attributes.get("samples"))
-            if samples >= self.archive.max_batch_samples:
+                size += len(m.data)
+            if samples >= self.archive.max_batch_samples or size >= MAX_BATCH_BYTES:
                 break
         return start, messages, ack_ids
 
@@ -200,7 +138,8 @@ class LocalLoop:
                  | "Messages" >> beam.FlatMap(read_batch_file)
                  | "Archive" >> ArchiveMessages(self.archive.archive_path, dead_letter_path(self.archive),
                                                 file_label=lambda window, pane: label,
-                                                max_lines_per_file=self.archive.max_lines_per_file))
+                                                max_lines_per_file=self.archive.max_lines_per_file,
+                                                archive_format=self.archive.archive_format))
             result = p.run()
             result.wait_until_finish()
         finally:
@@ -210,13 +149,15 @@ class LocalLoop:
 
     def run(self) -> None:
         FileSystems.set_options(self.options)
-        subscriber = pubsub_v1.SubscriberClient()
+        subscriber = subscriber_client()
         lease = Lease(subscriber, self.subscription)
         lease.start()
+        puller = Puller(subscriber, self.subscription, lease, self.stopping)
+        self.pull_stats = puller.stats
         failures = 0
         try:
             while not self.stopping.is_set():
-                window_start, messages, ack_ids = self.pull_batch(subscriber, lease)
+                window_start, messages, ack_ids = self.pull_batch(puller)
                 if not messages:
                     continue
                 started = time.time()
@@ -238,7 +179,8 @@ class LocalLoop:
                        "dead_letters": counters.get("dead_letters", 0)}
                 for key, value in run.items():
                     self.totals[key] = self.totals.get(key, 0) + value
-                stats = {**run, "seconds": time.time() - started, "max_pull": self.max_pull,
+                stats = {**run, "seconds": time.time() - started, "max_pull": puller.stats.largest_pull,
+                         "pull_failures": puller.stats.failed_pulls, "pulls_too_large": puller.stats.too_large_pulls,
                          **{f"total_{k}": v for k, v in self.totals.items()}}
                 log.info("archived %d messages (%d samples, %d files, %d dead letters) in %.1fs; totals %s",
                          run["messages"], run["samples"], run["files"], run["dead_letters"], stats["seconds"],

@@ -6,6 +6,9 @@ import re
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.archive_format import DEFAULT_FORMAT, FORMATS
+from transforms.sink.config import QueueConfig, SinkConfig
+
 SUBSCRIPTION = re.compile(r"projects/[^/]+/subscriptions/[^/]{3,255}\Z")
 SCHEMES = ("gs://", "s3://")
 # Beam's own names and aliases for runners on this machine (compared lower-case, "runner" suffix dropped)
@@ -26,7 +29,10 @@ class ArchiveOptions(PipelineOptions):
         parser.add_argument("--archive_path", default="./archive",
                             help="Where archive files go: a local directory, gs://bucket/prefix or "
                                  "s3://bucket/prefix (default ./archive). Layout: "
-                                 "tenant=T/date=YYYY-MM-DD/hour=HH/part-*.ndjson.gz by each sample's UTC time.")
+                                 "tenant=T/date=YYYY-MM-DD/hour=HH/part-* by each sample's UTC time.")
+        parser.add_argument("--archive_format", default=DEFAULT_FORMAT,
+                            help=f"The archive files' format: {', '.join(sorted(FORMATS))} "
+                                 f"(default {DEFAULT_FORMAT}: newline-delimited JSON, gzip, part-*.ndjson.gz).")
         parser.add_argument("--window_size", type=int, default=60,
                             help="Seconds per window: files are written at least this often (default 60).")
         parser.add_argument("--dead_letter_path", default=None,
@@ -51,6 +57,8 @@ def validate(options: ArchiveOptions) -> list[str]:
     elif not SUBSCRIPTION.match(options.input_subscription):
         problems.append(f"--input_subscription must look like projects/PROJECT/subscriptions/NAME, got "
                         f"{options.input_subscription!r}")
+    if options.archive_format not in FORMATS:
+        problems.append(f"--archive_format must be one of {', '.join(sorted(FORMATS))}, got {options.archive_format!r}")
     for flag, path in (("--archive_path", options.archive_path), ("--dead_letter_path", options.dead_letter_path)):
         if path and "://" in path and not path.startswith(SCHEMES):
             problems.append(f"{flag} {path!r}: unsupported URL scheme; use a local path, gs:// or s3://")
@@ -92,8 +100,9 @@ class SinkOptions(PipelineOptions):
                                  "to --remote_write_url.")
         parser.add_argument("--remote_write_protocol", default="1.0", choices=("1.0", "2.0"),
                             help="Remote-write protocol for --remote_write_url sinks (default 1.0).")
-        parser.add_argument("--remote_write_timeout", type=float, default=30.0,
-                            help="Seconds per request before it counts as failed and is retried (default 30).")
+        parser.add_argument("--remote_write_timeout", type=float, default=SinkConfig.timeout,
+                            help="Seconds per request before it counts as failed and is retried "
+                                 f"(default {SinkConfig.timeout:g}).")
         parser.add_argument("--remote_write_header", action="append", default=None,
                             help="Extra request header 'Name: value' (repeatable). The spec's own headers "
                                  "(Content-Type, Content-Encoding, User-Agent, version) cannot be overridden.")
@@ -106,13 +115,16 @@ class SinkOptions(PipelineOptions):
                             help="forward: send each message's tenant as X-Scope-OrgID (default); drop: send none.")
         parser.add_argument("--remote_write_tenant", default=None,
                             help="Send this X-Scope-OrgID instead of the message's tenant.")
-        parser.add_argument("--remote_write_max_samples_per_request", type=int, default=2000,
-                            help="Samples (float + histogram) per request at most (default 2000).")
-        parser.add_argument("--remote_write_max_bytes_per_request", type=int, default=4 << 20,
-                            help="Uncompressed bytes per request at most (default 4194304).")
-        parser.add_argument("--remote_write_shards", type=int, default=4,
+        parser.add_argument("--remote_write_max_samples_per_request", type=int,
+                            default=QueueConfig.max_samples_per_request,
+                            help="Samples (float + histogram) per request at most "
+                                 f"(default {QueueConfig.max_samples_per_request}).")
+        parser.add_argument("--remote_write_max_bytes_per_request", type=int, default=QueueConfig.max_bytes_per_request,
+                            help="Uncompressed bytes per request at most "
+                                 f"(default {QueueConfig.max_bytes_per_request}).")
+        parser.add_argument("--remote_write_shards", type=int, default=QueueConfig.shards,
                             help="Parallel senders per sink; a series always uses the same one, so its "
-                                 "samples stay in order (default 4).")
+                                 f"samples stay in order (default {QueueConfig.shards}).")
         parser.add_argument("--remote_write_healthcheck_url", default=None,
                             help="Optional: a URL that must answer 2xx to GET at launch (e.g. "
                                  "http://vm:8428/health). Off by default: many stores answer GET with 405.")

@@ -7,23 +7,14 @@ into the receiver's topic; the pipeline then archives them like any other messag
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import sys
 from collections.abc import Sequence
 
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from google.cloud import pubsub_v1
 
-
-def dead_letter_records(pattern: str) -> list[dict]:
-    records = []
-    for match in FileSystems.match([pattern])[0].metadata_list:
-        with FileSystems.open(match.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            records += [json.loads(line) for line in handle.read().decode().splitlines() if line.strip()]
-    return records
+from transforms.io.deadletters import read_dead_letters
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,14 +25,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry_run", action="store_true", help="only list what would be replayed")
     args, beam_args = parser.parse_known_args(argv)
     FileSystems.set_options(PipelineOptions(beam_args))  # --s3_* / --project for remote dead letters
-    records = dead_letter_records(args.dead_letters)
+    records = read_dead_letters(args.dead_letters)
     if args.dry_run:
         for record in records:
-            print(record["message_id"], record["error"])
+            print(record.message_id, record.error)
         print(f"{len(records)} dead letters")
         return 0
     publisher = pubsub_v1.PublisherClient()
-    futures = [publisher.publish(args.topic, base64.b64decode(r["data_base64"]), **r["attributes"]) for r in records]
+    futures = [publisher.publish(args.topic, r.data, **r.attributes) for r in records]
     for future in futures:
         future.result(timeout=60)
     print(f"replayed {len(futures)} dead letters to {args.topic}")

@@ -5,13 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from pathlib import Path
 
 from receiver.config import ReceiverConfig
-
-
-def _read_secret(path: str) -> bytes:
-    return Path(path).read_bytes().strip()
+from transforms.secrets import read_secret_bytes as _read_secret
 
 
 class Authenticator:

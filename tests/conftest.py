@@ -46,3 +46,24 @@ def topic_and_subscription(pubsub_emulator) -> Iterator[tuple[str, Subscription]
     services.create_topic_and_subscription(pubsub_emulator, topic, subscription)
     with Subscription(subscription) as sub:
         yield topic, sub
+
+
+@pytest.fixture(scope="module")
+def gcs(log_dir) -> Iterator[list[str]]:
+    """A GCS emulator (per test module) with the bucket "archive-bucket"; yields the Beam flags to reach it."""
+    service, url = services.start_gcs_emulator(log_dir)
+    saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")}
+    os.environ.update(STORAGE_EMULATOR_HOST=url, NO_GCE_CHECK="true")
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    storage.Client(project=PROJECT, credentials=AnonymousCredentials()).create_bucket("archive-bucket")
+    try:
+        yield [f"--project={PROJECT}", "--no_auth"]
+    finally:
+        service.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -8,7 +8,8 @@ import time
 from google.cloud import pubsub_v1
 
 from transforms import codec
-from transforms.protocol import Protocol
+from transforms.io.pubsub import subscriber_client
+from transforms.protocol import MAX_DECOMPRESSED, Protocol
 
 
 @dataclasses.dataclass
@@ -17,13 +18,13 @@ class Message:
     attributes: dict[str, str]
 
     def decode(self) -> codec.DecodedRequest:
-        return codec.decode(self.data, Protocol(self.attributes["protocol"]), 1 << 30)
+        return codec.decode(self.data, Protocol(self.attributes["protocol"]), MAX_DECOMPRESSED)
 
 
 class Subscription:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.client = pubsub_v1.SubscriberClient()
+        self.client = subscriber_client()
 
     def __enter__(self) -> Subscription:
         return self
@@ -41,6 +42,18 @@ class Subscription:
             self.client.acknowledge(request={"subscription": self.path,
                                              "ack_ids": [m.ack_id for m in response.received_messages]})
         return [Message(m.message.data, dict(m.message.attributes)) for m in response.received_messages]
+
+    def all_held_elsewhere(self) -> bool:
+        """True when a pull finds nothing: every published, unacked message is leased by another
+        subscriber (e.g. a pipeline holding them in an open window). Whatever this pull did get is
+        handed back at once (ack deadline 0), so it takes nothing away."""
+        response = self.client.pull(
+            request={"subscription": self.path, "max_messages": 1000, "return_immediately": True}, timeout=30)
+        if not response.received_messages:
+            return True
+        self.client.modify_ack_deadline(request={"subscription": self.path, "ack_deadline_seconds": 0,
+                                                 "ack_ids": [m.ack_id for m in response.received_messages]})
+        return False
 
     def drain(self, expect: int | None = None, timeout: float = 30.0, quiet: float = 1.0) -> list[Message]:
         """Pull until `expect` messages arrived, or until nothing came for `quiet` seconds."""

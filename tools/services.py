@@ -154,8 +154,10 @@ def create_topic_and_subscription(emulator_host: str, topic: str, subscription: 
     os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host
     from google.cloud import pubsub_v1
 
+    from transforms.io.pubsub import subscriber_client
+
     publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = subscriber_client()
     try:
         publisher.create_topic(request={"name": topic})
         subscriber.create_subscription(
@@ -168,9 +170,9 @@ def create_topic_and_subscription(emulator_host: str, topic: str, subscription: 
 def create_subscription(emulator_host: str, topic: str, subscription: str, ack_deadline: int = 60) -> None:
     """Another pull subscription on an existing topic (a sink's own)."""
     os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host
-    from google.cloud import pubsub_v1
+    from transforms.io.pubsub import subscriber_client
 
-    with pubsub_v1.SubscriberClient() as subscriber:
+    with subscriber_client() as subscriber:
         subscriber.create_subscription(
             request={"name": subscription, "topic": topic, "ack_deadline_seconds": ack_deadline})
 

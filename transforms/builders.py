@@ -9,9 +9,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
+from transforms.metadata import TYPE_NUMBERS
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
-
-METRIC_TYPES = ("unknown", "counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset")
 
 
 @dataclasses.dataclass
@@ -38,7 +37,7 @@ def build_v1(series: Iterable[Series], metadata: Iterable[Series] = ()) -> remot
             ex.labels.extend(remote_v1_pb2.Label(name=k, value=val) for k, val in sorted(labels.items()))
     for s in metadata:
         request.metadata.add(
-            type=METRIC_TYPES.index(s.metric_type),
+            type=TYPE_NUMBERS[s.metric_type],
             metric_family_name=s.labels["__name__"],
             help=s.help,
             unit=s.unit,
@@ -76,7 +75,7 @@ def build_v2(series: Iterable[Series]) -> remote_v2_pb2.Request:
         ts.samples.extend(remote_v2_pb2.Sample(timestamp=t, value=v) for t, v in s.samples)
         for labels, t, v in s.exemplars:
             ts.exemplars.add(labels_refs=table.refs(labels), timestamp=t, value=v)
-        ts.metadata.type = METRIC_TYPES.index(s.metric_type)
+        ts.metadata.type = TYPE_NUMBERS[s.metric_type]
         ts.metadata.help_ref = table.ref(s.help)
         ts.metadata.unit_ref = table.ref(s.unit)
     request.symbols.extend(table.symbols)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from google.protobuf.message import DecodeError
 
 from transforms import snappy_block, wire
+from transforms.builders import SymbolTable
 from transforms.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import CONTENT_ENCODING, MEDIA_TYPE, PROTO_V1, PROTO_V2, Protocol
@@ -83,7 +84,7 @@ def decode(
     body: bytes,
     protocol: Protocol,
     max_uncompressed: int,
-    names: NameValidation = NameValidation.LEGACY,
+    names: NameValidation = NameValidation.UTF8,  # the product's default (receiver --name-validation)
     limits: wire.RequestLimits | None = None,
 ) -> DecodedRequest:
     """Snappy-decompress, parse and validate a request body; raises RemoteWriteError.
@@ -165,11 +166,11 @@ def _subset_v1(message: remote_v1_pb2.WriteRequest, indices: Sequence[int], with
 def _subset_v2(message: remote_v2_pb2.Request, indices: Sequence[int], _first: bool):
     """A 2.0 request holding some series, with its own compact symbols table."""
     symbols = message.symbols
-    table: dict[str, int] = {"": 0}
+    table = SymbolTable()
     part = remote_v2_pb2.Request()
 
     def ref(old: int) -> int:
-        return table.setdefault(symbols[old], len(table))
+        return table.ref(symbols[old])
 
     for i in indices:
         series = part.timeseries.add()
@@ -180,7 +181,7 @@ def _subset_v2(message: remote_v2_pb2.Request, indices: Sequence[int], _first: b
         if series.HasField("metadata"):
             series.metadata.help_ref = ref(series.metadata.help_ref)
             series.metadata.unit_ref = ref(series.metadata.unit_ref)
-    part.symbols.extend(table)
+    part.symbols.extend(table.symbols)
     return part
 
 

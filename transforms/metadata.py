@@ -15,6 +15,7 @@ from transforms.proto import remote_v1_pb2, remote_v2_pb2
 # 1.0 MetricMetadata.MetricType and 2.0 Metadata.MetricType share their numbering.
 TYPE_NAMES = {0: "unknown", 1: "counter", 2: "gauge", 3: "histogram", 4: "gaugehistogram",
               5: "summary", 6: "info", 7: "stateset"}
+TYPE_NUMBERS = {name: number for number, name in TYPE_NAMES.items()}
 # Suffixes a sample name may add to its family name (text format and OpenMetrics).
 _SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created", "_gcount", "_gsum", "_info")
 

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from transforms.metadata import MetadataStore, v2_type
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import METRIC_NAME_LABEL, STALE_NAN_BITS, Protocol, float_bits
+from transforms.protocol import METRIC_NAME_LABEL, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
 from transforms.validation import Counts
 
 # Prometheus' own NaN (Go's math.NaN()); any other NaN payload is written with its bits.
@@ -222,8 +222,7 @@ def convert_v2(request: remote_v2_pb2.Request, tenant: str) -> dict[Partition, l
     symbols = list(request.symbols)
     lines = _Lines(tenant)
     for series in request.timeseries:
-        refs = series.labels_refs
-        name, head = _head([(symbols[refs[i]], symbols[refs[i + 1]]) for i in range(0, len(refs), 2)])
+        name, head = _head(ref_pairs(series.labels_refs, symbols))
         kind = value_kind(v2_type(series), name)
         prefix = f'"kind":"absolute","{kind}":{{"value":'
         created = series.created_timestamp
@@ -234,9 +233,7 @@ def convert_v2(request: remote_v2_pb2.Request, tenant: str) -> dict[Partition, l
             start = _start(h.start_timestamp or created, lines)
             lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{_histogram(h)}{start}}}')
         for ex in series.exemplars:
-            er = ex.labels_refs
-            labels = [(symbols[er[i]], symbols[er[i + 1]]) for i in range(0, len(er), 2)]
-            lines.add(head, ex.timestamp, _exemplar_tail(labels, ex.value))
+            lines.add(head, ex.timestamp, _exemplar_tail(ref_pairs(ex.labels_refs, symbols), ex.value))
     return lines.by_partition
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import struct
+from collections.abc import Sequence
 
 
 class Protocol(enum.StrEnum):
@@ -13,6 +14,9 @@ class Protocol(enum.StrEnum):
     V1 = "1.0"
     V2 = "2.0"
 
+
+# The pipeline's cap on one message's decompressed size (the receiver already enforced its own, smaller one).
+MAX_DECOMPRESSED = 1 << 30
 
 MEDIA_TYPE = "application/x-protobuf"
 PROTO_V1 = "prometheus.WriteRequest"
@@ -55,6 +59,11 @@ STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
 def float_bits(value: float) -> int:
     """The IEEE-754 bit pattern of a float64, so NaN payloads can be compared."""
     return struct.unpack("<Q", struct.pack("<d", value))[0]
+
+
+def ref_pairs(refs: Sequence[int], symbols: Sequence[str]) -> list[tuple[str, str]]:
+    """2.0's labels_refs (name ref, value ref, ...) as (name, value) pairs; the refs are already validated."""
+    return [(symbols[refs[i]], symbols[refs[i + 1]]) for i in range(0, len(refs), 2)]
 
 
 def is_stale_marker(value: float) -> bool:

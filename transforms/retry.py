@@ -72,6 +72,15 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One POST to a sink, as the forwarder sees it: its outcome, the sink's answer (truncated), its latency."""
+
+    outcome: Outcome
+    answer: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Decision:
     action: Action
     delay_seconds: float = 0.0

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from transforms.errors import InvalidPayload
 from transforms.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
-from transforms.protocol import METRIC_NAME_LABEL
+from transforms.protocol import METRIC_NAME_LABEL, ref_pairs
 
 
 class NameValidation(enum.StrEnum):
@@ -96,7 +96,7 @@ def _check_label_pairs(pairs: Sequence[tuple[str, str]], where: str, checker: _N
 
 
 def validate_v1(
-    request: remote_v1_pb2.WriteRequest, names: NameValidation = NameValidation.LEGACY
+    request: remote_v1_pb2.WriteRequest, names: NameValidation = NameValidation.UTF8
 ) -> Counts:
     """Validate a 1.0 WriteRequest; return its counts or raise InvalidPayload (400)."""
     checker = _CHECKERS[names]
@@ -136,7 +136,7 @@ def _validate_key(key: bytes, checker: _NameChecker, keys: list[bytes]) -> int:
 
 
 def validate_v1_payload(
-    payload: bytes, request: remote_v1_pb2.WriteRequest, names: NameValidation = NameValidation.LEGACY
+    payload: bytes, request: remote_v1_pb2.WriteRequest, names: NameValidation = NameValidation.UTF8
 ) -> tuple[Counts, list[bytes]]:
     """validate_v1, fast: series whose label set was validated before are not checked again.
 
@@ -179,10 +179,10 @@ def _resolve_refs(refs: Sequence[int], symbols: Sequence[str], where: str) -> li
         raise InvalidPayload(
             f"{where}: symbol reference {max(refs)} out of range (symbols has {len(symbols)} entries)"
         )
-    return [(symbols[refs[i]], symbols[refs[i + 1]]) for i in range(0, len(refs), 2)]
+    return ref_pairs(refs, symbols)
 
 
-def validate_v2(request: remote_v2_pb2.Request, names: NameValidation = NameValidation.LEGACY) -> Counts:
+def validate_v2(request: remote_v2_pb2.Request, names: NameValidation = NameValidation.UTF8) -> Counts:
     """Validate a 2.0 Request; return its counts or raise InvalidPayload (400)."""
     checker = _CHECKERS[names]
     symbols = list(request.symbols)

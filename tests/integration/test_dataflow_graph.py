@@ -9,7 +9,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.graph import build_streaming
 from pipeline.options import ArchiveOptions
-from tests.integration.test_pipeline_object_storage import gcs  # noqa: F401  (fixture: GCS emulator)
 from transforms.sink.config import from_document
 
 # Dataflow's --update matches steps by name: these must not change silently.

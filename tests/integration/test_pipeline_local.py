@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.local_loop import LocalLoop
 from tools import services
 from tools.archive import dead_letter_files, read_archive
-from tools.pubsub import publish_raw, publish_requests
+from tools.pubsub import Subscription, publish_raw, publish_requests
 from transforms.builders import Series, build_v1
 from transforms.protocol import STALE_NAN
 
@@ -133,6 +133,13 @@ def _start_pipeline(subscription: str, archive: Path, window: int, log_dir: Path
                                    f"--window_size={window}"], log_dir, cwd=services.ROOT)
 
 
+def wait_until_held(subscription: Subscription, timeout: float = 60) -> None:
+    """Proof that a running pipeline pulled every published message and holds it (unacked): nothing
+    is left to pull, twice in a row."""
+    services.wait_until(lambda: subscription.all_held_elsewhere() and subscription.all_held_elsewhere(),
+                        timeout, "the pipeline to pull and hold every message", interval=0.5)
+
+
 def test_sigterm_and_sigint_stop_cleanly_after_flushing(topic_and_subscription, tmp_path):
     """Trap 5: a signal stops reading, flushes the open window, finalises files, leaves no temp files."""
     topic, subscription = topic_and_subscription
@@ -140,9 +147,10 @@ def test_sigterm_and_sigint_stop_cleanly_after_flushing(topic_and_subscription, 
     for sig, tag in ((signal.SIGTERM, "a"), (signal.SIGINT, "b")):
         pipeline = _start_pipeline(subscription.path, archive, 60, tmp_path, f"pipeline-{tag}")
         try:
-            time.sleep(3)
+            before = len(all_lines(archive))
             publish_requests(topic, [(r, "default") for r in requests_for(5, tag=tag)])
-            time.sleep(3)  # pulled and held, the 60 s window still open
+            wait_until_held(subscription)
+            assert len(all_lines(archive)) == before, "held in the open 60 s window, not yet written"
             pipeline.signal(sig)
             assert pipeline.process.wait(60) == 0, pipeline.log_tail()
         finally:
@@ -161,7 +169,8 @@ def test_a_crash_before_the_write_loses_nothing(pubsub_emulator, tmp_path):
     archive = tmp_path / "archive"
     publish_requests(topic, [(r, "default") for r in requests_for(20)])
     first = _start_pipeline(subscription, archive, 60, tmp_path, "pipeline-crash")
-    time.sleep(6)  # messages pulled and held in a 60 s window
+    with Subscription(subscription) as probe:
+        wait_until_held(probe)  # pulled and held in a 60 s window, not yet written
     first.signal(signal.SIGKILL)
     first.stop()
     assert all_lines(archive) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,26 +16,6 @@ from tools.archive import archive_files, dead_letter_files, read_archive
 from tools.pubsub import publish_raw, publish_requests
 
 S3_KEYS = ["--s3_access_key_id=testing", "--s3_secret_access_key=testing", "--s3_region_name=us-east-1"]
-
-
-@pytest.fixture(scope="module")
-def gcs(log_dir):
-    service, url = services.start_gcs_emulator(log_dir)
-    saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")}
-    os.environ.update(STORAGE_EMULATOR_HOST=url, NO_GCE_CHECK="true")
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    storage.Client(project="test-project", credentials=AnonymousCredentials()).create_bucket("archive-bucket")
-    try:
-        yield ["--project=test-project", "--no_auth"]
-    finally:
-        service.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

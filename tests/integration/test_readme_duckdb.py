@@ -11,7 +11,7 @@ from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms import codec
-from transforms.beam_archive import ArchiveMessages
+from transforms.beam import ArchiveMessages
 from transforms.builders import Series, build_v1
 from transforms.protocol import STALE_NAN, Protocol
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from google.cloud import pubsub_v1
 
 from pipeline.forward_loop import ForwardLoop
 from tests.conftest import PROJECT
@@ -31,6 +30,7 @@ from tools.archive import read_archive
 from tools.pubsub import Subscription, publish_requests
 from transforms import codec
 from transforms.builders import Series, build_v1
+from transforms.io.pubsub import subscriber_client
 from transforms.proto import remote_v2_pb2
 from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits, is_stale_marker
 from transforms.sink import config
@@ -197,7 +197,7 @@ def test_a_sink_that_is_down_waits_and_the_archive_and_other_sink_do_not(topic_a
             [f"{victoria}/api/v1/write", f"{prometheus_url}/api/v1/write"])]
 
         def subscriptions_exist() -> bool:
-            with pubsub_v1.SubscriberClient() as client:
+            with subscriber_client() as client:
                 listed = {s.name for s in client.list_subscriptions(request={"project": f"projects/{PROJECT}"})}
             return set(names) <= listed
         wait_for(subscriptions_exist, 60, "the launcher created one subscription per sink")
@@ -412,7 +412,7 @@ def test_the_streaming_graphs_sink_branch_delivers_in_order_through_beam(capture
     import apache_beam as beam
     from apache_beam.io.gcp.pubsub import PubsubMessage
 
-    from transforms.beam_sinks import ForwardToSink
+    from transforms.beam import ForwardToSink
 
     requests_ = [build_v1([Series({"__name__": "beam_metric", "i": str(i)}, [(BASE_MS + 1000 * (9 - r), float(r))])
                            for i in range(30)]) for r in range(10)]  # newest first

@@ -185,14 +185,15 @@ def _v1_with_labels(*pairs: tuple[str, str]) -> bytes:
 )
 def test_v1_invalid_series_are_400(pairs, message):
     with pytest.raises(InvalidPayload, match=message):
-        codec.decode(_v1_with_labels(*pairs), Protocol.V1, MB)
+        codec.decode(_v1_with_labels(*pairs), Protocol.V1, MB, NameValidation.LEGACY)
 
 
-def test_utf8_name_validation_accepts_prometheus3_names():
+def test_utf8_name_validation_accepts_prometheus3_names_and_is_the_default():
     body = _v1_with_labels(("__name__", "http.requests"), ("service.name", "x"))
     with pytest.raises(InvalidPayload):
-        codec.decode(body, Protocol.V1, MB)
+        codec.decode(body, Protocol.V1, MB, NameValidation.LEGACY)
     assert codec.decode(body, Protocol.V1, MB, NameValidation.UTF8).counts.samples == 1
+    assert codec.decode(body, Protocol.V1, MB).counts.samples == 1  # the product's default, as the receiver's
 
 
 def test_bad_protobuf_is_400():

@@ -14,13 +14,13 @@ from transforms import codec
 from transforms.builders import Series, build_v1, build_v2
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits
-from transforms.retry import Outcome, classify
+from transforms.retry import Attempt, Outcome, classify
 from transforms.sink import config
+from transforms.sink.auth import BasicAuth, BearerAuth, NoAuth
 from transforms.sink.batching import ShardBatch, TimeSeries, cut, halves, merge, shard_of
 from transforms.sink.forwarder import Forwarder, Stopped, label_keys, series_key
 from transforms.sink.relabel import apply_rules, parse_rule
 from transforms.sink.request import USER_AGENT, build_v2_request, headers_for
-from transforms.sink.service import Attempt
 
 URL = "http://127.0.0.1:9/api/v1/write"
 
@@ -85,9 +85,11 @@ remote_write:
     healthcheck: {{enabled: true, url: http://x/health}}
 """)
     assert (sink.name, sink.protocol, sink.timeout, sink.tenant_header) == ("vm", Protocol.V2, 0.5, "drop")
-    assert (sink.shards, sink.flush_seconds, sink.min_backoff, sink.max_backoff) == (2, 2.0, 0.01, 60.0)
-    assert sink.max_retry_duration == 3600.0
-    assert sink.healthcheck and sink.healthcheck_url == "http://x/health" and len(sink.rules) == 1
+    queue = sink.queue
+    assert (queue.shards, queue.flush_seconds, queue.min_backoff, queue.max_backoff) == (2, 2.0, 0.01, 60.0)
+    assert (queue.max_samples_per_request, queue.max_bytes_per_request, queue.max_retry_duration) == (10, 1000, 3600.0)
+    assert sink.auth == BasicAuth(username="u", password="p")
+    assert sink.healthcheck.enabled and sink.healthcheck.url == "http://x/health" and len(sink.rules) == 1
     with pytest.raises(config.SinkConfigError, match="unique"):
         config.from_document(json.dumps({"remote_write": [{"url": URL, "name": "a"}, {"url": URL, "name": "a"}]}))
 
@@ -172,6 +174,25 @@ def test_headers_per_spec_auth_and_tenant(tmp_path):
     assert headers["Content-Type"] == "application/x-protobuf;proto=io.prometheus.write.v2.Request"
     assert headers["X-Prometheus-Remote-Write-Version"] == "2.0.0"
     assert headers_for(config.from_flags([URL], tenant="fixed")[0], "team-a")["X-Scope-OrgID"] == "fixed"
+
+
+def test_auth_is_one_type_and_flags_and_sinks_file_build_the_same_sink(tmp_path):
+    password = tmp_path / "password"
+    password.write_text("pa:ss\n")
+    from_flags = config.from_flags([URL], basic_auth_username="u", basic_auth_password_file=str(password),
+                                   shards=2, timeout=5)[0]
+    (from_file,) = config.from_document(json.dumps({"remote_write": [{
+        "url": URL, "basic_auth": {"username": "u", "password_file": str(password)},
+        "queue_config": {"shards": 2}, "remote_timeout": 5}]}))
+    assert from_flags == from_file
+    assert from_flags.auth == BasicAuth(username="u", password_file=str(password))
+    # "u:pa:ss" in base64, as requests' HTTPBasicAuth sends it
+    assert headers_for(from_flags, None)["Authorization"] == "Basic dTpwYTpzcw=="
+    assert config.from_flags([URL], bearer_token_file="/t")[0].auth == BearerAuth(token_file="/t")
+    assert config.from_flags([URL])[0].auth == NoAuth() and "Authorization" not in headers_for(
+        config.from_flags([URL])[0], None)
+    with pytest.raises(config.SinkConfigError, match="not both"):
+        config.from_flags([URL], bearer_token_file="/t", basic_auth_username="u")
 
 
 def test_v2_request_carries_labels_samples_exemplars_and_family_metadata():

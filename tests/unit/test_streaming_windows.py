@@ -14,10 +14,12 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipeline.graph import WindowByPublishTime, window_pane_label
 from transforms import codec
-from transforms.beam_archive import ArchiveMessages
+from transforms.archive_format import archive_format
+from transforms.beam import ArchiveMessages
 from transforms.builders import Series, build_v1
 from transforms.protocol import Protocol
 
+ARCHIVE_FORMAT = archive_format("ndjson")
 BASE = 1_795_597_200  # 2026-11-25T09:00:00Z, a window boundary for 60 s windows
 
 
@@ -52,7 +54,7 @@ def test_late_pane_adds_a_file_and_never_overwrites_the_on_time_one(tmp_path):
               .advance_watermark_to(BASE + 200)
               .advance_watermark_to_infinity())
     run(stream, tmp_path)
-    files = sorted((tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09").glob("*.ndjson.gz"))
+    files = sorted((tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09").glob(ARCHIVE_FORMAT.glob()))
     names = [f.name for f in files]
     assert names == ["part-20261125T090000Z-60s-pane0-0000.ndjson.gz",
                      "part-20261125T090000Z-60s-pane1-0000.ndjson.gz"]
@@ -69,8 +71,8 @@ def test_windows_follow_publish_time_and_files_follow_sample_time(tmp_path):
                              TimestampedValue(message("next-window", BASE * 1000), BASE + 61)])
               .advance_watermark_to_infinity())
     run(stream, tmp_path)
-    old = list((tmp_path / "tenant=default" / "date=2026-11-25" / "hour=04").glob("*.ndjson.gz"))
-    new = list((tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09").glob("*.ndjson.gz"))
+    old = list((tmp_path / "tenant=default" / "date=2026-11-25" / "hour=04").glob(ARCHIVE_FORMAT.glob()))
+    new = list((tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09").glob(ARCHIVE_FORMAT.glob()))
     assert [tags_in(f) for f in old] == [["old-sample"]]
     assert old[0].name.startswith("part-20261125T090000Z-60s-pane0")  # published in the first window
     assert [tags_in(f) for f in new] == [["next-window"]]

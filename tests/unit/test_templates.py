@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from pipeline.options import ArchiveOptions, SinkOptions
+from transforms.archive_format import FORMATS
 
 ROOT = Path(__file__).resolve().parents[2]
 # Options that only make sense for the local runner, so the Dataflow template leaves them out.
@@ -41,8 +42,10 @@ def test_template_regexes_accept_defaults_and_reject_local_paths():
     assert archive.match("gs://bucket/prom") and archive.match("s3://bucket")
     assert not archive.match("./archive")  # worker disks are temporary
     flags = archive_flags()
-    for name in ("window_size", "max_lines_per_file", "allowed_lateness"):
+    for name in ("window_size", "max_lines_per_file", "allowed_lateness", "archive_format"):
         assert re.match(declared[name]["regexes"][0], str(flags[name].default)), name
+    assert all(re.match(declared["archive_format"]["regexes"][0], name) for name in FORMATS)
+    assert not re.match(declared["archive_format"]["regexes"][0], "parquet-ish")
 
 
 def test_beam_version_is_pinned_identically_in_setup_and_image():

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from transforms.protocol import HEADER_TENANT, RESERVED_REQUEST_HEADERS, Protocol, is_valid_tenant
+from transforms.sink.auth import Auth, BasicAuth, BearerAuth, NoAuth
 from transforms.sink.relabel import Rule, RuleError, parse_rule
 
 TENANT_MODES = ("forward", "drop")
@@ -45,18 +46,9 @@ class SinkConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class SinkConfig:
-    url: str
-    name: str
-    protocol: Protocol = Protocol.V1
-    timeout: float = 30.0
-    headers: tuple[tuple[str, str], ...] = ()
-    basic_auth_username: str | None = None
-    basic_auth_password: str | None = None
-    basic_auth_password_file: str | None = None
-    bearer_token_file: str | None = None
-    tenant_header: str = "forward"
-    tenant: str | None = None
+class QueueConfig:
+    """Batching and retries (the sinks file's `queue_config`); the one place these defaults are stated."""
+
     max_samples_per_request: int = 2000
     max_bytes_per_request: int = 4 << 20  # uncompressed protobuf bytes
     shards: int = 4
@@ -64,10 +56,28 @@ class SinkConfig:
     min_backoff: float = 0.03
     max_backoff: float = 5.0
     max_retry_duration: float | None = None  # None: retry transient failures forever (data waits in Pub/Sub)
+
+
+@dataclasses.dataclass(frozen=True)
+class Healthcheck:
+    enabled: bool = False
+    url: str | None = None  # None: the sink's own URL
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkConfig:
+    url: str
+    name: str
+    protocol: Protocol = Protocol.V1
+    timeout: float = 30.0
+    headers: tuple[tuple[str, str], ...] = ()
+    auth: Auth = NoAuth()
+    tenant_header: str = "forward"
+    tenant: str | None = None
+    queue: QueueConfig = QueueConfig()
     rules: tuple[Rule, ...] = ()
     subscription: str | None = None
-    healthcheck: bool = False
-    healthcheck_url: str | None = None
+    healthcheck: Healthcheck = Healthcheck()
 
     def subscription_for(self, input_subscription: str) -> str:
         """This sink's own Pub/Sub subscription: a broken sink then holds back nothing else."""
@@ -116,43 +126,47 @@ def _check(sink: SinkConfig) -> SinkConfig:
             raise SinkConfigError(f"{where}: header {name!r} is reserved by the remote-write spec and cannot be set")
         if name.lower() == HEADER_TENANT.lower():
             raise SinkConfigError(f"{where}: set {HEADER_TENANT} with 'tenant' / 'tenant_header', not 'headers'")
-        if name.lower() == "authorization" and (sink.bearer_token_file or sink.basic_auth_username):
+        if name.lower() == "authorization" and not isinstance(sink.auth, NoAuth):
             raise SinkConfigError(f"{where}: an Authorization header conflicts with basic_auth / bearer_token_file")
     if sink.tenant_header not in TENANT_MODES:
         raise SinkConfigError(f"{where}: tenant_header must be one of {', '.join(TENANT_MODES)}")
     if sink.tenant is not None and not is_valid_tenant(sink.tenant):
         raise SinkConfigError(f"{where}: tenant {sink.tenant!r} is not a valid tenant id")
-    if sink.bearer_token_file and sink.basic_auth_username:
-        raise SinkConfigError(f"{where}: use basic_auth or bearer_token_file, not both")
-    if sink.basic_auth_password and sink.basic_auth_password_file:
-        raise SinkConfigError(f"{where}: use basic_auth password or password_file, not both")
-    if min(sink.max_samples_per_request, sink.max_bytes_per_request, sink.shards) < 1:
+    queue = sink.queue
+    if min(queue.max_samples_per_request, queue.max_bytes_per_request, queue.shards) < 1:
         raise SinkConfigError(f"{where}: max_samples_per_send, max_bytes_per_send and shards must be >= 1")
-    if not 0 < sink.min_backoff <= sink.max_backoff:
+    if not 0 < queue.min_backoff <= queue.max_backoff:
         raise SinkConfigError(f"{where}: need 0 < min_backoff <= max_backoff")
     return sink
 
 
-def from_flags(urls: Sequence[str], *, protocol: str = "1.0", timeout: float = 30.0, headers: Sequence[str] = (),
-               bearer_token_file: str | None = None, basic_auth_username: str | None = None,
-               basic_auth_password_file: str | None = None, tenant_header: str = "forward",
-               tenant: str | None = None, max_samples_per_request: int = 2000,
-               max_bytes_per_request: int = 4 << 20, shards: int = 4, healthcheck_url: str | None = None,
-               ) -> list[SinkConfig]:
-    """One sink per URL (a value may hold several, comma-separated), all with the same settings."""
+def from_flags(urls: Sequence[str], *, protocol: str = "1.0", timeout: float | None = None,
+               headers: Sequence[str] = (), bearer_token_file: str | None = None,
+               basic_auth_username: str | None = None, basic_auth_password_file: str | None = None,
+               tenant_header: str | None = None, tenant: str | None = None,
+               max_samples_per_request: int | None = None, max_bytes_per_request: int | None = None,
+               shards: int | None = None, healthcheck_url: str | None = None) -> list[SinkConfig]:
+    """One sink per URL (a value may hold several, comma-separated), all with the same settings.
+
+    The flags become sinks-file entries and go through the sinks file's parser; None means the default.
+    """
     try:
-        proto = Protocol(protocol)
+        Protocol(protocol)
     except ValueError as exc:
         raise SinkConfigError(f"protocol must be 1.0 or 2.0, got {protocol!r}") from exc
+    queue = {"max_samples_per_send": max_samples_per_request, "max_bytes_per_send": max_bytes_per_request,
+             "shards": shards}
+    common: dict[str, Any] = {
+        "protocol": protocol, "remote_timeout": timeout, "headers": dict(parse_header(h) for h in headers),
+        "bearer_token_file": bearer_token_file, "tenant_header": tenant_header, "tenant": tenant,
+        "queue_config": {k: v for k, v in queue.items() if v is not None},
+        "basic_auth": {"username": basic_auth_username, "password_file": basic_auth_password_file}
+        if basic_auth_username else None,
+        "healthcheck": {"enabled": True, "url": healthcheck_url} if healthcheck_url else None,
+    }
+    common = {k: v for k, v in common.items() if v is not None}
     every = [u.strip() for value in urls for u in value.split(",") if u.strip()]
-    sinks = [_check(SinkConfig(
-        url=url, name=default_name(url), protocol=proto, timeout=timeout,
-        headers=tuple(parse_header(h) for h in headers), bearer_token_file=bearer_token_file,
-        basic_auth_username=basic_auth_username, basic_auth_password_file=basic_auth_password_file,
-        tenant_header=tenant_header, tenant=tenant, max_samples_per_request=max_samples_per_request,
-        max_bytes_per_request=max_bytes_per_request, shards=shards,
-        healthcheck=bool(healthcheck_url), healthcheck_url=healthcheck_url)) for url in every]
-    return _unique(sinks)
+    return _unique([_sink_from_mapping({"url": url, **common}, f"--remote_write_url {url}") for url in every])
 
 
 def _unique(sinks: list[SinkConfig]) -> list[SinkConfig]:
@@ -163,8 +177,7 @@ def _unique(sinks: list[SinkConfig]) -> list[SinkConfig]:
     return sinks
 
 
-def _sink_from_mapping(entry: Mapping[str, Any], index: int) -> SinkConfig:
-    where = f"remote_write[{index}]"
+def _sink_from_mapping(entry: Mapping[str, Any], where: str) -> SinkConfig:
     if not isinstance(entry, Mapping) or not entry.get("url"):
         raise SinkConfigError(f"{where}: each sink needs a url")
     known = {"url", "name", "protocol", "remote_timeout", "headers", "basic_auth", "bearer_token_file",
@@ -177,10 +190,9 @@ def _sink_from_mapping(entry: Mapping[str, Any], index: int) -> SinkConfig:
                    "max_backoff", "max_retry_duration"}
     if set(queue) - queue_known:
         raise SinkConfigError(f"{where}.queue_config: unknown setting(s) {', '.join(sorted(set(queue) - queue_known))}")
-    auth = entry.get("basic_auth") or {}
     health = entry.get("healthcheck") or {}
     try:
-        protocol = Protocol(str(entry.get("protocol", "1.0")))
+        protocol = Protocol(str(entry.get("protocol", Protocol.V1.value)))
         rules = tuple(parse_rule(r, f"{where}.write_relabel_configs[{i}]")
                       for i, r in enumerate(entry.get("write_relabel_configs") or []))
     except ValueError as exc:
@@ -188,19 +200,38 @@ def _sink_from_mapping(entry: Mapping[str, Any], index: int) -> SinkConfig:
     retry_limit = queue.get("max_retry_duration")
     return _check(SinkConfig(
         url=str(entry["url"]), name=str(entry.get("name") or default_name(str(entry["url"]))), protocol=protocol,
-        timeout=parse_duration(entry.get("remote_timeout", 30), f"{where}.remote_timeout"),
+        timeout=parse_duration(entry.get("remote_timeout", SinkConfig.timeout), f"{where}.remote_timeout"),
         headers=tuple((str(k), str(v)) for k, v in (entry.get("headers") or {}).items()),
-        basic_auth_username=auth.get("username"), basic_auth_password=auth.get("password"),
-        basic_auth_password_file=auth.get("password_file"), bearer_token_file=entry.get("bearer_token_file"),
-        tenant_header=str(entry.get("tenant_header", "forward")), tenant=entry.get("tenant"),
-        max_samples_per_request=int(queue.get("max_samples_per_send", 2000)),
-        max_bytes_per_request=int(queue.get("max_bytes_per_send", 4 << 20)), shards=int(queue.get("shards", 4)),
-        flush_seconds=parse_duration(queue.get("batch_send_deadline", 1), f"{where}.batch_send_deadline"),
-        min_backoff=parse_duration(queue.get("min_backoff", 0.03), f"{where}.min_backoff"),
-        max_backoff=parse_duration(queue.get("max_backoff", 5), f"{where}.max_backoff"),
-        max_retry_duration=None if retry_limit is None else parse_duration(retry_limit, f"{where}.max_retry_duration"),
+        auth=parse_auth(entry, where),
+        tenant_header=str(entry.get("tenant_header", SinkConfig.tenant_header)), tenant=entry.get("tenant"),
+        queue=QueueConfig(
+            max_samples_per_request=int(queue.get("max_samples_per_send", QueueConfig.max_samples_per_request)),
+            max_bytes_per_request=int(queue.get("max_bytes_per_send", QueueConfig.max_bytes_per_request)),
+            shards=int(queue.get("shards", QueueConfig.shards)),
+            flush_seconds=parse_duration(queue.get("batch_send_deadline", QueueConfig.flush_seconds),
+                                         f"{where}.batch_send_deadline"),
+            min_backoff=parse_duration(queue.get("min_backoff", QueueConfig.min_backoff), f"{where}.min_backoff"),
+            max_backoff=parse_duration(queue.get("max_backoff", QueueConfig.max_backoff), f"{where}.max_backoff"),
+            max_retry_duration=None if retry_limit is None else parse_duration(retry_limit,
+                                                                               f"{where}.max_retry_duration")),
         rules=rules, subscription=entry.get("subscription"),
-        healthcheck=bool(health.get("enabled", bool(health))), healthcheck_url=health.get("url")))
+        healthcheck=Healthcheck(enabled=bool(health.get("enabled", bool(health))), url=health.get("url"))))
+
+
+def parse_auth(entry: Mapping[str, Any], where: str) -> Auth:
+    """The one auth of a sink entry; a new kind adds its branch here (and its class in transforms/sink/auth.py)."""
+    basic = entry.get("basic_auth") or {}
+    bearer_file = entry.get("bearer_token_file")
+    if bearer_file and basic.get("username"):
+        raise SinkConfigError(f"{where}: use basic_auth or bearer_token_file, not both")
+    if basic.get("password") and basic.get("password_file"):
+        raise SinkConfigError(f"{where}: use basic_auth password or password_file, not both")
+    if bearer_file:
+        return BearerAuth(token_file=str(bearer_file))
+    if basic.get("username"):
+        return BasicAuth(username=str(basic["username"]), password=basic.get("password"),
+                         password_file=basic.get("password_file"))
+    return NoAuth()
 
 
 def from_document(text: str) -> list[SinkConfig]:
@@ -213,14 +244,9 @@ def from_document(text: str) -> list[SinkConfig]:
     if not isinstance(entries, list) or not entries:
         raise SinkConfigError("sinks file needs a non-empty 'remote_write:' list")
     try:
-        return _unique([_sink_from_mapping(entry, i) for i, entry in enumerate(entries)])
+        return _unique([_sink_from_mapping(entry, f"remote_write[{i}]") for i, entry in enumerate(entries)])
     except RuleError as exc:
         raise SinkConfigError(str(exc)) from exc
-
-
-def read_secret(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read().strip()
 
 
 def all_sinks(flag_sinks: Iterable[SinkConfig], file_sinks: Iterable[SinkConfig]) -> list[SinkConfig]:

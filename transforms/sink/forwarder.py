@@ -1,36 +1,34 @@
 """Forwarding to one sink: messages -> shards -> ordered requests -> retried POSTs -> dead letters.
 
 Used as is by the local runner's forward loop, and by the Beam DoFns of the streaming graph
-(transforms/beam_sinks.py). Everything the sink refuses for good (a final 4xx) comes back as
+(transforms/beam/sinks.py). Everything the sink refuses for good (a final 4xx) comes back as
 dead-letter records, after the request was split down to what the sink actually refused.
 """
 
 from __future__ import annotations
 
-import base64
 import collections
-import json
 import logging
 import threading
 import time
+import typing
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 from transforms import codec, snappy_block
+from transforms.deadletter import DeadLetter
 from transforms.metadata import family_candidates
 from transforms.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
-from transforms.protocol import DEFAULT_TENANT, Protocol
-from transforms.retry import Action, Jitter, RetryPolicy
+from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol, ref_pairs
+from transforms.retry import Action, Attempt, Jitter, RetryPolicy
 from transforms.sink.batching import ShardBatch, TimeSeries, halves, points, shard_of
 from transforms.sink.config import SinkConfig
 from transforms.sink.relabel import apply_rules
 from transforms.sink.request import FamilyMetadata, build_v1_request, encode_body, headers_for
-from transforms.sink.service import Attempt, HttpService
 
 log = logging.getLogger(__name__)
-MAX_DECOMPRESSED = 1 << 30
 # Final answers where splitting can isolate the refused series (out-of-order, duplicate, too large).
 # Others (401, 403, 404 ...) refuse the request, not its content: splitting would only multiply them.
 SPLITTABLE_STATUSES = frozenset({400, 409, 413, 422})
@@ -92,16 +90,13 @@ def v2_to_v1(request: remote_v2_pb2.Request) -> tuple[list[TimeSeries], list[rem
     symbols = request.symbols
     series_out, metadata = [], {}
     for s in request.timeseries:
-        refs = s.labels_refs
         out = TimeSeries()
-        out.labels.extend(remote_v1_pb2.Label(name=symbols[refs[i]], value=symbols[refs[i + 1]])
-                          for i in range(0, len(refs), 2))
+        out.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(s.labels_refs, symbols))
         out.samples.extend(remote_v1_pb2.Sample(timestamp=x.timestamp, value=x.value) for x in s.samples)
         out.histograms.extend(remote_v1_pb2.Histogram.FromString(h.SerializeToString()) for h in s.histograms)
         for ex in s.exemplars:
             e = out.exemplars.add(timestamp=ex.timestamp, value=ex.value)
-            e.labels.extend(remote_v1_pb2.Label(name=symbols[ex.labels_refs[i]], value=symbols[ex.labels_refs[i + 1]])
-                            for i in range(0, len(ex.labels_refs), 2))
+            e.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(ex.labels_refs, symbols))
         if s.HasField("metadata"):
             name = next((lab.value for lab in out.labels if lab.name == "__name__"), "")
             metadata[name] = remote_v1_pb2.MetricMetadata(
@@ -111,15 +106,21 @@ def v2_to_v1(request: remote_v2_pb2.Request) -> tuple[list[TimeSeries], list[rem
     return series_out, list(metadata.values())
 
 
+class SinkService(typing.Protocol):
+    """What the forwarder needs from a transport (transforms/io/http_sink.HttpService in production)."""
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Attempt: ...
+
+
 class Forwarder:
-    def __init__(self, sink: SinkConfig, stats: SinkStats | None = None, stopping: threading.Event | None = None,
-                 service: HttpService | None = None, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, sink: SinkConfig, *, service: SinkService, stats: SinkStats | None = None,
+                 stopping: threading.Event | None = None, policy: RetryPolicy | None = None) -> None:
         self.sink = sink
         self.stats = stats or SinkStats()
         self.stopping = stopping or threading.Event()
-        self.service = service or HttpService(sink)
-        self.policy = policy or RetryPolicy(initial_delay=sink.min_backoff, max_delay=sink.max_backoff,
-                                            jitter=Jitter.EQUAL, max_elapsed=sink.max_retry_duration)
+        self.service = service
+        self.policy = policy or RetryPolicy(initial_delay=sink.queue.min_backoff, max_delay=sink.queue.max_backoff,
+                                            jitter=Jitter.EQUAL, max_elapsed=sink.queue.max_retry_duration)
         self.families: dict[str, dict[str, FamilyMetadata]] = {}  # tenant -> family -> metadata (for 2.0)
         self._relabelled: dict[bytes, tuple[bytes, list[tuple[str, str]]] | None] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -148,7 +149,7 @@ class Forwarder:
         else:
             series, metadata = v2_to_v1(message)
             pairs = ((series_key(s), s) for s in series)
-        shards = self.sink.shards
+        shards = self.sink.queue.shards
         for key, series in pairs:
             if self.sink.rules:
                 kept = self._relabel(key, series)
@@ -194,7 +195,7 @@ class Forwarder:
         """Deliver a batch of messages; returns dead-letter records. Raises Stopped if interrupted."""
         batches, dead = self.shard_messages(messages)
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self.sink.shards, thread_name_prefix=self.sink.name)
+            self._executor = ThreadPoolExecutor(max_workers=self.sink.queue.shards, thread_name_prefix=self.sink.name)
         futures = [self._executor.submit(self.send_shard, tenant, batch) for (tenant, _), batch in batches.items()]
         for future in futures:
             dead += future.result()
@@ -213,7 +214,7 @@ class Forwarder:
             known.update({m.metric_family_name: (m.type, m.help, m.unit) for m in batch.metadata.values()})
         if batch.metadata and self.sink.protocol is Protocol.V1:
             dead += self.deliver(tenant, [], list(batch.metadata.values()))
-        for series in batch.requests(self.sink.max_samples_per_request, self.sink.max_bytes_per_request):
+        for series in batch.requests(self.sink.queue.max_samples_per_request, self.sink.queue.max_bytes_per_request):
             dead += self.deliver(tenant, series)
         return dead
 
@@ -261,9 +262,7 @@ class Forwarder:
 
     def _record(self, attributes: dict[str, str], data: bytes, error: str, status: int | None = None,
                 answer: str | None = None) -> str:
-        """Same shape as the archive's dead letters (so `python -m pipeline.replay` can republish them)."""
-        return json.dumps({
-            "error": error, "sink": self.sink.name, "url": self.sink.url, "status": status, "answer": answer,
-            "message_id": None, "publish_time": datetime.now(UTC).isoformat(),
-            "attributes": dict(attributes), "data_base64": base64.b64encode(data).decode(),
-        }, sort_keys=True)
+        """The archive's dead-letter schema plus where it was refused (`python -m pipeline.replay` republishes it)."""
+        return DeadLetter(error=error, data=data, attributes=dict(attributes), message_id=None,
+                          publish_time=datetime.now(UTC).isoformat(), sink=self.sink.name, url=self.sink.url,
+                          status=status, answer=answer).to_json()

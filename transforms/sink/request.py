@@ -18,7 +18,7 @@ from transforms.protocol import (
     VERSION_HEADER_V2,
     Protocol,
 )
-from transforms.sink.config import SinkConfig, read_secret
+from transforms.sink.config import SinkConfig
 
 USER_AGENT = "prometheus-remote-write-pipeline/0.1.0"
 
@@ -30,8 +30,9 @@ MetadataLookup = Callable[[str], FamilyMetadata | None]
 def headers_for(sink: SinkConfig, tenant: str | None) -> dict[str, str]:
     """The user's extra headers first, then auth and tenant, then the reserved ones (which always win)."""
     headers = dict(sink.headers)
-    if sink.bearer_token_file:
-        headers["Authorization"] = f"Bearer {read_secret(sink.bearer_token_file)}"
+    authorization = sink.auth.authorization()  # the one place a sink's auth is applied
+    if authorization:
+        headers["Authorization"] = authorization
     chosen = sink.tenant or (tenant if sink.tenant_header == "forward" else None)
     if chosen:
         headers[HEADER_TENANT] = chosen
@@ -43,15 +44,6 @@ def headers_for(sink: SinkConfig, tenant: str | None) -> dict[str, str]:
         "User-Agent": USER_AGENT,
     })
     return headers
-
-
-def basic_auth(sink: SinkConfig) -> tuple[str, str] | None:
-    if not sink.basic_auth_username:
-        return None
-    password = sink.basic_auth_password
-    if sink.basic_auth_password_file:
-        password = read_secret(sink.basic_auth_password_file)
-    return sink.basic_auth_username, password or ""
 
 
 def build_v1_request(series: Iterable[remote_v1_pb2.TimeSeries],

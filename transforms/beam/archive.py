@@ -1,33 +1,33 @@
-"""Thin Beam wrappers around the pure core: decode + metric-to-log, metadata, archive files, dead letters.
+"""Beam wrappers of the archive: decode + metric-to-log, metadata side input, archive files, dead letters.
 
 Used by both graphs in pipeline/: the local loop of bounded runs and the streaming job on Dataflow.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import codec
+from transforms.archive_format import DEFAULT_FORMAT, partition_parts
+from transforms.archive_format import archive_format as get_format
+from transforms.deadletter import DeadLetter
 from transforms.errors import RemoteWriteError
+from transforms.io.deadletters import write_dead_letters
+from transforms.io.files import write_atomically
 from transforms.metadata import MetadataStore, v1_types
 from transforms.metric_to_log import ConversionError, Partition, convert
-from transforms.protocol import DEFAULT_TENANT, TENANT_RULE, Protocol, is_valid_tenant
+from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
 from transforms.validation import NameValidation
 
+__all__ = ["ArchiveMessages", "DecodeToRecords", "WriteArchiveFiles", "WriteDeadLetters", "DEAD_LETTER"]
+
 DEAD_LETTER = "dead_letter"
-MAX_DECOMPRESSED = 1 << 30
 
 # One store per worker process: 1.0 metadata outlives a bundle, a window and a bounded run.
 _STORE = MetadataStore()
@@ -44,17 +44,6 @@ def is_metadata_only(message: Any) -> bool:
     """A 1.0 request carrying no samples: Prometheus' periodic metadata requests."""
     attrs = message.attributes or {}
     return attrs.get("protocol") == "1.0" and all(attrs.get(k) == "0" for k in ("samples", "histograms", "exemplars"))
-
-
-def dead_letter_record(message: Any, error: str) -> str:
-    """A whole message, its attributes and the error, as one JSON line (replayable)."""
-    return json.dumps({
-        "error": error,
-        "message_id": getattr(message, "message_id", None),
-        "publish_time": str(getattr(message, "publish_time", "") or ""),
-        "attributes": dict(message.attributes or {}),
-        "data_base64": base64.b64encode(message.data or b"").decode(),
-    }, sort_keys=True)
 
 
 class ExtractMetadataTypes(beam.DoFn):
@@ -94,8 +83,8 @@ class MergeTypes(beam.CombineFn):
         return acc
 
 
-class DecodeToLines(beam.DoFn):
-    """A published message -> (Partition, ndjson text) per partition; failures go whole to DEAD_LETTER."""
+class DecodeToRecords(beam.DoFn):
+    """A published message -> (Partition, records) per partition; failures go whole to DEAD_LETTER."""
 
     def __init__(self) -> None:
         self.samples = Metrics.counter("archive", "samples_converted")
@@ -116,93 +105,55 @@ class DecodeToLines(beam.DoFn):
             partitions = convert(decoded.message, protocol, tenant, _STORE, decoded.series_keys, decoded.counts)
         except (RemoteWriteError, ConversionError) as exc:
             self.dead.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(message, f"{type(exc).__name__}: {exc}"))
+            record = DeadLetter.of_message(message, f"{type(exc).__name__}: {exc}")
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, record.to_json())
             return
         except Exception as exc:  # a message that breaks our code must not fail every run it is in
             logging.getLogger(__name__).exception("dead-lettering a message that failed conversion")
             self.dead.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(message, f"internal {exc!r}"))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.of_message(message, f"internal {exc!r}").to_json())
             return
         self.samples.inc(decoded.counts.samples)
-        for partition, lines in partitions.items():
-            self.lines.inc(len(lines))
-            yield tuple(partition), "\n".join(lines) + "\n"  # a plain tuple has a deterministic coder
-
-
-def partition_dir(archive_path: str, partition: Partition) -> str:
-    return FileSystems.join(archive_path, f"tenant={partition.tenant}", f"date={partition.date}",
-                            f"hour={partition.hour}")
-
-
-def _mkdirs(path: str) -> None:
-    """Local disk needs the directory; object stores (gs://, s3://) have none to make."""
-    if "://" not in path and not FileSystems.exists(path):
-        FileSystems.mkdirs(path)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(final_path: str, temp_dir: str, chunks: Iterable[str], compressed: bool = True) -> None:
-    """Write to a temp file, then rename it into place: readers never see a partial file.
-
-    Local disk renames; GCS and S3 copy then delete, and an object appears whole or not at all.
-    """
-    _mkdirs(temp_dir)
-    temp_path = FileSystems.join(temp_dir, f"{uuid.uuid4().hex}.tmp")
-    compression = CompressionTypes.GZIP if compressed else CompressionTypes.UNCOMPRESSED
-    with FileSystems.create(temp_path, compression_type=compression) as handle:
-        for chunk in chunks:
-            handle.write(chunk.encode())
-    final_dir = final_path.rsplit("/", 1)[0]
-    _mkdirs(final_dir)
-    local = "://" not in final_path
-    if local:  # the ack follows: the bytes must be on disk, not in the page cache
-        _fsync(temp_path)
-    FileSystems.rename([temp_path], [final_path])
-    if local:
-        _fsync(final_dir)
+        for partition, records in partitions.items():
+            self.lines.inc(len(records))
+            yield tuple(partition), records  # a plain tuple key has a deterministic coder
 
 
 class WriteArchiveFiles(beam.DoFn):
-    """(Partition, [ndjson text, ...]) -> one or more finalised .ndjson.gz files in that partition.
+    """(Partition, [records, ...]) -> one or more finalised files of the archive format in that partition.
 
     `file_label(window, pane)` names the files: unique per window and pane, so a re-fired pane adds a
     file and never overwrites one. At most ceil(lines / max_lines_per_file) files per partition
     and pane: the file count per window is bounded.
     """
 
-    def __init__(self, archive_path: str, file_label: Callable[[Any, Any], str], max_lines_per_file: int = 5_000_000):
+    def __init__(self, archive_path: str, file_label: Callable[[Any, Any], str], max_lines_per_file: int = 5_000_000,
+                 archive_format: str = DEFAULT_FORMAT):
         self.archive_path = archive_path
+        self.format = get_format(archive_format)
         self.file_label = file_label
         self.max_lines = max_lines_per_file
         self.files = Metrics.counter("archive", "files_written")
 
-    def process(self, element: tuple[tuple[str, str, str], Iterable[str]], window=beam.DoFn.WindowParam,
+    def process(self, element: tuple[tuple[str, str, str], Iterable[list[str]]], window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
-        key, texts = element
-        partition = Partition(*key)
+        key, chunks = element
         label = self.file_label(window, pane)
-        directory = partition_dir(self.archive_path, partition)
+        directory = FileSystems.join(self.archive_path, *partition_parts(Partition(*key)))
         temp_dir = FileSystems.join(self.archive_path, ".tmp")
         shard, batch, lines = 0, [], 0
-        for text in texts:
-            batch.append(text)
-            lines += text.count("\n")
+        for records in chunks:
+            batch.append(self.format.encode(records))
+            lines += len(records)
             if lines >= self.max_lines:
                 yield self._flush(directory, temp_dir, label, shard, batch)
                 shard, batch, lines = shard + 1, [], 0
         if batch:
             yield self._flush(directory, temp_dir, label, shard, batch)
 
-    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[str]) -> str:
-        path = FileSystems.join(directory, f"part-{label}-{shard:04d}.ndjson.gz")
-        write_atomically(path, temp_dir, batch)
+    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[bytes]) -> str:
+        path = FileSystems.join(directory, self.format.file_name(label, shard))
+        write_atomically(path, temp_dir, batch, self.format.compression)
         self.files.inc()
         return path
 
@@ -217,19 +168,18 @@ class WriteDeadLetters(beam.DoFn):
     def process(self, element: tuple[None, Iterable[str]], window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
         _, records = element
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
-        path = FileSystems.join(self.dead_letter_path, f"date={day}", f"dead-{self.file_label(window, pane)}.ndjson")
-        write_atomically(path, FileSystems.join(self.dead_letter_path, ".tmp"),
-                         (record + "\n" for record in records), compressed=False)
-        yield path
+        path = write_dead_letters(self.dead_letter_path, records, label=self.file_label(window, pane))
+        if path:
+            yield path
 
 
 class ArchiveMessages(beam.PTransform):
     """Messages -> archive files and dead-letter files. Outputs the written paths."""
 
     def __init__(self, archive_path: str, dead_letter_path: str, file_label: Callable[[Any, Any], str],
-                 max_lines_per_file: int = 5_000_000) -> None:
+                 max_lines_per_file: int = 5_000_000, archive_format: str = DEFAULT_FORMAT) -> None:
         super().__init__()
+        self.archive_format = archive_format
         self.archive_path = archive_path
         self.dead_letter_path = dead_letter_path
         self.file_label = file_label
@@ -240,13 +190,14 @@ class ArchiveMessages(beam.PTransform):
                  | "MetadataOnly" >> beam.Filter(is_metadata_only)
                  | "ExtractTypes" >> beam.ParDo(ExtractMetadataTypes())
                  | "MergeTypes" >> beam.CombineGlobally(MergeTypes()).without_defaults())
+        # step names are kept as they were: a streaming job's update matches steps by name
         converted = messages | "DecodeToLines" >> beam.ParDo(
-            DecodeToLines(), types=beam.pvalue.AsSingleton(types, default_value={})
+            DecodeToRecords(), types=beam.pvalue.AsSingleton(types, default_value={})
         ).with_outputs(DEAD_LETTER, main="lines")
         files = (converted.lines
                  | "GroupByPartition" >> beam.GroupByKey()
                  | "WriteFiles" >> beam.ParDo(WriteArchiveFiles(self.archive_path, self.file_label,
-                                                                self.max_lines_per_file)))
+                                                                self.max_lines_per_file, self.archive_format)))
         dead = (converted[DEAD_LETTER]
                 | "KeyDeadLetters" >> beam.Map(lambda record: (None, record))
                 | "GroupDeadLetters" >> beam.GroupByKey()

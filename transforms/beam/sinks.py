@@ -1,4 +1,4 @@
-"""Thin Beam wrappers around transforms/sink for the streaming graph (Dataflow).
+"""Beam wrappers around transforms/sink for the streaming graph (Dataflow).
 
 Each sink reads its own Pub/Sub subscription, so a slow or broken sink holds back nothing else.
 Series are keyed by (tenant, shard) and batched per key with GroupIntoBatches: a runner processes
@@ -7,34 +7,24 @@ one key's state serially, which keeps each series' requests in order across bund
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.beam_archive import DEAD_LETTER, write_atomically
+from transforms.beam.archive import DEAD_LETTER
+from transforms.io.deadletters import write_dead_letters
+from transforms.io.http_sink import HttpService
 from transforms.proto import remote_v1_pb2
 from transforms.protocol import Protocol
 from transforms.sink.batching import ShardBatch
 from transforms.sink.config import SinkConfig
 from transforms.sink.forwarder import Forwarder, SinkStats
 
+__all__ = ["ForwardToSink", "SendToSink", "ShardForSink", "WriteUndecodable"]
+
 CHUNKS_PER_BATCH = 200  # shard chunks per GroupIntoBatches output (the send step re-cuts into requests)
-
-
-def write_sink_dead_letters(dead_letter_path: str, sink_name: str, records: list[str]) -> str | None:
-    """One file of dead-letter records under DEAD_LETTER_PATH/sink=NAME/date=YYYY-MM-DD/."""
-    if not records:
-        return None
-    now = datetime.now(UTC)
-    base = FileSystems.join(dead_letter_path, f"sink={sink_name}")
-    path = FileSystems.join(base, f"date={now:%Y-%m-%d}", f"dead-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:10]}.ndjson")
-    write_atomically(path, FileSystems.join(dead_letter_path, ".tmp"), (r + "\n" for r in records), compressed=False)
-    return path
 
 
 class _SinkMetrics:
@@ -68,7 +58,7 @@ class ShardForSink(beam.DoFn):
         self.sink = sink
 
     def setup(self) -> None:
-        self.forwarder = Forwarder(self.sink)
+        self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
 
     def process(self, message: Any) -> Iterator[Any]:
         batches, dead = self.forwarder.shard_messages([(message.data, dict(message.attributes or {}))])
@@ -77,7 +67,7 @@ class ShardForSink(beam.DoFn):
         metadata = [m for b in batches.values() for m in b.metadata.values()]
         if metadata and self.sink.protocol is Protocol.V2:  # every shard needs it for its series' metadata
             tenant = next(iter(batches))[0]
-            for shard in range(self.sink.shards):
+            for shard in range(self.sink.queue.shards):
                 batches.setdefault((tenant, shard), ShardBatch()).metadata.update({m.metric_family_name: m
                                                                                   for m in metadata})
         for key, batch in batches.items():
@@ -98,7 +88,7 @@ class SendToSink(beam.DoFn):
         self.dead_letter_path = dead_letter_path
 
     def setup(self) -> None:
-        self.forwarder = Forwarder(self.sink)
+        self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
         self.metrics = _SinkMetrics(self.sink)
 
     def process(self, element: tuple[tuple[str, int], Iterable[tuple[list[bytes], bytes]]]) -> Iterator[str]:
@@ -112,7 +102,7 @@ class SendToSink(beam.DoFn):
                 batch.add_metadata(entry)
         dead = self.forwarder.send_shard(tenant, batch)
         self.metrics.publish(self.forwarder.stats)
-        path = write_sink_dead_letters(self.dead_letter_path, self.sink.name, dead)
+        path = write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
         if path:
             yield path
 
@@ -129,7 +119,7 @@ class WriteUndecodable(beam.DoFn):
         self.records.append(record)
 
     def finish_bundle(self) -> None:
-        write_sink_dead_letters(self.dead_letter_path, self.sink.name, self.records)
+        write_dead_letters(self.dead_letter_path, self.records, sink=self.sink.name)
         self.records = []
 
 
@@ -147,5 +137,5 @@ class ForwardToSink(beam.PTransform):
         _ = sharded[DEAD_LETTER] | "WriteUndecodable" >> beam.ParDo(WriteUndecodable(self.sink, self.dead_letter_path))
         return (sharded.chunks
                 | "BatchPerShard" >> beam.GroupIntoBatches(CHUNKS_PER_BATCH,
-                                                           max_buffering_duration_secs=self.sink.flush_seconds)
+                                                           max_buffering_duration_secs=self.sink.queue.flush_seconds)
                 | "SendInOrder" >> beam.ParDo(SendToSink(self.sink, self.dead_letter_path)))

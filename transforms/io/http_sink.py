@@ -1,28 +1,19 @@
-"""The HTTP service of a sink: one POST, its outcome for the retry policy, and its latency.
+"""The HTTP service of a sink (requests): one POST, its outcome for the retry policy, and its latency.
 
 One `requests.Session` per thread (connection reuse per shard; sessions are not thread-safe).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 
 import requests
 
-from transforms.retry import Outcome, classify
+from transforms.retry import Attempt, classify
 from transforms.sink.config import SinkConfig
-from transforms.sink.request import basic_auth
 
 MAX_ANSWER = 2000  # characters of the sink's answer kept for logs and dead letters
-
-
-@dataclasses.dataclass(frozen=True)
-class Attempt:
-    outcome: Outcome
-    answer: str
-    seconds: float
 
 
 class HttpService:
@@ -34,7 +25,6 @@ class HttpService:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
-            session.auth = basic_auth(self.sink)
         return session
 
     def post(self, body: bytes, headers: dict[str, str]) -> Attempt:

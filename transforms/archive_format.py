@@ -1,0 +1,74 @@
+"""Archive formats, in the spirit of Beam's `fileio.FileSink`: the conversion yields records per
+partition, and a format owns everything about the files: their suffix, how records become bytes,
+the compression, and how a reader gets the records back.
+
+A record is one sample in the metric_to_log shape (transforms/metric_to_log.py), as the JSON object
+text the converter builds. Adding a format means one class here and one entry in FORMATS; the
+pipeline's `--archive_format` picks it, and the tools and tests ask it for its glob.
+"""
+
+from __future__ import annotations
+
+import abc
+import gzip
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from transforms.metric_to_log import Partition
+
+GZIP = "gzip"  # the values of Beam's CompressionTypes, so the I/O edge can hand them on unchanged
+UNCOMPRESSED = "uncompressed"
+# Hive-style partition folders: tenant=T/date=YYYY-MM-DD/hour=HH
+PARTITION_GLOB = ("tenant=*", "date=*", "hour=*")
+
+
+def partition_parts(partition: Partition) -> tuple[str, str, str]:
+    return f"tenant={partition.tenant}", f"date={partition.date}", f"hour={partition.hour}"
+
+
+class ArchiveFormat(abc.ABC):
+    name: ClassVar[str]
+    suffix: ClassVar[str]
+    compression: ClassVar[str]
+
+    @abc.abstractmethod
+    def encode(self, records: Sequence[str]) -> bytes:
+        """One chunk of a file (before compression); a file is the concatenation of its chunks."""
+
+    @abc.abstractmethod
+    def read(self, stored: bytes) -> list[dict[str, Any]]:
+        """Every record of a whole file, as stored (compressed)."""
+
+    def file_name(self, label: str, shard: int) -> str:
+        return f"part-{label}-{shard:04d}{self.suffix}"
+
+    def glob(self) -> str:
+        """The file-name pattern of this format's files within a partition."""
+        return f"*{self.suffix}"
+
+
+class NdjsonFormat(ArchiveFormat):
+    """Newline-delimited JSON, gzip-compressed: one line per record."""
+
+    name = "ndjson"
+    suffix = ".ndjson.gz"
+    compression = GZIP
+
+    def encode(self, records: Sequence[str]) -> bytes:
+        return ("\n".join(records) + "\n").encode()
+
+    def read(self, stored: bytes) -> list[dict[str, Any]]:
+        # split on "\n" only: JSON strings may hold U+2028 etc., which str.splitlines() would cut at
+        return [json.loads(line) for line in gzip.decompress(stored).decode().split("\n") if line]
+
+
+FORMATS: dict[str, ArchiveFormat] = {f.name: f for f in (NdjsonFormat(),)}
+DEFAULT_FORMAT = NdjsonFormat.name
+
+
+def archive_format(name: str) -> ArchiveFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown archive format {name!r}: use one of {', '.join(sorted(FORMATS))}") from None
