@@ -249,3 +249,17 @@ def convert(message: remote_v1_pb2.WriteRequest | remote_v2_pb2.Request, protoco
     if protocol is Protocol.V1:
         return convert_v1(message, tenant, store, series_keys, counts, heads)  # type: ignore[arg-type]
     return convert_v2(message, tenant)  # type: ignore[arg-type]
+
+
+def message_protocol(attributes: dict[str, str]) -> Protocol:
+    """The protocol a published message says it carries (the receiver's `protocol` attribute)."""
+    try:
+        return Protocol(attributes.get("protocol", ""))
+    except ValueError as exc:
+        raise ConversionError(f"missing or unknown 'protocol' attribute {attributes.get('protocol')!r}") from exc
+
+
+def is_metadata_only(attributes: dict[str, str]) -> bool:
+    """A 1.0 request carrying no samples (Prometheus' periodic metadata requests), by its attributes."""
+    return attributes.get("protocol") == "1.0" and all(
+        attributes.get(k) == "0" for k in ("samples", "histograms", "exemplars"))

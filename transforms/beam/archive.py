@@ -22,26 +22,20 @@ from transforms.errors import RemoteWriteError
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import write_atomically
 from transforms.metadata import MetadataStore, v1_types
-from transforms.metric_to_log import ConversionError, Partition, SeriesHeads, convert
+from transforms.metric_to_log import (
+    ConversionError,
+    Partition,
+    SeriesHeads,
+    convert,
+    is_metadata_only,
+    message_protocol,
+)
 from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
 from transforms.validation import NameValidation
 
 __all__ = ["ArchiveMessages", "DecodeToRecords", "WriteArchiveFiles", "WriteDeadLetters", "DEAD_LETTER"]
 
 DEAD_LETTER = "dead_letter"
-
-
-def message_protocol(attributes: dict[str, str]) -> Protocol:
-    try:
-        return Protocol(attributes.get("protocol", ""))
-    except ValueError as exc:
-        raise ConversionError(f"missing or unknown 'protocol' attribute {attributes.get('protocol')!r}") from exc
-
-
-def is_metadata_only(message: Any) -> bool:
-    """A 1.0 request carrying no samples: Prometheus' periodic metadata requests."""
-    attrs = message.attributes or {}
-    return attrs.get("protocol") == "1.0" and all(attrs.get(k) == "0" for k in ("samples", "histograms", "exemplars"))
 
 
 class ExtractMetadataTypes(beam.DoFn):
@@ -197,7 +191,7 @@ class ArchiveMessages(beam.PTransform):
 
     def expand(self, messages):
         types = (messages
-                 | "MetadataOnly" >> beam.Filter(is_metadata_only)
+                 | "MetadataOnly" >> beam.Filter(lambda message: is_metadata_only(message.attributes or {}))
                  | "ExtractTypes" >> beam.ParDo(ExtractMetadataTypes())
                  | "MergeTypes" >> beam.CombineGlobally(MergeTypes()).without_defaults())
         # step names are kept as they were: a streaming job's update matches steps by name
