@@ -10,7 +10,8 @@ DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
 setup: $(STAMP)
 
-$(STAMP): setup.py requirements/constraints.txt
+# pip install -e . also compiles transforms/_wire.c in place; a change to it re-runs the install.
+$(STAMP): setup.py requirements/constraints.txt transforms/_wire.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e '.[test]'
 	@touch $@

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 
-from transforms import snappy_block
+from transforms import snappy_block, wire
 from transforms.builders import SymbolTable
 from transforms.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
@@ -85,9 +85,15 @@ def decode(
     protocol: Protocol,
     max_uncompressed: int,
     names: NameValidation = NameValidation.UTF8,  # the product's default (receiver --name-validation)
+    limits: wire.RequestLimits | None = None,
 ) -> DecodedRequest:
-    """Snappy-decompress, parse and validate a request body; raises RemoteWriteError."""
+    """Snappy-decompress, parse and validate a request body; raises RemoteWriteError.
+
+    With limits, the payload's counts are checked (413) before the protobuf parse builds anything.
+    """
     payload = snappy_block.decompress(body, max_uncompressed)
+    if limits is not None:
+        wire.check(payload, protocol, limits)
     message = parse(payload, protocol)
     keys = None
     if protocol is Protocol.V1:
