@@ -20,7 +20,7 @@ from receiver.publisher import Publisher, Unavailable
 from transforms import codec, snappy_block
 from transforms.errors import InvalidPayload, PayloadTooLarge
 from transforms.protocol import DEFAULT_TENANT, HEADER_TENANT, TENANT_RULE, Protocol, is_valid_tenant
-from transforms.validation import Counts
+from transforms.validation import Counts, ValidationCache
 
 
 def now_rfc3339() -> str:
@@ -63,6 +63,8 @@ class Ingest:
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self.in_flight_bytes = ByteBudget(config.max_in_flight_bytes)
         self._limits = config.request_limits
+        # names and label sets already validated, remembered across this worker's requests
+        self.validation = ValidationCache(config.name_validation)
 
     @contextlib.contextmanager
     def admitted(self) -> Iterator[None]:
@@ -101,7 +103,7 @@ class Ingest:
         reserve = declared if declared <= config.max_decompressed_bytes else 0
         with self.in_flight_bytes.reserve(reserve):
             decoded = codec.decode(body, protocol, config.max_decompressed_bytes, config.name_validation,
-                                   self._limits)
+                                   self._limits, self.validation)
             if decoded.uncompressed_bytes:  # an empty request (a sender's probe) carries nothing to keep
                 self.publish(body, decoded, tenant)
         self.metrics.accepted(protocol.value, decoded.counts)

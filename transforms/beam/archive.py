@@ -31,7 +31,7 @@ from transforms.metric_to_log import (
     message_protocol,
 )
 from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
-from transforms.validation import NameValidation
+from transforms.validation import NameValidation, ValidationCache
 
 __all__ = ["ArchiveMessages", "DecodeToRecords", "WriteArchiveFiles", "WriteDeadLetters", "DEAD_LETTER"]
 
@@ -91,6 +91,8 @@ class DecodeToRecords(beam.DoFn):
     def setup(self) -> None:
         self.store: MetadataStore = self.metadata.acquire(MetadataStore)
         self.heads = SeriesHeads()
+        # UTF-8 names: whatever the receiver accepted must be archived, never dead-lettered for its names
+        self.validation = ValidationCache(NameValidation.UTF8)
 
     def process(self, message: Any, types: dict[str, dict[str, str]] | None = None):
         attributes = message.attributes or {}
@@ -101,8 +103,8 @@ class DecodeToRecords(beam.DoFn):
                 raise ConversionError(f"invalid tenant attribute {tenant!r}: use {TENANT_RULE}")
             if types and tenant in types:
                 self.store.update(tenant, types[tenant])
-            # UTF-8 names: whatever the receiver accepted must be archived, never dead-lettered for its names
-            decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED, NameValidation.UTF8)
+            decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED, NameValidation.UTF8,
+                                   cache=self.validation)
             partitions = convert(decoded.message, protocol, tenant, self.store, decoded.series_keys, decoded.counts,
                                  self.heads)
         except (RemoteWriteError, ConversionError) as exc:
