@@ -188,7 +188,7 @@ def test_a_sink_that_is_down_waits_and_the_archive_and_other_sink_do_not(topic_a
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "pipeline", "--runner=DirectRunner", f"--input_subscription={subscription.path}",
                f"--archive_path={archive}", "--window_size=2", f"--remote_write_url={victoria}/api/v1/write",
-               f"--remote_write_url={prometheus_url}/api/v1/write"]
+               f"--remote_write_url={prometheus_url}/api/v1/write", "--metrics_port=0"]
     log = (tmp_path / "pipeline.log").open("w")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     prometheus = None

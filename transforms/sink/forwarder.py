@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from transforms import codec, snappy_block
+from transforms.buckets import REQUEST_BUCKETS, Buckets
 from transforms.deadletter import DeadLetter
 from transforms.metadata import family_candidates
 from transforms.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
@@ -51,6 +52,7 @@ class SinkStats:
     def __init__(self) -> None:
         self.counts = dict.fromkeys(self.FIELDS, 0)
         self.latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self.latency_buckets = Buckets(REQUEST_BUCKETS)  # every request since start, for /metrics
         self.lock = threading.Lock()
 
     def add(self, **increments: int) -> None:
@@ -62,6 +64,7 @@ class SinkStats:
         with self.lock:
             self.counts["requests"] += 1
             self.latencies.append(seconds)
+        self.latency_buckets.observe(seconds)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
