@@ -32,11 +32,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.utils.shared import Shared
 
 from pipeline.options import ArchiveOptions, dead_letter_path
 from transforms.beam import ArchiveMessages
 from transforms.buckets import RUN_BUCKETS, Buckets
 from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
+from transforms.metadata import MetadataStore
 
 log = logging.getLogger(__name__)
 RETRY_MAX_SECONDS = 60.0
@@ -78,6 +80,10 @@ class LocalLoop:
         self.pull_stats = PullStats()  # replaced by the running Puller's own
         self.lease: Lease | None = None  # the running one: what is held, and the backlog's age
         self.run_seconds = Buckets(RUN_BUCKETS)  # bounded runs that finished, for /metrics
+        # The remembered 1.0 metadata types outlive each bounded run: the runs' DoFns acquire this
+        # store through Beam's Shared handle, and holding it here keeps it alive between runs.
+        self.metadata = Shared()
+        self.metadata_store = self.metadata.acquire(MetadataStore)
 
     def stop(self, *_: object) -> None:
         log.info("stop requested: finishing the current window")
@@ -142,7 +148,8 @@ class LocalLoop:
                  | "Archive" >> ArchiveMessages(self.archive.archive_path, dead_letter_path(self.archive),
                                                 file_label=lambda window, pane: label,
                                                 max_lines_per_file=self.archive.max_lines_per_file,
-                                                archive_format=self.archive.archive_format))
+                                                archive_format=self.archive.archive_format,
+                                                metadata=self.metadata))
             result = p.run()
             result.wait_until_finish()
         finally:

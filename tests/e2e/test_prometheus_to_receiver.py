@@ -16,7 +16,7 @@ from datetime import datetime
 import pytest
 import requests
 
-from tests.integration.test_pipeline_local import LoopThread
+from tests.pipeline_helpers import LoopThread
 from tools import services
 from tools.archive import read_archive
 from transforms.protocol import STALE_NAN, float_bits, is_stale_marker

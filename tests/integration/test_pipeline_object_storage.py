@@ -10,7 +10,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from tests.integration.test_pipeline_local import LoopThread, requests_for
+from tests.pipeline_helpers import LoopThread, requests_for
 from tools import services
 from tools.archive import archive_files, dead_letter_files, read_archive
 from tools.pubsub import publish_raw, publish_requests

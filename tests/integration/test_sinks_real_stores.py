@@ -212,7 +212,8 @@ def test_a_sink_that_is_down_waits_and_the_archive_and_other_sink_do_not(topic_a
         wait_for(lambda: vm_count() == total, 60, "VictoriaMetrics has everything while Prometheus is down")
         wait_for(lambda: sum(len(v) for v in read_archive(str(archive)).values()) == total, 90,
                  "the archive has everything while Prometheus is down")
-        time.sleep(3)  # the down sink is retrying meanwhile
+        wait_for(lambda: "refused" in (tmp_path / "pipeline.log").read_text().lower(), 60,
+                 "the down sink being retried")
         prometheus, _ = services.start_prometheus(log_dir, "global: {}\n", receiver=True, port=prometheus_port,
                                                   name="prom-late")
         wait_for(lambda: sum(len(v) for v in prometheus_raw(prometheus_url, '{__name__=~"fanout_.*"}').values())
@@ -247,11 +248,15 @@ def test_victoria_metrics_down_for_20_seconds_mid_stream_loses_nothing(topic_and
                     time.sleep(0.1)
             publisher = threading.Thread(target=publish)
             publisher.start()
-            time.sleep(4)
+            wait_for(lambda: loop.forwarder.stats.snapshot()["samples_sent"] > 0, 60, "delivery under way")
             vm.stop()
-            time.sleep(20)
+            outage_ends = time.monotonic() + 20  # the outage itself lasts 20 s, by design
+            wait_for(lambda: loop.forwarder.stats.snapshot()["samples_retried"] > 0, 60, "retries during the outage")
+            time.sleep(max(0.0, outage_ends - time.monotonic()))
             vm, _ = services.start_victoria_metrics(log_dir, name="vm-outage", port=port, data_dir=data)
-            time.sleep(4)
+            sent_at_restart = loop.forwarder.stats.snapshot()["samples_sent"]
+            wait_for(lambda: loop.forwarder.stats.snapshot()["samples_sent"] > sent_at_restart, 60,
+                     "delivery resumed after the restart")
             stop_publishing.set()
             publisher.join()
             total = 20 * len(published)
