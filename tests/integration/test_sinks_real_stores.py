@@ -188,7 +188,7 @@ def test_a_sink_that_is_down_waits_and_the_archive_and_other_sink_do_not(topic_a
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "pipeline", "--runner=DirectRunner", f"--input_subscription={subscription.path}",
                f"--archive_path={archive}", "--window_size=2", f"--remote_write_url={victoria}/api/v1/write",
-               f"--remote_write_url={prometheus_url}/api/v1/write"]
+               f"--remote_write_url={prometheus_url}/api/v1/write", "--metrics_port=0"]
     log = (tmp_path / "pipeline.log").open("w")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     prometheus = None
@@ -345,6 +345,9 @@ def decode_v2(request: remote_v2_pb2.Request) -> dict:
 
 
 class Capture(http.server.BaseHTTPRequestHandler):
+    """Records every request; answers from `answers`, then 204. Like a 2.0 receiver, a 2xx to a 2.0
+    request reports what it carried in the *-Written headers, unless the answer sets its own."""
+
     answers: list[tuple[int, dict[str, str]]] = []
     seen: list[tuple[float, dict[str, str], bytes]] = []
 
@@ -352,6 +355,12 @@ class Capture(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Capture.seen.append((time.monotonic(), dict(self.headers), body))
         status, headers = Capture.answers.pop(0) if Capture.answers else (204, {})
+        if status < 300 and "proto=io.prometheus.write.v2" in self.headers.get("Content-Type", "") and not any(
+                name.startswith("X-Prometheus-Remote-Write-") for name in headers):
+            counts = codec.decode(body, Protocol.V2, 1 << 24).counts
+            headers = {**headers, "X-Prometheus-Remote-Write-Samples-Written": str(counts.samples),
+                       "X-Prometheus-Remote-Write-Histograms-Written": str(counts.histograms),
+                       "X-Prometheus-Remote-Write-Exemplars-Written": str(counts.exemplars)}
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
