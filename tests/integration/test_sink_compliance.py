@@ -8,14 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.test_sinks_real_stores import BASE_MS, Capture, capture, forwarding, sink, vm_export, wait_for
+from tests.sink_helpers import BASE_MS, Capture, forwarding, sink, vm_export, wait_for
 from tools import services
 from tools.pubsub import publish_requests
 from transforms import codec
 from transforms.builders import Series, build_v1, build_v2
 from transforms.protocol import Protocol
-
-__all__ = ["capture"]  # the fixture, shared with test_sinks_real_stores
 
 
 @pytest.fixture(scope="module")

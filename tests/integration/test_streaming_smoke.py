@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.graph import build_streaming
 from pipeline.options import ArchiveOptions
 from tests.conftest import PROJECT
-from tests.integration.test_sinks_real_stores import vm_export
+from tests.sink_helpers import vm_export
 from tools import services
 from tools.archive import read_archive
 from tools.pubsub import publish_requests
