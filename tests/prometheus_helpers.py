@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import re
+import time
 
 import requests
 
@@ -41,3 +42,39 @@ def own_metrics(prometheus_url: str) -> dict[str, float]:
         if match:
             totals[match.group(1)] += float(match.group(2))
     return totals
+
+
+def series_key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def tsdb_samples(prometheus_url: str, span: str = "10m") -> dict[tuple, list[tuple[int, float]]]:
+    """Every raw sample in Prometheus' own TSDB over `span` (queries do not return stale markers)."""
+    result = requests.get(f"{prometheus_url}/api/v1/query",
+                          params={"query": f'{{__name__=~".+"}}[{span}]', "time": time.time()}, timeout=60).json()
+    assert result["status"] == "success"
+    return {series_key(r["metric"]): [(round(float(t) * 1000), float(v)) for t, v in r["values"]]
+            for r in result["data"]["result"]}
+
+
+def stop_scraping(prometheus, prometheus_url: str, receiver_url: str) -> None:
+    """Reload Prometheus with the same remote_write block and no scrape jobs: its queue carries on."""
+    config_path = next(a for a in prometheus.process.args if a.startswith("--config.file=")).split("=", 1)[1]
+    with open(config_path, "w") as handle:
+        handle.write(prometheus_config(receiver_url, None, None))
+    assert requests.post(f"{prometheus_url}/-/reload", timeout=30).status_code == 200
+
+
+def wait_sent(prometheus_url: str, timeout: float = 120) -> dict[str, float]:
+    """Wait until Prometheus has nothing pending and its sent-samples counter stands still."""
+    from tools import services
+
+    def settled() -> bool:
+        first = own_metrics(prometheus_url)
+        time.sleep(3)
+        second = own_metrics(prometheus_url)
+        return (first["prometheus_remote_storage_samples_total"] == second["prometheus_remote_storage_samples_total"]
+                and second["prometheus_remote_storage_samples_pending"] == 0)
+
+    services.wait_until(settled, timeout, "Prometheus to finish sending")
+    return own_metrics(prometheus_url)

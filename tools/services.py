@@ -178,7 +178,8 @@ def create_subscription(emulator_host: str, topic: str, subscription: str, ack_d
 
 
 def start_receiver(log_dir: Path, emulator_host: str, topic: str, port: int | None = None,
-                   args: Sequence[str] = (), name: str = "receiver") -> tuple[Service, str]:
+                   args: Sequence[str] = (), name: str = "receiver",
+                   env: dict[str, str] | None = None) -> tuple[Service, str]:
     """`python -m receiver` under gunicorn. Returns the service and its base URL."""
     port = port or free_port()
     if port_in_use(port):
@@ -186,7 +187,7 @@ def start_receiver(log_dir: Path, emulator_host: str, topic: str, port: int | No
     scheme = "https" if "--tls-cert-file" in args else "http"
     service = Service(name, [sys.executable, "-m", "receiver", "--host", LOOPBACK, "--port", str(port),
                              "--topic", topic, *args], log_dir,
-                      env={"PUBSUB_EMULATOR_HOST": emulator_host}, cwd=ROOT)
+                      env={"PUBSUB_EMULATOR_HOST": emulator_host, **(env or {})}, cwd=ROOT)
     url = f"{scheme}://{LOOPBACK}:{port}"
     if scheme == "http":
         service.wait_ready(_http_ok(f"{url}/-/healthy"), timeout=60)

@@ -16,16 +16,12 @@ import pytest
 import requests
 
 from tests.pipeline_helpers import LoopThread
-from tests.prometheus_helpers import own_metrics, prometheus_config
+from tests.prometheus_helpers import own_metrics, prometheus_config, series_key, tsdb_samples
 from tools import services
 from tools.archive import read_archive
 from transforms.protocol import STALE_NAN, float_bits, is_stale_marker
 
 SCRAPE_SECONDS = 12
-
-
-def series_key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(labels.items()))
 
 
 @pytest.fixture
@@ -69,15 +65,6 @@ def stop_scraping_and_settle(prometheus, prometheus_url: str, receiver_url: str,
     assert sent["prometheus_remote_storage_samples_dropped_total"] == 0
     assert sent["prometheus_remote_storage_metadata_failed_total"] == 0
     return sent
-
-
-def tsdb_samples(prometheus_url: str) -> dict[tuple, list[tuple[int, float]]]:
-    """Every raw sample in Prometheus' own TSDB (stale markers are not returned by queries)."""
-    result = requests.get(f"{prometheus_url}/api/v1/query",
-                          params={"query": '{__name__=~".+"}[10m]', "time": time.time()}, timeout=60).json()
-    assert result["status"] == "success"
-    return {series_key(r["metric"]): [(round(float(t) * 1000), float(v)) for t, v in r["values"]]
-            for r in result["data"]["result"]}
 
 
 def assert_same_samples(tsdb: dict, pulled: dict) -> None:
