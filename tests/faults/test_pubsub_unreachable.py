@@ -51,7 +51,8 @@ def test_pubsub_unreachable_503_not_ready_then_nothing_lost(log_dir, pubsub_emul
             time.sleep(max(0.0, outage_ends - time.monotonic()))  # the outage itself, by design
             before = own_metrics(prometheus_url)["prometheus_remote_storage_samples_total"]
             proxy.restore()
-            services.wait_until(lambda: requests.get(f"{receiver_url}/-/ready", timeout=10).status_code == 200, 120,
+            # gRPC reconnects with backoff (up to 120 s between attempts)
+            services.wait_until(lambda: requests.get(f"{receiver_url}/-/ready", timeout=10).status_code == 200, 180,
                                 "the receiver to be ready again")
             recovered = time.monotonic() - outage_ends
             services.wait_until(
