@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run test unit lint chaos proto bench bench-receiver bench-pipeline bench-forward template deploy clean
+.PHONY: help setup system-deps run test unit lint chaos fuzz fuzz-http proto bench bench-receiver bench-pipeline bench-forward template deploy clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,7 @@ help:
 	@echo "make test       ruff + the whole suite (sets up .venv and the Debian peers)"
 	@echo "make unit       the unit tests only"
 	@echo "make chaos      the fault tests with long outages (SINK_DOWN=300 s by default; 1800 for 30 min)"
+	@echo "make fuzz       make fuzz-http: 1 M mutated HTTP requests to the receiver (FUZZ_REQUESTS=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward"
 	@echo "make proto      regenerate the protobuf modules"
 	@echo "make template / deploy   the Dataflow Flex Template (needs gcloud and a GCP project)"
@@ -51,6 +52,14 @@ test: setup system-deps lint
 SINK_DOWN ?= 300
 chaos: setup system-deps
 	CHAOS_RECEIVER_DOWN=30 CHAOS_PUBSUB_DOWN=120 CHAOS_SINK_DOWN=$(SINK_DOWN) $(PY) -m pytest -q -s tests/faults
+
+# At least 1 M mutated requests (bodies, headers, framing) to the receiver over HTTP; fails on a 5xx
+# other than 503, a hang, a gunicorn worker restart, or Pub/Sub differing from the 2xx answers.
+FUZZ_REQUESTS ?= 1000000
+fuzz-http: setup system-deps
+	$(PY) -m tools.fuzz_http --requests $(FUZZ_REQUESTS) $(FUZZ_ARGS)
+
+fuzz: fuzz-http
 
 unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tools import services
 from tools.pubsub import Message
+from tools.services import process_tree
 from transforms.protocol import STALE_NAN, float_bits, is_stale_marker
 
 # series key -> how often each (timestamp, value bits) was seen
@@ -33,23 +34,6 @@ def value_bits(value: float) -> int:
 def outage_seconds(name: str, default: float) -> float:
     """A deliberate outage's length; `make chaos` lengthens it through the environment."""
     return float(os.environ.get(name, default))
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants, read from /proc (gunicorn's master and its workers)."""
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_text()
-            children[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo += children.get(current, [])
-    return tree
 
 
 def running(pid: int) -> bool:
@@ -71,13 +55,6 @@ def kill9(service: services.Service) -> list[int]:
     services.wait_until(lambda: not any(running(pid) for pid in pids), 10, "every killed process to be gone")
     service.stop()  # closes its log; the group is already empty
     return pids
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def seen_in_messages(messages: Iterable[Message]) -> Seen:

@@ -5,6 +5,7 @@ Shared by the integration tests, the benchmarks and `make run`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import shutil
@@ -64,6 +65,30 @@ def require_binary(name: str, install_hint: str) -> str:
     if not path:
         raise ServiceError(f"{name} not found: {install_hint}")
     return path
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, read from /proc (gunicorn's master and its workers)."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            children[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 class Service:
