@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run test unit lint chaos fuzz fuzz-http proto bench bench-receiver bench-pipeline bench-forward template deploy clean
+.PHONY: help setup system-deps run test unit lint chaos fuzz fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward template deploy clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,7 @@ help:
 	@echo "make unit       the unit tests only"
 	@echo "make chaos      the fault tests with long outages (SINK_DOWN=300 s by default; 1800 for 30 min)"
 	@echo "make fuzz       make fuzz-http: 1 M mutated HTTP requests to the receiver (FUZZ_REQUESTS=...)"
+	@echo "make soak       10 min at half the measured peak: RSS, lost samples, duplicates (SOAK_MINUTES=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward"
 	@echo "make proto      regenerate the protobuf modules"
 	@echo "make template / deploy   the Dataflow Flex Template (needs gcloud and a GCP project)"
@@ -60,6 +61,12 @@ fuzz-http: setup system-deps
 	$(PY) -m tools.fuzz_http --requests $(FUZZ_REQUESTS) $(FUZZ_ARGS)
 
 fuzz: fuzz-http
+
+# receiver -> pipeline -> archive + VictoriaMetrics for SOAK_MINUTES at half the measured peak: RSS per
+# process at start and end (flat within 10 %), lost samples (0) and duplicates.
+SOAK_MINUTES ?= 10
+soak: setup system-deps
+	$(PY) -m tools.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 unit: setup
 	$(PY) -m pytest -q tests/unit
