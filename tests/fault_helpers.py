@@ -18,7 +18,7 @@ from pathlib import Path
 from tools import services
 from tools.pubsub import Message
 from tools.services import process_tree
-from transforms.protocol import STALE_NAN, float_bits, is_stale_marker
+from transforms.protocol import STALE_NAN, STALE_NAN_BITS, float_bits, is_stale_marker
 
 # series key -> how often each (timestamp, value bits) was seen
 Seen = dict[tuple, collections.Counter]
@@ -78,10 +78,8 @@ def compare(expected: dict[tuple, list[tuple[int, float]]], seen: Seen) -> tuple
 
 
 def non_stale(seen: Seen) -> int:
-    from struct import pack, unpack
-
-    return sum(1 for counter in seen.values() for _, bits in counter
-               if not is_stale_marker(unpack("<d", pack("<Q", bits))[0]))
+    """Distinct samples that are not stale markers (Prometheus' queries never return those)."""
+    return sum(1 for counter in seen.values() for _, bits in counter if bits != STALE_NAN_BITS)
 
 
 class TcpProxy:
@@ -165,19 +163,6 @@ class TcpProxy:
                     self._sockets.discard(sock)
                     with contextlib.suppress(OSError):
                         sock.close()
-
-
-def wait_quiet(check_total, timeout: float, what: str, still: float = 3.0) -> None:
-    """Wait until `check_total()` stops changing for `still` seconds."""
-    last = [check_total(), time.monotonic()]
-
-    def steady() -> bool:
-        now = check_total()
-        if now != last[0]:
-            last[0], last[1] = now, time.monotonic()
-        return time.monotonic() - last[1] >= still
-
-    services.wait_until(steady, timeout, what, interval=0.5)
 
 
 def start_pipeline(log_dir: Path, name: str, subscription: str, archive: Path, metrics_port: int,
