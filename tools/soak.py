@@ -6,10 +6,11 @@ half the measured peak.
    pipeline's own /metrics), i.e. what the whole path sustains, not just the receiver.
 2. Soak: paced senders at half that rate for --minutes. Every sample is distinct (series x timestamp).
 3. Drain, then count: every sample in the archive and in VictoriaMetrics (lost, duplicates), and each
-   process's RSS at the start (after --warmup seconds of the soak, so the JVM's and Python's heaps
-   have reached their working size) and at the end of the soak (flat within 10 %).
+   process's RSS at the start (after --warmup seconds of the soak, so the heaps have reached their
+   working size) and at the end of the soak: the receiver's and the pipeline's flat within 10 %.
 
-Exit code 1 when a sample is lost, a request was not answered 2xx, or an RSS grew by more than 10 %.
+Exit code 1 when a sample is lost, a request was not answered 2xx or 503, or the RSS of a receiver or
+pipeline process grew by more than 10 %.
 
     python -m tools.soak [--minutes 10] [--peak-requests 600] [--warmup 60]
 """
@@ -36,6 +37,9 @@ from transforms.builders import Series, build_v1
 TOPIC, SUBSCRIPTION = "projects/soak/topics/soak", "projects/soak/subscriptions/soak"
 GROUPS = 4  # series sets of 1000, cycled; request j carries group j % GROUPS at step j // GROUPS
 STEP_MS = 100
+# The verdict covers the project's own processes. The peers are printed too: VictoriaMetrics stays flat,
+# the Pub/Sub emulator's JVM grows its heap under sustained load (see README, "Faults, measured").
+OURS = ("receiver", "pipeline")
 
 
 def soak_body(j: int, start_ms: int) -> bytes:
@@ -202,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in rss_start:
             before, after = rss_start[name], rss_end.get(name, 0)
             change = (after - before) / before * 100 if before else 0.0
-            print(f"RSS {name:24s} {before / 2**20:8.1f} MiB -> {after / 2**20:8.1f} MiB ({change:+.1f} %)")
-            if change > 10:
+            ours = name.startswith(OURS)
+            print(f"RSS {name:24s} {before / 2**20:8.1f} MiB -> {after / 2**20:8.1f} MiB ({change:+.1f} %)"
+                  + ("" if ours else "  (peer, not judged)"))
+            if change > 10 and ours:
                 grew.append(name)
         failed = archive_lost or vm_lost or grew or set(statuses) - {204, 503}
         print("soak: " + ("FAILED" if failed else "passed") + (f" (RSS grew > 10 %: {grew})" if grew else ""))
