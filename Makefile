@@ -10,8 +10,8 @@ DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
 setup: $(STAMP)
 
-# pip install -e . also compiles transforms/_wire.c in place; a change to it re-runs the install.
-$(STAMP): setup.py requirements/constraints.txt transforms/_wire.c
+# pip install -e . also compiles transforms/_wire*.c in place; a change to them re-runs the install.
+$(STAMP): setup.py requirements/constraints.txt $(wildcard transforms/_wire*.c transforms/_wire*.h)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e '.[test]'
 	@touch $@
