@@ -43,8 +43,9 @@ static int stamp(second_cache *cache, int64_t ms, char *out) {
     int millis = (int)(ms - second * 1000);
     if (second != cache->second) {
         if (second < MIN_SECOND || second > MAX_SECOND) {
-            PyErr_Format(PyExc_OverflowError, "timestamp %lld ms is outside the representable range",
-                         (long long)second * 1000);
+            /* second * 1000, as metric_to_log prints it (may not fit in int64: appended zeros) */
+            PyErr_Format(PyExc_OverflowError, "timestamp %lld000 ms is outside the representable range",
+                         (long long)second);
             return -1;
         }
         int64_t y;

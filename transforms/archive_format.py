@@ -3,8 +3,10 @@ partition, and a format owns everything about the files: their suffix, how recor
 the compression, and how a reader gets the records back.
 
 A record is one sample in the metric_to_log shape (transforms/metric_to_log.py), as the JSON object
-text the converter builds. Adding a format means one class here and one entry in FORMATS; the
-pipeline's `--archive_format` picks it, and the tools and tests ask it for its glob.
+text the converter builds. The pipeline hands formats blocks of ndjson lines made in compiled code
+(transforms.archive_lines.LineBlock): ndjson writes them as they are, other formats read the records.
+Adding a format means one class here and one entry in FORMATS; the pipeline's `--archive_format`
+picks it, and the tools and tests ask it for its glob.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from transforms.archive_lines import LineBlock
 from transforms.metric_to_log import Partition
 
 GZIP = "gzip"  # the values of Beam's CompressionTypes, so the I/O edge can hand them on unchanged
@@ -35,6 +38,10 @@ class ArchiveFormat(abc.ABC):
     @abc.abstractmethod
     def encode(self, records: Sequence[str]) -> bytes:
         """One chunk of a file (before compression); a file is the concatenation of its chunks."""
+
+    def encode_block(self, block: LineBlock) -> bytes:
+        """One chunk from a block of the pipeline's compiled lines (transforms.archive_lines)."""
+        return self.encode(block.records())
 
     @abc.abstractmethod
     def read(self, stored: bytes) -> list[dict[str, Any]]:
@@ -57,6 +64,9 @@ class NdjsonFormat(ArchiveFormat):
 
     def encode(self, records: Sequence[str]) -> bytes:
         return ("\n".join(records) + "\n").encode()
+
+    def encode_block(self, block: LineBlock) -> bytes:
+        return block.data  # already this format's bytes: ndjson lines, made in compiled code
 
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         # split on "\n" only: JSON strings may hold U+2028 etc., which str.splitlines() would cut at

@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 
 from tests.unit.test_wire import mutated
 from transforms import codec, snappy_block
+from transforms.archive_lines import BatchLines
 from transforms.batch import SeriesTable, column
 from transforms.errors import RemoteWriteError
+from transforms.metadata import MetadataStore
+from transforms.metric_to_log import ConversionError, convert
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import STALE_NAN_BITS, Protocol, float_bits, ref_pairs
 from transforms.validation import NameValidation
@@ -211,3 +214,28 @@ def test_a_shared_series_table_changes_nothing(requests, names):
 def test_mutated_bytes_get_the_same_status_and_rule_messages(protocol, names, data):
     payload = data.draw(mutated(v1_requests() if protocol is Protocol.V1 else v2_requests()))
     assert_same(snappy_block.compress(payload), protocol, names, SeriesTable(names))
+
+
+@EQUIVALENCE
+@given(st.sampled_from([Protocol.V1, Protocol.V2]), st.data())
+def test_compiled_archive_lines_are_byte_identical_to_metric_to_log(protocol, data):
+    """Lines from the batch (transforms.archive_lines, compiled) equal metric_to_log's over the message,
+    partition by partition, and a timestamp out of range fails both with the same message."""
+    request = data.draw(v1_requests() if protocol is Protocol.V1 else v2_requests())
+    body = snappy_block.compress(request.SerializeToString())
+    lines = BatchLines(MetadataStore())
+    try:
+        decoded = codec.decode(body, protocol, 1 << 24, table=lines.table("t"))
+    except RemoteWriteError:
+        return
+    try:
+        reference = {partition: ("\n".join(records) + "\n").encode()
+                     for partition, records in convert(decoded.message, protocol, "t", MetadataStore()).items()
+                     if records}
+    except ConversionError as exc:
+        reference = str(exc)
+    try:
+        compiled = {partition: block.data for partition, block in lines.convert(decoded.batch, "t").items()}
+    except ConversionError as exc:
+        compiled = str(exc)
+    assert compiled == reference
