@@ -29,6 +29,7 @@ setup(
         "google-cloud-pubsub==2.44.0",
         "google-cloud-storage==3.17.1",
         "prometheus-client==0.26.0",
+        "isal==1.9.1",  # gzip (ISA-L) for the ndjson archive: ~10x zlib's speed; measured against zlib-ng
     ],
     extras_require={
         "test": [

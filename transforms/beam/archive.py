@@ -152,7 +152,8 @@ class WriteArchiveFiles(beam.DoFn):
 
     def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[bytes]) -> str:
         path = FileSystems.join(directory, self.format.file_name(label, shard))
-        write_atomically(path, temp_dir, batch, self.format.compression)
+        chunks, compression = self.format.for_writing(batch)
+        write_atomically(path, temp_dir, chunks, compression)
         self.files.inc()
         return path
 
