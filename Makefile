@@ -31,7 +31,7 @@ system-deps:
 # The embedded default: Pub/Sub emulator + receiver (+ a demo Prometheus when installed).
 run: setup
 	$(PY) -m tools.run_local $(if $(PORT),--port $(PORT)) $(if $(PUBSUB_PORT),--pubsub-port $(PUBSUB_PORT)) \
-	  $(if $(ARCHIVE),--archive $(ARCHIVE)) $(if $(WINDOW),--window-size $(WINDOW)) \
+	  $(if $(ARCHIVE),--archive $(ARCHIVE)) $(if $(WINDOW),--window-size $(WINDOW)) $(if $(METRICS_PORT),--metrics-port $(METRICS_PORT)) \
 	  $(if $(REMOTE_WRITE_URL),--remote-write-url $(REMOTE_WRITE_URL)) $(RUN_ARGS)
 
 test: setup system-deps lint

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,3 +69,17 @@ def gcs(log_dir) -> Iterator[list[str]]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture
+def capture() -> Iterator[str]:
+    """A capture server (tests.sink_helpers.Capture) on a free port; yields its push URL."""
+    from tests.sink_helpers import Capture
+
+    Capture.answers, Capture.seen = [], []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/push"
+    server.shutdown()
+    server.server_close()

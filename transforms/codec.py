@@ -18,7 +18,7 @@ from transforms.builders import SymbolTable
 from transforms.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import CONTENT_ENCODING, MEDIA_TYPE, PROTO_V1, PROTO_V2, Protocol
-from transforms.validation import Counts, NameValidation, validate_v1_payload, validate_v2
+from transforms.validation import Counts, NameValidation, ValidationCache, validate_v1_payload, validate_v2
 
 WriteMessage = remote_v1_pb2.WriteRequest | remote_v2_pb2.Request
 
@@ -99,7 +99,10 @@ def decode(
     """
     payload = snappy_block.decompress(body, max_uncompressed)
     hint = wire.check(payload, protocol, limits).samples if limits is not None else 0
-    table = table if table is not None and table.validation is names else SeriesTable(names)
+    if table is None:
+        table = SeriesTable(names)
+    elif table.validation is not names:
+        raise ValueError(f"a {table.validation} series table cannot validate {names} names")
     decoded = batch_decode(payload, protocol, table, hint)
     return DecodedRequest(protocol, decoded, decoded.counts, len(payload))
 
@@ -110,16 +113,18 @@ def decode_with_upb(
     max_uncompressed: int,
     names: NameValidation = NameValidation.UTF8,
     limits: wire.RequestLimits | None = None,
+    cache: ValidationCache | None = None,
 ) -> tuple[WriteMessage, Counts]:
-    """The reference decode: upb parse + transforms.validation. The test oracle of `decode`; same errors."""
+    """The reference decode: upb parse + transforms.validation (remembering in the caller's `cache`).
+    The test oracle of `decode`: same acceptance, counts and errors."""
     payload = snappy_block.decompress(body, max_uncompressed)
     if limits is not None:
         wire.check(payload, protocol, limits)
     message = parse(payload, protocol)
     if protocol is Protocol.V1:
-        counts, _ = validate_v1_payload(payload, message, names)  # type: ignore[arg-type]
+        counts, _ = validate_v1_payload(payload, message, names, cache)  # type: ignore[arg-type]
     else:
-        counts = validate_v2(message, names)  # type: ignore[arg-type]
+        counts = validate_v2(message, names, cache)  # type: ignore[arg-type]
     return message, counts
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import math
-import re
 import time
 from datetime import datetime
 
@@ -17,46 +16,12 @@ import pytest
 import requests
 
 from tests.pipeline_helpers import LoopThread
+from tests.prometheus_helpers import own_metrics, prometheus_config
 from tools import services
 from tools.archive import read_archive
 from transforms.protocol import STALE_NAN, float_bits, is_stale_marker
 
 SCRAPE_SECONDS = 12
-
-
-def prometheus_config(receiver_url: str, prometheus_port: int | None, node: str | None) -> str:
-    scrape = ""
-    if prometheus_port and node:
-        scrape = f"""
-scrape_configs:
-  - job_name: prometheus
-    static_configs: [{{targets: ["127.0.0.1:{prometheus_port}"]}}]
-  - job_name: node
-    static_configs: [{{targets: ["{node}"]}}]
-"""
-    return f"""
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-{scrape}
-remote_write:
-  - url: {receiver_url}/api/v1/write
-    name: receiver
-    remote_timeout: 30s
-    queue_config: {{batch_send_deadline: 1s, max_samples_per_send: 500}}
-    metadata_config: {{send: true, send_interval: 2s}}
-"""
-
-
-def own_metrics(prometheus_url: str) -> dict[str, float]:
-    """Prometheus' own remote-storage counters, summed over label sets."""
-    text = requests.get(f"{prometheus_url}/metrics", timeout=10).text
-    totals: dict[str, float] = collections.defaultdict(float)
-    for line in text.splitlines():
-        match = re.match(r"(prometheus_remote_storage_\w+)(?:\{[^}]*\})? (\S+)$", line)
-        if match:
-            totals[match.group(1)] += float(match.group(2))
-    return totals
 
 
 def series_key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:

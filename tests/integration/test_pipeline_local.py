@@ -97,7 +97,7 @@ def test_last_window_is_flushed_soon_after_traffic_stops(topic_and_subscription,
 def _start_pipeline(subscription: str, archive: Path, window: int, log_dir: Path, name: str) -> services.Service:
     return services.Service(name, [sys.executable, "-m", "pipeline", "--runner=DirectRunner",
                                    f"--input_subscription={subscription}", f"--archive_path={archive}",
-                                   f"--window_size={window}"], log_dir, cwd=services.ROOT)
+                                   f"--window_size={window}", "--metrics_port=0"], log_dir, cwd=services.ROOT)
 
 
 def wait_until_held(subscription: Subscription, timeout: float = 60) -> None:

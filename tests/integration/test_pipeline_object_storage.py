@@ -57,7 +57,7 @@ def test_archive_and_dead_letters_on_object_storage(store, request, topic_and_su
 
 def run_pipeline(*args: str) -> subprocess.CompletedProcess:
     runner = [] if any(a.startswith("--runner") for a in args) else ["--runner=DirectRunner"]
-    return subprocess.run([sys.executable, "-m", "pipeline", *runner, *args],
+    return subprocess.run([sys.executable, "-m", "pipeline", *runner, "--metrics_port=0", *args],
                           capture_output=True, text=True, timeout=120, cwd=services.ROOT)
 
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests import hostile_bodies
-from tests.e2e.test_prometheus_to_receiver import own_metrics, prometheus_config
+from tests.prometheus_helpers import own_metrics, prometheus_config
 from tools import services
 from transforms.protocol import CONTENT_TYPE_V1, CONTENT_TYPE_V2, Protocol
 

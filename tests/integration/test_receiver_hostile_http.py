@@ -121,7 +121,7 @@ def test_more_slow_senders_than_threads_do_not_block_valid_writers(receiver, log
     Without a body deadline the slow senders hold every thread for as long as they keep sending.
     A real Prometheus writes meanwhile and must lose nothing.
     """
-    from tests.e2e.test_prometheus_to_receiver import own_metrics, prometheus_config
+    from tests.prometheus_helpers import own_metrics, prometheus_config
 
     url, _ = receiver
     port = services.free_port()
