@@ -22,6 +22,7 @@ setup(
         "google-cloud-pubsub==2.44.0",
         "google-cloud-storage==3.17.1",
         "prometheus-client==0.26.0",
+        "pyarrow==25.0.1",  # the Parquet archive format (also in requirements/constraints.txt)
     ],
     extras_require={
         "test": [

@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from transforms import archive_parquet
 from transforms.metric_to_log import Partition
 
 GZIP = "gzip"  # the values of Beam's CompressionTypes, so the I/O edge can hand them on unchanged
@@ -35,6 +36,11 @@ class ArchiveFormat(abc.ABC):
     @abc.abstractmethod
     def encode(self, records: Sequence[str]) -> bytes:
         """One chunk of a file (before compression); a file is the concatenation of its chunks."""
+
+    def encode_file(self, chunks: Sequence[Sequence[str]]) -> list[bytes]:
+        """A whole file's chunks of bytes from its chunks of records. Streamable formats encode each
+        chunk on its own; a format with a footer (Parquet) encodes the file at once."""
+        return [self.encode(records) for records in chunks]
 
     @abc.abstractmethod
     def read(self, stored: bytes) -> list[dict[str, Any]]:
@@ -63,7 +69,25 @@ class NdjsonFormat(ArchiveFormat):
         return [json.loads(line) for line in gzip.decompress(stored).decode().split("\n") if line]
 
 
-FORMATS: dict[str, ArchiveFormat] = {f.name: f for f in (NdjsonFormat(),)}
+class ParquetFormat(ArchiveFormat):
+    """Parquet (transforms/archive_parquet.py): one row per sample, typed columns, zstd inside the file."""
+
+    name = "parquet"
+    suffix = ".parquet"
+    compression = UNCOMPRESSED  # Parquet compresses its own pages
+
+    def encode(self, records: Sequence[str]) -> bytes:
+        return archive_parquet.write_bytes(archive_parquet.encode_table(records))
+
+    def encode_file(self, chunks: Sequence[Sequence[str]]) -> list[bytes]:
+        # one table for the whole file: rows sorted by series then time across every chunk
+        return [self.encode([record for records in chunks for record in records])]
+
+    def read(self, stored: bytes) -> list[dict[str, Any]]:
+        return archive_parquet.table_records(archive_parquet.read_table(stored))
+
+
+FORMATS: dict[str, ArchiveFormat] = {f.name: f for f in (NdjsonFormat(), ParquetFormat())}
 DEFAULT_FORMAT = NdjsonFormat.name
 
 

@@ -143,7 +143,7 @@ class WriteArchiveFiles(beam.DoFn):
         temp_dir = FileSystems.join(self.archive_path, ".tmp")
         shard, batch, lines = 0, [], 0
         for records in chunks:
-            batch.append(self.format.encode(records))
+            batch.append(records)
             lines += len(records)
             if lines >= self.max_lines:
                 yield self._flush(directory, temp_dir, label, shard, batch)
@@ -151,9 +151,9 @@ class WriteArchiveFiles(beam.DoFn):
         if batch:
             yield self._flush(directory, temp_dir, label, shard, batch)
 
-    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[bytes]) -> str:
+    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[list[str]]) -> str:
         path = FileSystems.join(directory, self.format.file_name(label, shard))
-        write_atomically(path, temp_dir, batch, self.format.compression)
+        write_atomically(path, temp_dir, self.format.encode_file(batch), self.format.compression)
         self.files.inc()
         return path
 

@@ -1,0 +1,104 @@
+"""The Parquet archive format: typed columns, exact special values, histograms and exemplars, sort order."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import struct
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from transforms import archive_records, metric_to_log
+from transforms.archive_format import archive_format
+from transforms.archive_records import RecordError, decode_value
+from transforms.builders import Series, build_v1
+from transforms.metadata import MetadataStore
+from transforms.proto import remote_v1_pb2
+from transforms.protocol import STALE_NAN, float_bits
+
+T0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z
+ODD_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000ABC))[0]
+
+
+def records_of(request: remote_v1_pb2.WriteRequest) -> list[str]:
+    store = MetadataStore()
+    store.update("t", {"requests_total": "counter"})
+    return [r for rs in metric_to_log.convert_v1(request, "t", store).values() for r in rs]
+
+
+def sample_request() -> remote_v1_pb2.WriteRequest:
+    request = build_v1([
+        Series({"__name__": "up", "job": "b"}, [(T0 + 2000, 1.0), (T0, math.inf)]),
+        Series({"__name__": "requests_total", "job": "a", "x": "é"},
+               [(T0 + 1000, STALE_NAN), (T0, 7.5), (T0 + 3, ODD_NAN), (T0 + 4, float("nan")), (T0 + 5, -math.inf)],
+               exemplars=[({"trace_id": "abc"}, T0 + 7, 0.25)]),
+    ])
+    series = request.timeseries.add()
+    series.labels.extend([remote_v1_pb2.Label(name="__name__", value="lat"),
+                          remote_v1_pb2.Label(name="job", value="a")])
+    series.histograms.add(count_int=5, sum=STALE_NAN, schema=3, zero_threshold=1e-128, zero_count_int=1,
+                          negative_spans=[{"offset": -2, "length": 1}], negative_deltas=[1],
+                          positive_spans=[{"offset": 0, "length": 2}, {"offset": 3, "length": 1}],
+                          positive_deltas=[1, 1, -1], reset_hint=2, timestamp=T0)
+    series.histograms.add(count_float=2.5, sum=1.5, schema=-53, zero_count_float=0.5, positive_counts=[1.0, math.nan],
+                          custom_values=[0.1, 1.0], positive_spans=[{"offset": 0, "length": 2}], timestamp=T0 + 1)
+    return request
+
+
+def test_parquet_reads_back_exactly_what_ndjson_reads_back() -> None:
+    records = records_of(sample_request())
+    ndjson, parquet = archive_format("ndjson"), archive_format("parquet")
+    from_ndjson = ndjson.read(gzip.compress(b"".join(ndjson.encode_file([records]))))
+    from_parquet = parquet.read(b"".join(parquet.encode_file([records[:3], records[3:]])))
+
+    def canonical(rs):  # NaN != NaN: compare through the encoded text, which carries the bits
+        return sorted(json.dumps(r, sort_keys=True, default=str).replace("NaN", "nan") for r in rs)
+    assert len(from_parquet) == len(records) == 10
+    assert canonical(from_parquet) == canonical(from_ndjson)
+
+
+def test_columns_are_typed_sorted_and_special_values_marked() -> None:
+    stored = archive_format("parquet").encode(records_of(sample_request()))
+    table = pq.read_table(io.BytesIO(stored))
+    assert str(table.schema.field("timestamp").type) == "timestamp[ms, tz=UTC]"
+    assert pa.types.is_map(table.schema.field("labels").type)
+    rows = table.to_pylist()
+    keys = [(r["name"], sorted(r["labels"]), r["timestamp"]) for r in rows if r["type"] in ("counter", "gauge")]
+    assert keys == sorted(keys)  # by series, then time
+    specials = {r["special"]: r["value"] for r in rows if r["special"]}
+    assert specials == {"StaleNaN": None, "NaN:0x7ff8000000000000": None, "NaN:0x7ff8000000000abc": None}
+    plain = [r["value"] for r in rows if r["name"] == "up"]
+    assert plain == [math.inf, 1.0]  # +Inf is an ordinary value, and rows are in time order
+    assert {r["type"] for r in rows} == {"counter", "gauge", "native_histogram", "exemplar"}
+    hist = next(r["histogram"] for r in rows if r["type"] == "native_histogram" and r["histogram"]["count_int"] == 5)
+    assert float_bits(hist["sum"]) == float_bits(STALE_NAN)  # NaN bits survive inside the struct too
+    assert hist["positive_deltas"] == [1, 1, -1] and hist["negative_spans"] == [{"offset": -2, "length": 1}]
+    metadata = pq.ParquetFile(io.BytesIO(stored)).metadata
+    column = metadata.row_group(0).column(0)
+    assert column.compression == "ZSTD" and column.statistics.has_min_max
+    assert "RLE_DICTIONARY" in column.encodings
+
+
+def test_rows_group_by_the_chosen_row_group_size(monkeypatch) -> None:
+    from transforms import archive_parquet
+    monkeypatch.setattr(archive_parquet, "ROW_GROUP_ROWS", 4)
+    stored = archive_format("parquet").encode(records_of(sample_request()))
+    assert pq.ParquetFile(io.BytesIO(stored)).metadata.num_row_groups == 3  # 10 rows in groups of 4
+
+
+def test_decode_value_is_encode_values_inverse_bit_for_bit() -> None:
+    for value in (0.1, -0.0, 1e300, math.inf, -math.inf, STALE_NAN, ODD_NAN, float("nan"),
+                  struct.unpack("<d", struct.pack("<Q", metric_to_log.PROMETHEUS_NAN_BITS))[0]):
+        assert float_bits(decode_value(json.loads(metric_to_log.encode_value(value)))) == float_bits(value)
+    assert archive_records.PROMETHEUS_NAN_BITS == metric_to_log.PROMETHEUS_NAN_BITS
+    with pytest.raises(RecordError, match="unknown special value"):
+        decode_value("NaN:0x12")
+
+
+def test_a_file_that_is_not_parquet_is_a_record_error() -> None:
+    with pytest.raises(RecordError, match="not a readable Parquet file"):
+        archive_format("parquet").read(b"PAR1 but not really")
