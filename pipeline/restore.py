@@ -202,10 +202,12 @@ def summarize(found: dict[str, int], sinks: list[SinkConfig], dead_letter_path: 
         c = {name: found[f"sink/{sink.name}:{name}"] for name in ("samples_sent", "samples_retried",
                                                                  "samples_dead_lettered", "samples_dropped_by_rules",
                                                                  "metadata_sent", "requests")}
+        # the same sample in several files (a redelivered message, an archive in both formats) goes out once
+        repeats = selected - c["samples_sent"] - c["samples_dead_lettered"] - c["samples_dropped_by_rules"]
         print(f"restore: sink {sink.name}: {selected} selected, {c['samples_sent']} sent, "
               f"{c['samples_retried']} retried, {c['samples_dead_lettered']} dead-lettered, "
-              f"{c['samples_dropped_by_rules']} dropped by rules, {corrupt} file(s) skipped; "
-              f"{c['requests']} requests, {c['metadata_sent']} metadata entries")
+              f"{c['samples_dropped_by_rules']} dropped by rules, {max(repeats, 0)} exact repeats sent once, "
+              f"{corrupt} file(s) skipped; {c['requests']} requests, {c['metadata_sent']} metadata entries")
         if c["samples_dead_lettered"]:
             failed = True
             print(f"restore: sink {sink.name}: {c['samples_dead_lettered']} samples dead-lettered under "
