@@ -145,8 +145,9 @@ def main() -> None:
     sizes = write_archives(requests_, work)
     for fmt, info in sizes.items():
         seconds, rows = duckdb_seconds(fmt, work)
-        info.update(format=fmt, bytes_per_sample=round(info["bytes"] / total, 2), duckdb_query_seconds=round(seconds, 3),
-                    query_rows=len(rows), query_samples=sum(r[1] for r in rows))
+        info.update(format=fmt, bytes_per_sample=round(info["bytes"] / total, 2),
+                    duckdb_query_seconds=round(seconds, 3), query_rows=len(rows),
+                    query_samples=sum(r[1] for r in rows))
         print(json.dumps(info), flush=True)
     vms = {}
     try:
