@@ -12,10 +12,11 @@ from __future__ import annotations
 import abc
 import gzip
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from transforms import archive_parquet
+from transforms.archive_records import Sample, record_samples
 from transforms.metric_to_log import Partition
 
 GZIP = "gzip"  # the values of Beam's CompressionTypes, so the I/O edge can hand them on unchanged
@@ -45,6 +46,10 @@ class ArchiveFormat(abc.ABC):
     @abc.abstractmethod
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         """Every record of a whole file, as stored (compressed)."""
+
+    def samples(self, stored: bytes) -> Iterable[Sample]:
+        """Every point of a whole file, decoded (the restore job's input)."""
+        return record_samples(self.read(stored))
 
     def file_name(self, label: str, shard: int) -> str:
         return f"part-{label}-{shard:04d}{self.suffix}"
@@ -85,6 +90,9 @@ class ParquetFormat(ArchiveFormat):
 
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         return archive_parquet.table_records(archive_parquet.read_table(stored))
+
+    def samples(self, stored: bytes) -> Iterable[Sample]:
+        return archive_parquet.table_samples(archive_parquet.read_table(stored))
 
 
 FORMATS: dict[str, ArchiveFormat] = {f.name: f for f in (NdjsonFormat(), ParquetFormat())}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,9 +34,12 @@ from transforms.archive_records import (
     EXEMPLAR,
     HISTOGRAM,
     RESET_HINTS,
+    SAMPLE_KINDS,
     RecordError,
+    Sample,
     Timestamps,
     decode_value,
+    histogram_fields,
     record_kind,
 )
 from transforms.metric_to_log import encode_value
@@ -193,3 +196,27 @@ def table_records(table: pa.Table) -> list[dict[str, Any]]:
             record["start_timestamp"] = _stamp(row["start_timestamp"])
         out.append(record)
     return out
+
+
+def table_samples(table: pa.Table) -> Iterator[Sample]:
+    """Rows straight to decoded samples (the restore's path): columns convert in C, no record dicts."""
+    column = table.column
+    names, labels, kinds = column("name").to_pylist(), column("labels").to_pylist(), column("type").to_pylist()
+    stamps = column("timestamp").cast(pa.int64()).to_pylist()
+    values, specials = column("value").to_pylist(), column("special").to_pylist()
+    histograms = column("histogram").to_pylist() if column("histogram").null_count < len(table) else None
+    exemplars = column("exemplar").to_pylist() if column("exemplar").null_count < len(table) else None
+    for i, kind in enumerate(kinds):
+        payload: object
+        if kind in SAMPLE_KINDS:
+            special = specials[i]
+            payload = values[i] if special is None else decode_value(special)
+            if payload is None:
+                raise RecordError(f"row {i}: neither value nor special")
+        elif kind == HISTOGRAM and histograms is not None and histograms[i] is not None:
+            payload = histogram_fields(_histogram_record(histograms[i]))
+        elif kind == EXEMPLAR and exemplars is not None and exemplars[i] is not None:
+            payload = (exemplars[i]["value"], sorted(exemplars[i]["labels"]))
+        else:
+            raise RecordError(f"row {i}: type {kind!r} without its column")
+        yield Sample(names[i], labels[i], stamps[i], kind, payload)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import calendar
 import struct
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from transforms.protocol import STALE_NAN
 
@@ -72,14 +72,6 @@ def record_kind(record: Mapping[str, Any]) -> str:
     raise RecordError(f"record has none of counter/gauge/native_histogram/exemplar: {sorted(record)}")
 
 
-def labels_of(record: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The series' labels, __name__ included, sorted by name as the specs require."""
-    try:
-        return sorted([("__name__", record["name"]), *record["tags"].items()])
-    except (KeyError, AttributeError) as exc:
-        raise RecordError(f"record without name/tags: {exc}") from exc
-
-
 def histogram_fields(encoded: Mapping[str, Any]) -> dict[str, Any]:
     """A native histogram record as keyword arguments of remote_v1_pb2.Histogram (exact, floats decoded)."""
     out: dict[str, Any] = {}
@@ -104,3 +96,35 @@ def histogram_fields(encoded: Mapping[str, Any]) -> dict[str, Any]:
         out["custom_values"] = [decode_value(c) for c in encoded["custom_values"]]
     out["reset_hint"] = RESET_HINTS.get(encoded.get("reset_hint", "unknown"), 0)
     return out
+
+
+class Sample(NamedTuple):
+    """One archived point, decoded: what the restore job needs, whichever format stored it.
+
+    `payload` is the exact float (counter/gauge), remote_v1_pb2.Histogram keyword arguments
+    (native_histogram), or (value, sorted label pairs) for an exemplar."""
+
+    name: str
+    labels: Sequence[tuple[str, str]]  # every label but __name__
+    ms: int
+    kind: str
+    payload: Any
+
+
+def record_samples(records: Iterable[Mapping[str, Any]]) -> Iterator[Sample]:
+    """NDJSON-shaped records -> samples."""
+    stamps = Timestamps()
+    for record in records:
+        kind = record_kind(record)
+        try:
+            name, tags, stamp = record["name"], record["tags"], record["timestamp"]
+            body = record[kind]
+            if kind == HISTOGRAM:
+                payload: Any = histogram_fields(body)
+            elif kind == EXEMPLAR:
+                payload = (decode_value(body["value"]), sorted(body["labels"].items()))
+            else:
+                payload = decode_value(body["value"])
+            yield Sample(name, list(tags.items()), stamps.to_ms(stamp), kind, payload)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise RecordError(f"record not in the archive's shape: {exc!r}") from exc

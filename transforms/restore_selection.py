@@ -12,19 +12,10 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import promql_parser
 
-from transforms.archive_records import (
-    EXEMPLAR,
-    HISTOGRAM,
-    Timestamps,
-    decode_value,
-    histogram_fields,
-    labels_of,
-    record_kind,
-)
+from transforms.archive_records import EXEMPLAR, HISTOGRAM, Sample
 from transforms.metadata import TYPE_NUMBERS
 from transforms.proto import remote_v1_pb2
 
@@ -137,46 +128,48 @@ class Restored:
     last_ms: int | None
 
 
-def to_request(records: Iterable[Mapping[str, Any]], selection: Selection) -> Restored:
-    """Selected records -> one 1.0 WriteRequest (exact values, histograms, exemplars, start stamps dropped:
+def to_request(samples: Iterable[Sample], selection: Selection) -> Restored:
+    """Selected samples -> one 1.0 WriteRequest (exact values, histograms, exemplars; start stamps dropped:
     1.0 has none) with a metadata entry per metric name, its type from the archived kind."""
-    stamps = Timestamps()
-    series: dict[tuple[tuple[str, str], ...], remote_v1_pb2.TimeSeries] = {}
-    kept: dict[tuple[tuple[str, str], ...], bool] = {}
+    series: dict[tuple[str, tuple[tuple[str, str], ...]], remote_v1_pb2.TimeSeries | None] = {}
     types: dict[str, str] = {}
-    samples, first, last = 0, None, None
-    for record in records:
-        labels = tuple(labels_of(record))
-        keep = kept.get(labels)
-        if keep is None:
-            keep = kept[labels] = selection.keeps_series(dict(labels))
-        if not keep:
+    count, first, last = 0, None, None
+    last_key: tuple[str, Sequence[tuple[str, str]]] | None = None
+    out: remote_v1_pb2.TimeSeries | None = None
+    for sample in samples:
+        if last_key is None or sample.name != last_key[0] or sample.labels != last_key[1]:
+            # rows come grouped by series (Parquet sorts them): the key is built once per run, not per sample
+            last_key = (sample.name, sample.labels)
+            key = (sample.name, tuple(sample.labels))
+            if key not in series:
+                labels = dict(sample.labels)
+                labels["__name__"] = sample.name
+                series[key] = remote_v1_pb2.TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v)
+                                                                for n, v in sorted(labels.items())]) \
+                    if selection.keeps_series(labels) else None
+            out = series[key]
+        if out is None or not selection.keeps_time(sample.ms):
             continue
-        ms = stamps.to_ms(record["timestamp"])
-        if not selection.keeps_time(ms):
-            continue
-        out = series.get(labels)
-        if out is None:
-            out = series[labels] = remote_v1_pb2.TimeSeries(
-                labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in labels])
-        kind = record_kind(record)
+        kind = sample.kind
         if kind == EXEMPLAR:
-            ex = out.exemplars.add(timestamp=ms, value=decode_value(record[kind]["value"]))
-            ex.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in sorted(record[kind]["labels"].items()))
+            value, pairs = sample.payload
+            ex = out.exemplars.add(timestamp=sample.ms, value=value)
+            ex.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in pairs)
             continue
         if kind == HISTOGRAM:
-            out.histograms.add(timestamp=ms, **histogram_fields(record[kind]))
-            types.setdefault(record["name"], "histogram")
+            out.histograms.add(timestamp=sample.ms, **sample.payload)
+            types.setdefault(sample.name, "histogram")
         else:
-            out.samples.add(timestamp=ms, value=decode_value(record[kind]["value"]))
-            types.setdefault(record["name"], kind)
-        samples += 1
-        first = ms if first is None or ms < first else first
-        last = ms if last is None or ms > last else last
-    request = remote_v1_pb2.WriteRequest(timeseries=list(series.values()))
+            out.samples.add(timestamp=sample.ms, value=sample.payload)
+            types.setdefault(sample.name, kind)
+        count += 1
+        first = sample.ms if first is None or sample.ms < first else first
+        last = sample.ms if last is None or sample.ms > last else last
+    request = remote_v1_pb2.WriteRequest(timeseries=[s for s in series.values() if s is not None and (
+        len(s.samples) or len(s.histograms) or len(s.exemplars))])
     request.metadata.extend(remote_v1_pb2.MetricMetadata(type=TYPE_NUMBERS[t], metric_family_name=name)
                             for name, t in sorted(types.items()))
-    return Restored(request, samples, first, last)
+    return Restored(request, count, first, last)
 
 
 def format_ms(ms: int | None) -> str:

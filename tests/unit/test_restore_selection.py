@@ -9,9 +9,11 @@ import pytest
 
 from tests.unit.test_archive_parquet import ODD_NAN, T0, records_of, sample_request
 from transforms.archive_format import archive_format
+from transforms.archive_records import record_samples
 from transforms.proto import remote_v1_pb2
 from transforms.protocol import STALE_NAN, float_bits
 from transforms.restore_selection import Selection, SelectionError, parse_selector, parse_time, to_request
+from transforms.sink.batching import merge
 
 
 def keeps(selector: str, labels: dict[str, str]) -> bool:
@@ -57,8 +59,12 @@ def test_partitions_are_pruned_by_tenant_and_hour() -> None:
 
 
 def test_records_become_an_exact_request_with_histograms_exemplars_and_metadata() -> None:
-    records = archive_format("parquet").read(archive_format("parquet").encode(records_of(sample_request())))
-    restored = to_request(records, Selection())
+    fmt = archive_format("parquet")
+    restored = to_request(fmt.samples(fmt.encode(records_of(sample_request()))), Selection())
+    ndjson = to_request(record_samples(json.loads(r) for r in records_of(sample_request())), Selection())
+    def canonical(request: remote_v1_pb2.WriteRequest) -> set[bytes]:  # samples in time order, as the sink sends
+        return {merge([s]).SerializeToString(deterministic=True) for s in request.timeseries}
+    assert canonical(ndjson.request) == canonical(restored.request)  # both formats' paths alike
     by_name = {dict((lab.name, lab.value) for lab in s.labels)["__name__"]: s for s in restored.request.timeseries}
     counter = by_name["requests_total"]
     bits = [float_bits(s.value) for s in counter.samples]
@@ -74,6 +80,7 @@ def test_records_become_an_exact_request_with_histograms_exemplars_and_metadata(
 
 def test_the_selection_filters_series_and_time() -> None:
     records = [json.loads(r) for r in records_of(sample_request())]
-    only = to_request(records, Selection.parse(f"{(T0 + 1000) / 1000}", None, None, ['{__name__="up"}']))
+    selection = Selection.parse(f"{(T0 + 1000) / 1000}", None, None, ['{__name__="up"}'])
+    only = to_request(record_samples(records), selection)
     assert [(s.timestamp, s.value) for t in only.request.timeseries for s in t.samples] == [(T0 + 2000, 1.0)]
     assert isinstance(only.request, remote_v1_pb2.WriteRequest) and len(only.request.metadata) == 1
