@@ -98,14 +98,21 @@ def _histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def encode_table(records: Sequence[str]) -> pa.Table:
-    """JSON records (metric_to_log's) -> one table, rows sorted by series, then time."""
+    """JSON records (metric_to_log's) -> one table, rows sorted by series, then time.
+
+    Each series is interned once (its name and sorted labels); rows carry its number, so sorting compares
+    integers and the name and labels columns are built from the distinct series, then repeated by `take`.
+    """
     stamps = Timestamps()
+    series: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     rows = []
     for text in records:
         record = json.loads(text)
         kind = record_kind(record)
-        tags = record["tags"]
-        labels = tuple(sorted(tags.items()))
+        key = (record["name"], tuple(sorted(record["tags"].items())))
+        number = series.get(key)
+        if number is None:
+            number = series[key] = len(series)
         value = special = histogram = exemplar = None
         if kind == HISTOGRAM:
             histogram = _histogram_row(record[kind])
@@ -115,16 +122,22 @@ def encode_table(records: Sequence[str]) -> pa.Table:
         else:
             value, special = _special(record[kind]["value"])
         start = record.get("start_timestamp")
-        rows.append((record["name"], labels, stamps.to_ms(record["timestamp"]), _KIND_ORDER[kind], value, special,
-                     kind, stamps.to_ms(start) if start else None, histogram, exemplar))
-    rows.sort(key=lambda r: r[:4])
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(10)]
+        rows.append((number, stamps.to_ms(record["timestamp"]), _KIND_ORDER[kind], value, special, kind,
+                     stamps.to_ms(start) if start else None, histogram, exemplar))
+    keys = list(series)
+    rank = [0] * len(keys)
+    for position, number in enumerate(sorted(range(len(keys)), key=keys.__getitem__)):
+        rank[number] = position
+    rows.sort(key=lambda r: (rank[r[0]], r[1], r[2]))
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(9)]
+    distinct = pa.array(columns[0], pa.int32())
+    names = pa.array([k[0] for k in keys], pa.string()).take(distinct)
+    labels = pa.array([list(k[1]) for k in keys], _LABELS).take(distinct)
     return pa.Table.from_arrays([
-        pa.array(columns[0], pa.string()), pa.array([list(x) for x in columns[1]], _LABELS),
-        pa.array(columns[2], pa.int64()).cast(_TIME), pa.array(columns[4], pa.float64()),
-        pa.array(columns[5], pa.string()), pa.array(columns[6], pa.string()),
-        pa.array(columns[7], pa.int64()).cast(_TIME), pa.array(columns[8], HISTOGRAM_TYPE),
-        pa.array(columns[9], EXEMPLAR_TYPE),
+        names, labels, pa.array(columns[1], pa.int64()).cast(_TIME), pa.array(columns[3], pa.float64()),
+        pa.array(columns[4], pa.string()), pa.array(columns[5], pa.string()),
+        pa.array(columns[6], pa.int64()).cast(_TIME), pa.array(columns[7], HISTOGRAM_TYPE),
+        pa.array(columns[8], EXEMPLAR_TYPE),
     ], schema=SCHEMA)
 
 
