@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from transforms.archive_records import (
@@ -211,25 +212,49 @@ def table_records(table: pa.Table) -> list[dict[str, Any]]:
     return out
 
 
+def _series_runs(table: pa.Table) -> list[int]:
+    """Row numbers where a new series starts (rows are sorted by series), found in C: each row's name and
+    labels joined into one string, escaped so the join is injective, and compared with the row before."""
+    def escaped(strings: pa.Array) -> pa.Array:
+        for old, new in (("\\", "\\\\"), ("\x00", "\\0"), ("\x01", "\\1")):
+            strings = pc.replace_substring(strings, old, new)
+        return strings
+
+    labels = table.column("labels").combine_chunks()
+    keys = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, escaped(labels.keys)), "\x00")
+    values = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, escaped(labels.items)), "\x00")
+    joined = pc.binary_join_element_wise(escaped(table.column("name").combine_chunks()), keys, values, "\x01")
+    changed = pc.not_equal(joined.slice(1), joined.slice(0, len(joined) - 1))
+    return [0, *(pc.indices_nonzero(changed).to_numpy() + 1).tolist()] if len(table) else []
+
+
 def table_samples(table: pa.Table) -> Iterator[Sample]:
-    """Rows straight to decoded samples (the restore's path): columns convert in C, no record dicts."""
+    """Rows straight to decoded samples (the restore's path): columns convert in C, no record dicts, and a
+    series' name and labels become Python objects once per run of its rows."""
     column = table.column
-    names, labels, kinds = column("name").to_pylist(), column("labels").to_pylist(), column("type").to_pylist()
+    starts = _series_runs(table)
+    names = column("name").take(starts).to_pylist()
+    labels = column("labels").take(starts).to_pylist()
+    kinds = column("type").to_pylist()
     stamps = column("timestamp").cast(pa.int64()).to_pylist()
     values, specials = column("value").to_pylist(), column("special").to_pylist()
     histograms = column("histogram").to_pylist() if column("histogram").null_count < len(table) else None
     exemplars = column("exemplar").to_pylist() if column("exemplar").null_count < len(table) else None
-    for i, kind in enumerate(kinds):
-        payload: object
-        if kind in SAMPLE_KINDS:
-            special = specials[i]
-            payload = values[i] if special is None else decode_value(special)
-            if payload is None:
-                raise RecordError(f"row {i}: neither value nor special")
-        elif kind == HISTOGRAM and histograms is not None and histograms[i] is not None:
-            payload = histogram_fields(_histogram_record(histograms[i]))
-        elif kind == EXEMPLAR and exemplars is not None and exemplars[i] is not None:
-            payload = (exemplars[i]["value"], sorted(exemplars[i]["labels"]))
-        else:
-            raise RecordError(f"row {i}: type {kind!r} without its column")
-        yield Sample(names[i], labels[i], stamps[i], kind, payload)
+    bounds = [*starts, len(table)]
+    for run, (first, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        name, pairs = names[run], labels[run]
+        for i in range(first, end):
+            kind = kinds[i]
+            payload: object
+            if kind in SAMPLE_KINDS:
+                special = specials[i]
+                payload = values[i] if special is None else decode_value(special)
+                if payload is None:
+                    raise RecordError(f"row {i}: neither value nor special")
+            elif kind == HISTOGRAM and histograms is not None and histograms[i] is not None:
+                payload = histogram_fields(_histogram_record(histograms[i]))
+            elif kind == EXEMPLAR and exemplars is not None and exemplars[i] is not None:
+                payload = (exemplars[i]["value"], sorted(exemplars[i]["labels"]))
+            else:
+                raise RecordError(f"row {i}: type {kind!r} without its column")
+            yield Sample(name, pairs, stamps[i], kind, payload)

@@ -137,7 +137,8 @@ def to_request(samples: Iterable[Sample], selection: Selection) -> Restored:
     last_key: tuple[str, Sequence[tuple[str, str]]] | None = None
     out: remote_v1_pb2.TimeSeries | None = None
     for sample in samples:
-        if last_key is None or sample.name != last_key[0] or sample.labels != last_key[1]:
+        if last_key is None or not (sample.labels is last_key[1] or sample.labels == last_key[1]) \
+                or sample.name != last_key[0]:
             # rows come grouped by series (Parquet sorts them): the key is built once per run, not per sample
             last_key = (sample.name, sample.labels)
             key = (sample.name, tuple(sample.labels))

@@ -102,3 +102,13 @@ def test_decode_value_is_encode_values_inverse_bit_for_bit() -> None:
 def test_a_file_that_is_not_parquet_is_a_record_error() -> None:
     with pytest.raises(RecordError, match="not a readable Parquet file"):
         archive_format("parquet").read(b"PAR1 but not really")
+
+
+def test_series_that_join_alike_stay_apart_when_read_back() -> None:
+    """Label sets whose plain joins collide ({'a\\0b': '1\\02'} vs {'a': '1', 'b': '2'}) are two series."""
+    request = build_v1([Series({"__name__": "n", "a\x00b": "1\x002"}, [(T0, 1.0)]),
+                        Series({"__name__": "n", "a": "1", "b": "2"}, [(T0, 2.0)]),
+                        Series({"__name__": "n", "a": "1\\", "b": "2"}, [(T0, 3.0)])])
+    fmt = archive_format("parquet")
+    got = {s.payload: dict(s.labels) for s in fmt.samples(fmt.encode(records_of(request)))}
+    assert got == {1.0: {"a\x00b": "1\x002"}, 2.0: {"a": "1", "b": "2"}, 3.0: {"a": "1\\", "b": "2"}}
