@@ -135,6 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.restore", description=__doc__)
     parser.add_argument("--series", type=int, default=2000, help="series (default 2000)")
     parser.add_argument("--samples", type=int, default=250, help="points per series, 15 s apart (default 250)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each mover, interleaved (default 3)")
     parser.add_argument("--profile", action="store_true", help="also profile a restore (Parquet) in-process")
     args = parser.parse_args()
     total = args.series * args.samples
@@ -149,11 +150,8 @@ def main() -> None:
                     duckdb_query_seconds=round(seconds, 3), query_rows=len(rows),
                     query_samples=sum(r[1] for r in rows))
         print(json.dumps(info), flush=True)
-    vms = {}
+    source_vm, source = services.start_victoria_metrics(log_dir, name="vm-source")
     try:
-        for name in ("source", "vmctl", "parquet", "ndjson", *(("profile",) if args.profile else ())):
-            vms[name] = services.start_victoria_metrics(log_dir, name=f"vm-{name}")
-        source = vms["source"][1]
         headers = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf"}
         with requests.Session() as session:
             for request in requests_:
@@ -161,24 +159,36 @@ def main() -> None:
                              timeout=60).raise_for_status()
         services.wait_until(lambda: rows_inserted(source) >= total, 300, "source loaded", interval=0.2)
         requests.get(f"{source}/internal/force_flush", timeout=60)
-        # vmctl 1.79 insists on a terminal (progress bars) and a confirmation: a pseudo-terminal via script(1)
-        vmctl = f"vmctl vm-native --vm-native-src-addr={source} --vm-native-dst-addr={vms['vmctl'][1]}"
-        results = [timed("vmctl vm-native", ["script", "-qec", vmctl, "/dev/null"], vms["vmctl"][1], total,
-                         stdin="y\n")]
-        for fmt in ("parquet", "ndjson"):
-            results.append(timed(f"restore {fmt}", [sys.executable, "-m", "pipeline.restore",
-                                                    f"--archive_path={work / fmt}",
-                                                    f"--remote_write_url={vms[fmt][1]}/api/v1/write"],
-                                 vms[fmt][1], total))
-        base = results[0]["samples_per_second"]
-        for result in results[1:]:
-            print(f"{result['mover']}: {result['samples_per_second']:,} samples/s = "
-                  f"{result['samples_per_second'] / base:.2f}x vmctl vm-native ({base:,} samples/s)", flush=True)
+        runs: dict[str, list[dict]] = {}
+        for rep in range(args.repeat):  # interleaved: the machine is shared, so its load drifts
+            for mover in ("vmctl vm-native", "restore parquet", "restore ndjson"):
+                target, url = services.start_victoria_metrics(log_dir, name=f"vm-{mover.split()[-1]}-{rep}")
+                try:
+                    if mover.startswith("vmctl"):
+                        # vmctl 1.79 insists on a terminal (progress bars) and a confirmation: script(1)'s pty
+                        command = f"vmctl vm-native --vm-native-src-addr={source} --vm-native-dst-addr={url}"
+                        argv, stdin = ["script", "-qec", command, "/dev/null"], "y\n"
+                    else:
+                        argv = [sys.executable, "-m", "pipeline.restore", f"--archive_path={work / mover.split()[-1]}",
+                                f"--remote_write_url={url}/api/v1/write"]
+                        stdin = None
+                    runs.setdefault(mover, []).append(timed(mover, argv, url, total, stdin))
+                finally:
+                    target.stop()
+        medians = {m: statistics.median(r["samples_per_second"] for r in rs) for m, rs in runs.items()}
+        base = medians["vmctl vm-native"]
+        for mover, rate in medians.items():
+            if mover != "vmctl vm-native":
+                print(f"{mover}: median {rate:,.0f} samples/s = {rate / base:.2f}x vmctl vm-native "
+                      f"(median {base:,.0f} samples/s, {args.repeat} runs each)", flush=True)
         if args.profile:
-            print(profile_restore(work / "parquet", vms["profile"][1]))
+            target, url = services.start_victoria_metrics(log_dir, name="vm-profile")
+            try:
+                print(profile_restore(work / "parquet", url))
+            finally:
+                target.stop()
     finally:
-        for service, _ in vms.values():
-            service.stop()
+        source_vm.stop()
 
 
 if __name__ == "__main__":
