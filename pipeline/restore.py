@@ -236,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sinks = with_retry_limit(sinks_from_options(options.view_as(SinkOptions)), limit)
         if not sinks and not args.dry_run:
             raise Usage("give --remote_write_url or --remote_write_config (or --dry_run)")
+        runner = options.view_as(StandardOptions).runner
+        if not is_local(runner) and not args.archive_path.startswith(("gs://", "s3://")):
+            raise Usage(f"--archive_path {args.archive_path!r}: runner {runner} reads on remote workers; "
+                        "use gs:// or s3://")
         FileSystems.set_options(options)
         files, total = list_files(args.archive_path, selection)
         if not total:
