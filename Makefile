@@ -10,7 +10,8 @@ DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
 setup: $(STAMP)
 
-$(STAMP): setup.py requirements/constraints.txt
+# pip install -e . also compiles transforms/_wire.c in place; a change to it re-runs the install.
+$(STAMP): setup.py requirements/constraints.txt transforms/_wire.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e '.[test]'
 	@touch $@
@@ -30,7 +31,7 @@ system-deps:
 # The embedded default: Pub/Sub emulator + receiver (+ a demo Prometheus when installed).
 run: setup
 	$(PY) -m tools.run_local $(if $(PORT),--port $(PORT)) $(if $(PUBSUB_PORT),--pubsub-port $(PUBSUB_PORT)) \
-	  $(if $(ARCHIVE),--archive $(ARCHIVE)) $(if $(WINDOW),--window-size $(WINDOW)) \
+	  $(if $(ARCHIVE),--archive $(ARCHIVE)) $(if $(WINDOW),--window-size $(WINDOW)) $(if $(METRICS_PORT),--metrics-port $(METRICS_PORT)) \
 	  $(if $(REMOTE_WRITE_URL),--remote-write-url $(REMOTE_WRITE_URL)) $(RUN_ARGS)
 
 test: setup system-deps lint

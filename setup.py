@@ -1,6 +1,6 @@
 """Prometheus remote-write pipeline: receiver (Flask/gunicorn -> Pub/Sub) and Beam pipeline."""
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 # Beam is pinned here and in templates/ (the Flex Template image); a test keeps them equal.
 BEAM_VERSION = "2.77.0"
@@ -13,6 +13,9 @@ setup(
     packages=find_packages(include=["receiver", "receiver.*", "pipeline", "pipeline.*",
                                     "transforms", "transforms.*"]),
     package_data={"transforms.proto": ["*.proto", "*.pyi"]},
+    # The one compiled wire-format module (C, CPython API only); `pip install -e .` builds it in place.
+    ext_modules=[Extension("transforms._wire", sources=["transforms/_wire.c"],
+                           extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c11"])],
     install_requires=[
         f"apache-beam[gcp,aws]=={BEAM_VERSION}",
         "protobuf==6.33.6",
@@ -29,6 +32,7 @@ setup(
     extras_require={
         "test": [
             "pytest==9.2.0",
+            "hypothesis==6.170.17",  # property tests: the wire pre-scan against upb, on random and mutated bytes
             "ruff==0.17.6",
             "grpcio-tools==1.81.1",  # protoc, to regenerate and check transforms/proto
             "requests==2.34.2",

@@ -120,7 +120,7 @@ def main() -> None:
         pipeline = services.Service("pipeline", [sys.executable, "-m", "pipeline", "--runner=DirectRunner",
                                                  f"--input_subscription={SUBSCRIPTION}",
                                                  f"--archive_path={log_dir / 'archive'}", "--window_size=10",
-                                                 f"--remote_write_url={vm_url}/api/v1/write"],
+                                                 f"--remote_write_url={vm_url}/api/v1/write", "--metrics_port=0"],
                                     log_dir, env={"PUBSUB_EMULATOR_HOST": host}, cwd=services.ROOT)
         started.append(pipeline)
         time.sleep(8)  # the pipeline's launch checks

@@ -111,6 +111,7 @@ def conversion_core(bodies: list[bytes], scratch: Path, profiler: cProfile.Profi
     messages = [PubsubMessage(body, {"protocol": "1.0", "tenant": "default"}, message_id=str(i))
                 for i, body in enumerate(bodies)]
     decode, write = DecodeToRecords(), WriteArchiveFiles(str(scratch), lambda window, pane: "core")
+    decode.setup()
     started = time.perf_counter()
     if profiler:
         profiler.enable()

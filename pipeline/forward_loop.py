@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
-from transforms.io.pubsub import Lease, Puller, acknowledge, subscriber_client
+from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
 from transforms.sink.config import SinkConfig
 from transforms.sink.forwarder import Forwarder, Stopped
 
@@ -45,6 +45,8 @@ class ForwardLoop(threading.Thread):
         self.on_batch = on_batch or (lambda stats: None)
         self.forwarder = Forwarder(sink, service=HttpService(sink), stopping=stopping)
         self.error: BaseException | None = None
+        self.pull_stats = PullStats()  # replaced by the running Puller's own
+        self.lease: Lease | None = None  # the running one: what is held, and the backlog's age
 
     def pull_batch(self, puller: Puller) -> tuple[list[Any], list[str]]:
         """Wait for a first message, then take what arrives until the flush deadline or a drained queue."""
@@ -81,9 +83,10 @@ class ForwardLoop(threading.Thread):
 
     def _run(self) -> None:
         subscriber = subscriber_client()
-        lease = Lease(subscriber, self.subscription)
+        lease = self.lease = Lease(subscriber, self.subscription)
         lease.start()
         puller = Puller(subscriber, self.subscription, lease, self.stopping)
+        self.pull_stats = puller.stats
         try:
             while not self.stopping.is_set():
                 messages, ack_ids = self.pull_batch(puller)

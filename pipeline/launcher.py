@@ -9,10 +9,12 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, S3Options, StandardOptions
+from prometheus_client import CollectorRegistry
 
 from pipeline.forward_loop import start_forward_loops
 from pipeline.graph import build_streaming
 from pipeline.local_loop import LocalLoop
+from pipeline.metrics import METRICS_HOST, PipelineCollector, Readiness, StatusServer
 from pipeline.options import (
     ArchiveOptions,
     SinkOptions,
@@ -180,22 +182,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SinkConfigError as exc:
         problems.append(str(exc))
     problems = problems or check_buckets(options)
+    status: StatusServer | None = None
+    readiness = Readiness()
+    registry = CollectorRegistry(auto_describe=False)  # owned here, filled once the loops exist
     if not problems and is_local(runner):
-        problems = check_subscription(archive.input_subscription)
+        # Serve /-/healthy (and a 503 /-/ready) while the slower checks below run.
+        try:
+            status = StatusServer(archive.metrics_port, registry, readiness)
+        except OSError as exc:
+            problems.append(f"--metrics_port {archive.metrics_port}: cannot listen on {METRICS_HOST} ({exc.strerror})")
+        else:
+            status.start()
+        problems = problems or check_subscription(archive.input_subscription)
     problems = problems or check_sink_health(sinks) or ensure_sink_subscriptions(archive.input_subscription, sinks)
     if problems:
         for problem in problems:
             print(f"pipeline: {problem}", file=sys.stderr)
         sys.exit(2)
-    if is_local(runner):
+    if status is not None:  # the local runner
         loop = LocalLoop(options)
         loop.install_signal_handlers()
         forwarders = start_forward_loops(sinks, archive.input_subscription, dead_letter_path(archive),
                                          loop.stopping, options)
-        loop.run()
-        loop.stopping.set()
-        for forwarder in forwarders:
-            forwarder.join()
+        registry.register(PipelineCollector(loop, forwarders))
+        readiness.archive, readiness.sinks, readiness.subscriptions_checked = loop, forwarders, True
+        try:
+            loop.run()
+        finally:
+            loop.stopping.set()
+            for forwarder in forwarders:
+                forwarder.join()
+            status.stop()
         failed = [f.sink.name for f in forwarders if f.error is not None]
         if failed:
             print(f"pipeline: sink loop(s) failed: {', '.join(failed)} (see the log above)", file=sys.stderr)

@@ -32,10 +32,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.utils.shared import Shared
 
 from pipeline.options import ArchiveOptions, dead_letter_path
 from transforms.beam import ArchiveMessages
+from transforms.buckets import RUN_BUCKETS, Buckets
 from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
+from transforms.metadata import MetadataStore
 
 log = logging.getLogger(__name__)
 RETRY_MAX_SECONDS = 60.0
@@ -73,8 +76,14 @@ class LocalLoop:
         self.subscription = self.archive.input_subscription
         self.stopping = threading.Event()
         self.on_run = on_run or (lambda stats: None)
-        self.totals: dict[str, int] = {}
+        self.totals = dict.fromkeys(("runs", "messages", "samples", "lines", "files", "dead_letters"), 0)
         self.pull_stats = PullStats()  # replaced by the running Puller's own
+        self.lease: Lease | None = None  # the running one: what is held, and the backlog's age
+        self.run_seconds = Buckets(RUN_BUCKETS)  # bounded runs that finished, for /metrics
+        # The remembered 1.0 metadata types outlive each bounded run: the runs' DoFns acquire this
+        # store through Beam's Shared handle, and holding it here keeps it alive between runs.
+        self.metadata = Shared()
+        self.metadata_store = self.metadata.acquire(MetadataStore)
 
     def stop(self, *_: object) -> None:
         log.info("stop requested: finishing the current window")
@@ -139,7 +148,8 @@ class LocalLoop:
                  | "Archive" >> ArchiveMessages(self.archive.archive_path, dead_letter_path(self.archive),
                                                 file_label=lambda window, pane: label,
                                                 max_lines_per_file=self.archive.max_lines_per_file,
-                                                archive_format=self.archive.archive_format))
+                                                archive_format=self.archive.archive_format,
+                                                metadata=self.metadata))
             result = p.run()
             result.wait_until_finish()
         finally:
@@ -150,7 +160,7 @@ class LocalLoop:
     def run(self) -> None:
         FileSystems.set_options(self.options)
         subscriber = subscriber_client()
-        lease = Lease(subscriber, self.subscription)
+        lease = self.lease = Lease(subscriber, self.subscription)
         lease.start()
         puller = Puller(subscriber, self.subscription, lease, self.stopping)
         self.pull_stats = puller.stats
@@ -179,6 +189,7 @@ class LocalLoop:
                        "dead_letters": counters.get("dead_letters", 0)}
                 for key, value in run.items():
                     self.totals[key] = self.totals.get(key, 0) + value
+                self.run_seconds.observe(time.time() - started)
                 stats = {**run, "seconds": time.time() - started, "max_pull": puller.stats.largest_pull,
                          "pull_failures": puller.stats.failed_pulls, "pulls_too_large": puller.stats.too_large_pulls,
                          **{f"total_{k}": v for k, v in self.totals.items()}}

@@ -45,6 +45,9 @@ class ArchiveOptions(PipelineOptions):
         parser.add_argument("--max_batch_samples", type=int, default=2_000_000,
                             help="Local runner only: samples per bounded run before it is written and acked "
                                  "early, bounding memory (default 2000000).")
+        parser.add_argument("--metrics_port", type=int, default=9202,
+                            help="Local runner only: loopback port serving /metrics (Prometheus), /-/healthy and "
+                                 "/-/ready (default 9202; 0 picks a free port and logs it).")
         parser.add_argument("--allowed_lateness", type=int, default=86_400,
                             help="Streaming runners only: seconds a late pane may still fire; each firing adds "
                                  "files, never overwrites (default 86400).")
@@ -72,6 +75,8 @@ def validate(options: ArchiveOptions) -> list[str]:
         problems.append("--window_size must be a positive number of seconds")
     if options.allowed_lateness < 0:
         problems.append("--allowed_lateness must be >= 0 seconds")
+    if not 0 <= options.metrics_port <= 65535:
+        problems.append("--metrics_port must be a port number, 0-65535")
     if options.max_lines_per_file <= 0 or options.max_batch_samples <= 0:
         problems.append("--max_lines_per_file and --max_batch_samples must be positive")
     return problems

@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 
 from transforms.validation import NameValidation
+from transforms.wire import RequestLimits
 
 ENV_PREFIX = "RECEIVER_"
 _TOPIC_PATH = re.compile(r"projects/[^/]+/topics/[^/]{3,255}\Z")
@@ -27,13 +28,23 @@ class ReceiverConfig:
     bearer_token_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
-    max_body_bytes: int = 32 * MIB
-    max_decompressed_bytes: int = 128 * MIB
+    # Per-request budget (README, "Request limits"): 2 s of CPU and 256 MiB at worst within these.
+    max_body_bytes: int = 16 * MIB
+    max_decompressed_bytes: int = 16 * MIB
+    max_series_per_request: int = RequestLimits.series
+    max_samples_per_request: int = RequestLimits.samples
+    max_labels_per_request: int = RequestLimits.labels
+    max_symbols_per_request: int = RequestLimits.symbols
+    max_buckets_per_request: int = RequestLimits.buckets
+    # decompressed bytes being decoded or published at once in one worker; beyond it 503
+    max_in_flight_bytes: int = 32 * MIB
     max_message_bytes: int = PUBSUB_MESSAGE_LIMIT
     max_in_flight: int = 64
     max_outstanding_bytes: int = 256 * MIB
     # under Prometheus' default 30 s remote_timeout, so it gets our 503 before it gives up itself
     publish_timeout: float = 10.0
+    # a body must arrive within this many seconds (408 after); slow senders must not hold threads
+    body_read_timeout: float = 10.0
     name_validation: NameValidation = NameValidation.UTF8
     workers: int = 2
     threads: int = 8
@@ -46,11 +57,23 @@ class ReceiverConfig:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("--tls-cert-file and --tls-key-file go together")
         for name in ("port", "max_body_bytes", "max_decompressed_bytes", "max_message_bytes",
-                     "max_in_flight", "max_outstanding_bytes", "workers", "threads"):
+                     "max_in_flight", "max_outstanding_bytes", "body_read_timeout", "workers", "threads",
+                     "max_series_per_request", "max_samples_per_request", "max_labels_per_request",
+                     "max_symbols_per_request", "max_buckets_per_request", "max_in_flight_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive")
+        if self.max_in_flight_bytes < self.max_decompressed_bytes:
+            raise ValueError("--max-in-flight-bytes must be at least --max-decompressed-bytes, "
+                             "or the largest allowed request could never be taken")
         if self.max_message_bytes > PUBSUB_MESSAGE_LIMIT:
             raise ValueError(f"--max-message-bytes cannot exceed {PUBSUB_MESSAGE_LIMIT} (Pub/Sub's limit)")
+
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(series=self.max_series_per_request, samples=self.max_samples_per_request,
+                             labels=self.max_labels_per_request, symbols=self.max_symbols_per_request,
+                             buckets=self.max_buckets_per_request)
 
 
 def _env(name: str, default: object = None) -> object:
@@ -91,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-decompressed-bytes",
         "Largest decompressed body accepted, checked from the snappy header before allocating; "
         "larger gets 413 (default %(default)s).", type=int)
+    add("--max-series-per-request", "Most series per request (1.0 metadata entries count as series); "
+        "more gets 413, checked before the protobuf is parsed (default %(default)s).", type=int)
+    add("--max-samples-per-request", "Most samples per request (float samples, native histogram samples and "
+        "exemplars together); more gets 413 (default %(default)s).", type=int)
+    add("--max-labels-per-request", "Most label pairs per request, exemplars' included; more gets 413 "
+        "(default %(default)s).", type=int)
+    add("--max-symbols-per-request", "Most 2.0 symbols-table entries per request; more gets 413 "
+        "(default %(default)s).", type=int)
+    add("--max-buckets-per-request", "Most native histogram bucket entries (spans, deltas, counts, custom values) "
+        "per request; more gets 413 (default %(default)s).", type=int)
+    add("--max-in-flight-bytes", "Decompressed bytes of requests being decoded or published at once per worker; "
+        "beyond it 503 + Retry-After (default %(default)s; at least --max-decompressed-bytes).", type=int)
     add("--max-message-bytes",
         "Bodies larger than this are split by series into several Pub/Sub messages "
         "(default %(default)s, just under Pub/Sub's 10 MB limit).", type=int)
@@ -99,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-outstanding-bytes", "Bytes per worker published but not yet confirmed by Pub/Sub; beyond "
         "it requests get 503 + Retry-After (default %(default)s).", type=int)
     add("--publish-timeout", "Seconds to wait for Pub/Sub to confirm a publish before answering 503 "
+        "(default %(default)s).", type=float)
+    add("--body-read-timeout", "Seconds a request body may take to arrive, from the end of its headers; "
+        "slower gets 408 and the connection is closed, so slow senders cannot hold the worker threads "
         "(default %(default)s).", type=float)
     add("--name-validation", "Metric/label name rules: 'utf8' (any non-empty UTF-8, as Prometheus 3 and "
         "the 2.0 spec allow) or 'legacy' ([a-zA-Z_:][a-zA-Z0-9_:]*, Prometheus 2.x) (default %(default)s).",

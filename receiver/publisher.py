@@ -9,6 +9,7 @@ from typing import Protocol as TypingProtocol
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1.publisher.exceptions import FlowControlLimitError
 from google.cloud.pubsub_v1.types import LimitExceededBehavior, PublisherOptions, PublishFlowControl
 
 # A request waits for its own publish confirmation, so batching only adds latency;
@@ -17,10 +18,15 @@ _BATCH = pubsub_v1.types.BatchSettings(max_messages=100, max_bytes=9_900_000, ma
 _READY_CACHE_SECONDS = 5.0
 
 
+class Unavailable(Exception):
+    """We cannot take the request now; the sender must retry (503 + Retry-After)."""
+
+
 class Publisher(TypingProtocol):
     """What the app needs from Pub/Sub; tests may inject a fake for pure-logic cases."""
 
-    def publish(self, data: bytes, attributes: dict[str, str]) -> Future: ...
+    def publish(self, data: bytes, attributes: dict[str, str]) -> Future:
+        """Start a publish; the future resolves once Pub/Sub confirms. Raises Unavailable when saturated."""
 
     def check_ready(self) -> None:
         """Raise if the topic cannot be reached."""
@@ -31,7 +37,7 @@ class PubSubPublisher:
 
     def __init__(self, topic: str, max_outstanding_bytes: int = 256 * 1024 * 1024) -> None:
         self.topic = topic
-        # Over this many unconfirmed bytes publish() raises FlowControlLimitError: the app answers 503.
+        # Over this many unconfirmed bytes the client raises FlowControlLimitError: publish() says Unavailable.
         self._flow = PublishFlowControl(message_limit=100_000, byte_limit=max_outstanding_bytes,
                                         limit_exceeded_behavior=LimitExceededBehavior.ERROR)
         self._client: pubsub_v1.PublisherClient | None = None
@@ -47,7 +53,11 @@ class PubSubPublisher:
             return self._client
 
     def publish(self, data: bytes, attributes: dict[str, str]) -> Future:
-        return self.client.publish(self.topic, data, **attributes)
+        future = self.client.publish(self.topic, data, **attributes)
+        # google-cloud-pubsub reports a flow-control refusal as an already failed future, not a raise
+        if future.done() and isinstance(refusal := future.exception(), FlowControlLimitError):
+            raise Unavailable(f"over --max-outstanding-bytes of unconfirmed publishes: {refusal}") from refusal
+        return future
 
     def check_ready(self) -> None:
         if time.monotonic() < self._ready_until:

@@ -11,10 +11,12 @@ class MemoryPublisher:
         self.messages: list[tuple[bytes, dict[str, str]]] = []
         self.fail_with: Exception | None = None
         self.block: threading.Event | None = None
+        self.entered = threading.Event()  # set once a publish has started (observable by tests)
         self.ready_error: Exception | None = None
 
     def publish(self, data: bytes, attributes: dict[str, str]) -> Future:
         future: Future = Future()
+        self.entered.set()
         if self.block is not None:
             self.block.wait(10)
         if self.fail_with is not None:

@@ -3,19 +3,19 @@
 Starts the Pub/Sub emulator (topic + subscription), the receiver under gunicorn, and, when
 Debian's prometheus and prometheus-node-exporter are installed, a demo Prometheus that scrapes
 itself and node_exporter and remote-writes to the receiver. Prints a status line from the
-receiver's own metrics every few seconds; Ctrl-C stops everything it started.
+receiver's and the pipeline's own /metrics every few seconds; Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import shutil
 import signal
 import sys
 import time
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tools import services
 from transforms.sink import config as sink_config
@@ -24,43 +24,53 @@ REMOTE_WRITE_SNIPPET = """remote_write:
   - url: http://{host}:{port}/api/v1/write"""
 
 
-def _metric_sum(text: str, name: str, label_filter: str = "") -> float:
-    total = 0.0
-    for match in re.finditer(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.M):
-        if label_filter in (match.group(1) or ""):
-            total += float(match.group(2))
-    return total
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape(url: str) -> Samples | str:
+    """Every sample of a /metrics page as (name, labels, value), or why it could not be read."""
+    try:
+        status, body = services.http_get(f"{url}/metrics", timeout=5)
+    except OSError as exc:
+        return f"{url}/metrics unreachable ({exc})"
+    if status != 200:
+        return f"{url}/metrics answered {status}"
+    return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(body.decode())
+            for s in family.samples]
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    return sum(value for n, found, value in samples if n == name and labels.items() <= found.items())
 
 
 def status_line(receiver_url: str) -> str:
-    status, body = services.http_get(f"{receiver_url}/metrics", timeout=5)
-    if status != 200:
-        return f"receiver /metrics answered {status}"
-    text = body.decode()
-    requests_ok = _metric_sum(text, "receiver_requests_total", 'code="204"')
-    rejected = sum(_metric_sum(text, "receiver_requests_total", f'code="{c}"') for c in (400, 401, 413, 415))
-    unavailable = _metric_sum(text, "receiver_requests_total", 'code="503"')
-    return (f"received {_metric_sum(text, 'receiver_samples_accepted_total'):,.0f} samples "
-            f"in {requests_ok:,.0f} requests | published {_metric_sum(text, 'receiver_published_messages_total'):,.0f}"
-            f" messages | rejected {rejected:,.0f} (4xx) | unavailable {unavailable:,.0f} (503)")
+    samples = scrape(receiver_url)
+    if isinstance(samples, str):
+        return samples
+    rejected = sum(total(samples, "receiver_requests_total", code=str(c)) for c in (400, 401, 413, 415))
+    unavailable = total(samples, "receiver_requests_total", code="503")
+    return (f"received {total(samples, 'receiver_samples_accepted_total'):,.0f} samples "
+            f"in {total(samples, 'receiver_requests_total', code='204'):,.0f} requests "
+            f"| published {total(samples, 'receiver_published_messages_total'):,.0f} messages "
+            f"| rejected {rejected:,.0f} (4xx) | unavailable {unavailable:,.0f} (503)")
 
 
-def pipeline_status(pipeline_log: Path) -> str:
-    """The pipeline's own running totals: its latest 'archived ...' line, and each sink's latest line."""
-    archive: dict = {}
-    sinks: dict[str, dict] = {}
-    for line in pipeline_log.read_text(errors="replace").splitlines():
-        match = re.search(r"(?:sink (\S+): forwarded|archived) .*totals (\{.*\})", line)
-        if match and match.group(1):
-            sinks[match.group(1)] = json.loads(match.group(2))
-        elif match:
-            archive = json.loads(match.group(2))
-    text = (f"archived {archive.get('samples', 0):,} samples in {archive.get('files', 0):,} files | "
-            f"dead-lettered {archive.get('dead_letters', 0):,} messages")
+def pipeline_status(pipeline_url: str) -> str:
+    """The pipeline's own running totals, from its /metrics."""
+    samples = scrape(pipeline_url)
+    if isinstance(samples, str):
+        return samples
+    backlog = max((v for n, _, v in samples if n == "pipeline_subscription_oldest_unacked_message_age_seconds"),
+                  default=0.0)
+    text = (f"archived {total(samples, 'pipeline_archive_samples_total'):,.0f} samples in "
+            f"{total(samples, 'pipeline_archive_files_total'):,.0f} files | dead-lettered "
+            f"{total(samples, 'pipeline_archive_dead_letters_total'):,.0f} messages | backlog age {backlog:.0f}s")
+    sinks = sorted({labels["sink"] for n, labels, _ in samples if n == "pipeline_sink_samples_sent_total"})
     if sinks:
-        forwarded = ", ".join(f"{name} {t.get('samples_sent', 0):,}" for name, t in sorted(sinks.items()))
-        refused = sum(t.get("samples_dead_lettered", 0) for t in sinks.values())
-        text += f" | forwarded samples: {forwarded} | refused by sinks (dead-lettered) {refused:,}"
+        forwarded = ", ".join(f"{name} {total(samples, 'pipeline_sink_samples_sent_total', sink=name):,.0f}"
+                              for name in sinks)
+        refused = total(samples, "pipeline_sink_samples_dead_lettered_total")
+        text += f" | forwarded samples: {forwarded} | refused by sinks (dead-lettered) {refused:,.0f}"
     return text
 
 
@@ -77,6 +87,8 @@ def main() -> int:
     parser.add_argument("--no-demo", action="store_true", help="do not start the demo Prometheus")
     parser.add_argument("--archive", default="./archive", help="archive path: local dir, gs:// or s3:// (./archive)")
     parser.add_argument("--window-size", type=int, default=10, help="pipeline window in seconds (default 10)")
+    parser.add_argument("--metrics-port", type=int, default=9202,
+                        help="the pipeline's /metrics, /-/healthy and /-/ready port (default 9202)")
     parser.add_argument("--remote-write-url", action="append", default=[],
                         help="also forward every sample to this remote-write URL (repeatable or comma-separated)")
     args = parser.parse_args()
@@ -97,7 +109,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        for port, what in ((args.port, "receiver (PORT=)"), (args.pubsub_port, "Pub/Sub emulator (PUBSUB_PORT=)")):
+        for port, what in ((args.port, "receiver (PORT=)"), (args.pubsub_port, "Pub/Sub emulator (PUBSUB_PORT=)"),
+                           (args.metrics_port, "pipeline's metrics (METRICS_PORT=)")):
             if services.port_in_use(port):
                 raise services.ServiceError(f"port {port} for the {what} is already in use; pick another")
         emulator, host = services.start_pubsub_emulator(work, args.pubsub_port)
@@ -130,10 +143,13 @@ def main() -> int:
                                                  f"--input_subscription={subscription}",
                                                  f"--archive_path={args.archive}",
                                                  f"--window_size={args.window_size}",
+                                                 f"--metrics_port={args.metrics_port}",
                                                  *(f"--remote_write_url={u}" for u in args.remote_write_url)],
                                     work, env={"PUBSUB_EMULATOR_HOST": host}, cwd=services.ROOT)
         started.append(pipeline)
-        print(f"pipeline (local runner) archiving to {args.archive} every {args.window_size}s")
+        pipeline_url = f"http://127.0.0.1:{args.metrics_port}"
+        print(f"pipeline (local runner) archiving to {args.archive} every {args.window_size}s "
+              f"(metrics {pipeline_url}/metrics)")
         print(f"logs in {work}; Ctrl-C stops everything.")
         while not stopping:
             deadline = time.monotonic() + args.interval
@@ -143,7 +159,7 @@ def main() -> int:
                 if not service.alive():
                     raise services.ServiceError(f"{service.name} exited; log:\n{service.log_tail()}")
             if not stopping:
-                print(time.strftime("%H:%M:%S"), status_line(url), "|", pipeline_status(pipeline.log_path),
+                print(time.strftime("%H:%M:%S"), status_line(url), "|", pipeline_status(pipeline_url),
                       flush=True)
         return 0
     except (services.ServiceError, sink_config.SinkConfigError) as exc:

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 
-from transforms import snappy_block
+from transforms import snappy_block, wire
 from transforms.builders import SymbolTable
 from transforms.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import CONTENT_ENCODING, MEDIA_TYPE, PROTO_V1, PROTO_V2, Protocol
-from transforms.validation import Counts, NameValidation, validate_v1_payload, validate_v2
+from transforms.validation import Counts, NameValidation, ValidationCache, validate_v1_payload, validate_v2
 
 WriteMessage = remote_v1_pb2.WriteRequest | remote_v2_pb2.Request
 
@@ -85,15 +85,24 @@ def decode(
     protocol: Protocol,
     max_uncompressed: int,
     names: NameValidation = NameValidation.UTF8,  # the product's default (receiver --name-validation)
+    limits: wire.RequestLimits | None = None,
+    cache: ValidationCache | None = None,
 ) -> DecodedRequest:
-    """Snappy-decompress, parse and validate a request body; raises RemoteWriteError."""
+    """Snappy-decompress, parse and validate a request body; raises RemoteWriteError.
+
+    With limits, the payload's counts are checked (413) before the protobuf parse builds anything.
+    A caller that decodes many requests passes its own ValidationCache, so known series are not
+    validated again.
+    """
     payload = snappy_block.decompress(body, max_uncompressed)
+    if limits is not None:
+        wire.check(payload, protocol, limits)
     message = parse(payload, protocol)
     keys = None
     if protocol is Protocol.V1:
-        counts, keys = validate_v1_payload(payload, message, names)  # type: ignore[arg-type]
+        counts, keys = validate_v1_payload(payload, message, names, cache)  # type: ignore[arg-type]
     else:
-        counts = validate_v2(message, names)  # type: ignore[arg-type]
+        counts = validate_v2(message, names, cache)  # type: ignore[arg-type]
     return DecodedRequest(protocol, message, counts, len(payload), keys)
 
 

@@ -169,38 +169,44 @@ def _start(ms: int, lines: _Lines) -> str:
     return f',"start_timestamp":"{lines.stamp(ms)}"' if ms else ""
 
 
-# label-set key (from validation) -> (name, head): a series' JSON prefix is built once, not per request
-_HEADS: dict[bytes, tuple[str, str]] = {}
-_HEADS_LIMIT = 500_000
+class SeriesHeads:
+    """label-set key (from validation) -> (name, JSON head): a series' prefix is built once, not per
+    request. Owned by whoever converts (a DoFn's setup); cleared wholesale at `limit` series."""
 
+    def __init__(self, limit: int = 500_000) -> None:
+        self.limit = limit
+        self._heads: dict[bytes, tuple[str, str]] = {}
 
-def _series_head(series: remote_v1_pb2.TimeSeries, key: bytes | None) -> tuple[str, str]:
-    if key is not None:
-        cached = _HEADS.get(key)
-        if cached is not None:
-            return cached
-    found = _head([(lab.name, lab.value) for lab in series.labels])
-    if key is not None:
-        if len(_HEADS) >= _HEADS_LIMIT:
-            _HEADS.clear()
-        _HEADS[key] = found
-    return found
+    def head(self, series: remote_v1_pb2.TimeSeries, key: bytes | None) -> tuple[str, str]:
+        if key is not None:
+            cached = self._heads.get(key)
+            if cached is not None:
+                return cached
+        found = _head([(lab.name, lab.value) for lab in series.labels])
+        if key is not None:
+            if len(self._heads) >= self.limit:
+                self._heads.clear()
+            self._heads[key] = found
+        return found
 
 
 def convert_v1(request: remote_v1_pb2.WriteRequest, tenant: str, store: MetadataStore,
-               series_keys: Sequence[bytes] | None = None, counts: Counts | None = None) -> dict[Partition, list[str]]:
+               series_keys: Sequence[bytes] | None = None, counts: Counts | None = None,
+               heads: SeriesHeads | None = None) -> dict[Partition, list[str]]:
     """Lines of a 1.0 request. Its metadata first updates the tenant's remembered types.
 
-    `series_keys` and `counts` (from DecodedRequest) let per-series JSON be reused across requests and
-    skip reading histogram/exemplar fields a request does not have (each read costs a Python object).
+    `series_keys` and `counts` (from DecodedRequest), with a `heads` cache, let per-series JSON be
+    reused across requests and skip reading histogram/exemplar fields a request does not have (each
+    read costs a Python object).
     """
+    heads = heads or SeriesHeads()
     with_histograms = counts is None or counts.histograms > 0
     with_exemplars = counts is None or counts.exemplars > 0
     store.update_v1(tenant, request.metadata)
     lines = _Lines(tenant)
     kinds: dict[str, str] = {}
     for index, series in enumerate(request.timeseries):
-        name, head = _series_head(series, series_keys[index] if series_keys is not None else None)
+        name, head = heads.head(series, series_keys[index] if series_keys is not None else None)
         prefix = kinds.get(name)
         if prefix is None:
             kind = value_kind(store.type_of(tenant, name), name)
@@ -239,7 +245,21 @@ def convert_v2(request: remote_v2_pb2.Request, tenant: str) -> dict[Partition, l
 
 def convert(message: remote_v1_pb2.WriteRequest | remote_v2_pb2.Request, protocol: Protocol, tenant: str,
             store: MetadataStore, series_keys: Sequence[bytes] | None = None,
-            counts: Counts | None = None) -> dict[Partition, list[str]]:
+            counts: Counts | None = None, heads: SeriesHeads | None = None) -> dict[Partition, list[str]]:
     if protocol is Protocol.V1:
-        return convert_v1(message, tenant, store, series_keys, counts)  # type: ignore[arg-type]
+        return convert_v1(message, tenant, store, series_keys, counts, heads)  # type: ignore[arg-type]
     return convert_v2(message, tenant)  # type: ignore[arg-type]
+
+
+def message_protocol(attributes: dict[str, str]) -> Protocol:
+    """The protocol a published message says it carries (the receiver's `protocol` attribute)."""
+    try:
+        return Protocol(attributes.get("protocol", ""))
+    except ValueError as exc:
+        raise ConversionError(f"missing or unknown 'protocol' attribute {attributes.get('protocol')!r}") from exc
+
+
+def is_metadata_only(attributes: dict[str, str]) -> bool:
+    """A 1.0 request carrying no samples (Prometheus' periodic metadata requests), by its attributes."""
+    return attributes.get("protocol") == "1.0" and all(
+        attributes.get(k) == "0" for k in ("samples", "histograms", "exemplars"))

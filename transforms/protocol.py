@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class Protocol(enum.StrEnum):
@@ -37,6 +37,26 @@ RESERVED_REQUEST_HEADERS = frozenset(
 HEADER_SAMPLES_WRITTEN = "X-Prometheus-Remote-Write-Samples-Written"
 HEADER_HISTOGRAMS_WRITTEN = "X-Prometheus-Remote-Write-Histograms-Written"
 HEADER_EXEMPLARS_WRITTEN = "X-Prometheus-Remote-Write-Exemplars-Written"
+WRITTEN_HEADERS = (HEADER_SAMPLES_WRITTEN, HEADER_HISTOGRAMS_WRITTEN, HEADER_EXEMPLARS_WRITTEN)
+
+
+def parse_written(headers: Mapping[str, str]) -> tuple[int, int, int] | None:
+    """(samples, histograms, exemplars) a 2.0 receiver says it wrote; None when it sent none of the headers.
+
+    Per spec 2.0 a 2xx without any of them comes from a 1.x receiver, which decoded an empty request.
+    A header that is missing or not a number counts 0 (the receiver claims nothing for it).
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    found = [lowered.get(name.lower()) for name in WRITTEN_HEADERS]
+    if all(value is None for value in found):
+        return None
+    counts = []
+    for value in found:
+        try:
+            counts.append(max(0, int((value or "0").strip())))
+        except ValueError:
+            counts.append(0)
+    return counts[0], counts[1], counts[2]
 
 HEADER_TENANT = "X-Scope-OrgID"
 DEFAULT_TENANT = "default"

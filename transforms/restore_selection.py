@@ -162,7 +162,8 @@ def to_request(samples: Iterable[Sample], selection: Selection) -> Restored:
             types.setdefault(sample.name, "histogram")
         else:
             out.samples.add(timestamp=sample.ms, value=sample.payload)
-            types.setdefault(sample.name, kind)
+            if types.get(sample.name, "gauge") == "gauge":  # gauge is also what an untyped series is archived as
+                types[sample.name] = kind
         count += 1
         first = sample.ms if first is None or sample.ms < first else first
         last = sample.ms if last is None or sample.ms > last else last

@@ -78,6 +78,8 @@ class Attempt:
     outcome: Outcome
     answer: str
     seconds: float
+    # What a 2.0 receiver said it wrote (protocol.parse_written): (samples, histograms, exemplars), or None.
+    written: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,23 @@ class _NameChecker:
         self._metrics.add(name)
 
 
-_CHECKERS = {mode: _NameChecker(mode) for mode in NameValidation}
+class ValidationCache:
+    """What validation remembers between requests for one naming mode: names seen valid, and the
+    packed counts of label sets (series keys) validated before. Owned by whoever validates many
+    requests (the receiver's ingest, a DoFn's setup); without one, each call starts empty."""
+
+    def __init__(self, names: NameValidation = NameValidation.UTF8) -> None:
+        self.names = names
+        self.checker = _NameChecker(names)
+        self.series: dict[bytes, int] = {}
+
+
+def _cache_for(names: NameValidation, cache: ValidationCache | None) -> ValidationCache:
+    if cache is None:
+        return ValidationCache(names)
+    if cache.names is not names:
+        raise ValueError(f"a {cache.names} validation cache cannot validate {names} names")
+    return cache
 
 
 def _check_label_pairs(pairs: Sequence[tuple[str, str]], where: str, checker: _NameChecker) -> None:
@@ -96,10 +112,11 @@ def _check_label_pairs(pairs: Sequence[tuple[str, str]], where: str, checker: _N
 
 
 def validate_v1(
-    request: remote_v1_pb2.WriteRequest, names: NameValidation = NameValidation.UTF8
+    request: remote_v1_pb2.WriteRequest, names: NameValidation = NameValidation.UTF8,
+    cache: ValidationCache | None = None,
 ) -> Counts:
     """Validate a 1.0 WriteRequest; return its counts or raise InvalidPayload (400)."""
-    checker = _CHECKERS[names]
+    checker = _cache_for(names, cache).checker
     samples = histograms = exemplars = 0
     for index, series in enumerate(request.timeseries):
         _check_label_pairs([(lab.name, lab.value) for lab in series.labels], f"series {index}", checker)
@@ -120,7 +137,6 @@ def validate_v1(
 _SHIFT = 32
 _MASK = (1 << _SHIFT) - 1
 _serialize_key = remote_v1_view_pb2.SeriesKey.SerializeToString
-_SERIES_CACHE: dict[NameValidation, dict[bytes, int]] = {mode: {} for mode in NameValidation}
 
 
 def _validate_key(key: bytes, checker: _NameChecker, keys: list[bytes]) -> int:
@@ -136,7 +152,8 @@ def _validate_key(key: bytes, checker: _NameChecker, keys: list[bytes]) -> int:
 
 
 def validate_v1_payload(
-    payload: bytes, request: remote_v1_pb2.WriteRequest, names: NameValidation = NameValidation.UTF8
+    payload: bytes, request: remote_v1_pb2.WriteRequest, names: NameValidation = NameValidation.UTF8,
+    owner: ValidationCache | None = None,
 ) -> tuple[Counts, list[bytes]]:
     """validate_v1, fast: series whose label set was validated before are not checked again.
 
@@ -148,17 +165,16 @@ def validate_v1_payload(
     view = remote_v1_view_pb2.WriteRequestKeys.FromString(payload)
     view.DiscardUnknownFields()
     keys = list(map(_serialize_key, view.timeseries))
-    cache = _SERIES_CACHE[names]
+    owner = _cache_for(names, owner)
+    cache, checker = owner.series, owner.checker
     missing = [key for key in dict.fromkeys(keys) if key not in cache]  # request order: first error wins
     if missing:
-        checker = _CHECKERS[names]
         fresh = {key: _validate_key(key, checker, keys) for key in missing}
         if len(cache) + len(fresh) > _CACHE_LIMIT:
             cache.clear()
         cache.update(fresh)
     packed = list(map(cache.get, keys))
     if None in packed:  # another thread cleared the cache meanwhile
-        checker = _CHECKERS[names]
         packed = [p if p is not None else _validate_key(k, checker, keys) for k, p in zip(keys, packed, strict=True)]
     total = sum(packed)
     counts = Counts(
@@ -182,9 +198,10 @@ def _resolve_refs(refs: Sequence[int], symbols: Sequence[str], where: str) -> li
     return ref_pairs(refs, symbols)
 
 
-def validate_v2(request: remote_v2_pb2.Request, names: NameValidation = NameValidation.UTF8) -> Counts:
+def validate_v2(request: remote_v2_pb2.Request, names: NameValidation = NameValidation.UTF8,
+                cache: ValidationCache | None = None) -> Counts:
     """Validate a 2.0 Request; return its counts or raise InvalidPayload (400)."""
-    checker = _CHECKERS[names]
+    checker = _cache_for(names, cache).checker
     symbols = list(request.symbols)
     if symbols and symbols[0] != "":
         raise InvalidPayload('symbols[0] must be the empty string ""')

@@ -43,7 +43,8 @@ def test_make_run_flows_and_ctrl_c_stops_everything(tmp_path, log_dir):
     process = subprocess.Popen(
         [sys.executable, "-m", "tools.run_local", "--port", str(port), "--pubsub-port", str(pubsub_port),
          "--archive", str(tmp_path / "archive"), "--window-size", "3", "--interval", "2",
-         "--work-dir", str(tmp_path / "run"), "--remote-write-url", f"{victoria_url}/api/v1/write"],
+         "--work-dir", str(tmp_path / "run"), "--remote-write-url", f"{victoria_url}/api/v1/write",
+         "--metrics-port", str(services.free_port())],
         cwd=services.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     descendants: set[int] = set()

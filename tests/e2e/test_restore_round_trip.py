@@ -14,13 +14,9 @@ import sys
 import pytest
 import requests
 
-from tests.e2e.test_prometheus_to_receiver import (
-    prometheus_config,
-    stop_scraping_and_settle,
-    tsdb_samples,
-)
-from tests.integration.test_pipeline_local import LoopThread
-from tests.integration.test_sinks_real_stores import vm_export
+from tests.pipeline_helpers import LoopThread
+from tests.prometheus_helpers import prometheus_config, stop_scraping_and_settle, tsdb_samples
+from tests.sink_helpers import vm_export
 from tools import services
 
 FORMATS = ("ndjson", "parquet")

@@ -69,7 +69,7 @@ def incompressible_request(target_bytes: int, tag: str, ts: int) -> bytes:
 def start_pipeline(log_dir: Path, name: str, subscription: str, archive: Path, vm: str) -> services.Service:
     return services.Service(name, [sys.executable, "-m", "pipeline", "--runner=DirectRunner",
                                    f"--input_subscription={subscription}", f"--archive_path={archive}",
-                                   "--window_size=2", f"--remote_write_url={vm}/api/v1/write"],
+                                   "--window_size=2", f"--remote_write_url={vm}/api/v1/write", "--metrics_port=0"],
                             log_dir, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT)
 
 

@@ -9,49 +9,16 @@ import base64
 import json
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
-from apache_beam.options.pipeline_options import PipelineOptions
-
 from pipeline.local_loop import LocalLoop
+from tests.pipeline_helpers import NOW_MS, LoopThread, all_lines, requests_for
 from tools import services
 from tools.archive import dead_letter_files, read_archive
 from tools.pubsub import Subscription, publish_raw, publish_requests
 from transforms.builders import Series, build_v1
 from transforms.protocol import STALE_NAN
-
-NOW_MS = int(time.time() * 1000)
-
-
-def requests_for(count: int, per: int = 50, ts: int = NOW_MS, tag: str = "r") -> list:
-    return [build_v1([Series({"__name__": "archive_test", "req": f"{tag}{r}", "i": str(i)}, [(ts, float(r * per + i))])
-                      for i in range(per)]) for r in range(count)]
-
-
-def all_lines(archive: Path) -> list[dict]:
-    return [line for lines in read_archive(str(archive)).values() for line in lines]
-
-
-class LoopThread:
-    """LocalLoop in a background thread, recording every run's stats."""
-
-    def __init__(self, subscription: str, archive: Path, window: int = 2, extra: tuple[str, ...] = ()) -> None:
-        self.runs: list[dict] = []
-        options = PipelineOptions(["--runner=DirectRunner", f"--input_subscription={subscription}",
-                                   f"--archive_path={archive}", f"--window_size={window}", *extra])
-        self.loop = LocalLoop(options, on_run=self.runs.append)
-        self.thread = threading.Thread(target=self.loop.run, daemon=True)
-
-    def __enter__(self) -> LoopThread:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.stop()
-        self.thread.join(120)
-        assert not self.thread.is_alive()
 
 
 def wait_for_lines(archive: Path, expected: int, timeout: float = 90) -> list[dict]:
@@ -130,7 +97,7 @@ def test_last_window_is_flushed_soon_after_traffic_stops(topic_and_subscription,
 def _start_pipeline(subscription: str, archive: Path, window: int, log_dir: Path, name: str) -> services.Service:
     return services.Service(name, [sys.executable, "-m", "pipeline", "--runner=DirectRunner",
                                    f"--input_subscription={subscription}", f"--archive_path={archive}",
-                                   f"--window_size={window}"], log_dir, cwd=services.ROOT)
+                                   f"--window_size={window}", "--metrics_port=0"], log_dir, cwd=services.ROOT)
 
 
 def wait_until_held(subscription: Subscription, timeout: float = 60) -> None:

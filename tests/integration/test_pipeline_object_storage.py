@@ -10,25 +10,10 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from tests.integration.test_pipeline_local import LoopThread, requests_for
+from tests.pipeline_helpers import LoopThread, requests_for
 from tools import services
 from tools.archive import archive_files, dead_letter_files, read_archive
 from tools.pubsub import publish_raw, publish_requests
-
-S3_KEYS = ["--s3_access_key_id=testing", "--s3_secret_access_key=testing", "--s3_region_name=us-east-1"]
-
-
-@pytest.fixture(scope="module")
-def s3(log_dir):
-    service, url = services.start_moto(log_dir)
-    import boto3
-
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="archive-bucket")
-    try:
-        yield [f"--s3_endpoint_url={url}", *S3_KEYS]
-    finally:
-        service.stop()
 
 
 @pytest.mark.parametrize("store", ["gcs", "s3"])
@@ -57,7 +42,7 @@ def test_archive_and_dead_letters_on_object_storage(store, request, topic_and_su
 
 def run_pipeline(*args: str) -> subprocess.CompletedProcess:
     runner = [] if any(a.startswith("--runner") for a in args) else ["--runner=DirectRunner"]
-    return subprocess.run([sys.executable, "-m", "pipeline", *runner, *args],
+    return subprocess.run([sys.executable, "-m", "pipeline", *runner, "--metrics_port=0", *args],
                           capture_output=True, text=True, timeout=120, cwd=services.ROOT)
 
 

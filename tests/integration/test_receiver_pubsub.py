@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
+from receiver.publisher import PubSubPublisher, Unavailable
 from tools import services
 from transforms import codec
 from transforms.builders import Series, build_v1, build_v2
@@ -109,6 +110,17 @@ def test_bad_inputs_over_real_http_publish_nothing(receiver):
     assert conn.getresponse().status == 413
     conn.close()
     assert subscription.drain(quiet=1.0) == []
+
+
+def test_publisher_over_max_outstanding_bytes_raises_its_own_unavailable(topic_and_subscription):
+    """The publisher, not the app, turns google's FlowControlLimitError into receiver.publisher.Unavailable."""
+    topic, subscription = topic_and_subscription
+    publisher = PubSubPublisher(topic, max_outstanding_bytes=1000)
+    small = codec.encode(build_v1(batch(1, 1)))
+    publisher.publish(small, {"n": "1"}).result(timeout=30)
+    with pytest.raises(Unavailable, match="max-outstanding-bytes"):
+        publisher.publish(b"x" * 5000, {"n": "2"})
+    assert [m.data for m in subscription.drain(expect=1)] == [small]
 
 
 def test_ready_and_503_when_pubsub_is_down(log_dir, tmp_path):

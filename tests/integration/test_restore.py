@@ -15,8 +15,7 @@ import pytest
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from tests.integration.test_pipeline_object_storage import s3  # noqa: F401 (fixture)
-from tests.integration.test_sinks_real_stores import Capture, capture  # noqa: F401 (fixture)
+from tests.sink_helpers import Capture
 from transforms import codec
 from transforms.beam import ArchiveMessages
 from transforms.builders import Series, build_v1
@@ -50,12 +49,14 @@ def build_archive(archive: str, extra: tuple[str, ...] = ()) -> None:
     write(archive, "ndjson", "a", [
         (build_v1([Series(walk, [(T8 + HOUR - 2000, 1.0), (T8 + HOUR - 1000, 2.0)])],
                   metadata=[Series({"__name__": "walk_total"}, metric_type="counter")]), "team-a"),
-        (build_v1([Series(walk, [(T8 + HOUR + 1000, 4.0), (T8 + HOUR + 3000, 6.0)])]), "team-a"),
+        (build_v1([Series(walk, [(T8 + HOUR + 1000, 4.0), (T8 + HOUR + 3000, 6.0)])],
+                  metadata=[Series({"__name__": "walk_total"}, metric_type="counter")]), "team-a"),
         (build_v1([Series({"__name__": "up", "job": "b"}, [(T8 + HOUR, 1.0), (T8 + HOUR + 1000, STALE_NAN)])]),
          "team-b"),
     ], extra)
     write(archive, "parquet", "b", [
-        (build_v1([Series(walk, [(T8 + HOUR + 2000, 5.0), (T8 + HOUR, 3.0)])]), "team-a"),
+        (build_v1([Series(walk, [(T8 + HOUR + 2000, 5.0), (T8 + HOUR, 3.0)])],  # each bundle knows its types
+                  metadata=[Series({"__name__": "walk_total"}, metric_type="counter")]), "team-a"),
         (histogram_request(T8 + HOUR + 500), "team-a"),
     ], extra)
 
@@ -76,7 +77,7 @@ def archive(tmp_path_factory) -> str:
     return path
 
 
-def test_a_mixed_archive_restores_per_tenant_in_time_order_with_everything(archive, capture):  # noqa: F811
+def test_a_mixed_archive_restores_per_tenant_in_time_order_with_everything(archive, capture):
     done = restore(f"--archive_path={archive}", f"--remote_write_url={capture}", "--remote_write_shards=2")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "9 selected, 9 sent, 0 retried, 0 dead-lettered" in done.stdout, done.stdout
@@ -104,7 +105,7 @@ def test_a_mixed_archive_restores_per_tenant_in_time_order_with_everything(archi
     assert types == {"walk_total": 1, "up": 2, "latency": 3}  # counter, gauge, histogram: metadata re-sent
 
 
-def test_selection_dry_run_and_usage_errors(archive, capture):  # noqa: F811
+def test_selection_dry_run_and_usage_errors(archive, capture):
     done = restore(f"--archive_path={archive}", "--dry_run", "--tenant=team-a", '--match={__name__=~"walk.*"}',
                    "--start=2026-11-25T08:59:59Z", "--end=2026-11-25T09:00:02Z")
     assert done.returncode == 0, done.stderr
@@ -123,7 +124,7 @@ def test_selection_dry_run_and_usage_errors(archive, capture):  # noqa: F811
     assert missing.returncode == 2 and "no archive files" in missing.stderr
 
 
-def test_a_corrupt_file_is_named_and_skipped_or_stops_everything(tmp_path, capture):  # noqa: F811
+def test_a_corrupt_file_is_named_and_skipped_or_stops_everything(tmp_path, capture):
     archive = str(tmp_path / "archive")
     build_archive(archive)
     broken = Path(archive, "tenant=team-a/date=2026-11-25/hour=09/part-b-0000.parquet")
@@ -140,7 +141,7 @@ def test_a_corrupt_file_is_named_and_skipped_or_stops_everything(tmp_path, captu
     assert "6 selected, 6 sent" in skipped.stdout  # the readable files' samples were delivered
 
 
-def test_a_sink_refusing_everything_ends_with_dead_letters(archive, capture, tmp_path):  # noqa: F811
+def test_a_sink_refusing_everything_ends_with_dead_letters(archive, capture, tmp_path):
     Capture.answers = [(403, {})] * 100
     dead = tmp_path / "dead"
     refused = restore(f"--archive_path={archive}", f"--remote_write_url={capture}", f"--dead_letter_path={dead}")
@@ -155,7 +156,7 @@ def test_a_sink_refusing_everything_ends_with_dead_letters(archive, capture, tmp
 
 
 @pytest.mark.parametrize("store", ["gcs", "s3"])
-def test_archives_on_object_storage_restore_alike(store, request, capture):  # noqa: F811
+def test_archives_on_object_storage_restore_alike(store, request, capture):
     extra = tuple(request.getfixturevalue(store))
     archive = f"{'gs' if store == 'gcs' else 's3'}://archive-bucket/restore/{time.time_ns()}"
     build_archive(archive, extra)

@@ -6,25 +6,22 @@ for headers and auth."""
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 
-from pipeline.forward_loop import ForwardLoop
 from tests.conftest import PROJECT
+from tests.sink_helpers import BASE_MS, Capture, forwarding, sink, vm_export, wait_for
 from tools import services
 from tools.archive import read_archive
 from tools.pubsub import Subscription, publish_requests
@@ -36,31 +33,6 @@ from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits,
 from transforms.sink import config
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE_MS = (int(time.time()) - 600) * 1000  # ten minutes ago: inside Prometheus' head block, no look-ahead
-
-
-@contextmanager
-def forwarding(topic: str, sinks: list[config.SinkConfig], dead_letters: Path) -> Iterator[list[ForwardLoop]]:
-    """One ForwardLoop per sink on its own fresh subscription of `topic` (created before publishing)."""
-    stop = threading.Event()
-    loops = []
-    for sink in sinks:
-        subscription = f"{topic.replace('/topics/', '/subscriptions/')}-{sink.name}"
-        services.create_subscription(os.environ["PUBSUB_EMULATOR_HOST"], topic, subscription)
-        loops.append(ForwardLoop(sink, subscription, str(dead_letters), stop))
-    for loop in loops:
-        loop.start()
-    try:
-        yield loops
-    finally:
-        stop.set()
-        for loop in loops:
-            loop.join(60)
-            assert not loop.is_alive()
-
-
-def sink(url: str, **flags) -> config.SinkConfig:
-    return config.from_flags([url], **flags)[0]
 
 
 def sent_series(requests_: list) -> dict[tuple, list[tuple[int, float]]]:
@@ -69,20 +41,6 @@ def sent_series(requests_: list) -> dict[tuple, list[tuple[int, float]]]:
         for s in request.timeseries:
             key = tuple(sorted((lab.name, lab.value) for lab in s.labels))
             out.setdefault(key, []).extend((x.timestamp, x.value) for x in s.samples)
-    return out
-
-
-def vm_export(url: str, match: str) -> dict[tuple, list[tuple[int, float | None]]]:
-    """VictoriaMetrics' raw samples (/api/v1/export shows fresh data at once; stale markers as null)."""
-    response = requests.get(f"{url}/api/v1/export", params={"match[]": match}, timeout=30)
-    response.raise_for_status()
-    out = {}
-    for line in response.text.splitlines():
-        # VictoriaMetrics writes infinities as bare +Inf/-Inf tokens, which JSON lacks
-        row = json.loads(re.sub(r"(?<=[\[,])([+-])Inf(?=[,\]])", lambda m: "-Infinity" if m[1] == "-" else "Infinity",
-                                line))
-        key = tuple(sorted(row["metric"].items()))
-        out[key] = sorted(zip(row["timestamps"], row["values"], strict=True))
     return out
 
 
@@ -126,10 +84,6 @@ def prometheus_receiver(log_dir) -> Iterator[str]:
     service, url = services.start_prometheus(log_dir, "global: {}\n", receiver=True, name="prom-receiver")
     yield url
     service.stop()
-
-
-def wait_for(check, timeout: float, what: str) -> None:
-    services.wait_until(check, timeout, what, interval=0.5)
 
 
 def test_victoria_metrics_and_prometheus_hold_every_sample_exactly(topic_and_subscription, victoria,
@@ -188,7 +142,7 @@ def test_a_sink_that_is_down_waits_and_the_archive_and_other_sink_do_not(topic_a
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "pipeline", "--runner=DirectRunner", f"--input_subscription={subscription.path}",
                f"--archive_path={archive}", "--window_size=2", f"--remote_write_url={victoria}/api/v1/write",
-               f"--remote_write_url={prometheus_url}/api/v1/write"]
+               f"--remote_write_url={prometheus_url}/api/v1/write", "--metrics_port=0"]
     log = (tmp_path / "pipeline.log").open("w")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     prometheus = None
@@ -212,7 +166,8 @@ def test_a_sink_that_is_down_waits_and_the_archive_and_other_sink_do_not(topic_a
         wait_for(lambda: vm_count() == total, 60, "VictoriaMetrics has everything while Prometheus is down")
         wait_for(lambda: sum(len(v) for v in read_archive(str(archive)).values()) == total, 90,
                  "the archive has everything while Prometheus is down")
-        time.sleep(3)  # the down sink is retrying meanwhile
+        wait_for(lambda: "refused" in (tmp_path / "pipeline.log").read_text().lower(), 60,
+                 "the down sink being retried")
         prometheus, _ = services.start_prometheus(log_dir, "global: {}\n", receiver=True, port=prometheus_port,
                                                   name="prom-late")
         wait_for(lambda: sum(len(v) for v in prometheus_raw(prometheus_url, '{__name__=~"fanout_.*"}').values())
@@ -247,11 +202,15 @@ def test_victoria_metrics_down_for_20_seconds_mid_stream_loses_nothing(topic_and
                     time.sleep(0.1)
             publisher = threading.Thread(target=publish)
             publisher.start()
-            time.sleep(4)
+            wait_for(lambda: loop.forwarder.stats.snapshot()["samples_sent"] > 0, 60, "delivery under way")
             vm.stop()
-            time.sleep(20)
+            outage_ends = time.monotonic() + 20  # the outage itself lasts 20 s, by design
+            wait_for(lambda: loop.forwarder.stats.snapshot()["samples_retried"] > 0, 60, "retries during the outage")
+            time.sleep(max(0.0, outage_ends - time.monotonic()))
             vm, _ = services.start_victoria_metrics(log_dir, name="vm-outage", port=port, data_dir=data)
-            time.sleep(4)
+            sent_at_restart = loop.forwarder.stats.snapshot()["samples_sent"]
+            wait_for(lambda: loop.forwarder.stats.snapshot()["samples_sent"] > sent_at_restart, 60,
+                     "delivery resumed after the restart")
             stop_publishing.set()
             publisher.join()
             total = 20 * len(published)
@@ -337,35 +296,6 @@ def decode_v2(request: remote_v2_pb2.Request) -> dict:
         got[labels] = ([(x.timestamp, float_bits(x.value)) for x in s.samples], s.metadata.type,
                        symbols[s.metadata.help_ref])
     return got
-
-
-class Capture(http.server.BaseHTTPRequestHandler):
-    answers: list[tuple[int, dict[str, str]]] = []
-    seen: list[tuple[float, dict[str, str], bytes]] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Capture.seen.append((time.monotonic(), dict(self.headers), body))
-        status, headers = Capture.answers.pop(0) if Capture.answers else (204, {})
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        return
-
-
-@pytest.fixture
-def capture() -> Iterator[str]:
-    Capture.answers, Capture.seen = [], []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Capture)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/push"
-    server.shutdown()
-    server.server_close()
 
 
 def test_headers_auth_tenant_and_retry_after_as_a_peer_sees_them(topic_and_subscription, capture, tmp_path):

@@ -317,3 +317,17 @@ def test_cached_v1_validation_matches_plain_validation_and_never_caches_invalid_
     for _ in range(2):  # the invalid series is rejected every time, with its index
         with pytest.raises(InvalidPayload, match="series 5: label names not sorted"):
             validate_v1_payload(bad.SerializeToString(), bad)
+
+
+def test_the_validation_cache_has_an_owner_and_one_naming_mode():
+    from transforms.validation import ValidationCache
+
+    body = codec.encode(build_v1([Series({"__name__": "a", "x": str(i)}, [(1, 1.0)]) for i in range(5)]))
+    owned = ValidationCache(NameValidation.UTF8)
+    assert codec.decode(body, Protocol.V1, 1 << 20, cache=owned).counts.series == 5
+    assert len(owned.series) == 5, "the owner remembers the validated label sets"
+    other = ValidationCache(NameValidation.UTF8)
+    codec.decode(body, Protocol.V1, 1 << 20)  # no owner: nothing is remembered anywhere
+    assert len(other.series) == 0
+    with pytest.raises(ValueError, match="cannot validate legacy names"):
+        codec.decode(body, Protocol.V1, 1 << 20, NameValidation.LEGACY, cache=owned)

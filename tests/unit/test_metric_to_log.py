@@ -157,3 +157,11 @@ def test_unrepresentable_timestamp_is_a_conversion_error():
     request = build_v1([Series({"__name__": "far"}, [(2**62, 1.0)])])
     with pytest.raises(ConversionError):
         convert_v1(request, "default", MetadataStore())
+
+
+def test_the_archive_keeps_labels_with_empty_values_as_received():
+    """The archive is the record of what was received; sinks (live or restored) drop empty values."""
+    v1 = build_v1([Series({"__name__": "m", "blank": "", "job": "a"}, [(T0, 1.0)])])
+    v2 = build_v2([Series({"__name__": "m", "blank": "", "job": "a"}, [(T0, 1.0)])])
+    for lines in (lines_of(convert_v1(v1, "default", MetadataStore())), lines_of(convert_v2(v2, "default"))):
+        assert json.loads(lines[0])["tags"] == {"blank": "", "job": "a"}

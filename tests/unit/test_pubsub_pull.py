@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -37,13 +38,15 @@ class FakeSubscriber:
     def __init__(self, script: list[list[int] | Exception]) -> None:
         self.script = script
         self.asked: list[int] = []
+        self.published_at = 1_000_000.0  # publish time of what the next pull returns
 
     def pull(self, request: dict[str, Any], timeout: float) -> Any:
         self.asked.append(request["max_messages"])
         step = self.script.pop(0)
         if isinstance(step, Exception):
             raise step
-        received = [SimpleNamespace(ack_id=f"a{i}", message=SimpleNamespace(data=b"x" * size))
+        published = datetime.fromtimestamp(self.published_at, UTC)
+        received = [SimpleNamespace(ack_id=f"a{i}", message=SimpleNamespace(data=b"x" * size, publish_time=published))
                     for i, size in enumerate(step[:request["max_messages"]])]
         return SimpleNamespace(received_messages=received)
 
@@ -93,3 +96,18 @@ def test_other_pull_failures_are_warnings_not_counted_as_too_large(caplog):
     assert p.stats.failed_pulls == 1 and p.stats.too_large_pulls == 0
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert len(p.pull()) == 1
+
+
+def test_backlog_age_is_the_oldest_pulled_unacked_publish_time_and_survives_a_nack():
+    p, fake = puller([[10], [10], [10]])
+    assert p.lease.backlog_age(now=1_000_100.0) == 0.0 and p.stats.answered == 0
+    p.pull()
+    fake.published_at = 1_000_050.0
+    p.pull()
+    assert p.lease.backlog_age(now=1_000_100.0) == 100.0, "the oldest held message, not the newest"
+    p.lease.nack()  # handed back unacked: still the backlog's head
+    assert p.lease.backlog_age(now=1_000_120.0) == 120.0
+    p.pull()
+    p.lease.release()  # acked
+    assert p.lease.backlog_age(now=1_000_120.0) == 0.0
+    assert p.stats.answered == 3

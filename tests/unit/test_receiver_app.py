@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import threading
+from concurrent.futures import Future
 from datetime import datetime
 
 import pytest
-from google.cloud.pubsub_v1.publisher.exceptions import FlowControlLimitError
 
 from receiver.app import create_app
 from receiver.config import ReceiverConfig, parse_config
+from receiver.publisher import Unavailable
 from tests.fakes import MemoryPublisher
 from transforms import codec, snappy_block
 from transforms.builders import Series, build_v1, build_v2
@@ -184,12 +185,16 @@ BATTERY = [
      "Content-Encoding"),
     ("body too large", dict(data=b"\x00" * 5000, headers=V1_HEADERS), 413, None),
     ("decompression bomb", dict(data=_bomb(), headers=V1_HEADERS), 413, "decompressed"),
+    ("too many series", dict(data=codec.encode(build_v1(sample_series(11))), headers=V1_HEADERS), 413,
+     "--max-series-per-request"),
+    ("malformed wire format", dict(data=snappy_block.compress(b"\x0a\x05\x00"), headers=V1_HEADERS), 400,
+     "length past the end"),
 ]
 
 
 @pytest.mark.parametrize("name,request_kwargs,status,fragment", BATTERY, ids=[b[0] for b in BATTERY])
 def test_bad_input_battery(name, request_kwargs, status, fragment):
-    client, publisher = make(max_body_bytes=4096, max_decompressed_bytes=1 << 20)
+    client, publisher = make(max_body_bytes=4096, max_decompressed_bytes=1 << 20, max_series_per_request=10)
     response = client.post("/api/v1/write", **request_kwargs)
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.json["code"] == status
@@ -233,10 +238,8 @@ def test_over_in_flight_limit_is_503_with_retry_after():
         r=client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)))
     worker.start()
     try:
-        for _ in range(200):  # wait until the first request holds the only slot
-            second = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
-            if second.status_code == 503:
-                break
+        assert publisher.entered.wait(10)  # the first request holds the only slot, blocked in publish
+        second = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
         assert second.status_code == 503
         assert second.headers["Retry-After"] == "1"
         assert "in-flight" in second.json["error"]
@@ -247,18 +250,25 @@ def test_over_in_flight_limit_is_503_with_retry_after():
     assert len(publisher.messages) == 1
 
 
-def test_publish_timeout_is_503():
-    publisher = MemoryPublisher()
-
+def test_publish_timeout_is_503_and_the_pending_publish_is_cancelled():
     class Never(MemoryPublisher):
-        def publish(self, data, attributes):
-            from concurrent.futures import Future
-            return Future()
+        """Accepts the publish but never confirms it."""
 
-    client, _ = make(Never(), publish_timeout=0.05)
+        def __init__(self) -> None:
+            super().__init__()
+            self.pending: list[Future] = []
+
+        def publish(self, data, attributes):
+            self.pending.append(Future())
+            return self.pending[-1]
+
+    publisher = Never()
+    client, _ = make(publisher, publish_timeout=0.05)
     response = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
     assert response.status_code == 503 and "timed out" in response.json["error"]
-    assert publisher.messages == []
+    assert response.headers["Retry-After"] == "1"
+    [future] = publisher.pending
+    assert future.cancelled()  # the receiver gave up on it rather than leaving it to land later
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -270,11 +280,25 @@ def test_every_option_also_works_as_env_var(monkeypatch, secrets):
     monkeypatch.setenv("RECEIVER_PUBLISH_TIMEOUT", "2.5")
     monkeypatch.setenv("RECEIVER_BEARER_TOKEN_FILE", str(secrets / "token"))
     monkeypatch.setenv("RECEIVER_NAME_VALIDATION", "utf8")
+    monkeypatch.setenv("RECEIVER_MAX_SERIES_PER_REQUEST", "123")
+    monkeypatch.setenv("RECEIVER_MAX_IN_FLIGHT_BYTES", "99999999")
+    monkeypatch.setenv("RECEIVER_BODY_READ_TIMEOUT", "3.5")
     config = parse_config([])
+    assert (config.max_series_per_request, config.max_in_flight_bytes, config.body_read_timeout) == (
+        123, 99999999, 3.5)
     assert (config.topic, config.port, config.max_body_bytes, config.publish_timeout) == (TOPIC, 9999, 1234, 2.5)
     assert config.bearer_token_file == str(secrets / "token")
     assert config.name_validation.value == "utf8"
     assert parse_config(["--port", "1111"]).port == 1111  # a flag beats the environment
+
+
+def test_over_max_in_flight_bytes_is_503_with_retry_after():
+    client, _ = make(max_decompressed_bytes=1 << 20, max_in_flight_bytes=1 << 20)
+    with client.application.extensions["receiver"].ingest.in_flight_bytes.reserve(1 << 20):
+        response = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert "max-in-flight-bytes" in response.json["error"]
+    assert client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS).status_code == 204
 
 
 def test_bad_options_fail_at_launch_with_a_message(capsys):
@@ -284,6 +308,9 @@ def test_bad_options_fail_at_launch_with_a_message(capsys):
     with pytest.raises(SystemExit):
         parse_config(["--topic", TOPIC, "--basic-auth-user", "u"])
     assert "go together" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(["--topic", TOPIC, "--max-in-flight-bytes", "10", "--max-decompressed-bytes", "20"])
+    assert "--max-in-flight-bytes must be at least" in capsys.readouterr().err
 
 
 def test_empty_request_is_acknowledged_without_publishing():
@@ -311,10 +338,10 @@ def test_exemplar_only_2v0_series_is_accepted():
     assert len(publisher.messages) == 1
 
 
-def test_pubsub_flow_control_limit_is_503_with_retry_after():
+def test_a_saturated_publisher_is_503_with_retry_after():
     class Saturated(MemoryPublisher):
         def publish(self, data, attributes):
-            raise FlowControlLimitError("too many outstanding bytes")
+            raise Unavailable("over --max-outstanding-bytes of unconfirmed publishes")
 
     client, _ = make(Saturated())
     response = client.post("/api/v1/write", data=GOOD_V1, headers=V1_HEADERS)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tests.unit.test_archive_parquet import ODD_NAN, T0, records_of, sample_request
+from tests.archive_samples import ODD_NAN, T0, records_of, sample_request
 from transforms.archive_format import archive_format
 from transforms.archive_records import record_samples
 from transforms.proto import remote_v1_pb2

@@ -211,21 +211,31 @@ def test_v2_request_carries_labels_samples_exemplars_and_family_metadata():
 
 # -- the forwarder (scripted HTTP answers) ----------------------------------------------------------
 
+def everything_written(request) -> tuple[int, int, int]:
+    counts = codec.count(request)
+    return counts.samples, counts.histograms, counts.exemplars
+
+
 class ScriptedService:
     """Answers each POST by a rule over the decoded request; records every request."""
 
-    def __init__(self, answer) -> None:
+    def __init__(self, answer, written=None) -> None:
+        """`written(request)`: the *-Written counts a 2.0 answer carries, or None for no headers (a 1.x
+        receiver); by default everything sent, as a 2.0 receiver that wrote it all."""
         self.answer = answer
+        self.written = written or everything_written
         self.requests: list[tuple[remote_v1_pb2.WriteRequest, dict]] = []
         self.lock = threading.Lock()
 
     def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
-        decoded = codec.decode(body, codec.protocol_for_content_type(headers["Content-Type"]), 1 << 24).message
+        protocol = codec.protocol_for_content_type(headers["Content-Type"])
+        decoded = codec.decode(body, protocol, 1 << 24).message
         with self.lock:
             self.requests.append((decoded, headers))
             status, retry_after = self.answer(decoded, len(self.requests))
+        written = self.written(decoded) if protocol is Protocol.V2 else None
         return Attempt(classify(status, None, {"Retry-After": retry_after} if retry_after else {}), f"answer {status}",
-                       0.001)
+                       0.001, written=written)
 
 
 def forwarder(answer, **flags) -> tuple[Forwarder, ScriptedService]:
@@ -330,3 +340,110 @@ def test_a_poison_message_is_dead_lettered_whole_and_the_rest_still_goes():
 
 def test_outcome_classification_is_the_retry_modules():
     assert classify(503, None).status == 503 and isinstance(classify(503, None), Outcome)
+
+
+# -- sender compliance (spec 2.0, prometheus/compliance sender cases) --------------------------------
+
+def label_sets(service: ScriptedService) -> list[list[tuple[str, str]]]:
+    out = []
+    for request, _ in service.requests:
+        for s in request.timeseries:
+            if isinstance(request, remote_v2_pb2.Request):
+                refs = s.labels_refs
+                out.append([(request.symbols[refs[i]], request.symbols[refs[i + 1]]) for i in range(0, len(refs), 2)])
+            else:
+                out.append([(lab.name, lab.value) for lab in s.labels])
+    return out
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "2.0"])
+def test_labels_with_empty_values_are_dropped_when_forwarding(protocol):
+    fwd, service = forwarder(lambda req, n: (204, None), protocol=protocol, shards=1)
+    v1 = build_v1([Series({"__name__": "m", "empty": "", "job": "a"}, [(1, 1.0)])])
+    v2 = build_v2([Series({"__name__": "n", "empty": "", "job": "b"}, [(1, 1.0)])])
+    assert fwd.forward([message(v1), message(v2, protocol=Protocol.V2)]) == []
+    assert sorted(label_sets(service)) == [[("__name__", "m"), ("job", "a")], [("__name__", "n"), ("job", "b")]]
+    assert fwd.stats.snapshot()["samples_sent"] == 2
+
+
+def test_a_rule_that_empties_nothing_keeps_the_series_as_sent():
+    fwd, service = forwarder(lambda req, n: (204, None), shards=1)
+    request = build_v1([Series({"__name__": "m", "job": "a"}, [(1, 1.0)])])
+    fwd.forward([message(request)])
+    assert service.requests[0][0].timeseries[0] == request.timeseries[0]
+
+
+def test_a_2_0_sink_answering_415_gets_1_0_from_then_on():
+    fwd, service = forwarder(lambda req, n: (415 if isinstance(req, remote_v2_pb2.Request) else 204, None),
+                             protocol="2.0", shards=1)
+    first = build_v1([Series({"__name__": "m"}, [(1, 1.0)])])
+    assert fwd.forward([message(first)]) == []
+    assert fwd.forward([message(build_v1([Series({"__name__": "m"}, [(2, 2.0)])]))]) == []
+    versions = [h["X-Prometheus-Remote-Write-Version"] for _, h in service.requests]
+    assert versions == ["2.0.0", "0.1.0", "0.1.0"], "one 2.0 try, then 1.0 remembered"
+    assert service.requests[1][1]["Content-Type"] == "application/x-protobuf"
+    stats = fwd.stats.snapshot()
+    assert (stats["samples_sent"], stats["samples_dead_lettered"], stats["protocol_fallbacks"]) == (2, 0, 1)
+    assert fwd.protocol is Protocol.V1 and fwd.sink.protocol is Protocol.V2
+
+
+def test_a_2xx_without_written_headers_is_a_1_x_receiver_and_the_data_is_resent_as_1_0():
+    service = ScriptedService(lambda req, n: (204, None), written=lambda request: None)
+    fwd = Forwarder(config.from_flags([URL], protocol="2.0", shards=1)[0], service=service)
+    assert fwd.forward([message(build_v1([Series({"__name__": "m"}, [(1, 1.0), (2, 2.0)])]))]) == []
+    (v2, _), (v1, _) = service.requests
+    assert isinstance(v2, remote_v2_pb2.Request) and isinstance(v1, remote_v1_pb2.WriteRequest)
+    assert [(x.timestamp, x.value) for x in v1.timeseries[0].samples] == [(1, 1.0), (2, 2.0)]
+    assert fwd.stats.snapshot()["samples_sent"] == 2 and fwd.protocol is Protocol.V1
+
+
+def test_written_counts_below_what_was_sent_are_counted_and_logged(caplog):
+    service = ScriptedService(lambda req, n: (204, None), written=lambda request: (1, 0, 0))
+    fwd = Forwarder(config.from_flags([URL], protocol="2.0", shards=1)[0], service=service)
+    fwd.forward([message(build_v1([Series({"__name__": "m"}, [(1, 1.0), (2, 2.0), (3, 3.0)])]))])
+    stats = fwd.stats.snapshot()
+    assert (stats["samples_sent"], stats["samples_not_written"], stats["protocol_fallbacks"]) == (3, 2, 0)
+    assert "wrote 1 of 3 samples" in caplog.text
+    assert fwd.protocol is Protocol.V2, "a 2.0 receiver that reports counts stays on 2.0"
+
+
+def v2_with_start_timestamps() -> remote_v2_pb2.Request:
+    request = build_v2([Series({"__name__": "c_total"}, [(2000, 1.0), (3000, 2.0)], metric_type="counter"),
+                        Series({"__name__": "old_style_total"}, [(2000, 5.0)], metric_type="counter"),
+                        Series({"__name__": "h"}, metric_type="histogram")])
+    request.timeseries[0].samples[0].start_timestamp = 1000  # rc.4: per sample
+    h = request.timeseries[2].histograms.add(count_int=2, sum=1.0, schema=0, timestamp=2500, start_timestamp=900)
+    h.positive_spans.add(offset=0, length=1)
+    h.positive_deltas.append(2)
+    request.timeseries[1].created_timestamp = 700  # before rc.4: per series
+    return request
+
+
+def start_stamps(request: remote_v2_pb2.Request) -> dict[str, list[tuple[int, int]]]:
+    out: dict[str, list[tuple[int, int]]] = {}
+    for s in request.timeseries:
+        name = request.symbols[s.labels_refs[1]]
+        out.setdefault(name, []).extend((x.timestamp, x.start_timestamp) for x in (*s.samples, *s.histograms))
+    return out
+
+
+def test_2_0_to_2_0_keeps_start_timestamps_and_turns_created_timestamp_into_them():
+    fwd, service = forwarder(lambda req, n: (204, None), protocol="2.0", shards=1)
+    assert fwd.forward([message(v2_with_start_timestamps(), protocol=Protocol.V2)]) == []
+    (request, _), = service.requests
+    assert start_stamps(request) == {"c_total": [(2000, 1000), (3000, 0)], "h": [(2500, 900)],
+                                     "old_style_total": [(2000, 700)]}
+    assert all(not s.created_timestamp for s in request.timeseries), "field 6 is reserved since rc.4"
+
+
+def test_2_0_to_1_0_sends_no_unknown_fields():
+    fwd, service = forwarder(lambda req, n: (204, None), protocol="1.0", shards=1)
+    fwd.forward([message(v2_with_start_timestamps(), protocol=Protocol.V2)])
+    stamps = []
+    for request, _ in service.requests:  # the metadata goes in a request of its own, as Prometheus does
+        plain = remote_v1_pb2.WriteRequest()
+        plain.CopyFrom(request)
+        plain.DiscardUnknownFields()
+        assert request.SerializeToString() == plain.SerializeToString()
+        stamps += [x.timestamp for s in request.timeseries for x in (*s.samples, *s.histograms)]
+    assert sorted(stamps) == [2000, 2000, 2500, 3000]

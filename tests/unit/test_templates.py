@@ -12,7 +12,7 @@ from transforms.archive_format import FORMATS
 
 ROOT = Path(__file__).resolve().parents[2]
 # Options that only make sense for the local runner, so the Dataflow template leaves them out.
-LOCAL_ONLY = {"max_batch_samples"}
+LOCAL_ONLY = {"max_batch_samples", "metrics_port"}
 
 
 def archive_flags() -> dict[str, argparse.Action]:

@@ -12,6 +12,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
 
 from transforms import codec
 from transforms.archive_format import DEFAULT_FORMAT, partition_parts
@@ -21,29 +22,20 @@ from transforms.errors import RemoteWriteError
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import write_atomically
 from transforms.metadata import MetadataStore, v1_types
-from transforms.metric_to_log import ConversionError, Partition, convert
+from transforms.metric_to_log import (
+    ConversionError,
+    Partition,
+    SeriesHeads,
+    convert,
+    is_metadata_only,
+    message_protocol,
+)
 from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
-from transforms.validation import NameValidation
+from transforms.validation import NameValidation, ValidationCache
 
 __all__ = ["ArchiveMessages", "DecodeToRecords", "WriteArchiveFiles", "WriteDeadLetters", "DEAD_LETTER"]
 
 DEAD_LETTER = "dead_letter"
-
-# One store per worker process: 1.0 metadata outlives a bundle, a window and a bounded run.
-_STORE = MetadataStore()
-
-
-def message_protocol(attributes: dict[str, str]) -> Protocol:
-    try:
-        return Protocol(attributes.get("protocol", ""))
-    except ValueError as exc:
-        raise ConversionError(f"missing or unknown 'protocol' attribute {attributes.get('protocol')!r}") from exc
-
-
-def is_metadata_only(message: Any) -> bool:
-    """A 1.0 request carrying no samples: Prometheus' periodic metadata requests."""
-    attrs = message.attributes or {}
-    return attrs.get("protocol") == "1.0" and all(attrs.get(k) == "0" for k in ("samples", "histograms", "exemplars"))
 
 
 class ExtractMetadataTypes(beam.DoFn):
@@ -84,12 +76,23 @@ class MergeTypes(beam.CombineFn):
 
 
 class DecodeToRecords(beam.DoFn):
-    """A published message -> (Partition, records) per partition; failures go whole to DEAD_LETTER."""
+    """A published message -> (Partition, records) per partition; failures go whole to DEAD_LETTER.
 
-    def __init__(self) -> None:
+    `metadata` holds the remembered 1.0 types: one MetadataStore per worker process, shared by every
+    instance of this DoFn and kept alive by whoever holds it (the local loop across its bounded runs).
+    """
+
+    def __init__(self, metadata: Shared | None = None) -> None:
+        self.metadata = metadata or Shared()
         self.samples = Metrics.counter("archive", "samples_converted")
         self.lines = Metrics.counter("archive", "lines")
         self.dead = Metrics.counter("archive", "dead_letters")
+
+    def setup(self) -> None:
+        self.store: MetadataStore = self.metadata.acquire(MetadataStore)
+        self.heads = SeriesHeads()
+        # UTF-8 names: whatever the receiver accepted must be archived, never dead-lettered for its names
+        self.validation = ValidationCache(NameValidation.UTF8)
 
     def process(self, message: Any, types: dict[str, dict[str, str]] | None = None):
         attributes = message.attributes or {}
@@ -99,10 +102,11 @@ class DecodeToRecords(beam.DoFn):
             if not is_valid_tenant(tenant):  # the receiver's rule, checked again: it becomes a path
                 raise ConversionError(f"invalid tenant attribute {tenant!r}: use {TENANT_RULE}")
             if types and tenant in types:
-                _STORE.update(tenant, types[tenant])
-            # UTF-8 names: whatever the receiver accepted must be archived, never dead-lettered for its names
-            decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED, NameValidation.UTF8)
-            partitions = convert(decoded.message, protocol, tenant, _STORE, decoded.series_keys, decoded.counts)
+                self.store.update(tenant, types[tenant])
+            decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED, NameValidation.UTF8,
+                                   cache=self.validation)
+            partitions = convert(decoded.message, protocol, tenant, self.store, decoded.series_keys, decoded.counts,
+                                 self.heads)
         except (RemoteWriteError, ConversionError) as exc:
             self.dead.inc()
             record = DeadLetter.of_message(message, f"{type(exc).__name__}: {exc}")
@@ -177,8 +181,10 @@ class ArchiveMessages(beam.PTransform):
     """Messages -> archive files and dead-letter files. Outputs the written paths."""
 
     def __init__(self, archive_path: str, dead_letter_path: str, file_label: Callable[[Any, Any], str],
-                 max_lines_per_file: int = 5_000_000, archive_format: str = DEFAULT_FORMAT) -> None:
+                 max_lines_per_file: int = 5_000_000, archive_format: str = DEFAULT_FORMAT,
+                 metadata: Shared | None = None) -> None:
         super().__init__()
+        self.metadata = metadata or Shared()
         self.archive_format = archive_format
         self.archive_path = archive_path
         self.dead_letter_path = dead_letter_path
@@ -187,12 +193,12 @@ class ArchiveMessages(beam.PTransform):
 
     def expand(self, messages):
         types = (messages
-                 | "MetadataOnly" >> beam.Filter(is_metadata_only)
+                 | "MetadataOnly" >> beam.Filter(lambda message: is_metadata_only(message.attributes or {}))
                  | "ExtractTypes" >> beam.ParDo(ExtractMetadataTypes())
                  | "MergeTypes" >> beam.CombineGlobally(MergeTypes()).without_defaults())
         # step names are kept as they were: a streaming job's update matches steps by name
         converted = messages | "DecodeToLines" >> beam.ParDo(
-            DecodeToRecords(), types=beam.pvalue.AsSingleton(types, default_value={})
+            DecodeToRecords(self.metadata), types=beam.pvalue.AsSingleton(types, default_value={})
         ).with_outputs(DEAD_LETTER, main="lines")
         files = (converted.lines
                  | "GroupByPartition" >> beam.GroupByKey()

@@ -59,9 +59,11 @@ class ShardForSink(beam.DoFn):
 
     def setup(self) -> None:
         self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
+        self.metrics = _SinkMetrics(self.sink)  # what sharding counts: samples_dropped_by_rules
 
     def process(self, message: Any) -> Iterator[Any]:
         batches, dead = self.forwarder.shard_messages([(message.data, dict(message.attributes or {}))])
+        self.metrics.publish(self.forwarder.stats)
         for record in dead:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)
         metadata = [m for b in batches.values() for m in b.metadata.values()]

@@ -10,6 +10,7 @@ import time
 
 import requests
 
+from transforms.protocol import parse_written
 from transforms.retry import Attempt, classify
 from transforms.sink.config import SinkConfig
 
@@ -36,7 +37,8 @@ class HttpService:
             return Attempt(classify(None, exc), f"{type(exc).__name__}: {exc}"[:MAX_ANSWER],
                            time.monotonic() - started)
         answer = response.text[:MAX_ANSWER]
-        return Attempt(classify(response.status_code, None, response.headers), answer, time.monotonic() - started)
+        return Attempt(classify(response.status_code, None, response.headers), answer, time.monotonic() - started,
+                       written=parse_written(response.headers))
 
     def get(self, url: str) -> int:
         return self._session().get(url, timeout=self.sink.timeout).status_code

@@ -82,18 +82,32 @@ class Lease(threading.Thread):
         self.subscriber = subscriber
         self.subscription = subscription
         self.ack_ids: list[str] = []
+        # Publish time (Unix seconds) of the oldest message pulled and not yet acked: the backlog's age
+        # as far as this loop can see it (the emulator has no Cloud Monitoring to ask).
+        self.oldest_publish_time: float | None = None
         self.lock = threading.Lock()
         self.stopped = threading.Event()
 
-    def hold(self, ack_ids: list[str]) -> None:
+    def hold(self, ack_ids: list[str], oldest_publish_time: float | None = None) -> None:
         with self.lock:
             self.ack_ids.extend(ack_ids)
+            if oldest_publish_time is not None:
+                known = self.oldest_publish_time
+                self.oldest_publish_time = oldest_publish_time if known is None else min(known, oldest_publish_time)
         self.extend(ack_ids)
 
     def release(self) -> list[str]:
+        """Forget what is held (after acking it)."""
         with self.lock:
             held, self.ack_ids = self.ack_ids, []
+            self.oldest_publish_time = None
         return held
+
+    def backlog_age(self, now: float) -> float:
+        """Seconds since the oldest unacked message we pulled was published; 0 when we hold none."""
+        with self.lock:
+            oldest = self.oldest_publish_time
+        return max(0.0, now - oldest) if oldest is not None else 0.0
 
     def extend(self, ack_ids: list[str], seconds: int = LEASE_SECONDS) -> None:
         for i in range(0, len(ack_ids), ACK_CHUNK):
@@ -105,8 +119,13 @@ class Lease(threading.Thread):
                 log.warning("could not modify ack deadlines: %s", exc)
 
     def nack(self) -> None:
-        """Give everything held back to Pub/Sub for redelivery now."""
+        """Give everything held back to Pub/Sub for redelivery now (still unacked: the backlog keeps its age)."""
+        with self.lock:
+            oldest = self.oldest_publish_time
         self.extend(self.release(), seconds=0)
+        with self.lock:
+            if oldest is not None and (self.oldest_publish_time is None or oldest < self.oldest_publish_time):
+                self.oldest_publish_time = oldest
 
     def run(self) -> None:
         while not self.stopped.wait(LEASE_EVERY):
@@ -121,6 +140,7 @@ class PullStats:
     messages: int = 0
     bytes: int = 0
     largest_pull: int = 0  # messages in the largest single pull
+    answered: int = 0  # pulls Pub/Sub answered, empty or not (readiness: the subscription can be read)
     failed_pulls: int = 0
     too_large_pulls: int = 0  # responses the client could not take: see the README's "Operating it"
 
@@ -167,9 +187,11 @@ class Puller:
                 log.warning("pull from %s failed, retrying: %s", self.subscription, exc)
             self.stopping.wait(1.0)
             return []
+        self.stats.answered += 1
         received = list(response.received_messages)
         if received:
-            self.lease.hold([r.ack_id for r in received])
+            self.lease.hold([r.ack_id for r in received],
+                            min(r.message.publish_time.timestamp() for r in received))
             sizes = [len(r.message.data) for r in received]
             self.stats.pulls += 1
             self.stats.messages += len(received)

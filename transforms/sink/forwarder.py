@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from transforms import codec, snappy_block
+from transforms.buckets import REQUEST_BUCKETS, Buckets
 from transforms.deadletter import DeadLetter
 from transforms.metadata import family_candidates
 from transforms.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
@@ -26,7 +27,7 @@ from transforms.retry import Action, Attempt, Jitter, RetryPolicy
 from transforms.sink.batching import ShardBatch, TimeSeries, halves, points, shard_of
 from transforms.sink.config import SinkConfig
 from transforms.sink.relabel import apply_rules
-from transforms.sink.request import FamilyMetadata, build_v1_request, encode_body, headers_for
+from transforms.sink.request import FamilyMetadata, build_v1_request, encode_body, headers_for, samples_only
 
 log = logging.getLogger(__name__)
 # Final answers where splitting can isolate the refused series (out-of-order, duplicate, too large).
@@ -46,11 +47,12 @@ class SinkStats:
     """Per-sink counters and recent request latencies; thread-safe."""
 
     FIELDS = ("requests", "samples_sent", "samples_failed", "samples_retried", "samples_dead_lettered",
-              "samples_dropped_by_rules", "metadata_sent")
+              "samples_dropped_by_rules", "metadata_sent", "samples_not_written", "protocol_fallbacks")
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys(self.FIELDS, 0)
         self.latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self.latency_buckets = Buckets(REQUEST_BUCKETS)  # every request since start, for /metrics
         self.lock = threading.Lock()
 
     def add(self, **increments: int) -> None:
@@ -62,6 +64,7 @@ class SinkStats:
         with self.lock:
             self.counts["requests"] += 1
             self.latencies.append(seconds)
+        self.latency_buckets.observe(seconds)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -86,13 +89,22 @@ def series_key(series: TimeSeries) -> bytes:
 
 
 def v2_to_v1(request: remote_v2_pb2.Request) -> tuple[list[TimeSeries], list[remote_v1_pb2.MetricMetadata]]:
-    """2.0 series in our internal 1.0 shape, and their metadata as 1.0 family entries."""
+    """2.0 series in our internal 1.0 shape, and their metadata as 1.0 family entries.
+
+    Start timestamps ride along as unknown fields (request.samples_only explains how), so a 2.0 sink
+    gets them back. The older per-series `created_timestamp` (2.0 before rc.4) becomes the start
+    timestamp of each sample and histogram that has none: rc.4 receivers no longer read field 6.
+    """
     symbols = request.symbols
     series_out, metadata = [], {}
     for s in request.timeseries:
         out = TimeSeries()
         out.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(s.labels_refs, symbols))
-        out.samples.extend(remote_v1_pb2.Sample(timestamp=x.timestamp, value=x.value) for x in s.samples)
+        if s.created_timestamp:
+            for point in (*s.samples, *s.histograms):
+                point.start_timestamp = point.start_timestamp or s.created_timestamp
+        if s.samples:
+            out.MergeFromString(samples_only(s.samples, remote_v2_pb2.TimeSeries()))
         out.histograms.extend(remote_v1_pb2.Histogram.FromString(h.SerializeToString()) for h in s.histograms)
         for ex in s.exemplars:
             e = out.exemplars.add(timestamp=ex.timestamp, value=ex.value)
@@ -122,7 +134,10 @@ class Forwarder:
         self.policy = policy or RetryPolicy(initial_delay=sink.queue.min_backoff, max_delay=sink.queue.max_backoff,
                                             jitter=Jitter.EQUAL, max_elapsed=sink.queue.max_retry_duration)
         self.families: dict[str, dict[str, FamilyMetadata]] = {}  # tenant -> family -> metadata (for 2.0)
-        self._relabelled: dict[bytes, tuple[bytes, list[tuple[str, str]]] | None] = {}
+        # What this sink is spoken to in: a 2.0 sink that answers like a 1.x receiver gets 1.0 from then on.
+        self.protocol = sink.protocol
+        self._fallback_lock = threading.Lock()
+        self._relabelled: dict[bytes, tuple[bytes, list[tuple[str, str]]] | None | bool] = {}
         self._executor: ThreadPoolExecutor | None = None
 
     # -- messages -> shards ------------------------------------------------------------------
@@ -151,12 +166,11 @@ class Forwarder:
             pairs = ((series_key(s), s) for s in series)
         shards = self.sink.queue.shards
         for key, series in pairs:
-            if self.sink.rules:
-                kept = self._relabel(key, series)
-                if kept is None:
-                    self.stats.add(samples_dropped_by_rules=points(series))
-                    continue
-                key, series = kept
+            kept = self._relabel(key, series)
+            if kept is None:
+                self.stats.add(samples_dropped_by_rules=points(series))
+                continue
+            key, series = kept
             shard = (tenant, shard_of(key, shards))
             batch = batches.get(shard)
             if batch is None:
@@ -169,21 +183,31 @@ class Forwarder:
                 batches.setdefault((tenant, 0), ShardBatch()).add_metadata(entry)
 
     def _relabel(self, key: bytes, series: TimeSeries) -> tuple[bytes, TimeSeries] | None:
+        """The sink's rules, then labels with empty values dropped; cached per label set.
+
+        In Prometheus an empty label value is the same as an absent label, and senders drop them
+        (the compliance suite's EmptyLabels case); rules that empty a value drop it the same way.
+        """
         if key not in self._relabelled:
             if len(self._relabelled) > RELABEL_CACHE_LIMIT:
                 self._relabelled.clear()
-            labels = apply_rules(self.sink.rules, [(lab.name, lab.value) for lab in series.labels])
+            original = [(lab.name, lab.value) for lab in series.labels]
+            labels = apply_rules(self.sink.rules, original)
             if labels is None:
                 self._relabelled[key] = None
             else:
-                fresh = TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in labels])
-                self._relabelled[key] = (fresh.SerializeToString(), labels)
+                labels = [(n, v) for n, v in labels if v]
+                if labels == original:
+                    self._relabelled[key] = True  # unchanged: the common case, kept small
+                else:
+                    fresh = TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in labels])
+                    self._relabelled[key] = (fresh.SerializeToString(), labels)
         found = self._relabelled[key]
         if found is None:
             return None
-        new_key, labels = found
-        if new_key == key:
+        if found is True:
             return key, series
+        new_key, labels = found  # type: ignore[misc]
         out = TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in labels])
         out.samples.extend(series.samples)
         out.histograms.extend(series.histograms)
@@ -212,7 +236,7 @@ class Forwarder:
         if batch.metadata:  # the streaming graph hands each shard its tenant's metadata
             known = self.families.setdefault(tenant, {})
             known.update({m.metric_family_name: (m.type, m.help, m.unit) for m in batch.metadata.values()})
-        if batch.metadata and self.sink.protocol is Protocol.V1:
+        if batch.metadata and self.protocol is Protocol.V1:
             dead += self.deliver(tenant, [], list(batch.metadata.values()))
         for series in batch.requests(self.sink.queue.max_samples_per_request, self.sink.queue.max_bytes_per_request):
             dead += self.deliver(tenant, series)
@@ -229,8 +253,9 @@ class Forwarder:
                 metadata: list[remote_v1_pb2.MetricMetadata] | None = None) -> list[str]:
         """POST until a decision; on a splittable final 4xx, deliver each half on its own."""
         metadata = metadata or []
-        body = encode_body(self.sink.protocol, series, metadata, self._lookup(tenant))
-        headers = headers_for(self.sink, tenant)
+        protocol = self.protocol
+        body = encode_body(protocol, series, metadata, self._lookup(tenant))
+        headers = headers_for(self.sink, tenant, protocol)
         count = sum(points(s) for s in series)
         started = time.monotonic()
         attempt = 0
@@ -238,9 +263,13 @@ class Forwarder:
             attempt += 1
             result: Attempt = self.service.post(body, headers)
             self.stats.request(result.seconds)
+            if protocol is Protocol.V2 and self._answered_like_v1(result):
+                return self.deliver(tenant, series, metadata)  # the same series again, now as 1.0
             decision = self.policy.decide(attempt, result.outcome, time.monotonic() - started, datetime.now(UTC))
             if decision.action is Action.SUCCESS:
                 self.stats.add(samples_sent=count, metadata_sent=len(metadata))
+                if protocol is Protocol.V2 and result.written is not None:
+                    self._check_written(series, result.written)
                 return []
             self.stats.add(samples_failed=count)
             if decision.action is Action.RETRY:
@@ -259,6 +288,39 @@ class Forwarder:
             return [self._record({"protocol": Protocol.V1.value, "tenant": tenant, "samples": str(count)}, body_v1,
                                  f"sink {self.sink.name}: {decision.reason}: {result.answer}",
                                  status=result.outcome.status, answer=result.answer)]
+
+    def _answered_like_v1(self, result: Attempt) -> bool:
+        """Spec 2.0: a 415 MAY, and a 2xx without any *-Written header SHOULD, make a sender fall back to 1.0.
+
+        A 1.x receiver reads a 2.0 body as an empty 1.0 request (2.0 reserves 1.0's field numbers)
+        and answers 2xx having written nothing, so that answer is not a success. The choice is
+        remembered for the life of this Forwarder (a process, or a Dataflow worker's DoFn).
+        """
+        status = result.outcome.status
+        if status == 415:
+            why = "answered 415 Unsupported Media Type"
+        elif status is not None and 200 <= status <= 299 and result.written is None:
+            why = f"answered {status} without X-Prometheus-Remote-Write-*-Written headers (a 1.x receiver)"
+        else:
+            return False
+        with self._fallback_lock:
+            if self.protocol is Protocol.V2:
+                self.protocol = Protocol.V1
+                self.stats.add(protocol_fallbacks=1)
+                log.warning("sink %s: %s to a 2.0 request; sending remote-write 1.0 to it from now on",
+                            self.sink.name, why)
+        return True
+
+    def _check_written(self, series: list[TimeSeries], written: tuple[int, int, int]) -> None:
+        """A 2.0 receiver that reports writing fewer samples than sent: count the shortfall and say so."""
+        sent = (sum(len(s.samples) for s in series), sum(len(s.histograms) for s in series),
+                sum(len(s.exemplars) for s in series))
+        missing = [max(0, a - b) for a, b in zip(sent, written, strict=True)]
+        if missing[0] or missing[1]:
+            self.stats.add(samples_not_written=missing[0] + missing[1])
+        if any(missing):
+            log.warning("sink %s: wrote %d of %d samples, %d of %d histograms, %d of %d exemplars sent (2xx)",
+                        self.sink.name, written[0], sent[0], written[1], sent[1], written[2], sent[2])
 
     def _record(self, attributes: dict[str, str], data: bytes, error: str, status: int | None = None,
                 answer: str | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from transforms import codec
 from transforms.builders import SymbolTable
@@ -27,8 +28,11 @@ FamilyMetadata = tuple[int, str, str]
 MetadataLookup = Callable[[str], FamilyMetadata | None]
 
 
-def headers_for(sink: SinkConfig, tenant: str | None) -> dict[str, str]:
-    """The user's extra headers first, then auth and tenant, then the reserved ones (which always win)."""
+def headers_for(sink: SinkConfig, tenant: str | None, protocol: Protocol | None = None) -> dict[str, str]:
+    """The user's extra headers first, then auth and tenant, then the reserved ones (which always win).
+
+    `protocol` is what the forwarder currently speaks to this sink (a 2.0 sink may have fallen back to 1.0).
+    """
     headers = dict(sink.headers)
     authorization = sink.auth.authorization()  # the one place a sink's auth is applied
     if authorization:
@@ -36,7 +40,7 @@ def headers_for(sink: SinkConfig, tenant: str | None) -> dict[str, str]:
     chosen = sink.tenant or (tenant if sink.tenant_header == "forward" else None)
     if chosen:
         headers[HEADER_TENANT] = chosen
-    v2 = sink.protocol is Protocol.V2
+    v2 = (protocol or sink.protocol) is Protocol.V2
     headers.update({
         "Content-Encoding": CONTENT_ENCODING,
         "Content-Type": CONTENT_TYPE_V2 if v2 else CONTENT_TYPE_V1,
@@ -51,7 +55,26 @@ def build_v1_request(series: Iterable[remote_v1_pb2.TimeSeries],
     request = remote_v1_pb2.WriteRequest()
     request.timeseries.extend(series)
     request.metadata.extend(metadata)
+    # Series that came in as 2.0 carry start timestamps as unknown fields (see samples_with_start_timestamps);
+    # 1.0 has no place for them.
+    request.DiscardUnknownFields()
     return request
+
+
+TimeSeries = remote_v1_pb2.TimeSeries
+
+
+def samples_only(samples: Iterable[Any], carrier: Any) -> bytes:
+    """The wire bytes of a series holding only these samples.
+
+    Samples are field 2 of both 1.0's and 2.0's TimeSeries, and 2.0's Sample only adds field 3
+    (`start_timestamp`), so these bytes merge into either version's TimeSeries. A 2.0 sample read
+    into 1.0's Sample keeps its start timestamp as an unknown field, which protobuf preserves, and
+    turning it back into 2.0 restores it: the internal 1.0 shape carries start timestamps from a
+    2.0 input to a 2.0 sink without a field of its own, all in C (no Python object per sample).
+    """
+    carrier.samples.extend(samples)
+    return carrier.SerializeToString()
 
 
 def build_v2_request(series: Iterable[remote_v1_pb2.TimeSeries], lookup: MetadataLookup) -> remote_v2_pb2.Request:
@@ -65,8 +88,9 @@ def build_v2_request(series: Iterable[remote_v1_pb2.TimeSeries], lookup: Metadat
             out.labels_refs.extend((table.ref(label.name), table.ref(label.value)))
             if label.name == METRIC_NAME_LABEL:
                 name = label.value
-        out.samples.extend(remote_v2_pb2.Sample(timestamp=x.timestamp, value=x.value) for x in s.samples)
-        # Same field numbers for everything 1.0's histogram has, so the bytes carry over.
+        if s.samples:
+            out.MergeFromString(samples_only(s.samples, TimeSeries()))
+        # Same field numbers for everything 1.0's histogram has, so the bytes carry over (start_timestamp too).
         out.histograms.extend(remote_v2_pb2.Histogram.FromString(h.SerializeToString()) for h in s.histograms)
         for ex in s.exemplars:
             refs = [r for lab in ex.labels for r in (table.ref(lab.name), table.ref(lab.value))]
