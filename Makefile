@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: setup system-deps run test unit lint fuzz proto bench bench-receiver bench-pipeline bench-forward template deploy clean
+.PHONY: setup system-deps run test unit lint fuzz proto bench bench-receiver bench-pipeline bench-forward bench-restore template deploy clean
 
 setup: $(STAMP)
 
@@ -53,7 +53,7 @@ fuzz: setup
 proto: setup
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/proto/remote_v1.proto transforms/proto/remote_v1_view.proto transforms/proto/remote_v2.proto
 
-bench: bench-receiver bench-pipeline bench-forward
+bench: bench-receiver bench-pipeline bench-forward bench-restore
 
 bench-receiver: setup system-deps
 	$(PY) -m bench.receiver $(BENCH_ARGS)
@@ -63,6 +63,9 @@ bench-pipeline: setup system-deps
 
 bench-forward: setup system-deps
 	$(PY) -m bench.forward $(BENCH_ARGS)
+
+bench-restore: setup system-deps
+	$(PY) -m bench.restore $(BENCH_ARGS)
 
 # Dataflow Flex Template (needs gcloud, Docker via Cloud Build, and a GCP project; not runnable offline).
 PROJECT ?= my-project

@@ -30,6 +30,9 @@ setup(
         "google-cloud-storage==3.17.1",
         "prometheus-client==0.26.0",
         "isal==1.9.1",  # gzip (ISA-L) for the ndjson archive: ~10x zlib's speed; measured against zlib-ng
+        "pyarrow==25.0.1",  # the Parquet archive format (also in requirements/constraints.txt)
+        "promql-parser==0.11.0",  # the restore job's --match selectors (PromQL's own grammar)
+        "tqdm==4.70.1",  # the restore job's progress bar on a terminal
     ],
     extras_require={
         "test": [

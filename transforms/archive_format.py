@@ -19,7 +19,9 @@ from typing import Any, ClassVar
 
 from isal import isal_zlib
 
+from transforms import archive_parquet
 from transforms.archive_lines import LineBlock
+from transforms.archive_records import Sample, record_samples
 from transforms.metric_to_log import Partition
 
 GZIP = "gzip"  # the values of Beam's CompressionTypes, so the I/O edge can hand them on unchanged
@@ -43,18 +45,27 @@ class ArchiveFormat(abc.ABC):
     def encode(self, records: Sequence[str]) -> bytes:
         """One chunk of a file (before compression); a file is the concatenation of its chunks."""
 
+    def encode_block(self, block: LineBlock) -> bytes:
+        """One chunk from a block of the pipeline's compiled lines (transforms.archive_lines)."""
+        return self.encode(block.records())
+
+    def encode_file(self, blocks: Sequence[LineBlock]) -> list[bytes]:
+        """A whole file's chunks of bytes from its blocks of lines. Streamable formats encode each
+        block on its own; a format with a footer (Parquet) encodes the file at once."""
+        return [self.encode_block(block) for block in blocks]
+
     def for_writing(self, chunks: Sequence[bytes]) -> tuple[Iterable[bytes], str]:
         """A file's chunks as they go to storage, and the Beam compression to write them with.
         By default Beam compresses (`compression`); a format may compress itself and write them as they are."""
         return chunks, self.compression
 
-    def encode_block(self, block: LineBlock) -> bytes:
-        """One chunk from a block of the pipeline's compiled lines (transforms.archive_lines)."""
-        return self.encode(block.records())
-
     @abc.abstractmethod
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         """Every record of a whole file, as stored (compressed)."""
+
+    def samples(self, stored: bytes) -> Iterable[Sample]:
+        """Every point of a whole file, decoded (the restore job's input)."""
+        return record_samples(self.read(stored))
 
     def file_name(self, label: str, shard: int) -> str:
         return f"part-{label}-{shard:04d}{self.suffix}"
@@ -94,7 +105,28 @@ def _gzip_stream(chunks: Sequence[bytes]) -> Iterator[bytes]:
     yield deflate.flush()
 
 
-FORMATS: dict[str, ArchiveFormat] = {f.name: f for f in (NdjsonFormat(),)}
+class ParquetFormat(ArchiveFormat):
+    """Parquet (transforms/archive_parquet.py): one row per sample, typed columns, zstd inside the file."""
+
+    name = "parquet"
+    suffix = ".parquet"
+    compression = UNCOMPRESSED  # Parquet compresses its own pages
+
+    def encode(self, records: Sequence[str]) -> bytes:
+        return archive_parquet.write_bytes(archive_parquet.encode_table(records))
+
+    def encode_file(self, blocks: Sequence[LineBlock]) -> list[bytes]:
+        # one table for the whole file: rows sorted by series then time across every block
+        return [self.encode([record for block in blocks for record in block.records()])]
+
+    def read(self, stored: bytes) -> list[dict[str, Any]]:
+        return archive_parquet.table_records(archive_parquet.read_table(stored))
+
+    def samples(self, stored: bytes) -> Iterable[Sample]:
+        return archive_parquet.table_samples(archive_parquet.read_table(stored))
+
+
+FORMATS: dict[str, ArchiveFormat] = {f.name: f for f in (NdjsonFormat(), ParquetFormat())}
 DEFAULT_FORMAT = NdjsonFormat.name
 
 

@@ -142,7 +142,7 @@ class WriteArchiveFiles(beam.DoFn):
         temp_dir = FileSystems.join(self.archive_path, ".tmp")
         shard, batch, lines = 0, [], 0
         for block in chunks:
-            batch.append(self.format.encode_block(block))
+            batch.append(block)
             lines += block.lines
             if lines >= self.max_lines:
                 yield self._flush(directory, temp_dir, label, shard, batch)
@@ -150,9 +150,9 @@ class WriteArchiveFiles(beam.DoFn):
         if batch:
             yield self._flush(directory, temp_dir, label, shard, batch)
 
-    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[bytes]) -> str:
+    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[LineBlock]) -> str:
         path = FileSystems.join(directory, self.format.file_name(label, shard))
-        chunks, compression = self.format.for_writing(batch)
+        chunks, compression = self.format.for_writing(self.format.encode_file(batch))
         write_atomically(path, temp_dir, chunks, compression)
         self.files.inc()
         return path
