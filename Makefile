@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run test unit lint chaos fuzz fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward template deploy clean
+.PHONY: help setup system-deps run test unit lint chaos fuzz fuzz-wire fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward bench-restore template deploy clean
 
 setup: $(STAMP)
 
@@ -15,14 +15,16 @@ help:
 	@echo "make test       ruff + the whole suite (sets up .venv and the Debian peers)"
 	@echo "make unit       the unit tests only"
 	@echo "make chaos      the fault tests with long outages (SINK_DOWN=300 s by default; 1800 for 30 min)"
-	@echo "make fuzz       make fuzz-http: 1 M mutated HTTP requests to the receiver (FUZZ_REQUESTS=...)"
+	@echo "make fuzz       fuzz-wire and fuzz-http"
+	@echo "make fuzz-wire  1 M mutated bodies through the compiled decoder, then 1 M under AddressSanitizer"
+	@echo "make fuzz-http  1 M mutated HTTP requests to the receiver (FUZZ_REQUESTS=..., FUZZ_HTTP_ARGS=...)"
 	@echo "make soak       10 min at half the measured peak: RSS, lost samples, duplicates (SOAK_MINUTES=...)"
-	@echo "make bench      bench-receiver, bench-pipeline, bench-forward"
+	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
 	@echo "make proto      regenerate the protobuf modules"
 	@echo "make template / deploy   the Dataflow Flex Template (needs gcloud and a GCP project)"
 
-# pip install -e . also compiles transforms/_wire.c in place; a change to it re-runs the install.
-$(STAMP): setup.py requirements/constraints.txt transforms/_wire.c
+# pip install -e . also compiles transforms/_wire*.c in place; a change to them re-runs the install.
+$(STAMP): setup.py requirements/constraints.txt $(wildcard transforms/_wire*.c transforms/_wire*.h)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e '.[test]'
 	@touch $@
@@ -58,9 +60,7 @@ chaos: setup system-deps
 # other than 503, a hang, a gunicorn worker restart, or Pub/Sub differing from the 2xx answers.
 FUZZ_REQUESTS ?= 1000000
 fuzz-http: setup system-deps
-	$(PY) -m tools.fuzz_http --requests $(FUZZ_REQUESTS) $(FUZZ_ARGS)
-
-fuzz: fuzz-http
+	$(PY) -m tools.fuzz_http --requests $(FUZZ_REQUESTS) $(FUZZ_HTTP_ARGS)
 
 # receiver -> pipeline -> archive + VictoriaMetrics for SOAK_MINUTES at half the measured peak: RSS per
 # process at start and end (flat within 10 %), lost samples (0) and duplicates.
@@ -74,11 +74,19 @@ unit: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# 1 M mutated bodies through the compiled decode + validate (+ lines), then 1 M more under AddressSanitizer
+# (`make test` runs a 20 k slice: tests/unit/test_wire_fuzz.py). FUZZ_ARGS="--bodies N --seed S".
+fuzz-wire: setup
+	$(PY) -m tools.fuzz_wire $(FUZZ_ARGS)
+	$(PY) -m tools.fuzz_wire --asan --seed 13
+
+fuzz: fuzz-wire fuzz-http
+
 # Regenerate the protobuf modules from transforms/proto/*.proto (a test checks they are current).
 proto: setup
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/proto/remote_v1.proto transforms/proto/remote_v1_view.proto transforms/proto/remote_v2.proto
 
-bench: bench-receiver bench-pipeline bench-forward
+bench: bench-receiver bench-pipeline bench-forward bench-restore
 
 bench-receiver: setup system-deps
 	$(PY) -m bench.receiver $(BENCH_ARGS)
@@ -88,6 +96,9 @@ bench-pipeline: setup system-deps
 
 bench-forward: setup system-deps
 	$(PY) -m bench.forward $(BENCH_ARGS)
+
+bench-restore: setup system-deps
+	$(PY) -m bench.restore $(BENCH_ARGS)
 
 # Dataflow Flex Template (needs gcloud, Docker via Cloud Build, and a GCP project; not runnable offline).
 PROJECT ?= my-project

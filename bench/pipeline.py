@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import resource
 import shutil
 import tempfile
 import threading
@@ -45,6 +46,11 @@ def raw_decode_rate(bodies: list[bytes], min_seconds: float = 2.0) -> float:
             samples += len(message.timeseries)  # one sample per series in this load
         passes += 1
     return samples / (time.perf_counter() - started)
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory so far (the local runner runs in-process)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def publish_backlog(topic: str, bodies: list[bytes]) -> None:
@@ -149,7 +155,9 @@ def bench_shape(shape: str, args: argparse.Namespace, beam_args: list[str], host
     options = PipelineOptions(["--runner=DirectRunner", f"--input_subscription={subscription}",
                                f"--archive_path={archive_path}", f"--window_size={args.window_size}",
                                f"--max_batch_samples={args.max_batch_samples}", *beam_args])
+    rss_before = _peak_rss_mib()
     result = run_pipeline(options, expected, args.timeout)
+    result["rss_mib"], result["rss_before_mib"] = _peak_rss_mib(), rss_before
     lines = sum(len(v) for v in archive.read_archive(archive_path).values())
     files = len(archive.archive_files(archive_path))
     shutil.rmtree(archive_path, ignore_errors=True)
@@ -201,6 +209,9 @@ def main() -> None:
         print(f"  {'conversion core':<18} {r['core']:>12,.0f}   "
               "decode + validate + metric-to-log + gzip files, no Beam")
         print(f"  pipeline/raw decode = {rate / r['raw']:.3f}   (goal >= 0.25)")
+        print(f"  peak RSS           {r['rss_mib']:>9,.0f} MiB   of this process after the pipeline "
+              f"({r['rss_before_mib']:,.0f} MiB before it), largest bounded run "
+              f"{max(run['samples'] for run in r['runs']):,} samples")
         print(f"  archive check: {r['lines']:,} lines in {r['files']} files == {r['expected']:,} samples: ok")
     print(f"(service logs in {work})")
 

@@ -32,7 +32,8 @@ class ArchiveOptions(PipelineOptions):
                                  "tenant=T/date=YYYY-MM-DD/hour=HH/part-* by each sample's UTC time.")
         parser.add_argument("--archive_format", default=DEFAULT_FORMAT,
                             help=f"The archive files' format: {', '.join(sorted(FORMATS))} "
-                                 f"(default {DEFAULT_FORMAT}: newline-delimited JSON, gzip, part-*.ndjson.gz).")
+                                 f"(default {DEFAULT_FORMAT}: newline-delimited JSON, gzip, part-*.ndjson.gz; "
+                                 "parquet: one row per sample, typed columns, zstd, part-*.parquet).")
         parser.add_argument("--window_size", type=int, default=60,
                             help="Seconds per window: files are written at least this often (default 60).")
         parser.add_argument("--dead_letter_path", default=None,

@@ -18,9 +18,10 @@ from receiver.config import ReceiverConfig
 from receiver.metrics import ReceiverMetrics
 from receiver.publisher import Publisher, Unavailable
 from transforms import codec, snappy_block
+from transforms.batch import SeriesTable
 from transforms.errors import InvalidPayload, PayloadTooLarge
 from transforms.protocol import DEFAULT_TENANT, HEADER_TENANT, TENANT_RULE, Protocol, is_valid_tenant
-from transforms.validation import Counts, ValidationCache
+from transforms.validation import Counts
 
 
 def now_rfc3339() -> str:
@@ -63,8 +64,8 @@ class Ingest:
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self.in_flight_bytes = ByteBudget(config.max_in_flight_bytes)
         self._limits = config.request_limits
-        # names and label sets already validated, remembered across this worker's requests
-        self.validation = ValidationCache(config.name_validation)
+        # label sets already validated by this worker (the compiled decoder's series table)
+        self.series = SeriesTable(config.name_validation)
 
     @contextlib.contextmanager
     def admitted(self) -> Iterator[None]:
@@ -103,7 +104,7 @@ class Ingest:
         reserve = declared if declared <= config.max_decompressed_bytes else 0
         with self.in_flight_bytes.reserve(reserve):
             decoded = codec.decode(body, protocol, config.max_decompressed_bytes, config.name_validation,
-                                   self._limits, self.validation)
+                                   self._limits, self.series)
             if decoded.uncompressed_bytes:  # an empty request (a sender's probe) carries nothing to keep
                 self.publish(body, decoded, tenant)
         self.metrics.accepted(protocol.value, decoded.counts)

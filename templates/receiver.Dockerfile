@@ -1,14 +1,21 @@
 # The receiver, for Cloud Run or Kubernetes. Stateless: scale it horizontally behind a load balancer.
 # Build from the repository root: docker build -f templates/receiver.Dockerfile -t remote-write-receiver .
+# The compiled decoder (transforms._wire, C) is built as a wheel where a compiler is; the slim image
+# only installs it.
+FROM python:3.11-bookworm AS wheel
+WORKDIR /src
+COPY setup.py /src/
+COPY transforms/ /src/transforms/
+COPY receiver/ /src/receiver/
+COPY pipeline/ /src/pipeline/
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim
 
 WORKDIR /app
-COPY setup.py /app/
 COPY requirements/constraints.txt /app/requirements/
-COPY transforms/ /app/transforms/
-COPY receiver/ /app/receiver/
-COPY pipeline/ /app/pipeline/
-RUN pip install --no-cache-dir -c requirements/constraints.txt -e . \
+COPY --from=wheel /wheels/ /app/wheels/
+RUN pip install --no-cache-dir -c requirements/constraints.txt /app/wheels/*.whl \
     && useradd --system --uid 10001 receiver
 USER 10001
 

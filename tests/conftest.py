@@ -15,6 +15,7 @@ from tools import services
 from tools.pubsub import Subscription
 
 PROJECT = "test-project"
+S3_KEYS = ["--s3_access_key_id=testing", "--s3_secret_access_key=testing", "--s3_region_name=us-east-1"]
 _names = itertools.count()
 
 
@@ -83,3 +84,17 @@ def capture() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}/push"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def s3(log_dir) -> Iterator[list[str]]:
+    """A moto S3 server (per test module) with the bucket "archive-bucket"; yields the Beam flags to reach it."""
+    service, url = services.start_moto(log_dir)
+    import boto3
+
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="archive-bucket")
+    try:
+        yield [f"--s3_endpoint_url={url}", *S3_KEYS]
+    finally:
+        service.stop()

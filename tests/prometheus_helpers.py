@@ -8,6 +8,10 @@ import time
 
 import requests
 
+from tools import services
+
+SCRAPE_SECONDS = 12  # how long the stack scrapes before node_exporter is stopped
+
 
 def prometheus_config(receiver_url: str, prometheus_port: int | None, node: str | None) -> str:
     scrape = ""
@@ -48,15 +52,6 @@ def series_key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
 
 
-def tsdb_samples(prometheus_url: str, span: str = "10m") -> dict[tuple, list[tuple[int, float]]]:
-    """Every raw sample in Prometheus' own TSDB over `span` (queries do not return stale markers)."""
-    result = requests.get(f"{prometheus_url}/api/v1/query",
-                          params={"query": f'{{__name__=~".+"}}[{span}]', "time": time.time()}, timeout=60).json()
-    assert result["status"] == "success"
-    return {series_key(r["metric"]): [(round(float(t) * 1000), float(v)) for t, v in r["values"]]
-            for r in result["data"]["result"]}
-
-
 def stop_scraping(prometheus, prometheus_url: str, receiver_url: str) -> None:
     """Reload Prometheus with the same remote_write block and no scrape jobs: its queue carries on."""
     config_path = next(a for a in prometheus.process.args if a.startswith("--config.file=")).split("=", 1)[1]
@@ -66,9 +61,7 @@ def stop_scraping(prometheus, prometheus_url: str, receiver_url: str) -> None:
 
 
 def wait_sent(prometheus_url: str, timeout: float = 120) -> dict[str, float]:
-    """Wait until Prometheus has nothing pending and its sent-samples counter stands still."""
-    from tools import services
-
+    """Wait until Prometheus has nothing pending and its sent-samples counter stands still; its counters."""
     def settled() -> bool:
         first = own_metrics(prometheus_url)
         time.sleep(3)
@@ -78,3 +71,28 @@ def wait_sent(prometheus_url: str, timeout: float = 120) -> dict[str, float]:
 
     services.wait_until(settled, timeout, "Prometheus to finish sending")
     return own_metrics(prometheus_url)
+
+
+def stop_scraping_and_settle(prometheus, prometheus_url: str, receiver_url: str, node) -> dict[str, float]:
+    """Let Prometheus scrape, then stop node_exporter (its series go stale) and all scraping, and wait
+    until Prometheus has sent everything. Returns its final remote-storage counters."""
+    time.sleep(SCRAPE_SECONDS)
+    node.stop()  # its next failed scrape marks all its series stale
+    time.sleep(3)
+    stop_scraping(prometheus, prometheus_url, receiver_url)
+    sent = wait_sent(prometheus_url, 90)
+    assert sent["prometheus_remote_storage_samples_total"] > 1000
+    assert sent["prometheus_remote_storage_samples_failed_total"] == 0
+    assert sent["prometheus_remote_storage_samples_retried_total"] == 0
+    assert sent["prometheus_remote_storage_samples_dropped_total"] == 0
+    assert sent["prometheus_remote_storage_metadata_failed_total"] == 0
+    return sent
+
+
+def tsdb_samples(prometheus_url: str) -> dict[tuple, list[tuple[int, float]]]:
+    """Every raw sample in Prometheus' own TSDB (stale markers are not returned by queries)."""
+    result = requests.get(f"{prometheus_url}/api/v1/query",
+                          params={"query": '{__name__=~".+"}[10m]', "time": time.time()}, timeout=60).json()
+    assert result["status"] == "success"
+    return {series_key(r["metric"]): [(round(float(t) * 1000), float(v)) for t, v in r["values"]]
+            for r in result["data"]["result"]}

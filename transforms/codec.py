@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from google.protobuf.message import DecodeError
 
 from transforms import snappy_block, wire
+from transforms.batch import Batch, SeriesTable
+from transforms.batch import decode as batch_decode
 from transforms.builders import SymbolTable
 from transforms.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
@@ -23,14 +25,16 @@ WriteMessage = remote_v1_pb2.WriteRequest | remote_v2_pb2.Request
 
 @dataclasses.dataclass(frozen=True)
 class DecodedRequest:
-    """A validated remote-write request."""
+    """A validated remote-write request: its columnar batch (the protobuf message only when asked)."""
 
     protocol: Protocol
-    message: WriteMessage
+    batch: Batch
     counts: Counts
     uncompressed_bytes: int
-    # 1.0 only: one label-set key per series (see validate_v1_payload), for per-series caches
-    series_keys: list[bytes] | None = None
+
+    @property
+    def message(self) -> WriteMessage:
+        return self.batch.message
 
 
 def protocol_for_content_type(content_type: str | None) -> Protocol:
@@ -86,24 +90,42 @@ def decode(
     max_uncompressed: int,
     names: NameValidation = NameValidation.UTF8,  # the product's default (receiver --name-validation)
     limits: wire.RequestLimits | None = None,
-    cache: ValidationCache | None = None,
+    table: SeriesTable | None = None,
 ) -> DecodedRequest:
-    """Snappy-decompress, parse and validate a request body; raises RemoteWriteError.
+    """Snappy-decompress, decode and validate a request body (compiled, one pass); raises RemoteWriteError.
 
-    With limits, the payload's counts are checked (413) before the protobuf parse builds anything.
-    A caller that decodes many requests passes its own ValidationCache, so known series are not
-    validated again.
+    With limits, the payload's counts are checked (413) before anything is built for it. `table` is the
+    caller's series table (label sets validated before are not validated again); without one, a fresh one.
     """
+    payload = snappy_block.decompress(body, max_uncompressed)
+    hint = wire.check(payload, protocol, limits).samples if limits is not None else 0
+    if table is None:
+        table = SeriesTable(names)
+    elif table.validation is not names:
+        raise ValueError(f"a {table.validation} series table cannot validate {names} names")
+    decoded = batch_decode(payload, protocol, table, hint)
+    return DecodedRequest(protocol, decoded, decoded.counts, len(payload))
+
+
+def decode_with_upb(
+    body: bytes,
+    protocol: Protocol,
+    max_uncompressed: int,
+    names: NameValidation = NameValidation.UTF8,
+    limits: wire.RequestLimits | None = None,
+    cache: ValidationCache | None = None,
+) -> tuple[WriteMessage, Counts]:
+    """The reference decode: upb parse + transforms.validation (remembering in the caller's `cache`).
+    The test oracle of `decode`: same acceptance, counts and errors."""
     payload = snappy_block.decompress(body, max_uncompressed)
     if limits is not None:
         wire.check(payload, protocol, limits)
     message = parse(payload, protocol)
-    keys = None
     if protocol is Protocol.V1:
-        counts, keys = validate_v1_payload(payload, message, names, cache)  # type: ignore[arg-type]
+        counts, _ = validate_v1_payload(payload, message, names, cache)  # type: ignore[arg-type]
     else:
         counts = validate_v2(message, names, cache)  # type: ignore[arg-type]
-    return DecodedRequest(protocol, message, counts, len(payload), keys)
+    return message, counts
 
 
 def encode(message: WriteMessage) -> bytes:

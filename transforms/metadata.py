@@ -39,6 +39,7 @@ class MetadataStore:
 
     def __init__(self, max_families_per_tenant: int = 1_000_000) -> None:
         self._types: dict[str, dict[str, str]] = {}
+        self._versions: dict[str, int] = {}  # per tenant, bumped when a type changes: caches of types check it
         self._lock = threading.Lock()
         self._limit = max_families_per_tenant
 
@@ -50,9 +51,16 @@ class MetadataStore:
     def update(self, tenant: str, types: dict[str, str]) -> None:
         with self._lock:
             known = self._types.setdefault(tenant, {})
+            if all(known.get(family) == kind for family, kind in types.items()):
+                return
             if len(known) + len(types) > self._limit:
                 known.clear()
             known.update(types)
+            self._versions[tenant] = self._versions.get(tenant, 0) + 1
+
+    def version(self, tenant: str) -> int:
+        """Changes whenever the tenant's types change."""
+        return self._versions.get(tenant, 0)
 
     def type_of(self, tenant: str, name: str) -> str:
         """The family type for a sample name, or 'unknown'."""

@@ -13,15 +13,12 @@ import time
 from datetime import datetime
 
 import pytest
-import requests
 
 from tests.pipeline_helpers import LoopThread
-from tests.prometheus_helpers import own_metrics, prometheus_config, series_key, tsdb_samples
+from tests.prometheus_helpers import prometheus_config, series_key, stop_scraping_and_settle, tsdb_samples
 from tools import services
 from tools.archive import read_archive
 from transforms.protocol import STALE_NAN, float_bits, is_stale_marker
-
-SCRAPE_SECONDS = 12
 
 
 @pytest.fixture
@@ -37,34 +34,6 @@ def stack(log_dir, pubsub_emulator, topic_and_subscription):
     finally:
         for service in (prometheus, node, receiver):
             service.stop()
-
-
-def stop_scraping_and_settle(prometheus, prometheus_url: str, receiver_url: str, node) -> dict[str, float]:
-    """Let Prometheus scrape, then stop node_exporter (its series go stale) and all scraping, and wait
-    until Prometheus has sent everything. Returns its final remote-storage counters."""
-    time.sleep(SCRAPE_SECONDS)
-    node.stop()  # its next failed scrape marks all its series stale
-    time.sleep(3)
-    config_path = next(a for a in prometheus.process.args if a.startswith("--config.file=")).split("=", 1)[1]
-    with open(config_path, "w") as handle:  # same remote_write block: the queue carries on
-        handle.write(prometheus_config(receiver_url, None, None))
-    assert requests.post(f"{prometheus_url}/-/reload", timeout=30).status_code == 200
-
-    def settled() -> bool:
-        first = own_metrics(prometheus_url)
-        time.sleep(3)
-        second = own_metrics(prometheus_url)
-        return (first["prometheus_remote_storage_samples_total"] == second["prometheus_remote_storage_samples_total"]
-                and second["prometheus_remote_storage_samples_pending"] == 0)
-
-    services.wait_until(settled, 90, "Prometheus to finish sending")
-    sent = own_metrics(prometheus_url)
-    assert sent["prometheus_remote_storage_samples_total"] > 1000
-    assert sent["prometheus_remote_storage_samples_failed_total"] == 0
-    assert sent["prometheus_remote_storage_samples_retried_total"] == 0
-    assert sent["prometheus_remote_storage_samples_dropped_total"] == 0
-    assert sent["prometheus_remote_storage_metadata_failed_total"] == 0
-    return sent
 
 
 def assert_same_samples(tsdb: dict, pulled: dict) -> None:

@@ -15,21 +15,6 @@ from tools import services
 from tools.archive import archive_files, dead_letter_files, read_archive
 from tools.pubsub import publish_raw, publish_requests
 
-S3_KEYS = ["--s3_access_key_id=testing", "--s3_secret_access_key=testing", "--s3_region_name=us-east-1"]
-
-
-@pytest.fixture(scope="module")
-def s3(log_dir):
-    service, url = services.start_moto(log_dir)
-    import boto3
-
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="archive-bucket")
-    try:
-        yield [f"--s3_endpoint_url={url}", *S3_KEYS]
-    finally:
-        service.stop()
-
 
 @pytest.mark.parametrize("store", ["gcs", "s3"])
 def test_archive_and_dead_letters_on_object_storage(store, request, topic_and_subscription):

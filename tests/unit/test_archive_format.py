@@ -28,5 +28,5 @@ def test_names_and_globs_come_from_the_format() -> None:
 
 
 def test_an_unknown_format_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown archive format 'parquet': use one of ndjson"):
-        archive_format("parquet")
+    with pytest.raises(ValueError, match="unknown archive format 'orc': use one of ndjson, parquet"):
+        archive_format("orc")

@@ -320,14 +320,26 @@ def test_cached_v1_validation_matches_plain_validation_and_never_caches_invalid_
 
 
 def test_the_validation_cache_has_an_owner_and_one_naming_mode():
+    """The oracle's cache (codec.decode_with_upb) and the compiled decoder's series table (codec.decode)
+    both belong to a caller: the owner remembers, no owner remembers nothing, one naming mode each."""
+    from transforms.batch import SeriesTable
     from transforms.validation import ValidationCache
 
     body = codec.encode(build_v1([Series({"__name__": "a", "x": str(i)}, [(1, 1.0)]) for i in range(5)]))
     owned = ValidationCache(NameValidation.UTF8)
-    assert codec.decode(body, Protocol.V1, 1 << 20, cache=owned).counts.series == 5
+    assert codec.decode_with_upb(body, Protocol.V1, 1 << 20, cache=owned)[1].series == 5
     assert len(owned.series) == 5, "the owner remembers the validated label sets"
     other = ValidationCache(NameValidation.UTF8)
-    codec.decode(body, Protocol.V1, 1 << 20)  # no owner: nothing is remembered anywhere
+    codec.decode_with_upb(body, Protocol.V1, 1 << 20)  # no owner: nothing is remembered anywhere
     assert len(other.series) == 0
     with pytest.raises(ValueError, match="cannot validate legacy names"):
-        codec.decode(body, Protocol.V1, 1 << 20, NameValidation.LEGACY, cache=owned)
+        codec.decode_with_upb(body, Protocol.V1, 1 << 20, NameValidation.LEGACY, cache=owned)
+
+    table = SeriesTable(NameValidation.UTF8)
+    assert codec.decode(body, Protocol.V1, 1 << 20, table=table).counts.series == 5
+    assert len(table) == 5, "the owner remembers the validated label sets"
+    another = SeriesTable(NameValidation.UTF8)
+    codec.decode(body, Protocol.V1, 1 << 20)
+    assert len(another) == 0
+    with pytest.raises(ValueError, match="cannot validate legacy names"):
+        codec.decode(body, Protocol.V1, 1 << 20, NameValidation.LEGACY, table=table)

@@ -54,3 +54,17 @@ def test_beam_version_is_pinned_identically_in_setup_and_image():
     assert setup_version == image_version
     constraints = (ROOT / "requirements" / "constraints.txt").read_text()
     assert f"apache-beam=={setup_version}" in constraints
+
+
+def test_images_ship_the_compiled_module_as_a_wheel_built_once():
+    """Both images build transforms._wire in a stage with a compiler and install the wheel; Dataflow
+    workers get that wheel too, and an sdist carries the C headers."""
+    setup_sources = re.search(r'WIRE_PARTS = \(([^)]*)\)', (ROOT / "setup.py").read_text()).group(1)
+    for part in re.findall(r'"([^"]*)"', setup_sources):
+        assert (ROOT / "transforms" / f"_wire{part}.c").exists(), part
+    for name in ("Dockerfile", "receiver.Dockerfile"):
+        text = (ROOT / "templates" / name).read_text()
+        assert "pip wheel" in text and "COPY --from=wheel" in text, name
+    flex = (ROOT / "templates" / "Dockerfile").read_text()
+    assert "FLEX_TEMPLATE_PYTHON_EXTRA_PACKAGES" in flex and "FLEX_TEMPLATE_PYTHON_SETUP_FILE" not in flex
+    assert "include transforms/*.h" in (ROOT / "MANIFEST.in").read_text()

@@ -17,21 +17,15 @@ from apache_beam.utils.shared import Shared
 from transforms import codec
 from transforms.archive_format import DEFAULT_FORMAT, partition_parts
 from transforms.archive_format import archive_format as get_format
+from transforms.archive_lines import BatchLines, LineBlock
 from transforms.deadletter import DeadLetter
 from transforms.errors import RemoteWriteError
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import write_atomically
-from transforms.metadata import MetadataStore, v1_types
-from transforms.metric_to_log import (
-    ConversionError,
-    Partition,
-    SeriesHeads,
-    convert,
-    is_metadata_only,
-    message_protocol,
-)
+from transforms.metadata import TYPE_NAMES, MetadataStore
+from transforms.metric_to_log import ConversionError, Partition, is_metadata_only, message_protocol
 from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
-from transforms.validation import NameValidation, ValidationCache
+from transforms.validation import NameValidation
 
 __all__ = ["ArchiveMessages", "DecodeToRecords", "WriteArchiveFiles", "WriteDeadLetters", "DEAD_LETTER"]
 
@@ -48,7 +42,7 @@ class ExtractMetadataTypes(beam.DoFn):
         except RemoteWriteError:
             return
         tenant = (message.attributes or {}).get("tenant", DEFAULT_TENANT)
-        types = v1_types(decoded.message.metadata)
+        types = {family: TYPE_NAMES.get(number, "unknown") for family, number in decoded.batch.families or ()}
         if types:
             yield tenant, types
 
@@ -76,7 +70,8 @@ class MergeTypes(beam.CombineFn):
 
 
 class DecodeToRecords(beam.DoFn):
-    """A published message -> (Partition, records) per partition; failures go whole to DEAD_LETTER.
+    """A published message -> (Partition, LineBlock) per partition: its archive lines as one block, made by
+    the compiled decoder and line formatter; failures go whole to DEAD_LETTER.
 
     `metadata` holds the remembered 1.0 types: one MetadataStore per worker process, shared by every
     instance of this DoFn and kept alive by whoever holds it (the local loop across its bounded runs).
@@ -90,9 +85,8 @@ class DecodeToRecords(beam.DoFn):
 
     def setup(self) -> None:
         self.store: MetadataStore = self.metadata.acquire(MetadataStore)
-        self.heads = SeriesHeads()
-        # UTF-8 names: whatever the receiver accepted must be archived, never dead-lettered for its names
-        self.validation = ValidationCache(NameValidation.UTF8)
+        self.converter = BatchLines(self.store)  # per tenant: series tables and kind prefixes
+        self._types_seen: dict[str, dict[str, str]] = {}  # the side input's dicts already applied
 
     def process(self, message: Any, types: dict[str, dict[str, str]] | None = None):
         attributes = message.attributes or {}
@@ -101,12 +95,13 @@ class DecodeToRecords(beam.DoFn):
             tenant = attributes.get("tenant") or DEFAULT_TENANT
             if not is_valid_tenant(tenant):  # the receiver's rule, checked again: it becomes a path
                 raise ConversionError(f"invalid tenant attribute {tenant!r}: use {TENANT_RULE}")
-            if types and tenant in types:
+            if types and tenant in types and types[tenant] is not self._types_seen.get(tenant):
                 self.store.update(tenant, types[tenant])
+                self._types_seen[tenant] = types[tenant]
+            # UTF-8 names: whatever the receiver accepted must be archived, never dead-lettered for its names
             decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED, NameValidation.UTF8,
-                                   cache=self.validation)
-            partitions = convert(decoded.message, protocol, tenant, self.store, decoded.series_keys, decoded.counts,
-                                 self.heads)
+                                   table=self.converter.table(tenant))
+            partitions = self.converter.convert(decoded.batch, tenant)
         except (RemoteWriteError, ConversionError) as exc:
             self.dead.inc()
             record = DeadLetter.of_message(message, f"{type(exc).__name__}: {exc}")
@@ -118,13 +113,13 @@ class DecodeToRecords(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.of_message(message, f"internal {exc!r}").to_json())
             return
         self.samples.inc(decoded.counts.samples)
-        for partition, records in partitions.items():
-            self.lines.inc(len(records))
-            yield tuple(partition), records  # a plain tuple key has a deterministic coder
+        for partition, block in partitions.items():
+            self.lines.inc(block.lines)
+            yield tuple(partition), block  # a plain tuple key has a deterministic coder
 
 
 class WriteArchiveFiles(beam.DoFn):
-    """(Partition, [records, ...]) -> one or more finalised files of the archive format in that partition.
+    """(Partition, [LineBlock, ...]) -> one or more finalised files of the archive format in that partition.
 
     `file_label(window, pane)` names the files: unique per window and pane, so a re-fired pane adds a
     file and never overwrites one. At most ceil(lines / max_lines_per_file) files per partition
@@ -139,25 +134,26 @@ class WriteArchiveFiles(beam.DoFn):
         self.max_lines = max_lines_per_file
         self.files = Metrics.counter("archive", "files_written")
 
-    def process(self, element: tuple[tuple[str, str, str], Iterable[list[str]]], window=beam.DoFn.WindowParam,
+    def process(self, element: tuple[tuple[str, str, str], Iterable[LineBlock]], window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
         key, chunks = element
         label = self.file_label(window, pane)
         directory = FileSystems.join(self.archive_path, *partition_parts(Partition(*key)))
         temp_dir = FileSystems.join(self.archive_path, ".tmp")
         shard, batch, lines = 0, [], 0
-        for records in chunks:
-            batch.append(self.format.encode(records))
-            lines += len(records)
+        for block in chunks:
+            batch.append(block)
+            lines += block.lines
             if lines >= self.max_lines:
                 yield self._flush(directory, temp_dir, label, shard, batch)
                 shard, batch, lines = shard + 1, [], 0
         if batch:
             yield self._flush(directory, temp_dir, label, shard, batch)
 
-    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[bytes]) -> str:
+    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[LineBlock]) -> str:
         path = FileSystems.join(directory, self.format.file_name(label, shard))
-        write_atomically(path, temp_dir, batch, self.format.compression)
+        chunks, compression = self.format.for_writing(self.format.encode_file(batch))
+        write_atomically(path, temp_dir, chunks, compression)
         self.files.inc()
         return path
 

@@ -1,0 +1,262 @@
+"""`python -m pipeline.restore`: write any slice of the archive back through remote-write.
+
+A bounded Beam job. It lists the archive's files (NDJSON and Parquet, mixed; local, gs://, s3://),
+prunes tenant=/date=/hour= partitions by --tenant/--start/--end, reads the rest, keeps the samples
+inside the time range that match a --match selector, and delivers them through the sinks' own
+machinery (transforms/sink). Exit 0 only when every selected sample was delivered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, S3Options, StandardOptions
+from apache_beam.utils.shared import Shared
+
+from pipeline.local_loop import BOUNDED_RUNNER
+from pipeline.options import SinkOptions, is_local, sinks_from_options
+from transforms.archive_format import FORMATS, PARTITION_GLOB
+from transforms.beam.restore import (
+    CORRUPT,
+    CorruptArchiveFile,
+    ReadArchiveFile,
+    RestoreProgress,
+    RestoreToSink,
+    format_of,
+    partition_of,
+)
+from transforms.io.files import read_whole
+from transforms.restore_selection import Selection, SelectionError, format_ms, to_request
+from transforms.sink.config import SinkConfig, SinkConfigError, parse_duration
+
+PROG = "python -m pipeline.restore"
+DEFAULT_MAX_RETRY = "5m"
+
+
+def restore_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, add_help=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_argument_group("restore")
+    group.add_argument("--archive_path", required=True,
+                       help="The archive to read: a local directory, gs://bucket/prefix or s3://bucket/prefix "
+                            "(its tenant=T/date=YYYY-MM-DD/hour=HH/part-* files, .ndjson.gz and .parquet alike).")
+    group.add_argument("--start", default=None,
+                       help="Only samples at or after this time: RFC 3339 (2026-11-25T09:00:00Z) or Unix seconds.")
+    group.add_argument("--end", default=None, help="Only samples at or before this time (same forms as --start).")
+    group.add_argument("--tenant", action="append", default=None,
+                       help="Only this tenant's partitions (repeatable); each tenant goes out as its own "
+                            "X-Scope-OrgID unless --remote_write_tenant/_tenant_header say otherwise.")
+    group.add_argument("--match", action="append", default=None,
+                       help="Prometheus series selector, e.g. '{job=\"node\",__name__=~\"node_cpu.*\"}' "
+                            "(=, !=, =~, !~; regexes anchored). Repeatable: a series matching any is kept.")
+    group.add_argument("--rate_limit", type=float, default=None,
+                       help="At most this many samples per second, per worker process (default: unlimited).")
+    group.add_argument("--max_retry_duration", default=DEFAULT_MAX_RETRY,
+                       help="Give up retrying a failing request after this long (e.g. 30s, 5m) and dead-letter "
+                            f"it, for sinks whose sinks-file entry sets none (default {DEFAULT_MAX_RETRY}).")
+    group.add_argument("--dead_letter_path", default=None,
+                       help="Where refused requests go, replayable (default ARCHIVE_PATH/_dead_letters/restore).")
+    group.add_argument("--dry_run", action="store_true",
+                       help="Print the series, samples and time range per tenant that would be sent; send nothing.")
+    group.add_argument("--fail_fast", action="store_true",
+                       help="Stop at the first unreadable archive file, before anything is sent (default: name "
+                            "it, skip it, restore the rest and exit 1).")
+    return parser
+
+
+def help_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, parents=[restore_parser()],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Every other standard Beam option is accepted and passed through.")
+    for name, options_class in (("remote-write sinks", SinkOptions), ("Beam: runner", StandardOptions),
+                                ("Beam: Google Cloud", GoogleCloudOptions), ("Beam: S3", S3Options)):
+        options_class._add_argparse_args(parser.add_argument_group(name))
+    return parser
+
+
+class Usage(Exception):
+    """Bad input from the user: one line, exit 2."""
+
+
+def list_files(archive_path: str, selection: Selection) -> tuple[list[str], int]:
+    """(files of selected partitions, files in the archive), for every format."""
+    patterns = [FileSystems.join(archive_path, *PARTITION_GLOB, fmt.glob()) for fmt in FORMATS.values()]
+    found = []
+    for result in FileSystems.match(patterns):
+        found += [m.path for m in result.metadata_list]
+    kept = [p for p in sorted(found) if selection.keeps_partition(*partition_of(p))]
+    return kept, len(found)
+
+
+def with_retry_limit(sinks: list[SinkConfig], limit: float) -> list[SinkConfig]:
+    """A bounded job must end: transient failures are retried at most `limit` seconds, then dead-lettered."""
+    return [s if s.queue.max_retry_duration is not None else
+            dataclasses.replace(s, queue=dataclasses.replace(s.queue, max_retry_duration=limit)) for s in sinks]
+
+
+def dry_run(files: Sequence[str], selection: Selection) -> int:
+    tenants: dict[str, dict] = defaultdict(lambda: {"series": set(), "samples": 0, "first": None, "last": None})
+    bad = 0
+    for path in files:
+        try:
+            restored = to_request(format_of(path).samples(read_whole(path)), selection)
+        except Exception as exc:
+            print(f"restore: unreadable archive file {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            bad += 1
+            continue
+        entry = tenants[partition_of(path)[0]]
+        entry["series"].update(tuple((lab.name, lab.value) for lab in s.labels) for s in restored.request.timeseries)
+        entry["samples"] += restored.samples
+        for key, pick in (("first", min), ("last", max)):
+            value = restored.first_ms if key == "first" else restored.last_ms
+            if value is not None:
+                entry[key] = value if entry[key] is None else pick(entry[key], value)
+    shown = {t: e for t, e in tenants.items() if e["samples"]}
+    if not shown:
+        print(f"restore: nothing selected ({len(files)} file(s) read)")
+    for tenant, e in sorted(shown.items()):
+        print(f"tenant {tenant}: {len(e['series'])} series, {e['samples']} samples, "
+              f"{format_ms(e['first'])} .. {format_ms(e['last'])} (dry run: nothing sent)")
+    return 1 if bad else 0
+
+
+def _progress_bar(progress: RestoreProgress, files: int, done: threading.Event) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=files, unit="file", desc="reading", file=sys.stderr)
+    while not done.wait(0.5) and progress.files_read < files:
+        bar.update(progress.files_read - bar.n)
+        bar.set_postfix(samples=progress.samples_selected)
+    bar.update(progress.files_read - bar.n)
+    bar.close()
+    if done.is_set():
+        return
+    bar = tqdm(total=progress.samples_selected, unit="sample", unit_scale=True, desc="sending", file=sys.stderr)
+    while not done.wait(0.5):
+        counts = progress.stats.counts
+        bar.update(counts["samples_sent"] + counts["samples_dead_lettered"] - bar.n)
+    bar.close()
+
+
+def counters(result) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for counter in result.metrics().query(MetricsFilter())["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        out[f"{counter.key.metric.namespace}:{counter.key.metric.name}"] += value or 0
+    return out
+
+
+def run(args: argparse.Namespace, options: PipelineOptions, sinks: list[SinkConfig], files: list[str],
+        selection: Selection) -> int:
+    dead_letter_path = args.dead_letter_path or FileSystems.join(args.archive_path, "_dead_letters", "restore")
+    shared, tag = Shared(), uuid.uuid4().hex
+    progress = shared.acquire(RestoreProgress, tag)  # held here: a local run's DoFns share this very object
+    done = threading.Event()
+    bar = None
+    if sys.stderr.isatty() and is_local(options.view_as(StandardOptions).runner):
+        bar = threading.Thread(target=_progress_bar, args=(progress, len(files), done), daemon=True)
+        bar.start()
+    pipeline = beam.Pipeline(options=options)
+    read = (pipeline | "Files" >> beam.Create(files) | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(ReadArchiveFile(selection, args.fail_fast, shared, tag)).with_outputs(
+                CORRUPT, main="requests"))
+    for sink in sinks:
+        _ = read.requests | f"Restore[{sink.name}]" >> RestoreToSink(sink, dead_letter_path, args.rate_limit,
+                                                                     shared, tag)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as exc:
+        done.set()
+        text = str(exc)
+        if "CorruptArchiveFile" in text or isinstance(exc, CorruptArchiveFile):
+            line = next((x for x in text.splitlines() if "CorruptArchiveFile" in x), text.splitlines()[0])
+            print(f"restore: stopped (--fail_fast), nothing sent: {line.split('CorruptArchiveFile: ')[-1]}",
+                  file=sys.stderr)
+            return 1
+        raise
+    finally:
+        done.set()
+        if bar is not None:
+            bar.join()
+    return summarize(counters(result), sinks, dead_letter_path)
+
+
+def summarize(found: dict[str, int], sinks: list[SinkConfig], dead_letter_path: str) -> int:
+    selected, corrupt = found["restore:samples_selected"], found["restore:files_corrupt"]
+    failed = bool(corrupt)
+    if not selected and not corrupt:
+        print(f"restore: nothing selected ({found['restore:files_read']} file(s) read)")
+        return 0
+    for sink in sinks:
+        c = {name: found[f"sink/{sink.name}:{name}"] for name in ("samples_sent", "samples_retried",
+                                                                 "samples_dead_lettered", "samples_dropped_by_rules",
+                                                                 "metadata_sent", "requests")}
+        # the same sample in several files (a redelivered message, an archive in both formats) goes out once
+        repeats = selected - c["samples_sent"] - c["samples_dead_lettered"] - c["samples_dropped_by_rules"]
+        print(f"restore: sink {sink.name}: {selected} selected, {c['samples_sent']} sent, "
+              f"{c['samples_retried']} retried, {c['samples_dead_lettered']} dead-lettered, "
+              f"{c['samples_dropped_by_rules']} dropped by rules, {max(repeats, 0)} exact repeats sent once, "
+              f"{corrupt} file(s) skipped; {c['requests']} requests, {c['metadata_sent']} metadata entries")
+        if c["samples_dead_lettered"]:
+            failed = True
+            print(f"restore: sink {sink.name}: {c['samples_dead_lettered']} samples dead-lettered under "
+                  f"{FileSystems.join(dead_letter_path, 'sink=' + sink.name)}", file=sys.stderr)
+    if corrupt:
+        print(f"restore: {corrupt} unreadable archive file(s) skipped (named above)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        help_parser().print_help()
+        return 0
+    try:
+        args, beam_args = restore_parser().parse_known_args(argv)
+    except SystemExit as exc:  # argparse already printed its one line
+        return 2 if exc.code else 0
+    options = PipelineOptions(beam_args)
+    try:
+        selection = Selection.parse(args.start, args.end, args.tenant, args.match)
+        if args.rate_limit is not None and args.rate_limit <= 0:
+            raise Usage("--rate_limit must be a positive number of samples per second")
+        limit = parse_duration(args.max_retry_duration, "--max_retry_duration")
+        sinks = with_retry_limit(sinks_from_options(options.view_as(SinkOptions)), limit)
+        if not sinks and not args.dry_run:
+            raise Usage("give --remote_write_url or --remote_write_config (or --dry_run)")
+        runner = options.view_as(StandardOptions).runner
+        if not is_local(runner) and not args.archive_path.startswith(("gs://", "s3://")):
+            raise Usage(f"--archive_path {args.archive_path!r}: runner {runner} reads on remote workers; "
+                        "use gs:// or s3://")
+        FileSystems.set_options(options)
+        files, total = list_files(args.archive_path, selection)
+        if not total:
+            raise Usage(f"no archive files (tenant=*/date=*/hour=*/part-*) under {args.archive_path}")
+    except (SelectionError, SinkConfigError, Usage) as exc:
+        print(f"restore: {exc}", file=sys.stderr)
+        return 2
+    if not files:
+        print(f"restore: nothing selected (no partition of {total} file(s) matches --tenant/--start/--end)")
+        return 0
+    if args.dry_run:
+        return dry_run(files, selection)
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None or is_local(standard.runner):
+        standard.runner = BOUNDED_RUNNER  # batch on this machine, without Prism's download attempt
+    return run(args, options, sinks, files, selection)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The Parquet archive format: typed columns, exact special values, histograms and exemplars, sort order."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.archive_samples import ODD_NAN, T0, records_of, sample_request
+from transforms import archive_records, metric_to_log
+from transforms.archive_format import archive_format
+from transforms.archive_lines import LineBlock
+from transforms.archive_records import RecordError, decode_value
+from transforms.builders import Series, build_v1
+from transforms.protocol import STALE_NAN, float_bits
+
+
+def test_parquet_reads_back_exactly_what_ndjson_reads_back() -> None:
+    records = records_of(sample_request())
+    ndjson, parquet = archive_format("ndjson"), archive_format("parquet")
+    stored, compression = ndjson.for_writing(ndjson.encode_file([LineBlock.of_records(records)]))
+    assert compression == "uncompressed", "ndjson gzips itself (ISA-L)"
+    from_ndjson = ndjson.read(b"".join(stored))
+    from_parquet = parquet.read(b"".join(parquet.encode_file(
+        [LineBlock.of_records(records[:3]), LineBlock.of_records(records[3:])])))
+
+    def canonical(rs):  # NaN != NaN: compare through the encoded text, which carries the bits
+        return sorted(json.dumps(r, sort_keys=True, default=str).replace("NaN", "nan") for r in rs)
+    assert len(from_parquet) == len(records) == 10
+    assert canonical(from_parquet) == canonical(from_ndjson)
+
+
+def test_columns_are_typed_sorted_and_special_values_marked() -> None:
+    stored = archive_format("parquet").encode(records_of(sample_request()))
+    table = pq.read_table(io.BytesIO(stored))
+    assert str(table.schema.field("timestamp").type) == "timestamp[ms, tz=UTC]"
+    assert pa.types.is_map(table.schema.field("labels").type)
+    rows = table.to_pylist()
+    keys = [(r["name"], sorted(r["labels"]), r["timestamp"]) for r in rows if r["type"] in ("counter", "gauge")]
+    assert keys == sorted(keys)  # by series, then time
+    specials = {r["special"]: r["value"] for r in rows if r["special"]}
+    assert specials == {"StaleNaN": None, "NaN:0x7ff8000000000000": None, "NaN:0x7ff8000000000abc": None}
+    plain = [r["value"] for r in rows if r["name"] == "up"]
+    assert plain == [math.inf, 1.0]  # +Inf is an ordinary value, and rows are in time order
+    assert {r["type"] for r in rows} == {"counter", "gauge", "native_histogram", "exemplar"}
+    hist = next(r["histogram"] for r in rows if r["type"] == "native_histogram" and r["histogram"]["count_int"] == 5)
+    assert float_bits(hist["sum"]) == float_bits(STALE_NAN)  # NaN bits survive inside the struct too
+    assert hist["positive_deltas"] == [1, 1, -1] and hist["negative_spans"] == [{"offset": -2, "length": 1}]
+    metadata = pq.ParquetFile(io.BytesIO(stored)).metadata
+    column = metadata.row_group(0).column(0)
+    assert column.compression == "ZSTD" and column.statistics.has_min_max
+    assert "RLE_DICTIONARY" in column.encodings
+
+
+def test_rows_group_by_the_chosen_row_group_size(monkeypatch) -> None:
+    from transforms import archive_parquet
+    monkeypatch.setattr(archive_parquet, "ROW_GROUP_ROWS", 4)
+    stored = archive_format("parquet").encode(records_of(sample_request()))
+    assert pq.ParquetFile(io.BytesIO(stored)).metadata.num_row_groups == 3  # 10 rows in groups of 4
+
+
+def test_decode_value_is_encode_values_inverse_bit_for_bit() -> None:
+    for value in (0.1, -0.0, 1e300, math.inf, -math.inf, STALE_NAN, ODD_NAN, float("nan"),
+                  struct.unpack("<d", struct.pack("<Q", metric_to_log.PROMETHEUS_NAN_BITS))[0]):
+        assert float_bits(decode_value(json.loads(metric_to_log.encode_value(value)))) == float_bits(value)
+    assert archive_records.PROMETHEUS_NAN_BITS == metric_to_log.PROMETHEUS_NAN_BITS
+    with pytest.raises(RecordError, match="unknown special value"):
+        decode_value("NaN:0x12")
+
+
+def test_a_file_that_is_not_parquet_is_a_record_error() -> None:
+    with pytest.raises(RecordError, match="not a readable Parquet file"):
+        archive_format("parquet").read(b"PAR1 but not really")
+
+
+def test_series_that_join_alike_stay_apart_when_read_back() -> None:
+    """Label sets whose plain joins collide ({'a\\0b': '1\\02'} vs {'a': '1', 'b': '2'}) are two series."""
+    request = build_v1([Series({"__name__": "n", "a\x00b": "1\x002"}, [(T0, 1.0)]),
+                        Series({"__name__": "n", "a": "1", "b": "2"}, [(T0, 2.0)]),
+                        Series({"__name__": "n", "a": "1\\", "b": "2"}, [(T0, 3.0)])])
+    fmt = archive_format("parquet")
+    got = {s.payload: dict(s.labels) for s in fmt.samples(fmt.encode(records_of(request)))}
+    assert got == {1.0: {"a\x00b": "1\x002"}, 2.0: {"a": "1", "b": "2"}, 3.0: {"a": "1\\", "b": "2"}}

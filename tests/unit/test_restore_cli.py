@@ -1,0 +1,51 @@
+"""The restore command's edges that need no service: help, runner checks, the progress bar."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+from pipeline import restore
+from transforms.beam.restore import RestoreProgress, format_of, partition_of
+
+
+def test_help_names_every_restore_and_sink_flag(capsys) -> None:
+    assert restore.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--archive_path", "--start", "--end", "--tenant", "--match", "--rate_limit", "--dry_run",
+                 "--fail_fast", "--max_retry_duration", "--remote_write_url", "--remote_write_config", "--runner"):
+        assert flag in text
+    assert all(action.help for action in restore.help_parser()._actions)
+
+
+def test_a_remote_runner_needs_an_object_store_archive(capsys) -> None:
+    code = restore.main(["--archive_path=./archive", "--remote_write_url=http://127.0.0.1:1/w",
+                         "--runner=DataflowRunner"])
+    assert code == 2 and "use gs:// or s3://" in capsys.readouterr().err
+
+
+def test_the_progress_bar_shows_files_read(monkeypatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(restore.sys, "stderr", out)
+    progress = RestoreProgress()
+    for _ in range(4):
+        progress.add_read(250)
+    done = threading.Event()
+    done.set()
+    restore._progress_bar(progress, 4, done)
+    assert "reading: 100%" in out.getvalue() and "4/4" in out.getvalue()
+
+
+def test_files_are_told_apart_by_suffix_and_partition() -> None:
+    assert format_of("x/tenant=a/date=2026-11-25/hour=09/part-1.parquet").name == "parquet"
+    assert format_of("part-1.ndjson.gz").name == "ndjson"
+    assert partition_of("gs://b/p/tenant=a/date=2026-11-25/hour=09/part-1.parquet") == ("a", "2026-11-25", "09")
+
+
+def test_the_rate_limit_waits_for_tokens(monkeypatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("transforms.beam.restore.time.sleep", slept.append)
+    progress = RestoreProgress()
+    progress.rate = 1000.0
+    progress.take(3000)  # three seconds' worth at once: wait about 3 s
+    assert slept and 2.9 < slept[0] <= 3.0

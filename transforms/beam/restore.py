@@ -1,0 +1,233 @@
+"""Beam wrappers of the restore job: archive files -> selected 1.0 requests -> each sink, in series order.
+
+    file paths --ReadArchiveFile--> (partition, tenant, 1.0 request) --per sink: ShardRestored-->
+    ((tenant, shard), (partition, label keys, series)) --GroupByKey--> SendRestored (hour after hour)
+
+Delivery is the sinks' own machinery (transforms/sink: relabel rules, sharding by series, merging
+and sorting each series' samples, request-sized batches, retries, split on 4xx, dead letters). The
+restore only adds the order across files: a shard sends its partitions' hours one after another,
+oldest first, so every series goes out in time order even when its samples span many files.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
+
+from transforms import codec
+from transforms.archive_format import FORMATS, ArchiveFormat
+from transforms.beam.sinks import _SinkMetrics
+from transforms.io.deadletters import write_dead_letters
+from transforms.io.files import read_whole
+from transforms.io.http_sink import HttpService
+from transforms.proto import remote_v1_pb2
+from transforms.protocol import DEFAULT_TENANT, Protocol
+from transforms.restore_selection import Selection, to_request
+from transforms.sink.batching import ShardBatch, TimeSeries, points
+from transforms.sink.config import SinkConfig
+from transforms.sink.forwarder import Forwarder, SinkStats
+
+__all__ = ["CorruptArchiveFile", "ReadArchiveFile", "RestoreProgress", "RestoreToSink", "format_of", "partition_of"]
+
+log = logging.getLogger(__name__)
+CORRUPT = "corrupt"
+
+
+class CorruptArchiveFile(RuntimeError):
+    """An archive file that cannot be read (raised at once under --fail_fast)."""
+
+
+def format_of(path: str) -> ArchiveFormat:
+    for fmt in FORMATS.values():
+        if path.endswith(fmt.suffix):
+            return fmt
+    raise CorruptArchiveFile(f"{path}: not a file of any archive format ({', '.join(FORMATS)})")
+
+
+def partition_of(path: str) -> tuple[str, str, str]:
+    """(tenant, date, hour) from a path's tenant=/date=/hour= folders."""
+    found = {}
+    for part in path.split("/"):
+        key, sep, value = part.partition("=")
+        if sep and key in ("tenant", "date", "hour"):
+            found[key] = value
+    return found.get("tenant", DEFAULT_TENANT), found.get("date", ""), found.get("hour", "")
+
+
+class RestoreProgress:
+    """Live counters of one restore, shared by the DoFns of a worker process (Beam's Shared) and, on a
+    local runner, by the launcher's progress bar. Also the process's rate limiter (a token bucket)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.files_read = 0
+        self.samples_selected = 0
+        self.stats = SinkStats()
+        self.rate: float | None = None
+        self._allowance = 0.0
+        self._stamp = time.monotonic()
+
+    def add_read(self, samples: int) -> None:
+        with self.lock:
+            self.files_read += 1
+            self.samples_selected += samples
+
+    def take(self, samples: int) -> None:
+        """Block until `samples` may be sent under --rate_limit (samples per second, per worker process)."""
+        if not self.rate:
+            return
+        with self.lock:
+            now = time.monotonic()
+            self._allowance = min(self.rate, self._allowance + (now - self._stamp) * self.rate) - samples
+            self._stamp = now
+            wait = -self._allowance / self.rate if self._allowance < 0 else 0.0
+        if wait > 0:
+            time.sleep(wait)
+
+
+class _RateLimitedForwarder(Forwarder):
+    def __init__(self, sink: SinkConfig, progress: RestoreProgress) -> None:
+        super().__init__(sink, service=HttpService(sink))
+        self.progress = progress
+
+    def deliver(self, tenant: str, series: list[TimeSeries],
+                metadata: list[remote_v1_pb2.MetricMetadata] | None = None) -> list[str]:
+        self.progress.take(sum(points(s) for s in series))
+        return super().deliver(tenant, series, metadata)
+
+
+class ReadArchiveFile(beam.DoFn):
+    """A file -> (partition key, tenant, serialized 1.0 request of its selected samples + metadata)."""
+
+    def __init__(self, selection: Selection, fail_fast: bool, shared: Shared, tag: str) -> None:
+        self.selection = selection
+        self.fail_fast = fail_fast
+        self.shared = shared
+        self.tag = tag
+        self.files = Metrics.counter("restore", "files_read")
+        self.corrupt = Metrics.counter("restore", "files_corrupt")
+        self.selected = Metrics.counter("restore", "samples_selected")
+
+    def setup(self) -> None:
+        self.progress = self.shared.acquire(RestoreProgress, self.tag)
+
+    def process(self, path: str) -> Iterator[Any]:
+        tenant, date, hour = partition_of(path)
+        try:
+            restored = to_request(format_of(path).samples(read_whole(path)), self.selection)
+        except Exception as exc:  # unreadable, truncated, not ours: name it, skip it (or stop at once)
+            message = f"{path}: {type(exc).__name__}: {exc}"
+            if self.fail_fast:
+                raise CorruptArchiveFile(message) from exc
+            log.error("restore: skipping unreadable archive file %s", message)
+            self.corrupt.inc()
+            self.progress.add_read(0)
+            yield beam.pvalue.TaggedOutput(CORRUPT, message)
+            return
+        self.files.inc()
+        self.selected.inc(restored.samples)
+        self.progress.add_read(restored.samples)
+        if restored.request.timeseries:
+            yield f"{date}T{hour}", tenant, restored.request.SerializeToString()
+
+
+class ShardRestored(beam.DoFn):
+    """Through the sink's own sharding (relabel rules, stable shard of each series' label bytes)."""
+
+    def __init__(self, sink: SinkConfig) -> None:
+        self.sink = sink
+
+    def setup(self) -> None:
+        self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
+        self.dropped = Metrics.counter(f"sink/{self.sink.name}", "samples_dropped_by_rules")
+
+    def process(self, element: tuple[str, str, bytes]) -> Iterator[Any]:
+        partition, tenant, data = element
+        before = self.forwarder.stats.counts["samples_dropped_by_rules"]
+        attributes = {"protocol": Protocol.V1.value, "tenant": tenant}
+        batches, dead = self.forwarder.shard_messages([(codec.encode(remote_v1_pb2.WriteRequest.FromString(data)),
+                                                        attributes)])
+        if dead:  # we built the message ourselves: failing to read it back is a bug, not bad input
+            raise RuntimeError(f"restore: could not shard its own request: {dead[0][:300]}")
+        self.dropped.inc(self.forwarder.stats.counts["samples_dropped_by_rules"] - before)
+        for key, batch in batches.items():
+            request = remote_v1_pb2.WriteRequest(metadata=list(batch.metadata.values()))
+            keys = []
+            for series_key, parts in batch.series.items():
+                for part in parts:
+                    keys.append(series_key)
+                    request.timeseries.append(part)
+            yield key, (partition, keys, request.SerializeToString())
+
+
+class SendRestored(beam.DoFn):
+    """One (tenant, shard): its partitions oldest first, each through Forwarder.send_shard."""
+
+    def __init__(self, sink: SinkConfig, dead_letter_path: str, rate_limit: float | None, shared: Shared,
+                 tag: str) -> None:
+        self.sink = sink
+        self.dead_letter_path = dead_letter_path
+        self.rate_limit = rate_limit
+        self.shared = shared
+        self.tag = tag
+
+    def setup(self) -> None:
+        self.progress = self.shared.acquire(RestoreProgress, self.tag)
+        self.progress.rate = self.rate_limit
+        self.forwarder = _RateLimitedForwarder(self.sink, self.progress)
+        self.metrics = _SinkMetrics(self.sink)
+        self.reported = dict.fromkeys(SinkStats.FIELDS, 0)
+
+    def _report(self) -> None:
+        """This forwarder's counts -> Beam metrics (the summary) and the process's progress (the bar)."""
+        self.metrics.publish(self.forwarder.stats)
+        counts = self.forwarder.stats.snapshot()
+        self.progress.stats.add(**{k: counts[k] - self.reported[k] for k in SinkStats.FIELDS})
+        self.reported = {k: counts[k] for k in SinkStats.FIELDS}
+
+    def process(self, element: tuple[tuple[str, int], Iterable[tuple[str, list[bytes], bytes]]]) -> Iterator[str]:
+        (tenant, _), chunks = element
+        by_partition: dict[str, list[tuple[list[bytes], bytes]]] = defaultdict(list)
+        for partition, keys, data in chunks:
+            by_partition[partition].append((keys, data))
+        for partition in sorted(by_partition):
+            batch = ShardBatch()
+            for keys, data in by_partition[partition]:
+                request = remote_v1_pb2.WriteRequest.FromString(data)
+                for key, series in zip(keys, request.timeseries, strict=True):
+                    batch.add(key, series)
+                for entry in request.metadata:
+                    batch.add_metadata(entry)
+            try:
+                dead = self.forwarder.send_shard(tenant, batch)
+            finally:
+                self._report()
+            path = write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
+            if path:
+                log.error("restore: sink %s refused %d request(s); dead letters in %s", self.sink.name, len(dead), path)
+                yield path
+
+
+class RestoreToSink(beam.PTransform):
+    """Selected requests -> one sink. Outputs the dead-letter files written."""
+
+    def __init__(self, sink: SinkConfig, dead_letter_path: str, rate_limit: float | None, shared: Shared,
+                 tag: str) -> None:
+        super().__init__()
+        self.sink, self.dead_letter_path, self.rate_limit, self.shared, self.tag = (
+            sink, dead_letter_path, rate_limit, shared, tag)
+
+    def expand(self, requests):
+        return (requests
+                | "Shard" >> beam.ParDo(ShardRestored(self.sink))
+                | "GroupByShard" >> beam.GroupByKey()
+                | "SendInOrder" >> beam.ParDo(SendRestored(self.sink, self.dead_letter_path, self.rate_limit,
+                                                           self.shared, self.tag)))

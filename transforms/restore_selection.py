@@ -1,0 +1,180 @@
+"""What a restore selects: tenants, a time range and Prometheus series selectors; and archive records
+turned back into remote-write 1.0 requests.
+
+Selectors are parsed by promql-parser (the PromQL grammar, not a hand-written one); regex matchers
+are anchored as in Prometheus (`=~"a.*"` must match the whole value). Several `--match` selectors
+are OR-ed, the matchers inside one are AND-ed, as in Prometheus' /api/v1/series.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+import promql_parser
+
+from transforms.archive_records import EXEMPLAR, HISTOGRAM, Sample
+from transforms.metadata import TYPE_NUMBERS
+from transforms.proto import remote_v1_pb2
+
+HOUR_MS = 3_600_000
+_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
+
+
+class SelectionError(ValueError):
+    """A selector or time the user gave that cannot be used (one line, exit 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Matcher:
+    name: str
+    op: str  # = != =~ !~
+    value: str
+    pattern: re.Pattern[str] | None = None
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        found = labels.get(self.name, "")  # a missing label matches as the empty string, as in Prometheus
+        if self.op == "=":
+            return found == self.value
+        if self.op == "!=":
+            return found != self.value
+        hit = self.pattern.fullmatch(found) is not None  # type: ignore[union-attr]
+        return hit if self.op == "=~" else not hit
+
+
+def parse_selector(text: str) -> tuple[Matcher, ...]:
+    """'{job="node",__name__=~"node_cpu.*"}' or 'up{job!="x"}' -> its matchers."""
+    try:
+        expr = promql_parser.parse(text)
+    except Exception as exc:  # the parser raises its own ValueError subclasses with a position
+        raise SelectionError(f"--match {text!r}: {exc}") from exc
+    if not isinstance(expr, promql_parser.VectorSelector) or expr.offset is not None or expr.at is not None:
+        raise SelectionError(f"--match {text!r}: expected a series selector such as '{{job=\"node\"}}'")
+    matchers = []
+    if expr.name:
+        matchers.append(Matcher("__name__", "=", expr.name))
+    for m in expr.matchers.matchers:
+        op = _OPS[str(m.op)]
+        pattern = None
+        if op in ("=~", "!~"):
+            try:
+                pattern = re.compile(m.value)
+            except re.error as exc:
+                raise SelectionError(f"--match {text!r}: regex {m.value!r}: {exc}") from exc
+        matchers.append(Matcher(m.name, op, m.value, pattern))
+    return tuple(matchers)
+
+
+def parse_time(text: str, flag: str) -> int:
+    """RFC 3339 ('2026-11-25T09:00:00Z', offsets allowed) or Unix seconds -> epoch ms."""
+    try:
+        return round(float(text) * 1000)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise SelectionError(f"{flag} {text!r}: expected RFC 3339 (2026-11-25T09:00:00Z) or Unix seconds") from None
+    if moment.tzinfo is None:
+        raise SelectionError(f"{flag} {text!r}: give a time zone (Z or +HH:MM)")
+    return round(moment.timestamp() * 1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    start_ms: int | None = None
+    end_ms: int | None = None  # inclusive, as Prometheus' query ranges
+    tenants: frozenset[str] | None = None
+    selectors: tuple[tuple[Matcher, ...], ...] = ()
+
+    @classmethod
+    def parse(cls, start: str | None, end: str | None, tenants: Sequence[str] | None,
+              matches: Sequence[str] | None) -> Selection:
+        start_ms = parse_time(start, "--start") if start else None
+        end_ms = parse_time(end, "--end") if end else None
+        if start_ms is not None and end_ms is not None and end_ms < start_ms:
+            raise SelectionError(f"--end {end} is before --start {start}")
+        return cls(start_ms, end_ms, frozenset(tenants) if tenants else None,
+                   tuple(parse_selector(m) for m in matches or ()))
+
+    def keeps_partition(self, tenant: str, date: str, hour: str) -> bool:
+        """Partition pruning: a tenant=/date=/hour= folder is read only if it can hold selected samples."""
+        if self.tenants is not None and tenant not in self.tenants:
+            return False
+        try:
+            first = round(datetime.fromisoformat(f"{date}T{hour}:00:00+00:00").timestamp() * 1000)
+        except ValueError:
+            return True  # not one of ours: read it, and let its records say what it holds
+        if self.start_ms is not None and first + HOUR_MS <= self.start_ms:
+            return False
+        return not (self.end_ms is not None and first > self.end_ms)
+
+    def keeps_time(self, ms: int) -> bool:
+        return (self.start_ms is None or ms >= self.start_ms) and (self.end_ms is None or ms <= self.end_ms)
+
+    def keeps_series(self, labels: Mapping[str, str]) -> bool:
+        return not self.selectors or any(all(m.matches(labels) for m in sel) for sel in self.selectors)
+
+
+@dataclasses.dataclass
+class Restored:
+    """One file's selected records as a 1.0 request: series in first-seen order, metadata per name."""
+
+    request: remote_v1_pb2.WriteRequest
+    samples: int  # float samples + native histograms (what counts against a sink's max samples)
+    first_ms: int | None
+    last_ms: int | None
+
+
+def to_request(samples: Iterable[Sample], selection: Selection) -> Restored:
+    """Selected samples -> one 1.0 WriteRequest (exact values, histograms, exemplars; start stamps dropped:
+    1.0 has none) with a metadata entry per metric name, its type from the archived kind."""
+    series: dict[tuple[str, tuple[tuple[str, str], ...]], remote_v1_pb2.TimeSeries | None] = {}
+    types: dict[str, str] = {}
+    count, first, last = 0, None, None
+    last_key: tuple[str, Sequence[tuple[str, str]]] | None = None
+    out: remote_v1_pb2.TimeSeries | None = None
+    for sample in samples:
+        if last_key is None or not (sample.labels is last_key[1] or sample.labels == last_key[1]) \
+                or sample.name != last_key[0]:
+            # rows come grouped by series (Parquet sorts them): the key is built once per run, not per sample
+            last_key = (sample.name, sample.labels)
+            key = (sample.name, tuple(sample.labels))
+            if key not in series:
+                labels = dict(sample.labels)
+                labels["__name__"] = sample.name
+                series[key] = remote_v1_pb2.TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v)
+                                                                for n, v in sorted(labels.items())]) \
+                    if selection.keeps_series(labels) else None
+            out = series[key]
+        if out is None or not selection.keeps_time(sample.ms):
+            continue
+        kind = sample.kind
+        if kind == EXEMPLAR:
+            value, pairs = sample.payload
+            ex = out.exemplars.add(timestamp=sample.ms, value=value)
+            ex.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in pairs)
+            continue
+        if kind == HISTOGRAM:
+            out.histograms.add(timestamp=sample.ms, **sample.payload)
+            types.setdefault(sample.name, "histogram")
+        else:
+            out.samples.add(timestamp=sample.ms, value=sample.payload)
+            if types.get(sample.name, "gauge") == "gauge":  # gauge is also what an untyped series is archived as
+                types[sample.name] = kind
+        count += 1
+        first = sample.ms if first is None or sample.ms < first else first
+        last = sample.ms if last is None or sample.ms > last else last
+    request = remote_v1_pb2.WriteRequest(timeseries=[s for s in series.values() if s is not None and (
+        len(s.samples) or len(s.histograms) or len(s.exemplars))])
+    request.metadata.extend(remote_v1_pb2.MetricMetadata(type=TYPE_NUMBERS[t], metric_family_name=name)
+                            for name, t in sorted(types.items()))
+    return Restored(request, count, first, last)
+
+
+def format_ms(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
