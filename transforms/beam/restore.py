@@ -1,7 +1,8 @@
 """Beam wrappers of the restore job: archive files -> selected 1.0 requests -> each sink, in series order.
 
     file paths --ReadArchiveFile--> (partition, tenant, 1.0 request) --per sink: ShardRestored-->
-    ((tenant, shard), (partition, label keys, series)) --GroupByKey--> SendRestored (hour after hour)
+    ((tenant, shard), (partition, ShardChunk: columns, or protobuf pieces)) --GroupByKey--> SendRestored
+    (hour after hour)
 
 Delivery is the sinks' own machinery (transforms/sink: relabel rules, sharding by series, merging
 and sorting each series' samples, request-sized batches, retries, split on 4xx, dead letters). The
@@ -31,9 +32,9 @@ from transforms.io.http_sink import HttpService
 from transforms.proto import remote_v1_pb2
 from transforms.protocol import DEFAULT_TENANT, Protocol
 from transforms.restore_selection import Selection, to_request
-from transforms.sink.batching import ShardBatch, TimeSeries, points
+from transforms.sink.batching import ShardBatch, ShardChunk, TimeSeries, points
 from transforms.sink.config import SinkConfig
-from transforms.sink.forwarder import Forwarder, SinkStats
+from transforms.sink.forwarder import Forwarder, Request, SinkStats
 
 __all__ = ["CorruptArchiveFile", "ReadArchiveFile", "RestoreProgress", "RestoreToSink", "format_of", "partition_of"]
 
@@ -98,10 +99,10 @@ class _RateLimitedForwarder(Forwarder):
         super().__init__(sink, service=HttpService(sink))
         self.progress = progress
 
-    def deliver(self, tenant: str, series: list[TimeSeries],
+    def deliver(self, tenant: str, request: Request | list[TimeSeries],
                 metadata: list[remote_v1_pb2.MetricMetadata] | None = None) -> list[str]:
-        self.progress.take(sum(points(s) for s in series))
-        return super().deliver(tenant, series, metadata)
+        self.progress.take(request.points if not isinstance(request, list) else sum(points(s) for s in request))
+        return super().deliver(tenant, request, metadata)
 
 
 class ReadArchiveFile(beam.DoFn):
@@ -159,13 +160,7 @@ class ShardRestored(beam.DoFn):
             raise RuntimeError(f"restore: could not shard its own request: {dead[0][:300]}")
         self.dropped.inc(self.forwarder.stats.counts["samples_dropped_by_rules"] - before)
         for key, batch in batches.items():
-            request = remote_v1_pb2.WriteRequest(metadata=list(batch.metadata.values()))
-            keys = []
-            for series_key, parts in batch.series.items():
-                for part in parts:
-                    keys.append(series_key)
-                    request.timeseries.append(part)
-            yield key, (partition, keys, request.SerializeToString())
+            yield key, (partition, batch.export())
 
 
 class SendRestored(beam.DoFn):
@@ -193,19 +188,16 @@ class SendRestored(beam.DoFn):
         self.progress.stats.add(**{k: counts[k] - self.reported[k] for k in SinkStats.FIELDS})
         self.reported = {k: counts[k] for k in SinkStats.FIELDS}
 
-    def process(self, element: tuple[tuple[str, int], Iterable[tuple[str, list[bytes], bytes]]]) -> Iterator[str]:
+    def process(self, element: tuple[tuple[str, int], Iterable[tuple[str, ShardChunk]]]) -> Iterator[str]:
         (tenant, _), chunks = element
-        by_partition: dict[str, list[tuple[list[bytes], bytes]]] = defaultdict(list)
-        for partition, keys, data in chunks:
-            by_partition[partition].append((keys, data))
+        by_partition: dict[str, list[ShardChunk]] = defaultdict(list)
+        for partition, chunk in chunks:
+            by_partition[partition].append(chunk)
         for partition in sorted(by_partition):
+            self.forwarder.series.make_room()  # between partitions only: a batch holds ids of the output series
             batch = ShardBatch()
-            for keys, data in by_partition[partition]:
-                request = remote_v1_pb2.WriteRequest.FromString(data)
-                for key, series in zip(keys, request.timeseries, strict=True):
-                    batch.add(key, series)
-                for entry in request.metadata:
-                    batch.add_metadata(entry)
+            for chunk in by_partition[partition]:
+                batch.add_chunk(chunk, self.forwarder.series)
             try:
                 dead = self.forwarder.send_shard(tenant, batch)
             finally:

@@ -14,10 +14,12 @@ from typing import Any
 
 from transforms.proto import remote_v1_pb2
 from transforms.protocol import Protocol, float_bits
-from transforms.sink.columns import ColumnRequest, ColumnShard, MetadataLookup
+from transforms.sink.columns import ColumnChunk, ColumnRequest, ColumnShard, MetadataLookup, SinkSeries
 from transforms.sink.request import encode_payload
 
 TimeSeries = remote_v1_pb2.TimeSeries
+# One shard's part between workers: the protobuf pieces' keys, a 1.0 request of them and the metadata, columns.
+ShardChunk = tuple[list[bytes], bytes, ColumnChunk | None]
 
 
 def shard_of(key: bytes, shards: int) -> int:
@@ -83,6 +85,28 @@ class ShardBatch:
 
     def __len__(self) -> int:
         return len(self.series) + (1 if self.columns is not None and len(self.columns) else 0)
+
+    def export(self) -> ShardChunk:
+        """For another worker (Beam): protobuf pieces with their keys and the metadata, and the columns."""
+        keys: list[bytes] = []
+        request = remote_v1_pb2.WriteRequest(metadata=list(self.metadata.values()))
+        for key, parts in self.series.items():
+            for part in parts:
+                keys.append(key)
+                request.timeseries.append(part)
+        return keys, request.SerializeToString(), None if self.columns is None else self.columns.export()
+
+    def add_chunk(self, chunk: ShardChunk, sink_series: SinkSeries) -> None:
+        keys, data, columns = chunk
+        request = remote_v1_pb2.WriteRequest.FromString(data)
+        for key, series in zip(keys, request.timeseries, strict=True):
+            self.add(key, series)
+        for entry in request.metadata:
+            self.add_metadata(entry)
+        if columns is not None:
+            if self.columns is None:
+                self.columns = ColumnShard(sink_series)
+            self.columns.add_chunk(columns)
 
     def plan(self, max_points: int, max_bytes: int) -> Iterator[SeriesRequest | ColumnRequest]:
         """What the shard sends, request by request: compiled from the columns unless protobuf pieces are here."""

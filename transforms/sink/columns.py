@@ -33,6 +33,9 @@ Labels = tuple[tuple[str, str], ...]
 FamilyMetadata = tuple[int, str, str]
 MetadataLookup = Callable[[str], FamilyMetadata | None]
 DROPPED, UNSEEN = -1, -2
+# A shard's columns between workers: (1.0 label bytes per series, uint32 series index, int64 timestamps,
+# uint64 value bits, int64 start timestamps or None), all bytes: pickles without a Python object per sample.
+ColumnChunk = tuple[list[bytes], bytes, bytes, bytes, bytes | None]
 
 
 def label_bytes(labels: Labels) -> bytes:
@@ -94,7 +97,23 @@ class SinkSeries:
         if kept is None:
             return DROPPED
         final = tuple((n, v) for n, v in kept if v)
-        key = label_bytes(final)
+        return self._register(label_bytes(final), final)
+
+    def ids_of(self, keys: list[bytes]) -> np.ndarray:
+        """Ids of output series another worker already routed (their 1.0 label bytes): no rules again."""
+        ids = np.empty(len(keys), np.int64)
+        before = len(self.keys)
+        for i, key in enumerate(keys):
+            found = self.index.get(key)
+            if found is None:
+                labels = remote_v1_pb2.TimeSeries.FromString(key).labels
+                found = self._register(key, tuple((lab.name, lab.value) for lab in labels))
+            ids[i] = found
+        if len(self.keys) != before:
+            self.shard = np.asarray(self._shard_list, np.int64)
+        return ids
+
+    def _register(self, key: bytes, final: Labels) -> int:
         found = self.index.get(key)
         if found is None:
             found = self.index[key] = len(self.keys)
@@ -145,6 +164,22 @@ class ColumnShard:
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
+
+    def export(self) -> ColumnChunk | None:
+        """This shard's samples for another worker (Beam): label bytes per series, columns as bytes."""
+        cols = concat(self.parts)
+        if not len(cols):
+            return None
+        used, local = np.unique(cols.series, return_inverse=True)
+        keys = [self.sink_series.keys[i] for i in used.tolist()]
+        return (keys, local.astype(np.uint32).tobytes(), cols.timestamps.tobytes(), cols.bits.tobytes(),
+                None if cols.starts is None else cols.starts.tobytes())
+
+    def add_chunk(self, chunk: ColumnChunk) -> None:
+        keys, local, timestamps, bits, starts = chunk
+        ids = self.sink_series.ids_of(keys)
+        self.add(Columns(ids[np.frombuffer(local, np.uint32)].astype(np.uint32), np.frombuffer(timestamps, np.int64),
+                         np.frombuffer(bits, np.uint64), None if starts is None else np.frombuffer(starts, np.int64)))
 
     def to_series(self) -> Iterator[tuple[bytes, remote_v1_pb2.TimeSeries]]:
         """The pieces as protobuf series, in arrival order (start timestamps as Sample's unknown field 3)."""
