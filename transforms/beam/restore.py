@@ -23,7 +23,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from transforms import codec
+from transforms import snappy_block
 from transforms.archive_format import FORMATS, ArchiveFormat
 from transforms.beam.sinks import _SinkMetrics
 from transforms.io.deadletters import write_dead_letters
@@ -136,8 +136,8 @@ class ReadArchiveFile(beam.DoFn):
         self.files.inc()
         self.selected.inc(restored.samples)
         self.progress.add_read(restored.samples)
-        if restored.request.timeseries:
-            yield f"{date}T{hour}", tenant, restored.request.SerializeToString()
+        if restored.samples or restored.request.timeseries:
+            yield f"{date}T{hour}", tenant, restored.payload
 
 
 class ShardRestored(beam.DoFn):
@@ -154,8 +154,7 @@ class ShardRestored(beam.DoFn):
         partition, tenant, data = element
         before = self.forwarder.stats.counts["samples_dropped_by_rules"]
         attributes = {"protocol": Protocol.V1.value, "tenant": tenant}
-        batches, dead = self.forwarder.shard_messages([(codec.encode(remote_v1_pb2.WriteRequest.FromString(data)),
-                                                        attributes)])
+        batches, dead = self.forwarder.shard_messages([(snappy_block.compress(data), attributes)])
         if dead:  # we built the message ourselves: failing to read it back is a bug, not bad input
             raise RuntimeError(f"restore: could not shard its own request: {dead[0][:300]}")
         self.dropped.inc(self.forwarder.stats.counts["samples_dropped_by_rules"] - before)
