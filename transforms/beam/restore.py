@@ -123,7 +123,7 @@ class ReadArchiveFile(beam.DoFn):
     def process(self, path: str) -> Iterator[Any]:
         tenant, date, hour = partition_of(path)
         try:
-            restored = to_request(format_of(path).samples(read_whole(path)), self.selection)
+            restored = to_request(format_of(path).points(read_whole(path)), self.selection)
         except Exception as exc:  # unreadable, truncated, not ours: name it, skip it (or stop at once)
             message = f"{path}: {type(exc).__name__}: {exc}"
             if self.fail_fast:
