@@ -92,8 +92,11 @@ class BodyDeadlines:
                     socket.socket.shutdown(sock, socket.SHUT_RD)
 
 
-def read_body(stream: IO[bytes], limit: int, expired: threading.Event, timeout: float) -> bytes:
-    """Read at most limit bytes; longer is 413 (never truncated), malformed framing 400, too slow 408."""
+def read_body(stream: IO[bytes], limit: int, expired: threading.Event, timeout: float,
+              declared: int | None = None) -> bytes:
+    """Read at most limit bytes; longer is 413 (never truncated), malformed framing 400, too slow 408.
+    With a declared Content-Length, fewer bytes before the client closed is a body cut short (400):
+    gunicorn's reader ends quietly at end-of-file, and a cut body can still decode."""
     chunks: list[bytes] = []
     size = 0
     try:
@@ -108,4 +111,6 @@ def read_body(stream: IO[bytes], limit: int, expired: threading.Event, timeout: 
         raise InvalidPayload(f"malformed or truncated request body: {type(exc).__name__} {exc}".strip()) from exc
     if expired.is_set():  # the cut read looked like a clean end of a body of unknown length
         raise BodyTimeout(f"body not received within --body-read-timeout of {timeout:g}s")
+    if declared is not None and size < declared:
+        raise InvalidPayload(f"request body cut short: {size} of the {declared} bytes of its Content-Length")
     return b"".join(chunks)

@@ -82,7 +82,8 @@ def write() -> Response:
                                         request.content_length)
             tenant = ingest.tenant(request.headers.get(HEADER_TENANT))
             with state.deadlines.watch(request.environ.get("gunicorn.socket"), config.body_read_timeout) as expired:
-                body = read_body(request.stream, config.max_body_bytes, expired, config.body_read_timeout)
+                body = read_body(request.stream, config.max_body_bytes, expired, config.body_read_timeout,
+                                 request.content_length)
             counts = ingest.accept(body, protocol, tenant)
     except RemoteWriteError as exc:
         return error(exc.status, exc.message, protocol)

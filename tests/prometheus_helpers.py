@@ -52,17 +52,16 @@ def series_key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
 
 
-def stop_scraping_and_settle(prometheus, prometheus_url: str, receiver_url: str, node) -> dict[str, float]:
-    """Let Prometheus scrape, then stop node_exporter (its series go stale) and all scraping, and wait
-    until Prometheus has sent everything. Returns its final remote-storage counters."""
-    time.sleep(SCRAPE_SECONDS)
-    node.stop()  # its next failed scrape marks all its series stale
-    time.sleep(3)
+def stop_scraping(prometheus, prometheus_url: str, receiver_url: str) -> None:
+    """Reload Prometheus with the same remote_write block and no scrape jobs: its queue carries on."""
     config_path = next(a for a in prometheus.process.args if a.startswith("--config.file=")).split("=", 1)[1]
-    with open(config_path, "w") as handle:  # same remote_write block: the queue carries on
+    with open(config_path, "w") as handle:
         handle.write(prometheus_config(receiver_url, None, None))
     assert requests.post(f"{prometheus_url}/-/reload", timeout=30).status_code == 200
 
+
+def wait_sent(prometheus_url: str, timeout: float = 120) -> dict[str, float]:
+    """Wait until Prometheus has nothing pending and its sent-samples counter stands still; its counters."""
     def settled() -> bool:
         first = own_metrics(prometheus_url)
         time.sleep(3)
@@ -70,8 +69,18 @@ def stop_scraping_and_settle(prometheus, prometheus_url: str, receiver_url: str,
         return (first["prometheus_remote_storage_samples_total"] == second["prometheus_remote_storage_samples_total"]
                 and second["prometheus_remote_storage_samples_pending"] == 0)
 
-    services.wait_until(settled, 90, "Prometheus to finish sending")
-    sent = own_metrics(prometheus_url)
+    services.wait_until(settled, timeout, "Prometheus to finish sending")
+    return own_metrics(prometheus_url)
+
+
+def stop_scraping_and_settle(prometheus, prometheus_url: str, receiver_url: str, node) -> dict[str, float]:
+    """Let Prometheus scrape, then stop node_exporter (its series go stale) and all scraping, and wait
+    until Prometheus has sent everything. Returns its final remote-storage counters."""
+    time.sleep(SCRAPE_SECONDS)
+    node.stop()  # its next failed scrape marks all its series stale
+    time.sleep(3)
+    stop_scraping(prometheus, prometheus_url, receiver_url)
+    sent = wait_sent(prometheus_url, 90)
     assert sent["prometheus_remote_storage_samples_total"] > 1000
     assert sent["prometheus_remote_storage_samples_failed_total"] == 0
     assert sent["prometheus_remote_storage_samples_retried_total"] == 0

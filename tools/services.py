@@ -5,6 +5,7 @@ Shared by the integration tests, the benchmarks and `make run`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import shutil
@@ -64,6 +65,30 @@ def require_binary(name: str, install_hint: str) -> str:
     if not path:
         raise ServiceError(f"{name} not found: {install_hint}")
     return path
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, read from /proc (gunicorn's master and its workers)."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            children[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 class Service:
@@ -178,7 +203,8 @@ def create_subscription(emulator_host: str, topic: str, subscription: str, ack_d
 
 
 def start_receiver(log_dir: Path, emulator_host: str, topic: str, port: int | None = None,
-                   args: Sequence[str] = (), name: str = "receiver") -> tuple[Service, str]:
+                   args: Sequence[str] = (), name: str = "receiver",
+                   env: dict[str, str] | None = None) -> tuple[Service, str]:
     """`python -m receiver` under gunicorn. Returns the service and its base URL."""
     port = port or free_port()
     if port_in_use(port):
@@ -186,7 +212,7 @@ def start_receiver(log_dir: Path, emulator_host: str, topic: str, port: int | No
     scheme = "https" if "--tls-cert-file" in args else "http"
     service = Service(name, [sys.executable, "-m", "receiver", "--host", LOOPBACK, "--port", str(port),
                              "--topic", topic, *args], log_dir,
-                      env={"PUBSUB_EMULATOR_HOST": emulator_host}, cwd=ROOT)
+                      env={"PUBSUB_EMULATOR_HOST": emulator_host, **(env or {})}, cwd=ROOT)
     url = f"{scheme}://{LOOPBACK}:{port}"
     if scheme == "http":
         service.wait_ready(_http_ok(f"{url}/-/healthy"), timeout=60)

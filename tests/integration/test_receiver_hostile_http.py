@@ -85,6 +85,18 @@ def test_malformed_chunked_bodies_are_400_never_5xx(receiver):
     assert message.data == GOOD
 
 
+def test_a_body_shorter_than_its_content_length_is_400_and_not_published(receiver):
+    """A complete, decodable body under a Content-Length that promises more, then the client closes its
+    write side: the body was cut short, whatever it decodes to (found by make fuzz-http)."""
+    url, subscription = receiver
+    head = (HEAD + f"Content-Length: {len(GOOD) + 100}\r\n\r\n").encode()
+    assert raw_exchange(url, head + GOOD, close_write=True) == 400
+    assert raw_exchange(url, (HEAD + f"Content-Length: {len(GOOD)}\r\n\r\n").encode() + GOOD) == 204
+    [message] = subscription.drain(expect=1)
+    assert message.data == GOOD
+    assert subscription.drain(quiet=1.0) == []
+
+
 class SlowSender(threading.Thread):
     """Opens connections that announce a body and send it one byte at a time, reconnecting when cut.
 
