@@ -6,7 +6,7 @@ from setuptools import Extension, find_packages, setup
 BEAM_VERSION = "2.77.0"
 
 # The compiled wire module's sources (C, CPython API only), one file per job; see transforms/_wire.h.
-WIRE_PARTS = ("", "_scan", "_decode", "_decode_v2", "_series", "_lines")
+WIRE_PARTS = ("", "_scan", "_decode", "_decode_v2", "_series", "_lines", "_encode")
 
 setup(
     name="prometheus-remote-write-pipeline",
@@ -33,6 +33,7 @@ setup(
         "pyarrow==25.0.1",  # the Parquet archive format (also in requirements/constraints.txt)
         "promql-parser==0.11.0",  # the restore job's --match selectors (PromQL's own grammar)
         "tqdm==4.70.1",  # the restore job's progress bar on a terminal
+        "numpy==2.4.6",  # the sinks' columns (sort, merge, route); already a dependency of Beam and pyarrow
     ],
     extras_require={
         "test": [

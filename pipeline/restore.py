@@ -109,7 +109,7 @@ def dry_run(files: Sequence[str], selection: Selection) -> int:
     bad = 0
     for path in files:
         try:
-            restored = to_request(format_of(path).samples(read_whole(path)), selection)
+            restored = to_request(format_of(path).points(read_whole(path)), selection)
         except Exception as exc:
             print(f"restore: unreadable archive file {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
             bad += 1

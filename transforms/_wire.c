@@ -23,6 +23,18 @@ static PyMethodDef methods[] = {
      "             created=None) -> [(utc_hour, ndjson bytes, lines), ...]\n\n"
      "metric_to_log's archive lines for float samples, one block per UTC hour. A timestamp outside\n"
      "datetime's range raises OverflowError."},
+    {"plan_requests", (PyCFunction)(void (*)(void))wire_plan_requests, METH_VARARGS | METH_KEYWORDS,
+     "plan_requests(keys, series, timestamps, values, starts, max_points, max_bytes) -> [cut, ...]\n\n"
+     "Sample positions where a new request starts: each series' run (columns grouped by series, in time\n"
+     "order) cut into pieces of max_points, pieces packed up to max_points and max_bytes (1.0 TimeSeries)."},
+    {"encode_v1", (PyCFunction)(void (*)(void))wire_encode_v1, METH_VARARGS | METH_KEYWORDS,
+     "encode_v1(keys, series, timestamps, values, lo, hi, starts=None) -> bytes\n\n"
+     "An uncompressed prometheus.WriteRequest of samples [lo, hi); keys[i] is series i's Label fields.\n"
+     "starts (int64 per sample) adds Sample field 3, which 1.0 parsers keep as an unknown field."},
+    {"encode_v2", (PyCFunction)(void (*)(void))wire_encode_v2, METH_VARARGS | METH_KEYWORDS,
+     "encode_v2(labels, metadata, series, timestamps, values, starts, lo, hi) -> bytes\n\n"
+     "An uncompressed io.prometheus.write.v2.Request of samples [lo, hi): labels[i] is ((name, value), ...),\n"
+     "metadata {i: (type, help, unit) or None}; starts (int64 per sample, 0 = none) or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -21,7 +21,7 @@ from isal import isal_zlib
 
 from transforms import archive_parquet
 from transforms.archive_lines import LineBlock
-from transforms.archive_records import Sample, record_samples
+from transforms.archive_records import Sample, SampleColumns, record_samples
 from transforms.metric_to_log import Partition
 
 GZIP = "gzip"  # the values of Beam's CompressionTypes, so the I/O edge can hand them on unchanged
@@ -64,8 +64,12 @@ class ArchiveFormat(abc.ABC):
         """Every record of a whole file, as stored (compressed)."""
 
     def samples(self, stored: bytes) -> Iterable[Sample]:
-        """Every point of a whole file, decoded (the restore job's input)."""
+        """Every point of a whole file, decoded."""
         return record_samples(self.read(stored))
+
+    def points(self, stored: bytes) -> Iterable[Sample] | SampleColumns:
+        """The restore job's input: samples, or columns where the format has them."""
+        return self.samples(stored)
 
     def file_name(self, label: str, shard: int) -> str:
         return f"part-{label}-{shard:04d}{self.suffix}"
@@ -124,6 +128,9 @@ class ParquetFormat(ArchiveFormat):
 
     def samples(self, stored: bytes) -> Iterable[Sample]:
         return archive_parquet.table_samples(archive_parquet.read_table(stored))
+
+    def points(self, stored: bytes) -> SampleColumns:
+        return archive_parquet.table_columns(archive_parquet.read_table(stored))
 
 
 FORMATS: dict[str, ArchiveFormat] = {f.name: f for f in (NdjsonFormat(), ParquetFormat())}

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,6 +39,7 @@ from transforms.archive_records import (
     SAMPLE_KINDS,
     RecordError,
     Sample,
+    SampleColumns,
     Timestamps,
     decode_value,
     histogram_fields,
@@ -226,6 +228,33 @@ def _series_runs(table: pa.Table) -> list[int]:
     joined = pc.binary_join_element_wise(escaped(table.column("name").combine_chunks()), keys, values, "\x01")
     changed = pc.not_equal(joined.slice(1), joined.slice(0, len(joined) - 1))
     return [0, *(pc.indices_nonzero(changed).to_numpy() + 1).tolist()] if len(table) else []
+
+
+def table_columns(table: pa.Table) -> SampleColumns:
+    """Rows as columns (the restore's path for float samples: no Python object per row); other rows as
+    Samples, through table_samples."""
+    column = table.column
+    starts = _series_runs(table)
+    bounds = np.asarray([*starts, len(table)], np.int64)
+    row_run = np.repeat(np.arange(len(starts), dtype=np.int64), np.diff(bounds)) if len(table) else \
+        np.zeros(0, np.int64)
+    kind_column = column("type")
+    kinds = (pc.equal(kind_column, SAMPLE_KINDS[0]).to_numpy(zero_copy_only=False).astype(np.int8)
+             + 2 * pc.equal(kind_column, SAMPLE_KINDS[1]).to_numpy(zero_copy_only=False).astype(np.int8))
+    values = np.array(column("value").to_numpy(zero_copy_only=False), np.float64)
+    special = column("special")
+    if special.null_count < len(table):
+        for i in pc.indices_nonzero(pc.is_valid(special)).to_numpy().tolist():
+            values[i] = decode_value(special[i].as_py())
+    missing = (kinds > 0) & column("value").is_null().to_numpy(zero_copy_only=False) & \
+        special.is_null().to_numpy(zero_copy_only=False)
+    if missing.any():
+        raise RecordError(f"row {int(np.flatnonzero(missing)[0])}: neither value nor special")
+    others = list(table_samples(table.filter(pa.array(kinds == 0)))) if (kinds == 0).any() else []
+    return SampleColumns(column("name").take(starts).to_pylist() if starts else [],
+                         column("labels").take(starts).to_pylist() if starts else [], row_run,
+                         column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64),
+                         values, kinds, others)
 
 
 def table_samples(table: pa.Table) -> Iterator[Sample]:

@@ -8,6 +8,7 @@ there is one home for "what does this record mean".
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -109,6 +110,22 @@ class Sample(NamedTuple):
     ms: int
     kind: str
     payload: Any
+
+
+@dataclasses.dataclass
+class SampleColumns:
+    """A file's points as columns (Parquet's restore input): float samples without a Python object per row.
+
+    Rows come in runs of one series each; `names`/`labels` are per run, the arrays per row. Rows that are
+    not float samples (histograms, exemplars) come as `others`, decoded Sample by Sample."""
+
+    names: list[str]
+    labels: list[Sequence[tuple[str, str]]]
+    row_run: Any  # numpy int64 per row: its run
+    stamps: Any  # numpy int64 per row, ms
+    values: Any  # numpy float64 per row, exact (special values decoded, NaN bits kept); only float rows count
+    kinds: Any  # numpy int8 per row: 1 counter, 2 gauge, 0 anything else
+    others: list[Sample]
 
 
 def record_samples(records: Iterable[Mapping[str, Any]]) -> Iterator[Sample]:

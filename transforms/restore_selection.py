@@ -8,16 +8,21 @@ are OR-ed, the matchers inside one are AND-ed, as in Prometheus' /api/v1/series.
 
 from __future__ import annotations
 
+import array
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
+import numpy as np
 import promql_parser
 
-from transforms.archive_records import EXEMPLAR, HISTOGRAM, Sample
+from transforms import _wire
+from transforms.archive_records import EXEMPLAR, HISTOGRAM, SAMPLE_KINDS, Sample, SampleColumns
 from transforms.metadata import TYPE_NUMBERS
 from transforms.proto import remote_v1_pb2
+from transforms.sink.columns import label_bytes
 
 HOUR_MS = 3_600_000
 _OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
@@ -122,56 +127,133 @@ class Selection:
 class Restored:
     """One file's selected records as a 1.0 request: series in first-seen order, metadata per name."""
 
-    request: remote_v1_pb2.WriteRequest
+    payload: bytes  # the uncompressed WriteRequest
     samples: int  # float samples + native histograms (what counts against a sink's max samples)
     first_ms: int | None
     last_ms: int | None
 
+    @functools.cached_property
+    def request(self) -> remote_v1_pb2.WriteRequest:
+        return remote_v1_pb2.WriteRequest.FromString(self.payload)
 
-def to_request(samples: Iterable[Sample], selection: Selection) -> Restored:
-    """Selected samples -> one 1.0 WriteRequest (exact values, histograms, exemplars; start stamps dropped:
+
+class _Series:
+    """The series of one file: float samples as columns, histograms and exemplars as protobuf."""
+
+    def __init__(self, selection: Selection) -> None:
+        self.selection = selection
+        self.keys: list[bytes] = []  # 1.0 label bytes per series
+        self.index: dict[tuple[str, tuple[tuple[str, str], ...]], int | None] = {}  # None: not selected
+        self.sample_series = array.array("I")  # float samples met one by one (NDJSON)
+        self.stamps = array.array("q")
+        self.values = array.array("d")
+        self.blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # and in columns (Parquet)
+        self.slow: dict[int, remote_v1_pb2.TimeSeries] = {}  # series carrying histograms or exemplars
+        self.types: dict[str, str] = {}
+        self.count = 0
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def find(self, name: str, labels: Sequence[tuple[str, str]]) -> int | None:
+        key = (name, tuple(labels))
+        if key not in self.index:
+            full = dict(labels)
+            full["__name__"] = name
+            self.index[key] = None
+            if self.selection.keeps_series(full):
+                self.index[key] = len(self.keys)
+                self.keys.append(label_bytes(tuple(sorted(full.items()))))
+        return self.index[key]
+
+    def proto(self, series: int) -> remote_v1_pb2.TimeSeries:
+        found = self.slow.get(series)
+        if found is None:
+            found = self.slow[series] = remote_v1_pb2.TimeSeries.FromString(self.keys[series])
+        return found
+
+    def seen(self, first: int, last: int, count: int) -> None:
+        self.count += count
+        self.first = first if self.first is None or first < self.first else self.first
+        self.last = last if self.last is None or last > self.last else self.last
+
+    def add_samples(self, samples: Iterable[Sample]) -> None:
+        last_key: tuple[str, Sequence[tuple[str, str]]] | None = None
+        out: int | None = None
+        keeps_time, types = self.selection.keeps_time, self.types
+        for sample in samples:
+            if last_key is None or not (sample.labels is last_key[1] or sample.labels == last_key[1]) \
+                    or sample.name != last_key[0]:
+                # rows come grouped by series (Parquet sorts them): the key is built once per run, not per sample
+                last_key = (sample.name, sample.labels)
+                out = self.find(sample.name, sample.labels)
+            if out is None or not keeps_time(sample.ms):
+                continue
+            kind = sample.kind
+            if kind == EXEMPLAR:
+                value, pairs = sample.payload
+                ex = self.proto(out).exemplars.add(timestamp=sample.ms, value=value)
+                ex.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in pairs)
+                continue
+            if kind == HISTOGRAM:
+                self.proto(out).histograms.add(timestamp=sample.ms, **sample.payload)
+                types.setdefault(sample.name, "histogram")
+            else:
+                self.sample_series.append(out)
+                self.stamps.append(sample.ms)
+                self.values.append(sample.payload)
+                if types.get(sample.name, "gauge") == "gauge":  # gauge is also what an untyped series is archived as
+                    types[sample.name] = kind
+            self.seen(sample.ms, sample.ms, 1)
+
+    def add_columns(self, cols: SampleColumns) -> None:
+        """Float rows selected and kept as columns (Python per series run, not per row); others one by one."""
+        run_series = np.asarray([-1 if s is None else s for s in map(self.find, cols.names, cols.labels)], np.int64)
+        if len(cols.stamps):
+            owner = run_series[cols.row_run]
+            keep = (cols.kinds > 0) & (owner >= 0)
+            if self.selection.start_ms is not None:
+                keep &= cols.stamps >= self.selection.start_ms
+            if self.selection.end_ms is not None:
+                keep &= cols.stamps <= self.selection.end_ms
+            if keep.any():
+                stamps = cols.stamps[keep]
+                self.blocks.append((owner[keep].astype(np.uint32), stamps, cols.values[keep]))
+                self.seen(int(stamps.min()), int(stamps.max()), int(keep.sum()))
+                # counter wins over gauge (also what an untyped series is archived as), per metric name
+                for pair in np.unique(cols.row_run[keep] * 4 + cols.kinds[keep]).tolist():  # per (run, kind)
+                    run, kind = divmod(pair, 4)
+                    name = cols.names[run]
+                    if self.types.get(name, "gauge") == "gauge":
+                        self.types[name] = SAMPLE_KINDS[kind - 1]
+        self.add_samples(cols.others)
+
+    def payload(self) -> bytes:
+        """Float-only series encoded from columns in C (grouped by series, time order kept); the rest by upb."""
+        owner = np.concatenate([np.frombuffer(self.sample_series, np.uint32), *(b[0] for b in self.blocks)])
+        stamps = np.concatenate([np.frombuffer(self.stamps, np.int64), *(b[1] for b in self.blocks)])
+        values = np.concatenate([np.frombuffer(self.values, np.float64), *(b[2] for b in self.blocks)])
+        if self.slow:  # a series with histograms or exemplars carries its float samples along, in one message
+            slow = np.isin(owner, np.fromiter(self.slow, np.uint32))
+            for i in np.flatnonzero(slow).tolist():
+                self.slow[int(owner[i])].samples.add(timestamp=int(stamps[i]), value=float(values[i]))
+            owner, stamps, values = owner[~slow], stamps[~slow], values[~slow]
+        order = np.argsort(owner, kind="stable")
+        body = _wire.encode_v1(self.keys, owner[order], stamps[order], values[order].view(np.uint64), 0, len(order))
+        metadata = remote_v1_pb2.WriteRequest(metadata=[remote_v1_pb2.MetricMetadata(
+            type=TYPE_NUMBERS[t], metric_family_name=name) for name, t in sorted(self.types.items())])
+        return body + b"".join(remote_v1_pb2.WriteRequest(timeseries=[self.slow[i]]).SerializeToString()
+                               for i in sorted(self.slow)) + metadata.SerializeToString()
+
+
+def to_request(points: Iterable[Sample] | SampleColumns, selection: Selection) -> Restored:
+    """Selected points -> one 1.0 WriteRequest (exact values, histograms, exemplars; start stamps dropped:
     1.0 has none) with a metadata entry per metric name, its type from the archived kind."""
-    series: dict[tuple[str, tuple[tuple[str, str], ...]], remote_v1_pb2.TimeSeries | None] = {}
-    types: dict[str, str] = {}
-    count, first, last = 0, None, None
-    last_key: tuple[str, Sequence[tuple[str, str]]] | None = None
-    out: remote_v1_pb2.TimeSeries | None = None
-    for sample in samples:
-        if last_key is None or not (sample.labels is last_key[1] or sample.labels == last_key[1]) \
-                or sample.name != last_key[0]:
-            # rows come grouped by series (Parquet sorts them): the key is built once per run, not per sample
-            last_key = (sample.name, sample.labels)
-            key = (sample.name, tuple(sample.labels))
-            if key not in series:
-                labels = dict(sample.labels)
-                labels["__name__"] = sample.name
-                series[key] = remote_v1_pb2.TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v)
-                                                                for n, v in sorted(labels.items())]) \
-                    if selection.keeps_series(labels) else None
-            out = series[key]
-        if out is None or not selection.keeps_time(sample.ms):
-            continue
-        kind = sample.kind
-        if kind == EXEMPLAR:
-            value, pairs = sample.payload
-            ex = out.exemplars.add(timestamp=sample.ms, value=value)
-            ex.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in pairs)
-            continue
-        if kind == HISTOGRAM:
-            out.histograms.add(timestamp=sample.ms, **sample.payload)
-            types.setdefault(sample.name, "histogram")
-        else:
-            out.samples.add(timestamp=sample.ms, value=sample.payload)
-            if types.get(sample.name, "gauge") == "gauge":  # gauge is also what an untyped series is archived as
-                types[sample.name] = kind
-        count += 1
-        first = sample.ms if first is None or sample.ms < first else first
-        last = sample.ms if last is None or sample.ms > last else last
-    request = remote_v1_pb2.WriteRequest(timeseries=[s for s in series.values() if s is not None and (
-        len(s.samples) or len(s.histograms) or len(s.exemplars))])
-    request.metadata.extend(remote_v1_pb2.MetricMetadata(type=TYPE_NUMBERS[t], metric_family_name=name)
-                            for name, t in sorted(types.items()))
-    return Restored(request, count, first, last)
+    table = _Series(selection)
+    if isinstance(points, SampleColumns):
+        table.add_columns(points)
+    else:
+        table.add_samples(points)
+    return Restored(table.payload(), table.count, table.first, table.last)
 
 
 def format_ms(ms: int | None) -> str:

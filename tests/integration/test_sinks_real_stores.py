@@ -222,7 +222,13 @@ def test_victoria_metrics_down_for_20_seconds_mid_stream_loses_nothing(topic_and
             return sum(len(v) for v in vm_export(url, '{__name__="outage_metric"}').values())
         wait_for(lambda: vm_count() >= total, 30, "VictoriaMetrics shows every sample")
         got = vm_export(url, '{__name__="outage_metric"}')
-        assert got == {key: sorted(v) for key, v in sent_series(published).items()}
+        # At-least-once: a request VictoriaMetrics stored but could not answer when it was killed is
+        # sent again, and it keeps both copies. Every sample must be there; a repeat may only be exact.
+        assert {key: sorted(set(v)) for key, v in got.items()} == \
+            {key: sorted(v) for key, v in sent_series(published).items()}
+        repeats = sum(len(v) - len(set(v)) for v in got.values())
+        in_flight = 2 * config.QueueConfig().max_samples_per_request  # one request per shard at the kill
+        assert repeats <= in_flight, f"{repeats} repeated samples: more than the requests in flight at the kill"
     finally:
         vm.stop()
 

@@ -84,3 +84,21 @@ def test_the_selection_filters_series_and_time() -> None:
     only = to_request(record_samples(records), selection)
     assert [(s.timestamp, s.value) for t in only.request.timeseries for s in t.samples] == [(T0 + 2000, 1.0)]
     assert isinstance(only.request, remote_v1_pb2.WriteRequest) and len(only.request.metadata) == 1
+
+
+@pytest.mark.parametrize("start, end, matches", [(None, None, None), (T0 + 1, T0 + 5, None),
+                                                 (None, None, ['{__name__="requests_total"}'])])
+def test_parquet_columns_give_the_request_its_samples_give(start, end, matches) -> None:
+    """The restore reads Parquet as columns (float rows never become Python objects): same request, same counts."""
+    fmt = archive_format("parquet")
+    stored = fmt.encode(records_of(sample_request()))
+    selection = Selection(start_ms=start, end_ms=end, selectors=tuple(parse_selector(m) for m in matches or ()))
+    by_columns, by_samples = to_request(fmt.points(stored), selection), to_request(fmt.samples(stored), selection)
+
+    def canonical(request: remote_v1_pb2.WriteRequest) -> tuple[set[bytes], bytes]:
+        series = {merge([s]).SerializeToString(deterministic=True) for s in request.timeseries}
+        return series, remote_v1_pb2.WriteRequest(metadata=request.metadata).SerializeToString(deterministic=True)
+    assert by_columns.request.timeseries  # the selection keeps something
+    assert canonical(by_columns.request) == canonical(by_samples.request)
+    assert (by_columns.samples, by_columns.first_ms, by_columns.last_ms) == (
+        by_samples.samples, by_samples.first_ms, by_samples.last_ms)

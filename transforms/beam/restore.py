@@ -1,7 +1,8 @@
 """Beam wrappers of the restore job: archive files -> selected 1.0 requests -> each sink, in series order.
 
     file paths --ReadArchiveFile--> (partition, tenant, 1.0 request) --per sink: ShardRestored-->
-    ((tenant, shard), (partition, label keys, series)) --GroupByKey--> SendRestored (hour after hour)
+    ((tenant, shard), (partition, ShardChunk: columns, or protobuf pieces)) --GroupByKey--> SendRestored
+    (hour after hour)
 
 Delivery is the sinks' own machinery (transforms/sink: relabel rules, sharding by series, merging
 and sorting each series' samples, request-sized batches, retries, split on 4xx, dead letters). The
@@ -22,7 +23,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from transforms import codec
+from transforms import snappy_block
 from transforms.archive_format import FORMATS, ArchiveFormat
 from transforms.beam.sinks import _SinkMetrics
 from transforms.io.deadletters import write_dead_letters
@@ -31,9 +32,9 @@ from transforms.io.http_sink import HttpService
 from transforms.proto import remote_v1_pb2
 from transforms.protocol import DEFAULT_TENANT, Protocol
 from transforms.restore_selection import Selection, to_request
-from transforms.sink.batching import ShardBatch, TimeSeries, points
+from transforms.sink.batching import ShardBatch, ShardChunk, TimeSeries, points
 from transforms.sink.config import SinkConfig
-from transforms.sink.forwarder import Forwarder, SinkStats
+from transforms.sink.forwarder import Forwarder, Request, SinkStats
 
 __all__ = ["CorruptArchiveFile", "ReadArchiveFile", "RestoreProgress", "RestoreToSink", "format_of", "partition_of"]
 
@@ -98,10 +99,10 @@ class _RateLimitedForwarder(Forwarder):
         super().__init__(sink, service=HttpService(sink))
         self.progress = progress
 
-    def deliver(self, tenant: str, series: list[TimeSeries],
+    def deliver(self, tenant: str, request: Request | list[TimeSeries],
                 metadata: list[remote_v1_pb2.MetricMetadata] | None = None) -> list[str]:
-        self.progress.take(sum(points(s) for s in series))
-        return super().deliver(tenant, series, metadata)
+        self.progress.take(request.points if not isinstance(request, list) else sum(points(s) for s in request))
+        return super().deliver(tenant, request, metadata)
 
 
 class ReadArchiveFile(beam.DoFn):
@@ -122,7 +123,7 @@ class ReadArchiveFile(beam.DoFn):
     def process(self, path: str) -> Iterator[Any]:
         tenant, date, hour = partition_of(path)
         try:
-            restored = to_request(format_of(path).samples(read_whole(path)), self.selection)
+            restored = to_request(format_of(path).points(read_whole(path)), self.selection)
         except Exception as exc:  # unreadable, truncated, not ours: name it, skip it (or stop at once)
             message = f"{path}: {type(exc).__name__}: {exc}"
             if self.fail_fast:
@@ -135,8 +136,8 @@ class ReadArchiveFile(beam.DoFn):
         self.files.inc()
         self.selected.inc(restored.samples)
         self.progress.add_read(restored.samples)
-        if restored.request.timeseries:
-            yield f"{date}T{hour}", tenant, restored.request.SerializeToString()
+        if restored.samples or restored.request.timeseries:
+            yield f"{date}T{hour}", tenant, restored.payload
 
 
 class ShardRestored(beam.DoFn):
@@ -153,19 +154,12 @@ class ShardRestored(beam.DoFn):
         partition, tenant, data = element
         before = self.forwarder.stats.counts["samples_dropped_by_rules"]
         attributes = {"protocol": Protocol.V1.value, "tenant": tenant}
-        batches, dead = self.forwarder.shard_messages([(codec.encode(remote_v1_pb2.WriteRequest.FromString(data)),
-                                                        attributes)])
+        batches, dead = self.forwarder.shard_messages([(snappy_block.compress(data), attributes)])
         if dead:  # we built the message ourselves: failing to read it back is a bug, not bad input
             raise RuntimeError(f"restore: could not shard its own request: {dead[0][:300]}")
         self.dropped.inc(self.forwarder.stats.counts["samples_dropped_by_rules"] - before)
         for key, batch in batches.items():
-            request = remote_v1_pb2.WriteRequest(metadata=list(batch.metadata.values()))
-            keys = []
-            for series_key, parts in batch.series.items():
-                for part in parts:
-                    keys.append(series_key)
-                    request.timeseries.append(part)
-            yield key, (partition, keys, request.SerializeToString())
+            yield key, (partition, batch.export())
 
 
 class SendRestored(beam.DoFn):
@@ -193,19 +187,16 @@ class SendRestored(beam.DoFn):
         self.progress.stats.add(**{k: counts[k] - self.reported[k] for k in SinkStats.FIELDS})
         self.reported = {k: counts[k] for k in SinkStats.FIELDS}
 
-    def process(self, element: tuple[tuple[str, int], Iterable[tuple[str, list[bytes], bytes]]]) -> Iterator[str]:
+    def process(self, element: tuple[tuple[str, int], Iterable[tuple[str, ShardChunk]]]) -> Iterator[str]:
         (tenant, _), chunks = element
-        by_partition: dict[str, list[tuple[list[bytes], bytes]]] = defaultdict(list)
-        for partition, keys, data in chunks:
-            by_partition[partition].append((keys, data))
+        by_partition: dict[str, list[ShardChunk]] = defaultdict(list)
+        for partition, chunk in chunks:
+            by_partition[partition].append(chunk)
         for partition in sorted(by_partition):
+            self.forwarder.series.make_room()  # between partitions only: a batch holds ids of the output series
             batch = ShardBatch()
-            for keys, data in by_partition[partition]:
-                request = remote_v1_pb2.WriteRequest.FromString(data)
-                for key, series in zip(keys, request.timeseries, strict=True):
-                    batch.add(key, series)
-                for entry in request.metadata:
-                    batch.add_metadata(entry)
+            for chunk in by_partition[partition]:
+                batch.add_chunk(chunk, self.forwarder.series)
             try:
                 dead = self.forwarder.send_shard(tenant, batch)
             finally:

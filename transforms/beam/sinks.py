@@ -16,9 +16,8 @@ from apache_beam.metrics import Metrics
 from transforms.beam.archive import DEAD_LETTER
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
-from transforms.proto import remote_v1_pb2
 from transforms.protocol import Protocol
-from transforms.sink.batching import ShardBatch
+from transforms.sink.batching import ShardBatch, ShardChunk
 from transforms.sink.config import SinkConfig
 from transforms.sink.forwarder import Forwarder, SinkStats
 
@@ -52,7 +51,8 @@ class _SinkMetrics:
 
 
 class ShardForSink(beam.DoFn):
-    """A message -> ((tenant, shard), (label keys, serialized 1.0 series)) per shard it touches."""
+    """A message -> ((tenant, shard), ShardChunk) per shard it touches: columns for float samples, protobuf
+    pieces for series carrying histograms or exemplars."""
 
     def __init__(self, sink: SinkConfig) -> None:
         self.sink = sink
@@ -73,13 +73,7 @@ class ShardForSink(beam.DoFn):
                 batches.setdefault((tenant, shard), ShardBatch()).metadata.update({m.metric_family_name: m
                                                                                   for m in metadata})
         for key, batch in batches.items():
-            request = remote_v1_pb2.WriteRequest(metadata=list(batch.metadata.values()))
-            keys = []
-            for series_key_bytes, parts in batch.series.items():
-                for part in parts:
-                    keys.append(series_key_bytes)
-                    request.timeseries.append(part)
-            yield key, (keys, request.SerializeToString())
+            yield key, batch.export()
 
 
 class SendToSink(beam.DoFn):
@@ -93,15 +87,12 @@ class SendToSink(beam.DoFn):
         self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
         self.metrics = _SinkMetrics(self.sink)
 
-    def process(self, element: tuple[tuple[str, int], Iterable[tuple[list[bytes], bytes]]]) -> Iterator[str]:
+    def process(self, element: tuple[tuple[str, int], Iterable[ShardChunk]]) -> Iterator[str]:
         (tenant, _), chunks = element
+        self.forwarder.series.make_room()  # between batches only: a batch holds ids of the output series
         batch = ShardBatch()
-        for keys, data in chunks:
-            request = remote_v1_pb2.WriteRequest.FromString(data)
-            for key, series in zip(keys, request.timeseries, strict=True):
-                batch.add(key, series)
-            for entry in request.metadata:
-                batch.add_metadata(entry)
+        for chunk in chunks:
+            batch.add_chunk(chunk, self.forwarder.series)
         dead = self.forwarder.send_shard(tenant, batch)
         self.metrics.publish(self.forwarder.stats)
         path = write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)

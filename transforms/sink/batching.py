@@ -13,9 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from transforms.proto import remote_v1_pb2
-from transforms.protocol import float_bits
+from transforms.protocol import Protocol, float_bits
+from transforms.sink.columns import ColumnChunk, ColumnRequest, ColumnShard, MetadataLookup, SinkSeries
+from transforms.sink.request import encode_payload
 
 TimeSeries = remote_v1_pb2.TimeSeries
+# One shard's part between workers: the protobuf pieces' keys, a 1.0 request of them and the metadata, columns.
+ShardChunk = tuple[list[bytes], bytes, ColumnChunk | None]
 
 
 def shard_of(key: bytes, shards: int) -> int:
@@ -61,11 +65,17 @@ def _in_order(series: TimeSeries) -> bool:
 
 
 class ShardBatch:
-    """The series of one (tenant, shard) in a flush, keyed by label bytes, in arrival order."""
+    """One (tenant, shard) in a flush: float-only series as columns (`columns`, the common case), and
+    series carrying histograms or exemplars as protobuf pieces keyed by label bytes, in arrival order.
 
-    def __init__(self) -> None:
+    When a flush has both, the columns join the protobuf pieces (one series' samples must be merged
+    and ordered together), and the whole shard takes the Python path.
+    """
+
+    def __init__(self, columns: ColumnShard | None = None) -> None:
         self.series: dict[bytes, list[TimeSeries]] = {}
         self.metadata: dict[str, remote_v1_pb2.MetricMetadata] = {}  # family -> latest entry
+        self.columns = columns
 
     def add(self, key: bytes, series: TimeSeries) -> None:
         self.series.setdefault(key, []).append(series)
@@ -74,7 +84,41 @@ class ShardBatch:
         self.metadata[entry.metric_family_name] = entry
 
     def __len__(self) -> int:
-        return len(self.series)
+        return len(self.series) + (1 if self.columns is not None and len(self.columns) else 0)
+
+    def export(self) -> ShardChunk:
+        """For another worker (Beam): protobuf pieces with their keys and the metadata, and the columns."""
+        keys: list[bytes] = []
+        request = remote_v1_pb2.WriteRequest(metadata=list(self.metadata.values()))
+        for key, parts in self.series.items():
+            for part in parts:
+                keys.append(key)
+                request.timeseries.append(part)
+        return keys, request.SerializeToString(), None if self.columns is None else self.columns.export()
+
+    def add_chunk(self, chunk: ShardChunk, sink_series: SinkSeries) -> None:
+        keys, data, columns = chunk
+        request = remote_v1_pb2.WriteRequest.FromString(data)
+        for key, series in zip(keys, request.timeseries, strict=True):
+            self.add(key, series)
+        for entry in request.metadata:
+            self.add_metadata(entry)
+        if columns is not None:
+            if self.columns is None:
+                self.columns = ColumnShard(sink_series)
+            self.columns.add_chunk(columns)
+
+    def plan(self, max_points: int, max_bytes: int) -> Iterator[SeriesRequest | ColumnRequest]:
+        """What the shard sends, request by request: compiled from the columns unless protobuf pieces are here."""
+        if self.columns is not None and len(self.columns):
+            if not self.series:
+                yield from self.columns.requests(max_points, max_bytes)
+                return
+            for key, piece in self.columns.to_series():
+                self.add(key, piece)
+            self.columns = None
+        for series in self.requests(max_points, max_bytes):
+            yield SeriesRequest(series)
 
     def requests(self, max_points: int, max_bytes: int) -> Iterator[list[TimeSeries]]:
         """Request-sized lists of merged series; a series too big for one request is cut in time order."""
@@ -127,3 +171,25 @@ def halves(series: list[TimeSeries]) -> tuple[list[TimeSeries], list[TimeSeries]
         getattr(first if i < total // 2 else second, field).append(value)
     first.exemplars.extend(only.exemplars)
     return [first], [second]
+
+
+class SeriesRequest:
+    """One request of protobuf series (the path for histograms and exemplars); same face as ColumnRequest."""
+
+    def __init__(self, series: list[TimeSeries]) -> None:
+        self.series = series
+
+    @property
+    def points(self) -> int:
+        return sum(points(s) for s in self.series)
+
+    def sent_counts(self) -> tuple[int, int, int]:
+        return (sum(len(s.samples) for s in self.series), sum(len(s.histograms) for s in self.series),
+                sum(len(s.exemplars) for s in self.series))
+
+    def encode(self, protocol: Protocol, lookup: MetadataLookup) -> bytes:
+        return encode_payload(protocol, self.series, (), lookup)
+
+    def halves(self) -> tuple[SeriesRequest, SeriesRequest] | None:
+        split = halves(self.series) if self.series else None
+        return None if split is None else (SeriesRequest(split[0]), SeriesRequest(split[1]))

@@ -17,17 +17,22 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from transforms import codec, snappy_block
+from transforms.batch import Batch, SeriesTable, decode
 from transforms.buckets import REQUEST_BUCKETS, Buckets
 from transforms.deadletter import DeadLetter
+from transforms.errors import InvalidPayload
 from transforms.metadata import family_candidates
 from transforms.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
 from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol, ref_pairs
 from transforms.retry import Action, Attempt, Jitter, RetryPolicy
-from transforms.sink.batching import ShardBatch, TimeSeries, halves, points, shard_of
+from transforms.sink.batching import SeriesRequest, ShardBatch, TimeSeries, points, shard_of
+from transforms.sink.columns import ColumnRequest, Columns, ColumnShard, SinkSeries
 from transforms.sink.config import SinkConfig
 from transforms.sink.relabel import apply_rules
-from transforms.sink.request import FamilyMetadata, build_v1_request, encode_body, headers_for, samples_only
+from transforms.sink.request import FamilyMetadata, headers_for, metadata_payload, samples_only
 
 log = logging.getLogger(__name__)
 # Final answers where splitting can isolate the refused series (out-of-order, duplicate, too large).
@@ -37,6 +42,7 @@ RELABEL_CACHE_LIMIT = 200_000
 LATENCY_WINDOW = 10_000
 
 ShardKey = tuple[str, int]  # (tenant, shard)
+Request = ColumnRequest | SeriesRequest  # one request's worth: compiled from columns, or protobuf series
 
 
 class Stopped(Exception):
@@ -138,12 +144,16 @@ class Forwarder:
         self.protocol = sink.protocol
         self._fallback_lock = threading.Lock()
         self._relabelled: dict[bytes, tuple[bytes, list[tuple[str, str]]] | None | bool] = {}
+        # The columnar path: decoded label sets (validated once each), and this sink's output series.
+        self.table = SeriesTable(limit=RELABEL_CACHE_LIMIT)
+        self.series = SinkSeries(sink.rules, sink.queue.shards, limit=RELABEL_CACHE_LIMIT)
         self._executor: ThreadPoolExecutor | None = None
 
     # -- messages -> shards ------------------------------------------------------------------
     def shard_messages(self, messages: Iterable[tuple[bytes, dict[str, str]]]
                        ) -> tuple[dict[ShardKey, ShardBatch], list[str]]:
         """Decode and shard; undecodable messages come back as dead-letter records."""
+        self.series.make_room()  # only here: the batches returned hold ids of this sink's output series
         batches: dict[ShardKey, ShardBatch] = {}
         dead: list[str] = []
         for data, attributes in messages:
@@ -157,7 +167,57 @@ class Forwarder:
         protocol = Protocol(attributes.get("protocol", ""))
         tenant = attributes.get("tenant") or DEFAULT_TENANT
         payload = snappy_block.decompress(data, MAX_DECOMPRESSED)
-        message = codec.parse(payload, protocol)
+        try:
+            batch = decode(payload, protocol, self.table)
+        except InvalidPayload:  # the receiver's rules are not ours to enforce here: forward it as it came
+            batch = None
+        if batch is None or batch.slow:
+            self._shard_message(payload, codec.parse(payload, protocol), protocol, tenant, batches)
+            return
+        self.shard_columns(batch, tenant, batches)
+        if batch.counts.metadata:  # rare (Prometheus sends 1.0 metadata in requests of their own): upb reads it
+            message = batch.message
+            metadata = list(message.metadata) if protocol is Protocol.V1 else v2_to_v1(message)[1]
+            self._add_metadata(tenant, metadata, batches)
+
+    def shard_columns(self, batch: Batch, tenant: str, batches: dict[ShardKey, ShardBatch]) -> None:
+        """A float-only batch's samples onto its shards' columns; the sink's rules run once per label set."""
+        slots = np.frombuffer(batch.series_slot, np.int32)
+        route = self.series.route(slots, batch.labels, self.table.generation)
+        sample_series = np.frombuffer(batch.sample_series, np.uint32)
+        out = route[sample_series]
+        cols = Columns(out.astype(np.uint32), np.frombuffer(batch.timestamps, np.int64),
+                       np.frombuffer(batch.values, np.uint64), None)
+        if batch.starts is not None:
+            starts = np.frombuffer(batch.starts, np.int64)
+            if batch.created is not None:  # before rc.4: the series' created timestamp starts each sample without one
+                created = np.frombuffer(batch.created, np.int64)[sample_series]
+                starts = np.where(starts == 0, created, starts)
+            cols.starts = starts if starts.any() else None
+        dropped = out < 0
+        if dropped.any():
+            self.stats.add(samples_dropped_by_rules=int(dropped.sum()))
+            cols = cols.take(~dropped)
+        shard_of_sample = self.series.shard[cols.series]
+        for shard in np.unique(shard_of_sample).tolist():
+            key = (tenant, shard)
+            target = batches.get(key)
+            if target is None:
+                target = batches[key] = ShardBatch()
+            if target.columns is None:
+                target.columns = ColumnShard(self.series)
+            target.columns.add(cols.take(shard_of_sample == shard))
+
+    def _add_metadata(self, tenant: str, metadata: list[remote_v1_pb2.MetricMetadata],
+                      batches: dict[ShardKey, ShardBatch]) -> None:
+        known = self.families.setdefault(tenant, {})
+        for entry in metadata:
+            known[entry.metric_family_name] = (entry.type, entry.help, entry.unit)
+            batches.setdefault((tenant, 0), ShardBatch()).add_metadata(entry)
+
+    def _shard_message(self, payload: bytes, message: Any, protocol: Protocol, tenant: str,
+                       batches: dict[ShardKey, ShardBatch]) -> None:
+        """The Python path, for requests carrying histograms or exemplars."""
         if protocol is Protocol.V1:
             pairs = zip(label_keys(payload), message.timeseries, strict=True)
             metadata = list(message.metadata)
@@ -176,11 +236,7 @@ class Forwarder:
             if batch is None:
                 batch = batches[shard] = ShardBatch()
             batch.add(key, series)
-        if metadata:
-            known = self.families.setdefault(tenant, {})
-            for entry in metadata:
-                known[entry.metric_family_name] = (entry.type, entry.help, entry.unit)
-                batches.setdefault((tenant, 0), ShardBatch()).add_metadata(entry)
+        self._add_metadata(tenant, metadata, batches)
 
     def _relabel(self, key: bytes, series: TimeSeries) -> tuple[bytes, TimeSeries] | None:
         """The sink's rules, then labels with empty values dropped; cached per label set.
@@ -237,9 +293,9 @@ class Forwarder:
             known = self.families.setdefault(tenant, {})
             known.update({m.metric_family_name: (m.type, m.help, m.unit) for m in batch.metadata.values()})
         if batch.metadata and self.protocol is Protocol.V1:
-            dead += self.deliver(tenant, [], list(batch.metadata.values()))
-        for series in batch.requests(self.sink.queue.max_samples_per_request, self.sink.queue.max_bytes_per_request):
-            dead += self.deliver(tenant, series)
+            dead += self.deliver(tenant, SeriesRequest([]), list(batch.metadata.values()))
+        for request in batch.plan(self.sink.queue.max_samples_per_request, self.sink.queue.max_bytes_per_request):
+            dead += self.deliver(tenant, request)
         return dead
 
     def _lookup(self, tenant: str):
@@ -249,14 +305,19 @@ class Forwarder:
             return next((known[f] for f in family_candidates(name) if f in known), None)
         return lookup
 
-    def deliver(self, tenant: str, series: list[TimeSeries],
+    def deliver(self, tenant: str, request: Request | list[TimeSeries],
                 metadata: list[remote_v1_pb2.MetricMetadata] | None = None) -> list[str]:
         """POST until a decision; on a splittable final 4xx, deliver each half on its own."""
+        if isinstance(request, list):
+            request = SeriesRequest(request)
         metadata = metadata or []
         protocol = self.protocol
-        body = encode_body(protocol, series, metadata, self._lookup(tenant))
+        payload = request.encode(protocol, self._lookup(tenant))
+        if protocol is Protocol.V1 and metadata:
+            payload += metadata_payload(metadata)
+        body = snappy_block.compress(payload)
         headers = headers_for(self.sink, tenant, protocol)
-        count = sum(points(s) for s in series)
+        count = request.points
         started = time.monotonic()
         attempt = 0
         while True:
@@ -264,12 +325,12 @@ class Forwarder:
             result: Attempt = self.service.post(body, headers)
             self.stats.request(result.seconds)
             if protocol is Protocol.V2 and self._answered_like_v1(result):
-                return self.deliver(tenant, series, metadata)  # the same series again, now as 1.0
+                return self.deliver(tenant, request, metadata)  # the same series again, now as 1.0
             decision = self.policy.decide(attempt, result.outcome, time.monotonic() - started, datetime.now(UTC))
             if decision.action is Action.SUCCESS:
                 self.stats.add(samples_sent=count, metadata_sent=len(metadata))
                 if protocol is Protocol.V2 and result.written is not None:
-                    self._check_written(series, result.written)
+                    self._check_written(request.sent_counts(), result.written)
                 return []
             self.stats.add(samples_failed=count)
             if decision.action is Action.RETRY:
@@ -278,13 +339,14 @@ class Forwarder:
                     raise Stopped(f"sink {self.sink.name}: stopping while it still fails ({decision.reason})")
                 self.stats.add(samples_retried=count)
                 continue
-            split = halves(series) if series and result.outcome.status in SPLITTABLE_STATUSES else None
+            split = request.halves() if result.outcome.status in SPLITTABLE_STATUSES else None
             if split:
                 return self.deliver(tenant, split[0], metadata) + self.deliver(tenant, split[1])
             self.stats.add(samples_dead_lettered=count)
             log.error("sink %s: %s; %d samples dead-lettered: %s", self.sink.name, decision.reason, count,
                       result.answer[:200])
-            body_v1 = codec.encode(build_v1_request(series, metadata))
+            body_v1 = snappy_block.compress(request.encode(Protocol.V1, self._lookup(tenant))
+                                            + metadata_payload(metadata))
             return [self._record({"protocol": Protocol.V1.value, "tenant": tenant, "samples": str(count)}, body_v1,
                                  f"sink {self.sink.name}: {decision.reason}: {result.answer}",
                                  status=result.outcome.status, answer=result.answer)]
@@ -311,10 +373,8 @@ class Forwarder:
                             self.sink.name, why)
         return True
 
-    def _check_written(self, series: list[TimeSeries], written: tuple[int, int, int]) -> None:
+    def _check_written(self, sent: tuple[int, int, int], written: tuple[int, int, int]) -> None:
         """A 2.0 receiver that reports writing fewer samples than sent: count the shortfall and say so."""
-        sent = (sum(len(s.samples) for s in series), sum(len(s.histograms) for s in series),
-                sum(len(s.exemplars) for s in series))
         missing = [max(0, a - b) for a, b in zip(sent, written, strict=True)]
         if missing[0] or missing[1]:
             self.stats.add(samples_not_written=missing[0] + missing[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from transforms import codec
 from transforms.builders import SymbolTable
 from transforms.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.protocol import (
@@ -104,8 +103,14 @@ def build_v2_request(series: Iterable[remote_v1_pb2.TimeSeries], lookup: Metadat
     return request
 
 
-def encode_body(protocol: Protocol, series: list[remote_v1_pb2.TimeSeries],
-                metadata: Iterable[remote_v1_pb2.MetricMetadata], lookup: MetadataLookup) -> bytes:
+def encode_payload(protocol: Protocol, series: list[remote_v1_pb2.TimeSeries],
+                   metadata: Iterable[remote_v1_pb2.MetricMetadata], lookup: MetadataLookup) -> bytes:
+    """The uncompressed body of protobuf series (the path for histograms and exemplars)."""
     if protocol is Protocol.V2:
-        return codec.encode(build_v2_request(series, lookup))
-    return codec.encode(build_v1_request(series, metadata))
+        return build_v2_request(series, lookup).SerializeToString()
+    return build_v1_request(series, metadata).SerializeToString()
+
+
+def metadata_payload(metadata: Iterable[remote_v1_pb2.MetricMetadata]) -> bytes:
+    """1.0 metadata entries as WriteRequest bytes: appended to a request's series bytes, they merge into it."""
+    return remote_v1_pb2.WriteRequest(metadata=list(metadata)).SerializeToString()
