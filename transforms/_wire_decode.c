@@ -36,6 +36,14 @@ scan_status read_string(reader *r, span *out) {
     return SCAN_OK;
 }
 
+/* Remember a series that carries histograms or exemplars: the slower path reads it (1.0 and 2.0). */
+scan_status note_slow(decoder *d, Py_ssize_t index) {
+    PyObject *i = PyLong_FromSsize_t(index);
+    int rc = i ? PyList_Append(d->slow, i) : -1;
+    Py_XDECREF(i);
+    return rc < 0 ? SCAN_ERROR : SCAN_OK;
+}
+
 scan_status read_sample(decoder *d, reader r, uint32_t series) {
     uint64_t value = 0, ts = 0, start = 0;
     while (r.pos < r.end) {
@@ -247,13 +255,8 @@ static scan_status v1_series(decoder *d, reader r, Py_ssize_t index) {
     CHECK(resolve_series(d, index, &slot, &whole));
     if (buffer_add(&d->series_slot, &slot, 4) < 0)
         return nomem();
-    if (slow) {
-        PyObject *i = PyLong_FromSsize_t(index);
-        int rc = i ? PyList_Append(d->slow, i) : -1;
-        Py_XDECREF(i);
-        if (rc < 0)
-            return SCAN_ERROR;
-    }
+    if (slow)
+        CHECK(note_slow(d, index));
     return SCAN_OK;
 }
 

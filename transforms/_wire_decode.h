@@ -27,6 +27,7 @@ extern const uint8_t EMPTY[1];
 
 void pend(decoder *d, PyObject *message);
 scan_status nomem(void);
+scan_status note_slow(decoder *d, Py_ssize_t index);
 scan_status read_string(reader *r, span *out);
 scan_status read_sample(decoder *d, reader r, uint32_t series);
 scan_status walk_histogram(reader r);

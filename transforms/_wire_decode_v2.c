@@ -141,13 +141,8 @@ static scan_status v2_series(decoder *d, reader r, Py_ssize_t index) {
     d->histograms += histograms;
     d->exemplars += exemplars;
     d->metadata += has_metadata;
-    if (histograms || exemplars) {
-        PyObject *i = PyLong_FromSsize_t(index);
-        int rc = i ? PyList_Append(d->slow, i) : -1;
-        Py_XDECREF(i);
-        if (rc < 0)
-            return SCAN_ERROR;
-    }
+    if (histograms || exemplars)
+        CHECK(note_slow(d, index));
     return SCAN_OK;
 }
 
