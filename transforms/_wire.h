@@ -72,8 +72,9 @@ static inline scan_status read_varint(reader *r, uint64_t *out) {
         if (r->pos >= r->end)
             return fail(r, "truncated varint");
         uint8_t byte = *r->pos++;
-        if (i == MAX_VARINT_BYTES - 1 && byte > 1)
-            return fail(r, "varint overflows 64 bits");
+        /* a tenth byte's bits past 64 are dropped, not refused: upb (the oracle) and protobuf's C++
+         * parser accept such varints, so refusing them here would turn a request Prometheus'
+         * own decoder takes into a 400 */
         value |= (uint64_t)(byte & 0x7F) << (7 * i);
         if (!(byte & 0x80)) {
             *out = value;

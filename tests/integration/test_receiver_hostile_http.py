@@ -157,6 +157,8 @@ def test_more_slow_senders_than_threads_do_not_block_valid_writers(receiver, log
         services.wait_until(
             lambda: own_metrics(prometheus_url)["prometheus_remote_storage_samples_total"] > sent_before + 100,
             60, "Prometheus to keep sending during the slow-sender attack")
+        # the writes above can finish inside one body deadline; wait until the deadline has cut every sender
+        services.wait_until(lambda: all(sender.statuses for sender in senders), 60, "the body deadline to cut")
     finally:
         stop.set()
         for sender in senders:
