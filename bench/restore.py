@@ -82,7 +82,7 @@ def write_archives(requests_: list, root: Path) -> dict[str, dict]:
         for partition, chunks in records.items():
             folder = root / name / Path(*partition_parts(partition))
             folder.mkdir(parents=True, exist_ok=True)
-            stored, compression = fmt.for_writing(fmt.encode_file([LineBlock.of_records(c) for c in chunks]))
+            stored, compression = fmt.file_chunks([fmt.pack(LineBlock.of_records(c)) for c in chunks])
             data = b"".join(stored)
             if compression == "gzip":
                 import gzip

@@ -14,13 +14,13 @@ from __future__ import annotations
 import abc
 import gzip
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from isal import isal_zlib
 
 from transforms import archive_parquet
-from transforms.archive_lines import LineBlock
+from transforms.archive_lines import LineBlock, PackedBlock
 from transforms.archive_records import Sample, SampleColumns, record_samples
 from transforms.metric_to_log import Partition
 
@@ -45,19 +45,18 @@ class ArchiveFormat(abc.ABC):
     def encode(self, records: Sequence[str]) -> bytes:
         """One chunk of a file (before compression); a file is the concatenation of its chunks."""
 
-    def encode_block(self, block: LineBlock) -> bytes:
-        """One chunk from a block of the pipeline's compiled lines (transforms.archive_lines)."""
-        return self.encode(block.records())
+    def pack(self, block: LineBlock) -> PackedBlock:
+        """A block of the pipeline's compiled lines (transforms.archive_lines) as it crosses the
+        group-by-partition. By default the lines themselves; a format whose files are a concatenation
+        of per-block pieces makes those pieces here, in the converting step, so the shuffle carries
+        (and the runner copies) fewer bytes."""
+        return PackedBlock(block.data, block.lines)
 
-    def encode_file(self, blocks: Sequence[LineBlock]) -> list[bytes]:
-        """A whole file's chunks of bytes from its blocks of lines. Streamable formats encode each
-        block on its own; a format with a footer (Parquet) encodes the file at once."""
-        return [self.encode_block(block) for block in blocks]
-
-    def for_writing(self, chunks: Sequence[bytes]) -> tuple[Iterable[bytes], str]:
-        """A file's chunks as they go to storage, and the Beam compression to write them with.
-        By default Beam compresses (`compression`); a format may compress itself and write them as they are."""
-        return chunks, self.compression
+    def file_chunks(self, packed: Sequence[PackedBlock]) -> tuple[Iterable[bytes], str]:
+        """A whole file from its packed blocks: the chunks as they go to storage, and the Beam
+        compression to write them with. By default each block's records are encoded on their own
+        and Beam compresses (`compression`)."""
+        return [self.encode(LineBlock(*block).records()) for block in packed], self.compression
 
     @abc.abstractmethod
     def read(self, stored: bytes) -> list[dict[str, Any]]:
@@ -89,24 +88,19 @@ class NdjsonFormat(ArchiveFormat):
     def encode(self, records: Sequence[str]) -> bytes:
         return ("\n".join(records) + "\n").encode()
 
-    def encode_block(self, block: LineBlock) -> bytes:
-        return block.data  # already this format's bytes: ndjson lines, made in compiled code
+    def pack(self, block: LineBlock) -> PackedBlock:
+        # One complete gzip member per block, deflated by ISA-L at level 1: ~10x Beam's zlib level 6 on
+        # these lines for ~20% larger files (README, "Benchmarks"). A file is its members concatenated,
+        # which gzip, zcat, Python's gzip and DuckDB read as one stream (RFC 1952, section 2.2); the
+        # group-by-partition then carries ~1/8 of the bytes the lines would be.
+        return PackedBlock(isal_zlib.compress(block.data, GZIP_LEVEL, GZIP_WBITS), block.lines)
 
-    def for_writing(self, chunks: Sequence[bytes]) -> tuple[Iterable[bytes], str]:
-        # One standard gzip stream, deflated by ISA-L at level 1: ~10x Beam's zlib level 6 on these lines
-        # for ~20% larger files (README, "Benchmarks"); Beam then writes the bytes as they are.
-        return _gzip_stream(chunks), UNCOMPRESSED
+    def file_chunks(self, packed: Sequence[PackedBlock]) -> tuple[Iterable[bytes], str]:
+        return [block.data for block in packed], UNCOMPRESSED  # already gzip: Beam writes them as they are
 
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         # split on "\n" only: JSON strings may hold U+2028 etc., which str.splitlines() would cut at
         return [json.loads(line) for line in gzip.decompress(stored).decode().split("\n") if line]
-
-
-def _gzip_stream(chunks: Sequence[bytes]) -> Iterator[bytes]:
-    deflate = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, GZIP_WBITS)
-    for chunk in chunks:
-        yield deflate.compress(chunk)
-    yield deflate.flush()
 
 
 class ParquetFormat(ArchiveFormat):
@@ -119,9 +113,9 @@ class ParquetFormat(ArchiveFormat):
     def encode(self, records: Sequence[str]) -> bytes:
         return archive_parquet.write_bytes(archive_parquet.encode_table(records))
 
-    def encode_file(self, blocks: Sequence[LineBlock]) -> list[bytes]:
+    def file_chunks(self, packed: Sequence[PackedBlock]) -> tuple[Iterable[bytes], str]:
         # one table for the whole file: rows sorted by series then time across every block
-        return [self.encode([record for block in blocks for record in block.records()])]
+        return [self.encode([record for block in packed for record in LineBlock(*block).records()])], self.compression
 
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         return archive_parquet.table_records(archive_parquet.read_table(stored))

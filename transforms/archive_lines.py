@@ -37,6 +37,14 @@ class LineBlock(NamedTuple):
         return self.data.decode().split("\n")[:-1]
 
 
+class PackedBlock(NamedTuple):
+    """A LineBlock as its archive format packs it for the group-by-partition (ArchiveFormat.pack):
+    the format's own bytes for those lines (for ndjson, one gzip member), and how many lines."""
+
+    data: bytes
+    lines: int
+
+
 def _kind_prefix(kind: str) -> bytes:
     return f'"kind":"absolute","{kind}":{{"value":'.encode()
 

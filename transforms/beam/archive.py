@@ -17,7 +17,7 @@ from apache_beam.utils.shared import Shared
 from transforms import codec
 from transforms.archive_format import DEFAULT_FORMAT, partition_parts
 from transforms.archive_format import archive_format as get_format
-from transforms.archive_lines import BatchLines, LineBlock
+from transforms.archive_lines import BatchLines, PackedBlock
 from transforms.deadletter import DeadLetter
 from transforms.errors import RemoteWriteError
 from transforms.io.deadletters import write_dead_letters
@@ -70,15 +70,16 @@ class MergeTypes(beam.CombineFn):
 
 
 class DecodeToRecords(beam.DoFn):
-    """A published message -> (Partition, LineBlock) per partition: its archive lines as one block, made by
-    the compiled decoder and line formatter; failures go whole to DEAD_LETTER.
+    """A published message -> (Partition, PackedBlock) per partition: its archive lines as one block, made
+    by the compiled decoder and line formatter, packed by the archive format; failures go whole to DEAD_LETTER.
 
     `metadata` holds the remembered 1.0 types: one MetadataStore per worker process, shared by every
     instance of this DoFn and kept alive by whoever holds it (the local loop across its bounded runs).
     """
 
-    def __init__(self, metadata: Shared | None = None) -> None:
+    def __init__(self, metadata: Shared | None = None, archive_format: str = DEFAULT_FORMAT) -> None:
         self.metadata = metadata or Shared()
+        self.format = get_format(archive_format)
         self.samples = Metrics.counter("archive", "samples_converted")
         self.lines = Metrics.counter("archive", "lines")
         self.dead = Metrics.counter("archive", "dead_letters")
@@ -115,11 +116,13 @@ class DecodeToRecords(beam.DoFn):
         self.samples.inc(decoded.counts.samples)
         for partition, block in partitions.items():
             self.lines.inc(block.lines)
-            yield tuple(partition), block  # a plain tuple key has a deterministic coder
+            # packed here (ndjson: gzipped), so the group-by-partition carries the format's smaller bytes;
+            # a plain tuple key has a deterministic coder
+            yield tuple(partition), self.format.pack(block)
 
 
 class WriteArchiveFiles(beam.DoFn):
-    """(Partition, [LineBlock, ...]) -> one or more finalised files of the archive format in that partition.
+    """(Partition, [PackedBlock, ...]) -> one or more finalised files of the archive format in that partition.
 
     `file_label(window, pane)` names the files: unique per window and pane, so a re-fired pane adds a
     file and never overwrites one. At most ceil(lines / max_lines_per_file) files per partition
@@ -134,7 +137,7 @@ class WriteArchiveFiles(beam.DoFn):
         self.max_lines = max_lines_per_file
         self.files = Metrics.counter("archive", "files_written")
 
-    def process(self, element: tuple[tuple[str, str, str], Iterable[LineBlock]], window=beam.DoFn.WindowParam,
+    def process(self, element: tuple[tuple[str, str, str], Iterable[PackedBlock]], window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
         key, chunks = element
         label = self.file_label(window, pane)
@@ -150,9 +153,9 @@ class WriteArchiveFiles(beam.DoFn):
         if batch:
             yield self._flush(directory, temp_dir, label, shard, batch)
 
-    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[LineBlock]) -> str:
+    def _flush(self, directory: str, temp_dir: str, label: str, shard: int, batch: list[PackedBlock]) -> str:
         path = FileSystems.join(directory, self.format.file_name(label, shard))
-        chunks, compression = self.format.for_writing(self.format.encode_file(batch))
+        chunks, compression = self.format.file_chunks(batch)
         write_atomically(path, temp_dir, chunks, compression)
         self.files.inc()
         return path
@@ -194,7 +197,7 @@ class ArchiveMessages(beam.PTransform):
                  | "MergeTypes" >> beam.CombineGlobally(MergeTypes()).without_defaults())
         # step names are kept as they were: a streaming job's update matches steps by name
         converted = messages | "DecodeToLines" >> beam.ParDo(
-            DecodeToRecords(self.metadata), types=beam.pvalue.AsSingleton(types, default_value={})
+            DecodeToRecords(self.metadata, self.archive_format), types=beam.pvalue.AsSingleton(types, default_value={})
         ).with_outputs(DEAD_LETTER, main="lines")
         files = (converted.lines
                  | "GroupByPartition" >> beam.GroupByKey()
