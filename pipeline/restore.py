@@ -3,7 +3,9 @@
 A bounded Beam job. It lists the archive's files (NDJSON and Parquet, mixed; local, gs://, s3://),
 prunes tenant=/date=/hour= partitions by --tenant/--start/--end, reads the rest, keeps the samples
 inside the time range that match a --match selector, and delivers them through the sinks' own
-machinery (transforms/sink). Exit 0 only when every selected sample was delivered.
+machinery (transforms/sink), with each family's type, help and unit from the metadata files of the
+same partitions (ARCHIVE/_metadata/...) and 2.0 start timestamps to 2.0 sinks. Exit 0 only when every
+selected sample was delivered.
 """
 
 from __future__ import annotations
