@@ -132,13 +132,16 @@ def test_a_corrupt_file_is_named_and_skipped_or_stops_everything(tmp_path, captu
     broken.write_bytes(broken.read_bytes()[:200])  # truncated: no footer
     garbage = Path(archive, "tenant=team-b/date=2026-11-25/hour=09/part-x-0000.ndjson.gz")
     garbage.write_bytes(gzip.compress(b'{"name": "up", "tags": {}, "timest'))
+    foreign = Path(archive, "_metadata/tenant=team-a/date=2026-11-25/hour=09/part-y-0000.ndjson.gz")
+    foreign.parent.mkdir(parents=True, exist_ok=True)
+    foreign.write_bytes(gzip.compress(b'{"name": "walk_total", "type": "counter"}\n'))  # fields missing
     stopped = restore(f"--archive_path={archive}", f"--remote_write_url={capture}", "--fail_fast")
     assert stopped.returncode == 1 and "--fail_fast" in stopped.stderr and "part-" in stopped.stderr
     assert Capture.seen == [], "nothing is sent before every file was read"
     skipped = restore(f"--archive_path={archive}", f"--remote_write_url={capture}")
     assert skipped.returncode == 1
-    assert str(broken) in skipped.stderr and str(garbage) in skipped.stderr
-    assert "2 unreadable archive file(s) skipped" in skipped.stderr
+    assert str(broken) in skipped.stderr and str(garbage) in skipped.stderr and str(foreign) in skipped.stderr
+    assert "3 unreadable archive file(s) skipped" in skipped.stderr
     assert "6 selected, 6 sent" in skipped.stdout  # the readable files' samples were delivered
 
 
