@@ -1,7 +1,8 @@
 """Fault 3.3: a VictoriaMetrics sink down under steady load, for 5 minutes in `make test` (which runs
-this test alongside the rest of the suite, tests/run_suite.sh) and 30 in `make chaos`. Nothing is lost (the archive and the sink hold every
-sample), the backlog drains at the end, retries are counted, and the sink's backlog-age metric on the
-pipeline's /metrics rises during the outage and falls back to 0 afterwards."""
+this test alongside the rest of the suite, tests/run_suite.sh) and 30 in `make chaos`. Nothing is lost
+(the archive and the sink hold every sample), the backlog drains at the end, retries are counted, and
+the sink's backlog-age metric on the pipeline's /metrics rises during the outage and falls back to 0
+afterwards."""
 
 from __future__ import annotations
 
