@@ -7,7 +7,7 @@ import pytest
 
 from tests.archive_samples import T0
 from transforms.archive_records import Sample
-from transforms.beam.restore import ShardRestored
+from transforms.beam.restore import MergeMetadata, ShardRestored
 from transforms.metadata import TYPE_NUMBERS
 from transforms.proto import remote_v1_pb2
 from transforms.protocol import Protocol
@@ -33,3 +33,15 @@ def test_every_shard_of_a_2_0_sink_gets_the_metadata(protocol: Protocol) -> None
     assert (entry.metric_family_name, entry.type, entry.help, entry.unit) == ("rpc_seconds", 5, "RPC latency.", "s")
     columns = [chunk[2] for chunk in out.values() if chunk[2] is not None]
     assert all(c[4] is not None for c in columns)  # start timestamps ride with the columns to the sending step
+
+
+def test_metadata_files_merge_per_tenant_with_the_latest_seen_winning() -> None:
+    merge = MergeMetadata()
+    early = ("team-m", {"rpc_seconds": (T0, 5, "Old help.", "seconds"), "up": (T0, 2, "Up.", "")})
+    late = ("team-m", {"rpc_seconds": (T0 + 60_000, 5, "New help.", "seconds")})
+    other = ("team-n", {"up": (T0 + 1, 1, "Another tenant's.", "")})
+    parts = [merge.add_input(merge.create_accumulator(), e) for e in (late, other)]
+    parts.append(merge.add_input(merge.create_accumulator(), early))  # arrival order does not matter
+    assert merge.extract_output(merge.merge_accumulators(parts)) == {
+        "team-m": {"rpc_seconds": (5, "New help.", "seconds"), "up": (2, "Up.", "")},
+        "team-n": {"up": (1, "Another tenant's.", "")}}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -41,6 +41,8 @@ def seen_ms(message: Any) -> int:
     """When the pipeline saw a message: its publish time (local loop and Dataflow both carry it), else now."""
     published = getattr(message, "publish_time", None)
     if isinstance(published, datetime):
+        if published.tzinfo is None:  # a naive time from a Timestamp proto's ToDatetime() is UTC
+            published = published.replace(tzinfo=UTC)
         return int(published.timestamp() * 1000)
     return int(time.time() * 1000)
 
