@@ -179,6 +179,7 @@ class LocalLoop:
                     log.exception("bounded run failed (%d in a row); nothing acked, redelivery in %.0fs",
                                   failures, delay)
                     lease.nack()
+                    self.metadata_store.forget_archived()  # the retry archives its metadata records again
                     self.stopping.wait(delay)
                     continue
                 failures = 0

@@ -3,7 +3,9 @@
 A bounded Beam job. It lists the archive's files (NDJSON and Parquet, mixed; local, gs://, s3://),
 prunes tenant=/date=/hour= partitions by --tenant/--start/--end, reads the rest, keeps the samples
 inside the time range that match a --match selector, and delivers them through the sinks' own
-machinery (transforms/sink). Exit 0 only when every selected sample was delivered.
+machinery (transforms/sink), with each family's type, help and unit from the metadata files of the
+same partitions (ARCHIVE/_metadata/...) and 2.0 start timestamps to 2.0 sinks. Exit 0 only when every
+selected sample was delivered.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from apache_beam.utils.shared import Shared
 from pipeline.local_loop import BOUNDED_RUNNER
 from pipeline.options import SinkOptions, is_local, sinks_from_options
 from transforms.archive_format import FORMATS, PARTITION_GLOB
+from transforms.archive_records import METADATA_DIR
 from transforms.beam.restore import (
     CORRUPT,
     CorruptArchiveFile,
+    MergeMetadata,
     ReadArchiveFile,
+    ReadMetadataFile,
     RestoreProgress,
     RestoreToSink,
     format_of,
@@ -88,9 +93,11 @@ class Usage(Exception):
     """Bad input from the user: one line, exit 2."""
 
 
-def list_files(archive_path: str, selection: Selection) -> tuple[list[str], int]:
-    """(files of selected partitions, files in the archive), for every format."""
-    patterns = [FileSystems.join(archive_path, *PARTITION_GLOB, fmt.glob()) for fmt in FORMATS.values()]
+def list_files(archive_path: str, selection: Selection, under: str = "") -> tuple[list[str], int]:
+    """(files of selected partitions, files in the archive), for every format; `under` = METADATA_DIR for the
+    companion metadata files."""
+    root = FileSystems.join(archive_path, under) if under else archive_path
+    patterns = [FileSystems.join(root, *PARTITION_GLOB, fmt.glob()) for fmt in FORMATS.values()]
     found = []
     for result in FileSystems.match(patterns):
         found += [m.path for m in result.metadata_list]
@@ -115,7 +122,7 @@ def dry_run(files: Sequence[str], selection: Selection) -> int:
             bad += 1
             continue
         entry = tenants[partition_of(path)[0]]
-        entry["series"].update(tuple((lab.name, lab.value) for lab in s.labels) for s in restored.request.timeseries)
+        entry["series"].update(restored.series)
         entry["samples"] += restored.samples
         for key, pick in (("first", min), ("last", max)):
             value = restored.first_ms if key == "first" else restored.last_ms
@@ -157,7 +164,7 @@ def counters(result) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace, options: PipelineOptions, sinks: list[SinkConfig], files: list[str],
-        selection: Selection) -> int:
+        selection: Selection, metadata_files: list[str]) -> int:
     dead_letter_path = args.dead_letter_path or FileSystems.join(args.archive_path, "_dead_letters", "restore")
     shared, tag = Shared(), uuid.uuid4().hex
     progress = shared.acquire(RestoreProgress, tag)  # held here: a local run's DoFns share this very object
@@ -167,8 +174,15 @@ def run(args: argparse.Namespace, options: PipelineOptions, sinks: list[SinkConf
         bar = threading.Thread(target=_progress_bar, args=(progress, len(files), done), daemon=True)
         bar.start()
     pipeline = beam.Pipeline(options=options)
+    side = {}
+    if metadata_files:  # the archive's metadata records of the selected partitions: type, help, unit per family
+        records = (pipeline | "MetadataFiles" >> beam.Create(metadata_files)
+                   | "ReadMetadata" >> beam.ParDo(ReadMetadataFile(args.fail_fast)).with_outputs(
+                       CORRUPT, main="records"))
+        side["metadata"] = beam.pvalue.AsSingleton(records.records | "MergeMetadata" >> beam.CombineGlobally(
+            MergeMetadata()))
     read = (pipeline | "Files" >> beam.Create(files) | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadArchiveFile(selection, args.fail_fast, shared, tag)).with_outputs(
+            | "Read" >> beam.ParDo(ReadArchiveFile(selection, args.fail_fast, shared, tag), **side).with_outputs(
                 CORRUPT, main="requests"))
     for sink in sinks:
         _ = read.requests | f"Restore[{sink.name}]" >> RestoreToSink(sink, dead_letter_path, args.rate_limit,
@@ -255,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     standard = options.view_as(StandardOptions)
     if standard.runner is None or is_local(standard.runner):
         standard.runner = BOUNDED_RUNNER  # batch on this machine, without Prism's download attempt
-    return run(args, options, sinks, files, selection)
+    metadata_files, _ = list_files(args.archive_path, selection, under=METADATA_DIR)
+    return run(args, options, sinks, files, selection, metadata_files)
 
 
 if __name__ == "__main__":

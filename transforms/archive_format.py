@@ -21,7 +21,7 @@ from isal import isal_zlib
 
 from transforms import archive_parquet
 from transforms.archive_lines import LineBlock, PackedBlock
-from transforms.archive_records import Sample, SampleColumns, record_samples
+from transforms.archive_records import MetadataRecord, Sample, SampleColumns, metadata_records, record_samples
 from transforms.metric_to_log import Partition
 
 GZIP = "gzip"  # the values of Beam's CompressionTypes, so the I/O edge can hand them on unchanged
@@ -61,6 +61,14 @@ class ArchiveFormat(abc.ABC):
     @abc.abstractmethod
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         """Every record of a whole file, as stored (compressed)."""
+
+    @abc.abstractmethod
+    def encode_metadata(self, records: Sequence[MetadataRecord]) -> bytes:
+        """A whole companion metadata file (ARCHIVE/_metadata/...), as stored (compressed)."""
+
+    @abc.abstractmethod
+    def read_metadata(self, stored: bytes) -> list[MetadataRecord]:
+        """Every record of a whole companion metadata file, as stored."""
 
     def samples(self, stored: bytes) -> Iterable[Sample]:
         """Every point of a whole file, decoded."""
@@ -102,6 +110,13 @@ class NdjsonFormat(ArchiveFormat):
         # split on "\n" only: JSON strings may hold U+2028 etc., which str.splitlines() would cut at
         return [json.loads(line) for line in gzip.decompress(stored).decode().split("\n") if line]
 
+    def encode_metadata(self, records: Sequence[MetadataRecord]) -> bytes:
+        lines = [r.to_json() for r in sorted(records, key=lambda r: (r.name, r.ms))]
+        return isal_zlib.compress(("\n".join(lines) + "\n").encode(), GZIP_LEVEL, GZIP_WBITS)
+
+    def read_metadata(self, stored: bytes) -> list[MetadataRecord]:
+        return metadata_records(self.read(stored))
+
 
 class ParquetFormat(ArchiveFormat):
     """Parquet (transforms/archive_parquet.py): one row per sample, typed columns, zstd inside the file."""
@@ -119,6 +134,12 @@ class ParquetFormat(ArchiveFormat):
 
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         return archive_parquet.table_records(archive_parquet.read_table(stored))
+
+    def encode_metadata(self, records: Sequence[MetadataRecord]) -> bytes:
+        return archive_parquet.encode_metadata(records)
+
+    def read_metadata(self, stored: bytes) -> list[MetadataRecord]:
+        return archive_parquet.read_metadata(stored)
 
     def samples(self, stored: bytes) -> Iterable[Sample]:
         return archive_parquet.table_samples(archive_parquet.read_table(stored))

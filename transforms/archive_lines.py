@@ -13,9 +13,11 @@ from array import array
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+import numpy as np
+
 from transforms import _wire
 from transforms.batch import Batch, SeriesTable, column
-from transforms.metadata import TYPE_NAMES, MetadataStore
+from transforms.metadata import TYPE_NAMES, FamilyMetadata, MetadataStore
 from transforms.metric_to_log import ConversionError, Partition, convert, value_kind
 from transforms.protocol import Protocol
 from transforms.validation import NameValidation
@@ -81,6 +83,44 @@ class BatchLines:
         self.series_limit = series_limit
         self._tables: dict[str, SeriesTable] = {}
         self._kinds: dict[str, _TenantKinds] = {}
+        # per tenant: the series table's containers, and per slot the hour its 2.0 metadata was last read
+        self._metadata_hours: dict[str, tuple[list[str] | None, np.ndarray]] = {}
+
+    def forget_metadata(self) -> None:
+        """A bundle that did not finish: read every series' 2.0 metadata again."""
+        self._metadata_hours.clear()
+
+    def metadata(self, batch: Batch, tenant: str, hour: int) -> dict[str, FamilyMetadata]:
+        """family -> (type, help, unit) the request tells (1.0 metadata entries, 2.0 per-series metadata),
+        for the caller to archive. 2.0 series whose metadata was read this hour are skipped by a numpy
+        look-up per series (the protobuf message is parsed only for the others); floats are never touched."""
+        if not batch.counts.metadata:
+            return {}
+        if batch.protocol is Protocol.V1:
+            return {m.metric_family_name: (m.type, m.help, m.unit) for m in batch.message.metadata}
+        slots = np.frombuffer(batch.series_slot, np.int32)
+        names, hours = self._metadata_hours.get(tenant, (None, np.zeros(0, np.int64)))
+        if names is not batch.names:  # a renewed series table: its slots mean other label sets
+            hours = np.zeros(0, np.int64)
+        if len(hours) < len(batch.names):
+            grown = np.full(max(len(batch.names), 2 * len(hours)), -1, np.int64)
+            grown[:len(hours)] = hours
+            hours = grown
+        self._metadata_hours[tenant] = (batch.names, hours)
+        fresh = np.flatnonzero(hours[slots] != hour)
+        if not len(fresh):
+            return {}
+        hours[slots[fresh]] = hour
+        message = batch.message
+        symbols = message.symbols
+        out: dict[str, FamilyMetadata] = {}
+        for index in fresh.tolist():
+            series = message.timeseries[index]
+            if series.HasField("metadata"):
+                m = series.metadata
+                if m.type or m.help_ref or m.unit_ref:
+                    out[batch.names[slots[index]]] = (m.type, symbols[m.help_ref], symbols[m.unit_ref])
+        return out
 
     def table(self, tenant: str) -> SeriesTable:
         table = self._tables.get(tenant)
@@ -110,7 +150,7 @@ class BatchLines:
                                         batch.timestamps, batch.values, starts, created)
         except OverflowError as exc:
             raise ConversionError(str(exc)) from exc
-        return {_partition(tenant, hour): LineBlock(data, lines) for hour, data, lines in blocks}
+        return {hour_partition(tenant, hour): LineBlock(data, lines) for hour, data, lines in blocks}
 
     @staticmethod
     def _v2_kinds(batch: Batch) -> tuple[list[bytes], bytes]:
@@ -128,6 +168,7 @@ class BatchLines:
         return kinds, array("i", index).tobytes()
 
 
-def _partition(tenant: str, hour: int) -> Partition:
+def hour_partition(tenant: str, hour: int) -> Partition:
+    """The partition of an hour since the epoch."""
     start = datetime.fromtimestamp(hour * 3600, UTC)
     return Partition(tenant, f"{start.year:04d}-{start.month:02d}-{start.day:02d}", f"{start.hour:02d}")

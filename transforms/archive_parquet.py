@@ -37,6 +37,7 @@ from transforms.archive_records import (
     HISTOGRAM,
     RESET_HINTS,
     SAMPLE_KINDS,
+    MetadataRecord,
     RecordError,
     Sample,
     SampleColumns,
@@ -68,6 +69,9 @@ SCHEMA = pa.schema([
     ("special", pa.string()), ("type", pa.string()), ("start_timestamp", _TIME),
     ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE),
 ])
+# Companion metadata files (ARCHIVE/_metadata/...): one row per metric family seen in that hour
+METADATA_SCHEMA = pa.schema([("name", pa.string()), ("timestamp", _TIME), ("type", pa.string()),
+                             ("help", pa.string()), ("unit", pa.string())])
 _DICTIONARY_COLUMNS = ["name", "labels.key_value.key", "labels.key_value.value", "special", "type",
                        "exemplar.labels.key_value.key", "exemplar.labels.key_value.value"]
 _KIND_ORDER = {"counter": 0, "gauge": 0, HISTOGRAM: 1, EXEMPLAR: 2}
@@ -251,10 +255,14 @@ def table_columns(table: pa.Table) -> SampleColumns:
     if missing.any():
         raise RecordError(f"row {int(np.flatnonzero(missing)[0])}: neither value nor special")
     others = list(table_samples(table.filter(pa.array(kinds == 0)))) if (kinds == 0).any() else []
+    start_column = column("start_timestamp")
+    start_stamps = None
+    if start_column.null_count < len(table):
+        start_stamps = start_column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     return SampleColumns(column("name").take(starts).to_pylist() if starts else [],
                          column("labels").take(starts).to_pylist() if starts else [], row_run,
                          column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64),
-                         values, kinds, others)
+                         values, kinds, others, start_stamps)
 
 
 def table_samples(table: pa.Table) -> Iterator[Sample]:
@@ -269,6 +277,8 @@ def table_samples(table: pa.Table) -> Iterator[Sample]:
     values, specials = column("value").to_pylist(), column("special").to_pylist()
     histograms = column("histogram").to_pylist() if column("histogram").null_count < len(table) else None
     exemplars = column("exemplar").to_pylist() if column("exemplar").null_count < len(table) else None
+    start_stamps = column("start_timestamp").cast(pa.int64()).to_pylist() \
+        if column("start_timestamp").null_count < len(table) else None
     bounds = [*starts, len(table)]
     for run, (first, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
         name, pairs = names[run], labels[run]
@@ -286,4 +296,33 @@ def table_samples(table: pa.Table) -> Iterator[Sample]:
                 payload = (exemplars[i]["value"], sorted(exemplars[i]["labels"]))
             else:
                 raise RecordError(f"row {i}: type {kind!r} without its column")
-            yield Sample(name, pairs, stamps[i], kind, payload)
+            yield Sample(name, pairs, stamps[i], kind, payload, (start_stamps[i] or 0) if start_stamps else 0)
+
+
+def encode_metadata(records: Sequence[MetadataRecord]) -> bytes:
+    """A companion metadata file: rows sorted by name, then time."""
+    rows = sorted(records, key=lambda r: (r.name, r.ms))
+    table = pa.Table.from_arrays([
+        pa.array([r.name for r in rows], pa.string()), pa.array([r.ms for r in rows], pa.int64()).cast(_TIME),
+        pa.array([r.type for r in rows], pa.string()), pa.array([r.help for r in rows], pa.string()),
+        pa.array([r.unit for r in rows], pa.string())], schema=METADATA_SCHEMA)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
+                   use_dictionary=["type", "unit"], write_statistics=True, store_schema=False)
+    return sink.getvalue()
+
+
+def read_metadata(stored: bytes) -> list[MetadataRecord]:
+    try:
+        table = pq.read_table(io.BytesIO(stored))
+    except (pa.ArrowException, OSError) as exc:
+        raise RecordError(f"not a readable Parquet file: {exc}") from exc
+    missing = [name for name in METADATA_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise RecordError(f"Parquet metadata file lacks the column(s) {', '.join(missing)}")
+    columns = [table.column(n) for n in METADATA_SCHEMA.names]
+    if any(c.null_count for c in columns):
+        raise RecordError("Parquet metadata file with NULL fields")
+    names, stamps, types, helps, units = (c.to_pylist() for c in (
+        columns[0], columns[1].cast(pa.int64()), columns[2], columns[3], columns[4]))
+    return [MetadataRecord(*fields) for fields in zip(names, stamps, types, helps, units, strict=True)]

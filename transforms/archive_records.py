@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
+import json
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from transforms.protocol import STALE_NAN
@@ -20,6 +22,9 @@ RESET_HINTS = {"unknown": 0, "yes": 1, "no": 2, "gauge": 3}
 SAMPLE_KINDS = ("counter", "gauge")
 HISTOGRAM = "native_histogram"
 EXEMPLAR = "exemplar"
+# Metric metadata (type, help, unit) goes to a companion tree beside the partitions, never among the samples:
+# ARCHIVE/_metadata/tenant=T/date=D/hour=H/part-*.{ndjson.gz,parquet}
+METADATA_DIR = "_metadata"
 _FIXED = {"+Inf": float("inf"), "-Inf": float("-inf"), "StaleNaN": STALE_NAN,
           "NaN": struct.unpack("<d", struct.pack("<Q", PROMETHEUS_NAN_BITS))[0]}
 
@@ -110,6 +115,43 @@ class Sample(NamedTuple):
     ms: int
     kind: str
     payload: Any
+    start: int = 0  # 2.0 start timestamp, ms (0: none)
+
+
+class MetadataRecord(NamedTuple):
+    """A metric family's metadata as the pipeline saw it at `ms` (a 1.0 metadata entry or 2.0 per-series
+    metadata; for 2.0 the family is the series' metric name, as the sinks name it for a 1.0 receiver)."""
+
+    name: str
+    ms: int
+    type: str  # transforms.metadata.TYPE_NAMES: counter, gauge, summary, histogram, ...
+    help: str
+    unit: str
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "timestamp": format_ms(self.ms), "type": self.type,
+                           "help": self.help, "unit": self.unit}, ensure_ascii=False, separators=(",", ":"))
+
+
+def format_ms(ms: int) -> str:
+    """Epoch ms -> 'YYYY-MM-DDTHH:MM:SS.mmmZ' (the archive's timestamp text)."""
+    t = datetime.fromtimestamp(ms // 1000, UTC)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{ms % 1000:03d}Z"
+
+
+def metadata_records(records: Iterable[Mapping[str, Any]]) -> list[MetadataRecord]:
+    """NDJSON-shaped metadata records -> MetadataRecords (RecordError if not in the shape)."""
+    stamps = Timestamps()
+    out = []
+    for record in records:
+        try:
+            fields = (record["name"], stamps.to_ms(record["timestamp"]), record["type"], record["help"], record["unit"])
+        except (KeyError, TypeError) as exc:
+            raise RecordError(f"metadata record not in the archive's shape: {exc!r}") from exc
+        if not all(isinstance(f, str) for f in fields[:1] + fields[2:]):
+            raise RecordError(f"metadata record with a non-string field: {record!r}"[:300])
+        out.append(MetadataRecord(*fields))
+    return out
 
 
 @dataclasses.dataclass
@@ -126,6 +168,7 @@ class SampleColumns:
     values: Any  # numpy float64 per row, exact (special values decoded, NaN bits kept); only float rows count
     kinds: Any  # numpy int8 per row: 1 counter, 2 gauge, 0 anything else
     others: list[Sample]
+    starts: Any = None  # numpy int64 per row, ms (0: none); None when no row has one
 
 
 def record_samples(records: Iterable[Mapping[str, Any]]) -> Iterator[Sample]:
@@ -142,6 +185,8 @@ def record_samples(records: Iterable[Mapping[str, Any]]) -> Iterator[Sample]:
                 payload = (decode_value(body["value"]), sorted(body["labels"].items()))
             else:
                 payload = decode_value(body["value"])
-            yield Sample(name, list(tags.items()), stamps.to_ms(stamp), kind, payload)
+            start = record.get("start_timestamp")
+            yield Sample(name, list(tags.items()), stamps.to_ms(stamp), kind, payload,
+                         stamps.to_ms(start) if start else 0)
         except (KeyError, TypeError, AttributeError) as exc:
             raise RecordError(f"record not in the archive's shape: {exc!r}") from exc

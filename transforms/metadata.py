@@ -16,6 +16,7 @@ from transforms.proto import remote_v1_pb2, remote_v2_pb2
 TYPE_NAMES = {0: "unknown", 1: "counter", 2: "gauge", 3: "histogram", 4: "gaugehistogram",
               5: "summary", 6: "info", 7: "stateset"}
 TYPE_NUMBERS = {name: number for number, name in TYPE_NAMES.items()}
+FamilyMetadata = tuple[int, str, str]  # (type number, help, unit) of a metric family
 # Suffixes a sample name may add to its family name (text format and OpenMetrics).
 _SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created", "_gcount", "_gsum", "_info")
 
@@ -42,6 +43,8 @@ class MetadataStore:
         self._versions: dict[str, int] = {}  # per tenant, bumped when a type changes: caches of types check it
         self._lock = threading.Lock()
         self._limit = max_families_per_tenant
+        # tenant -> family -> (hour, metadata) last archived: a family goes to the archive about once an hour
+        self._archived: dict[str, dict[str, tuple[int, FamilyMetadata]]] = {}
 
     def update_v1(self, tenant: str, metadata: Iterable[remote_v1_pb2.MetricMetadata]) -> None:
         updates = v1_types(metadata)
@@ -72,6 +75,25 @@ class MetadataStore:
             if found:
                 return found
         return "unknown"
+
+    def unarchived(self, tenant: str, hour: int, entries: dict[str, FamilyMetadata]) -> dict[str, FamilyMetadata]:
+        """The entries not yet archived in this hour with this content."""
+        known = self._archived.get(tenant, {})
+        return {family: meta for family, meta in entries.items() if known.get(family) != (hour, meta)}
+
+    def mark_archived(self, tenant: str, hour: int, entries: dict[str, FamilyMetadata]) -> None:
+        """Called once the records are out of the converting step (a finished bundle), not before: a failed
+        bundle's records are emitted again by its retry."""
+        with self._lock:
+            known = self._archived.setdefault(tenant, {})
+            if len(known) + len(entries) > self._limit:
+                known.clear()
+            known.update({family: (hour, meta) for family, meta in entries.items()})
+
+    def forget_archived(self) -> None:
+        """A run whose files were not all written (the local loop retries it): archive everything again."""
+        with self._lock:
+            self._archived.clear()
 
     def snapshot(self) -> dict[str, dict[str, str]]:
         with self._lock:

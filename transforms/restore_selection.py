@@ -1,5 +1,5 @@
 """What a restore selects: tenants, a time range and Prometheus series selectors; and archive records
-turned back into remote-write 1.0 requests.
+turned back into the remote-write requests the sink machinery reads.
 
 Selectors are parsed by promql-parser (the PromQL grammar, not a hand-written one); regex matchers
 are anchored as in Prometheus (`=~"a.*"` must match the whole value). Several `--match` selectors
@@ -20,9 +20,12 @@ import promql_parser
 
 from transforms import _wire
 from transforms.archive_records import EXEMPLAR, HISTOGRAM, SAMPLE_KINDS, Sample, SampleColumns
-from transforms.metadata import TYPE_NUMBERS
-from transforms.proto import remote_v1_pb2
+from transforms.metadata import TYPE_NUMBERS, FamilyMetadata, family_candidates
+from transforms.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.protocol import Protocol
 from transforms.sink.columns import label_bytes
+from transforms.sink.forwarder import v2_to_v1
+from transforms.sink.request import build_v2_request
 
 HOUR_MS = 3_600_000
 _OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
@@ -125,16 +128,32 @@ class Selection:
 
 @dataclasses.dataclass
 class Restored:
-    """One file's selected records as a 1.0 request: series in first-seen order, metadata per name."""
+    """One file's selected records as the messages the sink machinery reads (Forwarder.shard_messages):
 
-    payload: bytes  # the uncompressed WriteRequest
+    - without start timestamps (everything Prometheus 2.x sends), one 1.0 request: series in first-seen order,
+      then its metadata entries;
+    - with some, 2.0 requests (float series compiled, series with histograms or exemplars by upb), so the
+      start timestamps reach 2.0 sinks; and the metadata entries as a 1.0 metadata-only request, so 1.0 sinks
+      get the families' own names, and 2.0 sinks attach them to each series as for any live 1.0 metadata.
+    """
+
+    messages: list[tuple[bytes, Protocol]]  # uncompressed bodies
+    series: list[bytes]  # the 1.0 label bytes of each series with selected points
     samples: int  # float samples + native histograms (what counts against a sink's max samples)
     first_ms: int | None
     last_ms: int | None
 
     @functools.cached_property
     def request(self) -> remote_v1_pb2.WriteRequest:
-        return remote_v1_pb2.WriteRequest.FromString(self.payload)
+        """Everything as one 1.0 request (2.0 series converted as the sinks do: start timestamps ride along
+        as Sample's unknown field 3): for --dry_run and the tests."""
+        out = remote_v1_pb2.WriteRequest()
+        for payload, protocol in self.messages:
+            if protocol is Protocol.V1:
+                out.MergeFromString(payload)
+            else:
+                out.timeseries.extend(v2_to_v1(remote_v2_pb2.Request.FromString(payload))[0])
+        return out
 
 
 class _Series:
@@ -143,13 +162,17 @@ class _Series:
     def __init__(self, selection: Selection) -> None:
         self.selection = selection
         self.keys: list[bytes] = []  # 1.0 label bytes per series
+        self.labels: list[tuple[tuple[str, str], ...]] = []  # and its labels, __name__ included, sorted
         self.index: dict[tuple[str, tuple[tuple[str, str], ...]], int | None] = {}  # None: not selected
         self.sample_series = array.array("I")  # float samples met one by one (NDJSON)
         self.stamps = array.array("q")
         self.values = array.array("d")
-        self.blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # and in columns (Parquet)
+        self.starts = array.array("q")
+        self.blocks: list[tuple[np.ndarray, ...]] = []  # and in columns (Parquet)
         self.slow: dict[int, remote_v1_pb2.TimeSeries] = {}  # series carrying histograms or exemplars
+        self.histogram_starts: dict[int, list[int]] = {}  # per slow series, per histogram
         self.types: dict[str, str] = {}
+        self.sent: list[bytes] = []  # label bytes of the series with selected points (messages() fills it)
         self.count = 0
         self.first: int | None = None
         self.last: int | None = None
@@ -162,13 +185,16 @@ class _Series:
             self.index[key] = None
             if self.selection.keeps_series(full):
                 self.index[key] = len(self.keys)
-                self.keys.append(label_bytes(tuple(sorted(full.items()))))
+                ordered = tuple(sorted(full.items()))
+                self.keys.append(label_bytes(ordered))
+                self.labels.append(ordered)
         return self.index[key]
 
     def proto(self, series: int) -> remote_v1_pb2.TimeSeries:
         found = self.slow.get(series)
         if found is None:
             found = self.slow[series] = remote_v1_pb2.TimeSeries.FromString(self.keys[series])
+            self.histogram_starts[series] = []
         return found
 
     def seen(self, first: int, last: int, count: int) -> None:
@@ -196,11 +222,14 @@ class _Series:
                 continue
             if kind == HISTOGRAM:
                 self.proto(out).histograms.add(timestamp=sample.ms, **sample.payload)
-                types.setdefault(sample.name, "histogram")
+                self.histogram_starts[out].append(sample.start)
+                if types.get(sample.name, "gauge") == "gauge":  # histogram wins over gauge, whichever came first
+                    types[sample.name] = "histogram"
             else:
                 self.sample_series.append(out)
                 self.stamps.append(sample.ms)
                 self.values.append(sample.payload)
+                self.starts.append(sample.start)
                 if types.get(sample.name, "gauge") == "gauge":  # gauge is also what an untyped series is archived as
                     types[sample.name] = kind
             self.seen(sample.ms, sample.ms, 1)
@@ -217,7 +246,8 @@ class _Series:
                 keep &= cols.stamps <= self.selection.end_ms
             if keep.any():
                 stamps = cols.stamps[keep]
-                self.blocks.append((owner[keep].astype(np.uint32), stamps, cols.values[keep]))
+                starts = np.zeros(len(stamps), np.int64) if cols.starts is None else cols.starts[keep]
+                self.blocks.append((owner[keep].astype(np.uint32), stamps, cols.values[keep], starts))
                 self.seen(int(stamps.min()), int(stamps.max()), int(keep.sum()))
                 # counter wins over gauge (also what an untyped series is archived as), per metric name
                 for pair in np.unique(cols.row_run[keep] * 4 + cols.kinds[keep]).tolist():  # per (run, kind)
@@ -227,33 +257,73 @@ class _Series:
                         self.types[name] = SAMPLE_KINDS[kind - 1]
         self.add_samples(cols.others)
 
-    def payload(self) -> bytes:
+    def metadata(self, known: Mapping[str, FamilyMetadata]) -> list[remote_v1_pb2.MetricMetadata]:
+        """An entry per metric family with selected points: the archived metadata (type, help, unit) where a
+        record names the family (`known`), else the type the samples were archived as."""
+        entries: dict[str, remote_v1_pb2.MetricMetadata] = {}
+        fallback: dict[str, str] = {}
+        for name, kind in self.types.items():
+            family = next((f for f in family_candidates(name) if f in known), None)
+            if family is None:
+                fallback[name] = kind
+            elif family not in entries:
+                number, help_text, unit = known[family]
+                entries[family] = remote_v1_pb2.MetricMetadata(type=number, metric_family_name=family,
+                                                               help=help_text, unit=unit)
+        for name, kind in fallback.items():
+            entries.setdefault(name, remote_v1_pb2.MetricMetadata(type=TYPE_NUMBERS[kind], metric_family_name=name))
+        return [entries[family] for family in sorted(entries)]
+
+    def messages(self, known: Mapping[str, FamilyMetadata]) -> list[tuple[bytes, Protocol]]:
         """Float-only series encoded from columns in C (grouped by series, time order kept); the rest by upb."""
         owner = np.concatenate([np.frombuffer(self.sample_series, np.uint32), *(b[0] for b in self.blocks)])
         stamps = np.concatenate([np.frombuffer(self.stamps, np.int64), *(b[1] for b in self.blocks)])
         values = np.concatenate([np.frombuffer(self.values, np.float64), *(b[2] for b in self.blocks)])
+        starts = np.concatenate([np.frombuffer(self.starts, np.int64), *(b[3] for b in self.blocks)])
+        with_starts = bool(starts.any()) or any(any(h) for h in self.histogram_starts.values())
+        sample_starts: dict[int, list[int]] = {}
         if self.slow:  # a series with histograms or exemplars carries its float samples along, in one message
             slow = np.isin(owner, np.fromiter(self.slow, np.uint32))
             for i in np.flatnonzero(slow).tolist():
-                self.slow[int(owner[i])].samples.add(timestamp=int(stamps[i]), value=float(values[i]))
-            owner, stamps, values = owner[~slow], stamps[~slow], values[~slow]
+                series = int(owner[i])
+                self.slow[series].samples.add(timestamp=int(stamps[i]), value=float(values[i]))
+                sample_starts.setdefault(series, []).append(int(starts[i]))
+            owner, stamps, values, starts = owner[~slow], stamps[~slow], values[~slow], starts[~slow]
         order = np.argsort(owner, kind="stable")
-        body = _wire.encode_v1(self.keys, owner[order], stamps[order], values[order].view(np.uint64), 0, len(order))
-        metadata = remote_v1_pb2.WriteRequest(metadata=[remote_v1_pb2.MetricMetadata(
-            type=TYPE_NUMBERS[t], metric_family_name=name) for name, t in sorted(self.types.items())])
-        return body + b"".join(remote_v1_pb2.WriteRequest(timeseries=[self.slow[i]]).SerializeToString()
-                               for i in sorted(self.slow)) + metadata.SerializeToString()
+        self.sent = [self.keys[i] for i in sorted({*np.unique(owner).tolist(), *self.slow})]
+        metadata = remote_v1_pb2.WriteRequest(metadata=self.metadata(known)).SerializeToString()
+        slow_ids = sorted(self.slow)
+        if not with_starts:
+            body = _wire.encode_v1(self.keys, owner[order], stamps[order], values[order].view(np.uint64), 0, len(order))
+            return [(body + b"".join(remote_v1_pb2.WriteRequest(timeseries=[self.slow[i]]).SerializeToString()
+                                     for i in slow_ids) + metadata, Protocol.V1)]
+        out = []
+        if len(order):
+            out.append((_wire.encode_v2(self.labels, {}, owner[order], stamps[order], values[order].view(np.uint64),
+                                        starts[order], 0, len(order)), Protocol.V2))
+        if slow_ids:
+            request = build_v2_request([self.slow[i] for i in slow_ids], lambda name: None)
+            for series, i in zip(request.timeseries, slow_ids, strict=True):
+                for point, start in zip(series.samples, sample_starts.get(i, ()), strict=True):
+                    point.start_timestamp = start
+                for point, start in zip(series.histograms, self.histogram_starts[i], strict=True):
+                    point.start_timestamp = start
+            out.append((request.SerializeToString(), Protocol.V2))
+        return [*out, (metadata, Protocol.V1)]
 
 
-def to_request(points: Iterable[Sample] | SampleColumns, selection: Selection) -> Restored:
-    """Selected points -> one 1.0 WriteRequest (exact values, histograms, exemplars; start stamps dropped:
-    1.0 has none) with a metadata entry per metric name, its type from the archived kind."""
+def to_request(points: Iterable[Sample] | SampleColumns, selection: Selection,
+               metadata: Mapping[str, FamilyMetadata] | None = None) -> Restored:
+    """Selected points -> the messages for the sinks (exact values, histograms, exemplars, start timestamps),
+    with a metadata entry per metric family: `metadata` (family -> type, help, unit, from the archive's
+    metadata records) where it names the family, else the type the samples were archived as."""
     table = _Series(selection)
     if isinstance(points, SampleColumns):
         table.add_columns(points)
     else:
         table.add_samples(points)
-    return Restored(table.payload(), table.count, table.first, table.last)
+    messages = table.messages(metadata or {})
+    return Restored(messages, table.sent, table.count, table.first, table.last)
 
 
 def format_ms(ms: int | None) -> str:

@@ -2,7 +2,9 @@
 to the receiver; the pipeline archives in BOTH formats (two subscriptions of the same topic);
 `python -m pipeline.restore` writes each archive into an empty VictoriaMetrics and an empty Prometheus.
 Both hold exactly what the source Prometheus' TSDB holds: the same series, the same samples, values
-exact; the vanished target's series end with a stale marker; metadata is sent again."""
+exact; the vanished target's series end with a stale marker; metadata is sent again: a capture sink (a 1.0
+receiver, decoded by upb) gets every family's type, help and unit as the source Prometheus' own
+/api/v1/metadata states them (neither store keeps remote-written metadata in these versions)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ import requests
 
 from tests.pipeline_helpers import LoopThread
 from tests.prometheus_helpers import prometheus_config, stop_scraping_and_settle, tsdb_samples
-from tests.sink_helpers import vm_export
+from tests.sink_helpers import Capture, vm_export
 from tools import services
+from transforms import codec
+from transforms.metadata import TYPE_NAMES
+from transforms.protocol import Protocol
 
 FORMATS = ("ndjson", "parquet")
 
@@ -66,7 +71,23 @@ def same(expected: dict, got: dict, what: str, rel_tol: float = 0.0) -> None:
             assert exact or math.isclose(a, b, rel_tol=rel_tol), f"{what} {dict(key)}: {a} != {b}"
 
 
-def test_both_archives_restore_exactly_into_victoria_metrics_and_prometheus(source, log_dir, tmp_path):
+def source_metadata(url: str) -> dict[str, set[tuple[str, str, str]]]:
+    """family -> {(type, help, unit), ...} as Prometheus learnt them from its active targets (two targets may
+    describe a family alike or not: node_exporter's and Prometheus' own go_* families)."""
+    body = requests.get(f"{url}/api/v1/metadata", timeout=30).json()
+    assert body["status"] == "success", body
+    return {family: {(e["type"], e["help"], e["unit"]) for e in entries} for family, entries in body["data"].items()}
+
+
+def captured_metadata() -> dict[str, tuple[str, str, str]]:
+    out = {}
+    for _, _, body in Capture.seen:
+        for m in codec.decode(body, Protocol.V1, 1 << 24).message.metadata:
+            out[m.metric_family_name] = (TYPE_NAMES[m.type], m.help, m.unit)
+    return out
+
+
+def test_both_archives_restore_exactly_into_victoria_metrics_and_prometheus(source, log_dir, tmp_path, capture):
     prometheus, prometheus_url, receiver_url, node, subscriptions = source
     archives = {fmt: tmp_path / f"archive-{fmt}" for fmt in FORMATS}
     loops = [LoopThread(subscriptions[fmt], archives[fmt], window=3, extra=(f"--archive_format={fmt}",))
@@ -74,6 +95,9 @@ def test_both_archives_restore_exactly_into_victoria_metrics_and_prometheus(sour
     for loop in loops:
         loop.__enter__()
     try:
+        # what the source scraped, asked while its targets are up (the API forgets them when scraping stops)
+        services.wait_until(lambda: len(source_metadata(prometheus_url)) > 200, 60, "the source to scrape metadata")
+        described = source_metadata(prometheus_url)
         sent = stop_scraping_and_settle(prometheus, prometheus_url, receiver_url, node)
         total = sent["prometheus_remote_storage_samples_total"]
         for loop in loops:
@@ -82,6 +106,7 @@ def test_both_archives_restore_exactly_into_victoria_metrics_and_prometheus(sour
         for loop in loops:
             loop.__exit__(None, None, None)
     source_tsdb = tsdb_samples(prometheus_url)  # queries hide stale markers
+    assert any(kind == "summary" for entries in described.values() for kind, _, _ in entries), "Go's summaries"
     assert len(source_tsdb) > 500 and sum(map(len, source_tsdb.values())) > 5000
     ended = [k for k in source_tsdb
              if dict(k).get("job") == "node" and not re.match(r"up$|scrape_", dict(k)["__name__"])]
@@ -99,11 +124,21 @@ def test_both_archives_restore_exactly_into_victoria_metrics_and_prometheus(sour
         vm, vm_url = services.start_victoria_metrics(log_dir, name=f"vm-restore-{fmt}")
         prom, prom_url = services.start_prometheus(log_dir, "global: {}\n", receiver=True, name=f"prom-restore-{fmt}")
         try:
-            done = restore(archives[fmt], f"{vm_url}/api/v1/write", f"{prom_url}/api/v1/write")
+            Capture.seen = []
+            done = restore(archives[fmt], f"{vm_url}/api/v1/write", f"{prom_url}/api/v1/write", capture)
             assert done.returncode == 0, done.stderr[-3000:]
             summary = [line for line in done.stdout.splitlines() if line.startswith("restore: sink")]
-            assert len(summary) == 2 and all(" 0 dead-lettered" in line for line in summary), done.stdout
+            assert len(summary) == 3 and all(" 0 dead-lettered" in line for line in summary), done.stdout
             assert all(int(re.search(r"(\d+) metadata entries", line)[1]) > 0 for line in summary), summary
+
+            # metadata: what the capture sink received is what the source scraped (type, help, unit), per family
+            restored_metadata = captured_metadata()
+            scraped = {family: entry for family, entry in described.items()
+                       if any(dict(k)["__name__"].startswith(family) for k in source_tsdb)}
+            assert len(scraped) > 100
+            differs = {f: (restored_metadata.get(f), entries) for f, entries in scraped.items()
+                       if restored_metadata.get(f) not in entries}
+            assert not differs, f"{fmt}: metadata differs: {list(differs.items())[:5]}"
 
             # Prometheus: the same series and samples, and the stale markers end node's series
             same(source_tsdb, restored_in_prometheus(prom_url), f"{fmt} -> Prometheus")

@@ -27,7 +27,8 @@ def readme_query(marker: str = "duckdb-example") -> str:
 def test_readme_duckdb_example_runs_against_a_pipeline_archive(tmp_path, monkeypatch):
     requests = [
         (build_v1([Series({"__name__": "http_requests_total", "job": "api"}, [(T0, 5.0), (T0 + 1000, STALE_NAN)])],
-                  metadata=[Series({"__name__": "http_requests_total"}, metric_type="counter")]), "default"),
+                  metadata=[Series({"__name__": "http_requests_total"}, metric_type="counter",
+                                   help="Requests served.", unit="requests")]), "default"),
         (build_v1([Series({"__name__": "up", "job": "node"}, [(T0 - 3_600_000, 1.0)])]), "default"),
         (build_v1([Series({"__name__": "up", "job": "other"}, [(T0, 1.0)])]), "team-b"),
     ]
@@ -56,3 +57,8 @@ def test_readme_duckdb_example_runs_against_a_pipeline_archive(tmp_path, monkeyp
         assert row[:5] == ndjson_row[:5] and row[7] == ndjson_row[7]
         assert [t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" for t in row[5:7]] == list(ndjson_row[5:7])
     assert by_key[("http_requests_total", "09")][8] == 1  # the stale marker, found by its special column
+
+    # The metadata companion files: outside the sample queries' globs (their counts above hold), queryable too
+    described = duckdb.sql(readme_query("duckdb-example-metadata")).fetchall()
+    assert [row[:5] for row in described] == [("default", "http_requests_total", "counter", "Requests served.",
+                                               "requests")]

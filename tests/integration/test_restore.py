@@ -8,6 +8,7 @@ import gzip
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import apache_beam as beam
@@ -18,9 +19,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tests.sink_helpers import Capture
 from transforms import codec
 from transforms.beam import ArchiveMessages
-from transforms.builders import Series, build_v1
-from transforms.proto import remote_v1_pb2
-from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits
+from transforms.builders import Series, build_v1, build_v2
+from transforms.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
 
 HOUR = 3_600_000
 T8 = 1_795_593_600_000  # 2026-11-25T08:00:00Z
@@ -131,13 +132,16 @@ def test_a_corrupt_file_is_named_and_skipped_or_stops_everything(tmp_path, captu
     broken.write_bytes(broken.read_bytes()[:200])  # truncated: no footer
     garbage = Path(archive, "tenant=team-b/date=2026-11-25/hour=09/part-x-0000.ndjson.gz")
     garbage.write_bytes(gzip.compress(b'{"name": "up", "tags": {}, "timest'))
+    foreign = Path(archive, "_metadata/tenant=team-a/date=2026-11-25/hour=09/part-y-0000.ndjson.gz")
+    foreign.parent.mkdir(parents=True, exist_ok=True)
+    foreign.write_bytes(gzip.compress(b'{"name": "walk_total", "type": "counter"}\n'))  # fields missing
     stopped = restore(f"--archive_path={archive}", f"--remote_write_url={capture}", "--fail_fast")
     assert stopped.returncode == 1 and "--fail_fast" in stopped.stderr and "part-" in stopped.stderr
     assert Capture.seen == [], "nothing is sent before every file was read"
     skipped = restore(f"--archive_path={archive}", f"--remote_write_url={capture}")
     assert skipped.returncode == 1
-    assert str(broken) in skipped.stderr and str(garbage) in skipped.stderr
-    assert "2 unreadable archive file(s) skipped" in skipped.stderr
+    assert str(broken) in skipped.stderr and str(garbage) in skipped.stderr and str(foreign) in skipped.stderr
+    assert "3 unreadable archive file(s) skipped" in skipped.stderr
     assert "6 selected, 6 sent" in skipped.stdout  # the readable files' samples were delivered
 
 
@@ -165,3 +169,81 @@ def test_archives_on_object_storage_restore_alike(store, request, capture):
     assert "2 selected, 2 sent" in done.stdout
     (headers, request_), = [(h, r) for h, r in seen_requests() if r.timeseries]
     assert headers["X-Scope-OrgID"] == "team-b" and request_.timeseries[0].labels[0].value == "up"
+
+
+SEEN = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)  # when the pipeline saw the messages: their metadata's hour
+T9 = T8 + HOUR
+
+
+def typed_archive(archive: str, fmt: str) -> None:
+    """Tenant team-m: 1.0 metadata (a summary family, a counter), 1.0 samples (one series without metadata), and
+    2.0 series carrying per-series metadata and start timestamps (floats, and a native histogram)."""
+    metadata_only = build_v1([], metadata=[
+        Series({"__name__": "rpc_seconds"}, metric_type="summary", help="RPC latency.", unit="seconds"),
+        Series({"__name__": "walk_total"}, metric_type="counter", help="Steps walked.", unit="steps")])
+    samples = build_v1([Series({"__name__": "rpc_seconds", "quantile": "0.5"}, [(T9, 0.2)]),
+                        Series({"__name__": "rpc_seconds_sum"}, [(T9, 10.0)]),
+                        Series({"__name__": "rpc_seconds_count"}, [(T9, 50.0)]),
+                        Series({"__name__": "walk_total"}, [(T9, 3.0), (T9 + 1000, STALE_NAN)]),
+                        Series({"__name__": "untyped_thing"}, [(T9, 1.0)])])
+    v2 = build_v2([Series({"__name__": "temp_celsius", "job": "a"}, [(T9, 21.5), (T9 + 1000, 22.0)],
+                          metric_type="gauge", help="Temperature.", unit="celsius"),
+                   Series({"__name__": "lat", "job": "a"}, exemplars=[({"trace_id": "x"}, T9 + 2, 0.5)],
+                          metric_type="histogram", help="Latency.", unit="seconds")])
+    v2.timeseries[0].samples[0].start_timestamp = T9 - 60_000
+    v2.timeseries[0].samples[1].start_timestamp = T9 - 60_000
+    v2.timeseries[1].histograms.add(count_int=2, sum=0.75, schema=0, positive_spans=[{"offset": 0, "length": 1}],
+                                    positive_deltas=[2], timestamp=T9 + 2, start_timestamp=T9 - 30_000)
+    messages = [PubsubMessage(codec.encode(m), codec.message_attributes(p, "team-m", "x", codec.count(m)),
+                              message_id=f"m-{i}", publish_time=SEEN)
+                for i, (m, p) in enumerate([(metadata_only, Protocol.V1), (samples, Protocol.V1), (v2, Protocol.V2)])]
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+        _ = p | beam.Create(messages) | ArchiveMessages(archive, archive + "/_dead", archive_format=fmt,
+                                                        file_label=lambda window, pane: "m")
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "parquet"])
+def test_help_unit_exact_types_and_start_timestamps_reach_1_0_and_2_0_sinks(tmp_path, capture, fmt):
+    archive = str(tmp_path / "archive")
+    typed_archive(archive, fmt)
+    assert list(Path(archive, "_metadata", "tenant=team-m", "date=2026-11-25", "hour=09").glob("part-m-*"))
+
+    done = restore(f"--archive_path={archive}", f"--remote_write_url={capture}", "--remote_write_shards=2")
+    assert done.returncode == 0 and "9 selected, 9 sent" in done.stdout, done.stdout + done.stderr[-2000:]
+    metadata = {}
+    for headers, request in seen_requests():  # what a 1.0 receiver got, decoded by upb
+        assert headers["Content-Type"] == "application/x-protobuf"
+        metadata.update({m.metric_family_name: (m.type, m.help, m.unit) for m in request.metadata})
+    assert metadata == {
+        "rpc_seconds": (5, "RPC latency.", "seconds"),  # summary: the exact type, under the family's own name
+        "walk_total": (1, "Steps walked.", "steps"),
+        "temp_celsius": (2, "Temperature.", "celsius"),  # from 2.0 per-series metadata
+        "lat": (3, "Latency.", "seconds"),
+        "untyped_thing": (2, "", ""),  # no metadata record: the type its samples were archived as
+    }
+
+    Capture.seen = []
+    done = restore(f"--archive_path={archive}", f"--remote_write_url={capture}", "--remote_write_shards=2",
+                   "--remote_write_protocol=2.0")
+    assert done.returncode == 0 and "9 selected, 9 sent" in done.stdout, done.stdout + done.stderr[-2000:]
+    series: dict[str, tuple[remote_v2_pb2.TimeSeries, tuple[str, str]]] = {}
+    for _, headers, body in Capture.seen:  # what a 2.0 receiver got, decoded by upb
+        assert "proto=io.prometheus.write.v2" in headers["Content-Type"]
+        request = codec.decode(body, Protocol.V2, 1 << 24).message
+        for s in request.timeseries:
+            name = dict(ref_pairs(s.labels_refs, request.symbols))["__name__"]
+            series[name] = (s, (request.symbols[s.metadata.help_ref], request.symbols[s.metadata.unit_ref]))
+    assert set(series) == {"rpc_seconds", "rpc_seconds_sum", "rpc_seconds_count", "walk_total", "untyped_thing",
+                           "temp_celsius", "lat"}
+    described = {name: (s.metadata.type, *texts) for name, (s, texts) in series.items()}
+    assert described == {  # every series carries its family's metadata, whichever shard sent it
+        "rpc_seconds": (5, "RPC latency.", "seconds"), "rpc_seconds_sum": (5, "RPC latency.", "seconds"),
+        "rpc_seconds_count": (5, "RPC latency.", "seconds"), "walk_total": (1, "Steps walked.", "steps"),
+        "untyped_thing": (2, "", ""), "temp_celsius": (2, "Temperature.", "celsius"),
+        "lat": (3, "Latency.", "seconds")}
+    temp, lat = series["temp_celsius"][0], series["lat"][0]
+    assert [(s.timestamp, s.start_timestamp, s.value) for s in temp.samples] == [
+        (T9, T9 - 60_000, 21.5), (T9 + 1000, T9 - 60_000, 22.0)]
+    assert [(h.timestamp, h.start_timestamp, h.count_int) for h in lat.histograms] == [(T9 + 2, T9 - 30_000, 2)]
+    assert [(e.timestamp, e.value) for e in lat.exemplars] == [(T9 + 2, 0.5)]
+    assert [float_bits(s.value) for s in series["walk_total"][0].samples][1] == STALE_NAN_BITS

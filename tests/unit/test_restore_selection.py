@@ -8,10 +8,13 @@ import math
 import pytest
 
 from tests.archive_samples import ODD_NAN, T0, records_of, sample_request
+from transforms import metric_to_log
 from transforms.archive_format import archive_format
 from transforms.archive_records import record_samples
-from transforms.proto import remote_v1_pb2
-from transforms.protocol import STALE_NAN, float_bits
+from transforms.builders import Series, build_v2
+from transforms.metadata import TYPE_NUMBERS
+from transforms.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
 from transforms.restore_selection import Selection, SelectionError, parse_selector, parse_time, to_request
 from transforms.sink.batching import merge
 
@@ -102,3 +105,63 @@ def test_parquet_columns_give_the_request_its_samples_give(start, end, matches) 
     assert canonical(by_columns.request) == canonical(by_samples.request)
     assert (by_columns.samples, by_columns.first_ms, by_columns.last_ms) == (
         by_samples.samples, by_samples.first_ms, by_samples.last_ms)
+
+
+def test_metadata_records_give_type_help_and_unit_and_the_archived_kind_is_the_fallback() -> None:
+    records = [json.loads(r) for r in records_of(sample_request())]
+    known = {"lat": (TYPE_NUMBERS["histogram"], "Latency.", "seconds"),
+             "requests": (TYPE_NUMBERS["summary"], "Requests, as a summary.", ""),  # covers requests_total
+             "unrelated": (TYPE_NUMBERS["gauge"], "Not in this file.", "")}
+    restored = to_request(record_samples(records), Selection(), known)
+    assert [(m.metric_family_name, m.type, m.help, m.unit) for m in restored.request.metadata] == [
+        ("lat", 3, "Latency.", "seconds"),
+        ("requests", 5, "Requests, as a summary.", ""),  # the family's own name and exact type
+        ("up", 2, "", ""),  # no record: the type the samples were archived as
+    ]
+    assert [protocol for _, protocol in restored.messages] == [Protocol.V1]  # no start timestamps: one 1.0 request
+
+
+def start_request() -> remote_v2_pb2.Request:
+    """2.0 with start timestamps on float samples and on a native histogram (which carries an exemplar)."""
+    request = build_v2([Series({"__name__": "temp_celsius", "job": "a"}, [(T0, 21.5), (T0 + 1000, STALE_NAN)],
+                               metric_type="gauge", help="Temperature.", unit="celsius"),
+                        Series({"__name__": "lat", "job": "a"}, [(T0 + 5, 1.0)],
+                               exemplars=[({"trace_id": "x"}, T0 + 2, 0.5)], metric_type="histogram")])
+    request.timeseries[0].samples[0].start_timestamp = T0 - 60_000
+    request.timeseries[1].samples[0].start_timestamp = T0 - 5_000
+    request.timeseries[1].histograms.add(count_int=2, sum=0.75, schema=0, zero_count_int=0, positive_deltas=[2],
+                                         positive_spans=[{"offset": 0, "length": 1}], timestamp=T0 + 2,
+                                         start_timestamp=T0 - 30_000)
+    return request
+
+
+@pytest.mark.parametrize("path", ["ndjson", "parquet-samples", "parquet-columns"])
+def test_start_timestamps_go_out_as_2_0_requests_and_metadata_as_a_1_0_one(path: str) -> None:
+    lines = [r for rs in metric_to_log.convert_v2(start_request(), "t").values() for r in rs]
+    if path == "ndjson":
+        points = record_samples(json.loads(line) for line in lines)
+    else:
+        fmt = archive_format("parquet")
+        stored = fmt.encode(lines)
+        points = fmt.samples(stored) if path == "parquet-samples" else fmt.points(stored)
+    restored = to_request(points, Selection(), {"temp_celsius": (TYPE_NUMBERS["gauge"], "Temperature.", "celsius")})
+    assert [protocol for _, protocol in restored.messages] == [Protocol.V2, Protocol.V2, Protocol.V1]
+    floats, slow = (remote_v2_pb2.Request.FromString(payload) for payload, _ in restored.messages[:2])
+
+    def by_name(request: remote_v2_pb2.Request) -> dict[str, remote_v2_pb2.TimeSeries]:
+        return {dict(ref_pairs(s.labels_refs, request.symbols))["__name__"]: s for s in request.timeseries}
+    temp = by_name(floats)["temp_celsius"]
+    assert [(s.timestamp, s.start_timestamp, float_bits(s.value)) for s in temp.samples] == [
+        (T0, T0 - 60_000, float_bits(21.5)), (T0 + 1000, 0, STALE_NAN_BITS)]
+    lat = by_name(slow)["lat"]  # with its histogram and exemplar in one series, every start timestamp kept
+    assert [(s.timestamp, s.start_timestamp, s.value) for s in lat.samples] == [(T0 + 5, T0 - 5_000, 1.0)]
+    expected = remote_v2_pb2.Histogram()
+    expected.CopyFrom(start_request().timeseries[1].histograms[0])
+    assert [h.SerializeToString(deterministic=True) for h in lat.histograms] == [
+        expected.SerializeToString(deterministic=True)]
+    assert [(e.timestamp, e.value) for e in lat.exemplars] == [(T0 + 2, 0.5)]
+    assert not temp.HasField("metadata") and not lat.HasField("metadata")  # metadata rides in the 1.0 request
+    metadata = remote_v1_pb2.WriteRequest.FromString(restored.messages[2][0]).metadata
+    assert [(m.metric_family_name, m.type, m.help, m.unit) for m in metadata] == [
+        ("lat", 3, "", ""), ("temp_celsius", 2, "Temperature.", "celsius")]
+    assert restored.samples == 4 and len(restored.series) == 2

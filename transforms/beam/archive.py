@@ -6,7 +6,9 @@ Used by both graphs in pipeline/: the local loop of bounded runs and the streami
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -15,9 +17,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
 from transforms import codec
-from transforms.archive_format import DEFAULT_FORMAT, partition_parts
+from transforms.archive_format import DEFAULT_FORMAT, UNCOMPRESSED, partition_parts
 from transforms.archive_format import archive_format as get_format
-from transforms.archive_lines import BatchLines, PackedBlock
+from transforms.archive_lines import BatchLines, PackedBlock, hour_partition
+from transforms.archive_records import METADATA_DIR, MetadataRecord
 from transforms.deadletter import DeadLetter
 from transforms.errors import RemoteWriteError
 from transforms.io.deadletters import write_dead_letters
@@ -27,9 +30,21 @@ from transforms.metric_to_log import ConversionError, Partition, is_metadata_onl
 from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
 from transforms.validation import NameValidation
 
-__all__ = ["ArchiveMessages", "DecodeToRecords", "WriteArchiveFiles", "WriteDeadLetters", "DEAD_LETTER"]
+__all__ = ["ArchiveMessages", "DecodeToRecords", "WriteArchiveFiles", "WriteDeadLetters", "WriteMetadataFiles",
+           "DEAD_LETTER", "METADATA"]
 
 DEAD_LETTER = "dead_letter"
+METADATA = "metadata"
+
+
+def seen_ms(message: Any) -> int:
+    """When the pipeline saw a message: its publish time (local loop and Dataflow both carry it), else now."""
+    published = getattr(message, "publish_time", None)
+    if isinstance(published, datetime):
+        if published.tzinfo is None:  # a naive time from a Timestamp proto's ToDatetime() is UTC
+            published = published.replace(tzinfo=UTC)
+        return int(published.timestamp() * 1000)
+    return int(time.time() * 1000)
 
 
 class ExtractMetadataTypes(beam.DoFn):
@@ -75,6 +90,11 @@ class DecodeToRecords(beam.DoFn):
 
     `metadata` holds the remembered 1.0 types: one MetadataStore per worker process, shared by every
     instance of this DoFn and kept alive by whoever holds it (the local loop across its bounded runs).
+
+    Metric metadata (type, help, unit: 1.0 metadata entries, 2.0 per-series metadata) goes to the METADATA
+    output as (partition of the hour it was seen, MetadataRecord): about once per family and hour per
+    worker process, as the store remembers what it archived (marked when a bundle finishes, so a failed
+    bundle's retry emits its records again).
     """
 
     def __init__(self, metadata: Shared | None = None, archive_format: str = DEFAULT_FORMAT) -> None:
@@ -88,6 +108,19 @@ class DecodeToRecords(beam.DoFn):
         self.store: MetadataStore = self.metadata.acquire(MetadataStore)
         self.converter = BatchLines(self.store)  # per tenant: series tables and kind prefixes
         self._types_seen: dict[str, dict[str, str]] = {}  # the side input's dicts already applied
+        self._bundle_open = False
+
+    def start_bundle(self) -> None:
+        if self._bundle_open:  # the last bundle failed: what it read may never have reached the archive
+            self.converter.forget_metadata()
+        self._bundle_open = True
+        self._archiving: list[tuple[str, int, dict]] = []
+
+    def finish_bundle(self) -> None:
+        for tenant, hour, entries in self._archiving:
+            self.store.mark_archived(tenant, hour, entries)
+        self._archiving = []
+        self._bundle_open = False
 
     def process(self, message: Any, types: dict[str, dict[str, str]] | None = None):
         attributes = message.attributes or {}
@@ -103,6 +136,9 @@ class DecodeToRecords(beam.DoFn):
             decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED, NameValidation.UTF8,
                                    table=self.converter.table(tenant))
             partitions = self.converter.convert(decoded.batch, tenant)
+            seen = seen_ms(message)
+            hour = seen // 3_600_000
+            entries = self.store.unarchived(tenant, hour, self.converter.metadata(decoded.batch, tenant, hour))
         except (RemoteWriteError, ConversionError) as exc:
             self.dead.inc()
             record = DeadLetter.of_message(message, f"{type(exc).__name__}: {exc}")
@@ -119,6 +155,12 @@ class DecodeToRecords(beam.DoFn):
             # packed here (ndjson: gzipped), so the group-by-partition carries the format's smaller bytes;
             # a plain tuple key has a deterministic coder
             yield tuple(partition), self.format.pack(block)
+        if entries:
+            self._archiving.append((tenant, hour, entries))
+            key = tuple(hour_partition(tenant, hour))
+            for family, (number, help_text, unit) in entries.items():
+                record = MetadataRecord(family, seen, TYPE_NAMES.get(number, "unknown"), help_text, unit)
+                yield beam.pvalue.TaggedOutput(METADATA, (key, tuple(record)))
 
 
 class WriteArchiveFiles(beam.DoFn):
@@ -161,6 +203,33 @@ class WriteArchiveFiles(beam.DoFn):
         return path
 
 
+class WriteMetadataFiles(beam.DoFn):
+    """(Partition, [MetadataRecord, ...]) -> one companion file ARCHIVE/_metadata/<partition>/part-<label>-0000.*;
+    the same metadata seen more than once (several workers, a retried bundle) is written once, earliest."""
+
+    def __init__(self, archive_path: str, file_label: Callable[[Any, Any], str],
+                 archive_format: str = DEFAULT_FORMAT):
+        self.archive_path = archive_path
+        self.format = get_format(archive_format)
+        self.file_label = file_label
+        self.files = Metrics.counter("archive", "metadata_files_written")
+
+    def process(self, element: tuple[tuple[str, str, str], Iterable[tuple]], window=beam.DoFn.WindowParam,
+                pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
+        key, records = element
+        earliest: dict[tuple[str, str, str, str], int] = {}
+        for name, ms, kind, help_text, unit in records:
+            key_ = (name, kind, help_text, unit)
+            earliest[key_] = min(ms, earliest.get(key_, ms))
+        unique = [MetadataRecord(k[0], ms, *k[1:]) for k, ms in earliest.items()]
+        directory = FileSystems.join(self.archive_path, METADATA_DIR, *partition_parts(Partition(*key)))
+        path = FileSystems.join(directory, self.format.file_name(self.file_label(window, pane), 0))
+        write_atomically(path, FileSystems.join(self.archive_path, ".tmp"), [self.format.encode_metadata(unique)],
+                         UNCOMPRESSED)
+        self.files.inc()
+        yield path
+
+
 class WriteDeadLetters(beam.DoFn):
     """Dead-letter JSON lines -> one file per window/pane under the dead-letter path."""
 
@@ -198,7 +267,7 @@ class ArchiveMessages(beam.PTransform):
         # step names are kept as they were: a streaming job's update matches steps by name
         converted = messages | "DecodeToLines" >> beam.ParDo(
             DecodeToRecords(self.metadata, self.archive_format), types=beam.pvalue.AsSingleton(types, default_value={})
-        ).with_outputs(DEAD_LETTER, main="lines")
+        ).with_outputs(DEAD_LETTER, METADATA, main="lines")
         files = (converted.lines
                  | "GroupByPartition" >> beam.GroupByKey()
                  | "WriteFiles" >> beam.ParDo(WriteArchiveFiles(self.archive_path, self.file_label,
@@ -207,4 +276,8 @@ class ArchiveMessages(beam.PTransform):
                 | "KeyDeadLetters" >> beam.Map(lambda record: (None, record))
                 | "GroupDeadLetters" >> beam.GroupByKey()
                 | "WriteDeadLetters" >> beam.ParDo(WriteDeadLetters(self.dead_letter_path, self.file_label)))
-        return (files, dead) | "AllPaths" >> beam.Flatten()
+        metadata = (converted[METADATA]
+                    | "GroupMetadata" >> beam.GroupByKey()
+                    | "WriteMetadata" >> beam.ParDo(WriteMetadataFiles(self.archive_path, self.file_label,
+                                                                       self.archive_format)))
+        return (files, dead, metadata) | "AllPaths" >> beam.Flatten()

@@ -1,6 +1,7 @@
-"""Beam wrappers of the restore job: archive files -> selected 1.0 requests -> each sink, in series order.
+"""Beam wrappers of the restore job: archive files -> selected requests -> each sink, in series order.
 
-    file paths --ReadArchiveFile--> (partition, tenant, 1.0 request) --per sink: ShardRestored-->
+    metadata files --ReadMetadataFile, MergeMetadata--> tenant -> family -> (type, help, unit) (a side input)
+    file paths --ReadArchiveFile--> (partition, tenant, [(request, protocol), ...]) --per sink: ShardRestored-->
     ((tenant, shard), (partition, ShardChunk: columns, or protobuf pieces)) --GroupByKey--> SendRestored
     (hour after hour)
 
@@ -29,14 +30,16 @@ from transforms.beam.sinks import _SinkMetrics
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import read_whole
 from transforms.io.http_sink import HttpService
+from transforms.metadata import TYPE_NUMBERS, FamilyMetadata
 from transforms.proto import remote_v1_pb2
 from transforms.protocol import DEFAULT_TENANT, Protocol
 from transforms.restore_selection import Selection, to_request
-from transforms.sink.batching import ShardBatch, ShardChunk, TimeSeries, points
+from transforms.sink.batching import ShardBatch, ShardChunk, TimeSeries, points, spread_metadata
 from transforms.sink.config import SinkConfig
 from transforms.sink.forwarder import Forwarder, Request, SinkStats
 
-__all__ = ["CorruptArchiveFile", "ReadArchiveFile", "RestoreProgress", "RestoreToSink", "format_of", "partition_of"]
+__all__ = ["CorruptArchiveFile", "MergeMetadata", "ReadArchiveFile", "ReadMetadataFile", "RestoreProgress",
+           "RestoreToSink", "format_of", "partition_of"]
 
 log = logging.getLogger(__name__)
 CORRUPT = "corrupt"
@@ -105,8 +108,60 @@ class _RateLimitedForwarder(Forwarder):
         return super().deliver(tenant, request, metadata)
 
 
+class ReadMetadataFile(beam.DoFn):
+    """A companion metadata file (ARCHIVE/_metadata/...) -> (tenant, {family: (ms, type, help, unit)}).
+    An unreadable one is named and skipped (or stops the job under --fail_fast), like a sample file."""
+
+    def __init__(self, fail_fast: bool) -> None:
+        self.fail_fast = fail_fast
+        self.corrupt = Metrics.counter("restore", "files_corrupt")
+
+    def process(self, path: str) -> Iterator[Any]:
+        try:
+            records = format_of(path).read_metadata(read_whole(path))
+        except Exception as exc:
+            message = f"{path}: {type(exc).__name__}: {exc}"
+            if self.fail_fast:
+                raise CorruptArchiveFile(message) from exc
+            log.error("restore: skipping unreadable metadata file %s", message)
+            self.corrupt.inc()
+            yield beam.pvalue.TaggedOutput(CORRUPT, message)
+            return
+        latest: dict[str, tuple[int, int, str, str]] = {}
+        for r in records:
+            if r.name not in latest or r.ms >= latest[r.name][0]:
+                latest[r.name] = (r.ms, TYPE_NUMBERS.get(r.type, 0), r.help, r.unit)
+        yield partition_of(path)[0], latest
+
+
+class MergeMetadata(beam.CombineFn):
+    """Every selected partition's metadata -> tenant -> family -> (type, help, unit): the latest seen wins."""
+
+    def create_accumulator(self) -> dict[str, dict[str, tuple[int, int, str, str]]]:
+        return {}
+
+    def add_input(self, acc, element):
+        tenant, latest = element
+        known = acc.setdefault(tenant, {})
+        for family, entry in latest.items():
+            if family not in known or entry[0] >= known[family][0]:
+                known[family] = entry
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        merged: dict[str, dict[str, tuple[int, int, str, str]]] = {}
+        for acc in accumulators:
+            for tenant, latest in acc.items():
+                self.add_input(merged, (tenant, latest))
+        return merged
+
+    def extract_output(self, acc) -> dict[str, dict[str, FamilyMetadata]]:
+        return {tenant: {family: entry[1:] for family, entry in known.items()} for tenant, known in acc.items()}
+
+
 class ReadArchiveFile(beam.DoFn):
-    """A file -> (partition key, tenant, serialized 1.0 request of its selected samples + metadata)."""
+    """A file -> (partition key, tenant, [(uncompressed request, protocol), ...] of its selected samples and
+    their metadata). `metadata` (a side input) is what the archive's metadata records say per tenant."""
 
     def __init__(self, selection: Selection, fail_fast: bool, shared: Shared, tag: str) -> None:
         self.selection = selection
@@ -120,10 +175,11 @@ class ReadArchiveFile(beam.DoFn):
     def setup(self) -> None:
         self.progress = self.shared.acquire(RestoreProgress, self.tag)
 
-    def process(self, path: str) -> Iterator[Any]:
+    def process(self, path: str, metadata: dict[str, dict[str, FamilyMetadata]] | None = None) -> Iterator[Any]:
         tenant, date, hour = partition_of(path)
         try:
-            restored = to_request(format_of(path).points(read_whole(path)), self.selection)
+            restored = to_request(format_of(path).points(read_whole(path)), self.selection,
+                                  (metadata or {}).get(tenant))
         except Exception as exc:  # unreadable, truncated, not ours: name it, skip it (or stop at once)
             message = f"{path}: {type(exc).__name__}: {exc}"
             if self.fail_fast:
@@ -136,8 +192,8 @@ class ReadArchiveFile(beam.DoFn):
         self.files.inc()
         self.selected.inc(restored.samples)
         self.progress.add_read(restored.samples)
-        if restored.samples or restored.request.timeseries:
-            yield f"{date}T{hour}", tenant, restored.payload
+        if restored.series:
+            yield f"{date}T{hour}", tenant, [(payload, protocol.value) for payload, protocol in restored.messages]
 
 
 class ShardRestored(beam.DoFn):
@@ -150,14 +206,17 @@ class ShardRestored(beam.DoFn):
         self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
         self.dropped = Metrics.counter(f"sink/{self.sink.name}", "samples_dropped_by_rules")
 
-    def process(self, element: tuple[str, str, bytes]) -> Iterator[Any]:
-        partition, tenant, data = element
+    def process(self, element: tuple[str, str, list[tuple[bytes, str]]]) -> Iterator[Any]:
+        partition, tenant, messages = element
         before = self.forwarder.stats.counts["samples_dropped_by_rules"]
-        attributes = {"protocol": Protocol.V1.value, "tenant": tenant}
-        batches, dead = self.forwarder.shard_messages([(snappy_block.compress(data), attributes)])
-        if dead:  # we built the message ourselves: failing to read it back is a bug, not bad input
+        batches, dead = self.forwarder.shard_messages([(snappy_block.compress(payload),
+                                                        {"protocol": protocol, "tenant": tenant})
+                                                       for payload, protocol in messages])
+        if dead:  # we built the messages ourselves: failing to read one back is a bug, not bad input
             raise RuntimeError(f"restore: could not shard its own request: {dead[0][:300]}")
         self.dropped.inc(self.forwarder.stats.counts["samples_dropped_by_rules"] - before)
+        if self.sink.protocol is Protocol.V2:  # every shard attaches its series' metadata itself
+            spread_metadata(batches, self.sink.queue.shards)
         for key, batch in batches.items():
             yield key, (partition, batch.export())
 

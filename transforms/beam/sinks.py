@@ -17,7 +17,7 @@ from transforms.beam.archive import DEAD_LETTER
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
 from transforms.protocol import Protocol
-from transforms.sink.batching import ShardBatch, ShardChunk
+from transforms.sink.batching import ShardBatch, ShardChunk, spread_metadata
 from transforms.sink.config import SinkConfig
 from transforms.sink.forwarder import Forwarder, SinkStats
 
@@ -66,12 +66,8 @@ class ShardForSink(beam.DoFn):
         self.metrics.publish(self.forwarder.stats)
         for record in dead:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)
-        metadata = [m for b in batches.values() for m in b.metadata.values()]
-        if metadata and self.sink.protocol is Protocol.V2:  # every shard needs it for its series' metadata
-            tenant = next(iter(batches))[0]
-            for shard in range(self.sink.queue.shards):
-                batches.setdefault((tenant, shard), ShardBatch()).metadata.update({m.metric_family_name: m
-                                                                                  for m in metadata})
+        if self.sink.protocol is Protocol.V2:  # every shard needs it for its series' metadata
+            spread_metadata(batches, self.sink.queue.shards)
         for key, batch in batches.items():
             yield key, batch.export()
 

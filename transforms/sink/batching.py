@@ -64,6 +64,18 @@ def _in_order(series: TimeSeries) -> bool:
     return True
 
 
+def spread_metadata(batches: dict[tuple[str, int], ShardBatch], shards: int) -> None:
+    """A 2.0 sink attaches each series' family metadata itself, in whichever shard sends the series: give every
+    shard of a tenant the metadata entries its messages carried (they land on shard 0 for a 1.0 sink)."""
+    by_tenant: dict[str, dict[str, remote_v1_pb2.MetricMetadata]] = {}
+    for (tenant, _), batch in batches.items():
+        by_tenant.setdefault(tenant, {}).update(batch.metadata)
+    for tenant, metadata in by_tenant.items():
+        if metadata:
+            for shard in range(shards):
+                batches.setdefault((tenant, shard), ShardBatch()).metadata.update(metadata)
+
+
 class ShardBatch:
     """One (tenant, shard) in a flush: float-only series as columns (`columns`, the common case), and
     series carrying histograms or exemplars as protobuf pieces keyed by label bytes, in arrival order.
