@@ -138,7 +138,8 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=2000, help="series (default 2000)")
     parser.add_argument("--samples", type=int, default=250, help="points per series, 15 s apart (default 250)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each mover, interleaved (default 3)")
-    parser.add_argument("--profile", action="store_true", help="also profile a restore (Parquet) in-process")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile a restore in-process, from each format, into a fresh VictoriaMetrics")
     args = parser.parse_args()
     total = args.series * args.samples
     work = Path(tempfile.mkdtemp(prefix="bench-restore-"))
@@ -184,11 +185,13 @@ def main() -> None:
                 print(f"{mover}: median {rate:,.0f} samples/s = {rate / base:.2f}x vmctl vm-native "
                       f"(median {base:,.0f} samples/s, {args.repeat} runs each)", flush=True)
         if args.profile:
-            target, url = services.start_victoria_metrics(log_dir, name="vm-profile")
-            try:
-                print(profile_restore(work / "parquet", url))
-            finally:
-                target.stop()
+            for fmt in ("parquet", "ndjson"):
+                target, url = services.start_victoria_metrics(log_dir, name=f"vm-profile-{fmt}")
+                try:
+                    print(f"profile of a restore from {fmt} (top 15 by own time):")
+                    print(profile_restore(work / fmt, url))
+                finally:
+                    target.stop()
     finally:
         source_vm.stop()
 
