@@ -20,7 +20,6 @@ from tests.fault_helpers import (
     start_pipeline,
     vm_seen,
 )
-from tests.sink_helpers import BASE_MS
 from tools import services
 from tools.run_local import scrape, total
 from transforms.sink import config
@@ -59,7 +58,11 @@ def test_sink_down_under_steady_load_loses_nothing_and_the_backlog_drains(log_di
     sink_name = config.from_flags([f"{vm_url}/api/v1/write"])[0].name
     metrics_url = f"http://{services.LOOPBACK}:{port}"
     # enough requests for the whole run at PER_SECOND; the publisher is halted when the test has seen enough
-    bodies = fault_requests("outage", int((OUTAGE_SECONDS + 120) * PER_SECOND), SERIES, BASE_MS)
+    requests_needed = int((OUTAGE_SECONDS + 120) * PER_SECOND)
+    # request r is stamped base + r s: start far enough back that no stamp is ever in the future (a
+    # 30-minute run publishes 3,840 requests), since VictoriaMetrics' export shows samples up to now only
+    base_ms = int(time.time() * 1000) - requests_needed * 1000
+    bodies = fault_requests("outage", requests_needed, SERIES, base_ms)
     publisher = SteadyPublisher(topic, bodies, PER_SECOND)
     pipeline = start_pipeline(log_dir, "pipeline-sink-outage", subscription.path, archive, port,
                               (f"--remote_write_url={vm_url}/api/v1/write",), window=2)
@@ -80,7 +83,7 @@ def test_sink_down_under_steady_load_loses_nothing_and_the_backlog_drains(log_di
         publisher.halt.set()
         publisher.finish(60)
         published = publisher.published
-        expected = expected_samples("outage", published, SERIES, BASE_MS)
+        expected = expected_samples("outage", published, SERIES, base_ms)
         services.wait_until(lambda: not compare(expected, vm_seen(vm_url, '{__name__="outage_metric"}'))[0],
                             max(120.0, OUTAGE_SECONDS), "every sample in VictoriaMetrics", interval=1.0)
         drained = time.monotonic() - up_at
