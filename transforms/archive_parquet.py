@@ -157,13 +157,19 @@ def write_bytes(table: pa.Table) -> bytes:
 
 
 def read_table(stored: bytes) -> pa.Table:
+    return _read_with_columns(stored, SCHEMA, "Parquet file lacks the archive's column(s)")
+
+
+def _read_with_columns(stored: bytes, schema: pa.Schema, lacking: str) -> pa.Table:
+    """A whole Parquet file as a table holding every column of `schema`; RecordError (`lacking` names the
+    missing ones) when it is not one."""
     try:
         table = pq.read_table(io.BytesIO(stored))
     except (pa.ArrowException, OSError) as exc:
         raise RecordError(f"not a readable Parquet file: {exc}") from exc
-    missing = [name for name in SCHEMA.names if name not in table.column_names]
+    missing = [name for name in schema.names if name not in table.column_names]
     if missing:
-        raise RecordError(f"Parquet file lacks the archive's column(s) {', '.join(missing)}")
+        raise RecordError(f"{lacking} {', '.join(missing)}")
     return table
 
 
@@ -313,13 +319,7 @@ def encode_metadata(records: Sequence[MetadataRecord]) -> bytes:
 
 
 def read_metadata(stored: bytes) -> list[MetadataRecord]:
-    try:
-        table = pq.read_table(io.BytesIO(stored))
-    except (pa.ArrowException, OSError) as exc:
-        raise RecordError(f"not a readable Parquet file: {exc}") from exc
-    missing = [name for name in METADATA_SCHEMA.names if name not in table.column_names]
-    if missing:
-        raise RecordError(f"Parquet metadata file lacks the column(s) {', '.join(missing)}")
+    table = _read_with_columns(stored, METADATA_SCHEMA, "Parquet metadata file lacks the column(s)")
     columns = [table.column(n) for n in METADATA_SCHEMA.names]
     if any(c.null_count for c in columns):
         raise RecordError("Parquet metadata file with NULL fields")
