@@ -140,6 +140,24 @@ static inline scan_status skip_field(reader *r, int wire_type) {
     }
 }
 
+/* The next length-delimited field of r, skipping fields of other wire types (the messages walked this way
+ * keep what they read in length-delimited fields): its number and contents, or *field = 0 once r has no
+ * more (field numbers start at 1). */
+static inline scan_status next_len_field(reader *r, uint32_t *field, reader *inner) {
+    *field = 0;
+    while (r->pos < r->end) {
+        int wire_type;
+        if (read_key(r, field, &wire_type) != SCAN_OK)
+            return SCAN_ERROR;
+        if (wire_type == WT_LEN)
+            return read_len(r, inner);
+        if (skip_field(r, wire_type) != SCAN_OK)
+            return SCAN_ERROR;
+        *field = 0;
+    }
+    return SCAN_OK;
+}
+
 #define CHECK(call)                                                                                        \
     do {                                                                                                   \
         scan_status status_ = (call);                                                                      \

@@ -103,14 +103,10 @@ static scan_status walk_varints(reader r) {
 scan_status walk_histogram(reader r) {
     while (r.pos < r.end) {
         uint32_t f;
-        int wt;
-        CHECK(read_key(&r, &f, &wt));
-        if (wt != WT_LEN) {
-            CHECK(skip_field(&r, wt));
-            continue;
-        }
         reader inner;
-        CHECK(read_len(&r, &inner));
+        CHECK(next_len_field(&r, &f, &inner));
+        if (f == 0)
+            break; /* only other wire types were left */
         if (f == HIST_NEGATIVE_SPANS || f == HIST_POSITIVE_SPANS)
             CHECK(walk_fields(inner));
         else if (f == HIST_NEGATIVE_DELTAS || f == HIST_POSITIVE_DELTAS)
@@ -285,14 +281,10 @@ static scan_status v1_metadata(decoder *d, reader r) {
 static scan_status v1_request(decoder *d, reader r) {
     while (r.pos < r.end) {
         uint32_t f;
-        int wt;
-        CHECK(read_key(&r, &f, &wt));
-        if (wt != WT_LEN) {
-            CHECK(skip_field(&r, wt));
-            continue;
-        }
         reader inner;
-        CHECK(read_len(&r, &inner));
+        CHECK(next_len_field(&r, &f, &inner));
+        if (f == 0)
+            break; /* only other wire types were left */
         if (f == V1_REQUEST_TIMESERIES)
             CHECK(v1_series(d, inner, d->series++));
         else if (f == V1_REQUEST_METADATA) {

@@ -97,14 +97,10 @@ static scan_status scan_v1_exemplar(reader r, counts *c, const limits *lim) {
 static scan_status scan_v1_series(reader r, counts *c, const limits *lim) {
     while (r.pos < r.end) {
         uint32_t field;
-        int wt;
-        CHECK(read_key(&r, &field, &wt));
-        if (wt != WT_LEN) {
-            CHECK(skip_field(&r, wt));
-            continue;
-        }
         reader inner;
-        CHECK(read_len(&r, &inner));
+        CHECK(next_len_field(&r, &field, &inner));
+        if (field == 0)
+            break; /* only other wire types were left */
         switch (field) {
         case V1_SERIES_LABELS:
             COUNT(labels, labels);
@@ -132,14 +128,10 @@ static scan_status scan_v1_series(reader r, counts *c, const limits *lim) {
 static scan_status scan_v1_request(reader r, counts *c, const limits *lim) {
     while (r.pos < r.end) {
         uint32_t field;
-        int wt;
-        CHECK(read_key(&r, &field, &wt));
-        if (wt != WT_LEN) {
-            CHECK(skip_field(&r, wt));
-            continue;
-        }
         reader inner;
-        CHECK(read_len(&r, &inner));
+        CHECK(next_len_field(&r, &field, &inner));
+        if (field == 0)
+            break; /* only other wire types were left */
         if (field == V1_REQUEST_TIMESERIES) {
             COUNT(series, series);
             CHECK(scan_v1_series(inner, c, lim));
@@ -215,14 +207,10 @@ static scan_status scan_v2_series(reader r, counts *c, const limits *lim) {
 static scan_status scan_v2_request(reader r, counts *c, const limits *lim) {
     while (r.pos < r.end) {
         uint32_t field;
-        int wt;
-        CHECK(read_key(&r, &field, &wt));
-        if (wt != WT_LEN) {
-            CHECK(skip_field(&r, wt));
-            continue;
-        }
         reader inner;
-        CHECK(read_len(&r, &inner));
+        CHECK(next_len_field(&r, &field, &inner));
+        if (field == 0)
+            break; /* only other wire types were left */
         if (field == V2_REQUEST_SYMBOLS) {
             COUNT(symbols, symbols);
         } else if (field == V2_REQUEST_TIMESERIES) {
