@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -216,6 +217,24 @@ def test_a_shared_series_table_changes_nothing(requests, names):
 def test_mutated_bytes_get_the_same_status_and_rule_messages(protocol, names, data):
     payload = data.draw(mutated(v1_requests() if protocol is Protocol.V1 else v2_requests()))
     assert_same(snappy_block.compress(payload), protocol, names, SeriesTable(names))
+
+
+@pytest.mark.parametrize("protocol", [Protocol.V1, Protocol.V2])
+@pytest.mark.parametrize("last_byte", [0x01, 0x02, 0x7F])
+def test_a_ten_byte_varint_with_bits_past_64_is_read_as_upb_reads_it(protocol, last_byte):
+    """Found by the mutation test above: upb (and Go's gogo-protobuf) keep a tenth varint byte's low bits and
+    drop the rest; the compiled reader once refused it (400) where upb accepted the request."""
+    timestamp = b"\x10" + b"\xff" * 9 + bytes([last_byte])  # sample field 2, int64
+    sample = b"\x12" + bytes([len(timestamp)]) + timestamp
+    if protocol is Protocol.V1:
+        series = b"\x0a\x0e\x0a\x08__name__\x12\x02up" + sample
+        payload = b"\x0a" + bytes([len(series)]) + series
+    else:
+        series = b"\x0a\x02\x01\x02" + sample  # labels_refs [1, 2]: __name__="up"
+        payload = b"\x22\x00\x22\x08__name__\x22\x02up\x2a" + bytes([len(series)]) + series
+    body = snappy_block.compress(payload)
+    assert not isinstance(_outcome(codec.decode_with_upb, body, protocol, NameValidation.UTF8), RemoteWriteError)
+    assert_same(body, protocol, NameValidation.UTF8, SeriesTable(NameValidation.UTF8))
 
 
 @EQUIVALENCE
