@@ -23,8 +23,8 @@ help:
 	@echo "make proto      regenerate the protobuf modules"
 	@echo "make template / deploy   the Dataflow Flex Template (needs gcloud and a GCP project)"
 
-# pip install -e . also compiles transforms/_wire*.c in place; a change to them re-runs the install.
-$(STAMP): setup.py requirements/constraints.txt $(wildcard transforms/_wire*.c transforms/_wire*.h)
+# pip install -e . also compiles transforms/core/wire/_wire*.c in place; a change to them re-runs the install.
+$(STAMP): setup.py requirements/constraints.txt $(wildcard transforms/core/wire/_wire*.c transforms/core/wire/_wire*.h)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e '.[test]'
 	@touch $@
@@ -82,9 +82,9 @@ fuzz-wire: setup
 
 fuzz: fuzz-wire fuzz-http
 
-# Regenerate the protobuf modules from transforms/proto/*.proto (a test checks they are current).
+# Regenerate the protobuf modules from transforms/core/wire/proto/*.proto (a test checks they are current).
 proto: setup
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/proto/remote_v1.proto transforms/proto/remote_v1_view.proto transforms/proto/remote_v2.proto
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/core/wire/proto/remote_v1.proto transforms/core/wire/proto/remote_v1_view.proto transforms/core/wire/proto/remote_v2.proto
 
 bench: bench-receiver bench-pipeline bench-forward bench-restore
 

@@ -5,7 +5,8 @@ from setuptools import Extension, find_packages, setup
 # Beam is pinned here and in templates/ (the Flex Template image); a test keeps them equal.
 BEAM_VERSION = "2.77.0"
 
-# The compiled wire module's sources (C, CPython API only), one file per job; see transforms/_wire.h.
+# The compiled wire module's sources (C, CPython API only), one file per job; see transforms/core/wire/_wire.h.
+WIRE_DIR = "transforms/core/wire"
 WIRE_PARTS = ("", "_scan", "_decode", "_decode_v2", "_series", "_lines", "_encode")
 
 setup(
@@ -15,10 +16,11 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["receiver", "receiver.*", "pipeline", "pipeline.*",
                                     "transforms", "transforms.*"]),
-    package_data={"transforms.proto": ["*.proto", "*.pyi"]},
+    package_data={"transforms.core.wire.proto": ["*.proto", "*.pyi"]},
     # The one compiled wire-format module (C, CPython API only); `pip install -e .` builds it in place.
-    ext_modules=[Extension("transforms._wire", sources=[f"transforms/_wire{part}.c" for part in WIRE_PARTS],
-                           depends=["transforms/_wire.h", "transforms/_wire_decode.h"],
+    ext_modules=[Extension("transforms.core.wire._wire",
+                           sources=[f"{WIRE_DIR}/_wire{part}.c" for part in WIRE_PARTS],
+                           depends=[f"{WIRE_DIR}/_wire.h", f"{WIRE_DIR}/_wire_decode.h"],
                            extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c11"])],
     install_requires=[
         f"apache-beam[gcp,aws]=={BEAM_VERSION}",
@@ -40,7 +42,7 @@ setup(
             "pytest==9.2.0",
             "hypothesis==6.170.17",  # property tests: the wire pre-scan against upb, on random and mutated bytes
             "ruff==0.17.6",
-            "grpcio-tools==1.81.1",  # protoc, to regenerate and check transforms/proto
+            "grpcio-tools==1.81.1",  # protoc, to regenerate and check transforms/core/wire/proto
             "requests==2.34.2",
             "gcp-storage-emulator==2026.7.19",  # GCS emulator for archive tests
             "moto[server]==5.2.5",  # S3 server for archive tests

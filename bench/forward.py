@@ -21,8 +21,8 @@ from pathlib import Path
 
 from bench.load import HEADERS, SERIES_PER_REQUEST, SHAPES, build_stream, run_load
 from tools import services
-from transforms import codec
-from transforms.builders import Series, build_v1
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 
 TOPIC, SUBSCRIPTION = "projects/bench-project/topics/bench-forward", "projects/bench-project/subscriptions/bench-fwd"
 
@@ -111,7 +111,7 @@ def main() -> None:
         services.create_topic_and_subscription(host, TOPIC, SUBSCRIPTION)
         vm, vm_url = services.start_victoria_metrics(log_dir, name="vm-pipeline")
         started.append(vm)
-        from transforms.sink.config import from_flags
+        from transforms.core.sink.config import from_flags
 
         sink = from_flags([f"{vm_url}/api/v1/write"])[0]
         services.create_subscription(host, TOPIC, sink.subscription_for(SUBSCRIPTION))

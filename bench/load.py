@@ -14,9 +14,9 @@ import threading
 import time
 from urllib.parse import urlparse
 
-from transforms import codec
-from transforms.builders import Series, build_v1
-from transforms.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1
+from transforms.core.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 
 SERIES_PER_REQUEST = 1000
 GROUPS_PER_STREAM = 4  # distinct 1000-series sets per stream, cycled with rising timestamps

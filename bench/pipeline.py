@@ -29,9 +29,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from bench.load import SERIES_PER_REQUEST, SHAPES, build_stream
 from tools import archive, services
-from transforms import codec, snappy_block
 from transforms.beam.archive import DecodeToRecords, WriteArchiveFiles
-from transforms.protocol import MAX_DECOMPRESSED, Protocol
+from transforms.core.protocol import MAX_DECOMPRESSED, Protocol
+from transforms.core.wire import codec, snappy_block
 
 PROJECT = "bench-project"
 

@@ -29,12 +29,12 @@ import duckdb
 import requests
 
 from tools import services
-from transforms import codec
-from transforms.archive_format import FORMATS, partition_parts
-from transforms.archive_lines import LineBlock
-from transforms.builders import Series, build_v1
-from transforms.metadata import MetadataStore
-from transforms.metric_to_log import convert_v1
+from transforms.core.archive.format import FORMATS, partition_parts
+from transforms.core.archive.lines import LineBlock
+from transforms.core.archive.metric_to_log import convert_v1
+from transforms.core.metadata import MetadataStore
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 
 STEP_MS = 15_000
 QUERIES = {

@@ -22,11 +22,11 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.core.sink.config import SinkConfig
+from transforms.core.sink.forwarder import Forwarder, Stopped
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
 from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
-from transforms.sink.config import SinkConfig
-from transforms.sink.forwarder import Forwarder, Stopped
 
 log = logging.getLogger(__name__)
 # Bound memory per flush (a backlog drains in batches of this size): messages, and their bytes.

@@ -16,7 +16,7 @@ from apache_beam.transforms import trigger, window
 
 from pipeline.options import ArchiveOptions, dead_letter_path
 from transforms.beam import ArchiveMessages, ForwardToSink
-from transforms.sink.config import SinkConfig
+from transforms.core.sink.config import SinkConfig
 
 
 def window_pane_label(win: Any, pane: Any) -> str:

@@ -24,7 +24,7 @@ from pipeline.options import (
     sinks_from_options,
     validate,
 )
-from transforms.sink.config import SinkConfig, SinkConfigError
+from transforms.core.sink.config import SinkConfig, SinkConfigError
 
 
 def check_subscription(subscription: str) -> list[str]:

@@ -36,9 +36,9 @@ from apache_beam.utils.shared import Shared
 
 from pipeline.options import ArchiveOptions, dead_letter_path
 from transforms.beam import ArchiveMessages
-from transforms.buckets import RUN_BUCKETS, Buckets
+from transforms.core.buckets import RUN_BUCKETS, Buckets
+from transforms.core.metadata import MetadataStore
 from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
-from transforms.metadata import MetadataStore
 
 log = logging.getLogger(__name__)
 RETRY_MAX_SECONDS = 60.0

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from pipeline.forward_loop import ForwardLoop
 from pipeline.local_loop import LocalLoop
-from transforms.buckets import Buckets
+from transforms.core.buckets import Buckets
 from transforms.io.pubsub import Lease, PullStats
 
 log = logging.getLogger(__name__)

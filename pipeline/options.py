@@ -6,8 +6,8 @@ import re
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.archive_format import DEFAULT_FORMAT, FORMATS
-from transforms.sink.config import QueueConfig, SinkConfig
+from transforms.core.archive.format import DEFAULT_FORMAT, FORMATS
+from transforms.core.sink.config import QueueConfig, SinkConfig
 
 SUBSCRIPTION = re.compile(r"projects/[^/]+/subscriptions/[^/]{3,255}\Z")
 SCHEMES = ("gs://", "s3://")
@@ -140,7 +140,7 @@ def sinks_from_options(options: SinkOptions) -> list:
     """Every configured sink (flags, then the sinks file). Raises SinkConfigError with a readable message."""
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.sink import config
+    from transforms.core.sink import config
 
     flag_sinks = config.from_flags(
         options.remote_write_url or [], protocol=options.remote_write_protocol, timeout=options.remote_write_timeout,

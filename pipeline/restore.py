@@ -3,7 +3,7 @@
 A bounded Beam job. It lists the archive's files (NDJSON and Parquet, mixed; local, gs://, s3://),
 prunes tenant=/date=/hour= partitions by --tenant/--start/--end, reads the rest, keeps the samples
 inside the time range that match a --match selector, and delivers them through the sinks' own
-machinery (transforms/sink), with each family's type, help and unit from the metadata files of the
+machinery (transforms/core/sink), with each family's type, help and unit from the metadata files of the
 same partitions (ARCHIVE/_metadata/...) and 2.0 start timestamps to 2.0 sinks. Exit 0 only when every
 selected sample was delivered.
 """
@@ -27,8 +27,6 @@ from apache_beam.utils.shared import Shared
 
 from pipeline.local_loop import BOUNDED_RUNNER
 from pipeline.options import SinkOptions, is_local, sinks_from_options
-from transforms.archive_format import FORMATS, PARTITION_GLOB
-from transforms.archive_records import METADATA_DIR
 from transforms.beam.restore import (
     CORRUPT,
     CorruptArchiveFile,
@@ -40,9 +38,11 @@ from transforms.beam.restore import (
     format_of,
     partition_of,
 )
+from transforms.core.archive.format import FORMATS, PARTITION_GLOB
+from transforms.core.archive.records import METADATA_DIR
+from transforms.core.restore.selection import Selection, SelectionError, format_ms, to_request
+from transforms.core.sink.config import SinkConfig, SinkConfigError, parse_duration
 from transforms.io.files import read_whole
-from transforms.restore_selection import Selection, SelectionError, format_ms, to_request
-from transforms.sink.config import SinkConfig, SinkConfigError, parse_duration
 
 PROG = "python -m pipeline.restore"
 DEFAULT_MAX_RETRY = "5m"

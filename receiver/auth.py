@@ -7,7 +7,7 @@ import binascii
 import hmac
 
 from receiver.config import ReceiverConfig
-from transforms.secrets import read_secret_bytes as _read_secret
+from transforms.io.secrets import read_secret_bytes as _read_secret
 
 
 class Authenticator:

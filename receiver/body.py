@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from werkzeug.exceptions import ClientDisconnected
 
-from transforms.errors import InvalidPayload, PayloadTooLarge, RemoteWriteError
+from transforms.core.errors import InvalidPayload, PayloadTooLarge, RemoteWriteError
 
 try:  # gunicorn's framing errors (bad chunk size, missing last chunk, ...); absent under other servers
     from gunicorn.http.errors import NoMoreData, ParseException

@@ -8,8 +8,8 @@ import os
 import re
 from collections.abc import Sequence
 
-from transforms.validation import NameValidation
-from transforms.wire import RequestLimits
+from transforms.core.wire.prescan import RequestLimits
+from transforms.core.wire.validation import NameValidation
 
 ENV_PREFIX = "RECEIVER_"
 _TOPIC_PATH = re.compile(r"projects/[^/]+/topics/[^/]{3,255}\Z")

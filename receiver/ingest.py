@@ -2,7 +2,7 @@
 
 Flask-free, so it is tested directly; receiver/views.py only maps HTTP onto it. A request is
 accepted only after every Pub/Sub message it became is confirmed; a rejected request publishes nothing.
-Errors: transforms.errors.RemoteWriteError (4xx, the sender's fault) or publisher.Unavailable (503).
+Errors: transforms.core.errors.RemoteWriteError (4xx, the sender's fault) or publisher.Unavailable (503).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from receiver.config import ReceiverConfig
 from receiver.metrics import ReceiverMetrics
 from receiver.publisher import Publisher, Unavailable
-from transforms import codec, snappy_block
-from transforms.batch import SeriesTable
-from transforms.errors import InvalidPayload, PayloadTooLarge
-from transforms.protocol import DEFAULT_TENANT, HEADER_TENANT, TENANT_RULE, Protocol, is_valid_tenant
-from transforms.validation import Counts
+from transforms.core.errors import InvalidPayload, PayloadTooLarge
+from transforms.core.protocol import DEFAULT_TENANT, HEADER_TENANT, TENANT_RULE, Protocol, is_valid_tenant
+from transforms.core.wire import codec, snappy_block
+from transforms.core.wire.batch import SeriesTable
+from transforms.core.wire.validation import Counts
 
 
 def now_rfc3339() -> str:

@@ -10,7 +10,7 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-from transforms.validation import Counts
+from transforms.core.wire.validation import Counts
 
 
 class ReceiverMetrics:

@@ -12,15 +12,15 @@ from receiver.auth import Authenticator
 from receiver.body import BodyDeadlines, read_body
 from receiver.ingest import Ingest
 from receiver.publisher import Unavailable
-from transforms.errors import RemoteWriteError
-from transforms.protocol import (
+from transforms.core.errors import RemoteWriteError
+from transforms.core.protocol import (
     HEADER_EXEMPLARS_WRITTEN,
     HEADER_HISTOGRAMS_WRITTEN,
     HEADER_SAMPLES_WRITTEN,
     HEADER_TENANT,
     Protocol,
 )
-from transforms.validation import Counts
+from transforms.core.wire.validation import Counts
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 # The receiver, for Cloud Run or Kubernetes. Stateless: scale it horizontally behind a load balancer.
 # Build from the repository root: docker build -f templates/receiver.Dockerfile -t remote-write-receiver .
-# The compiled decoder (transforms._wire, C) is built as a wheel where a compiler is; the slim image
+# The compiled decoder (transforms.core.wire._wire, C) is built as a wheel where a compiler is; the slim image
 # only installs it.
 FROM python:3.11-bookworm AS wheel
 WORKDIR /src

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import struct
 
-from transforms import metric_to_log
-from transforms.builders import Series, build_v1
-from transforms.metadata import MetadataStore
-from transforms.proto import remote_v1_pb2
-from transforms.protocol import STALE_NAN
+from transforms.core.archive import metric_to_log
+from transforms.core.metadata import MetadataStore
+from transforms.core.protocol import STALE_NAN
+from transforms.core.wire.builders import Series, build_v1
+from transforms.core.wire.proto import remote_v1_pb2
 
 T0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z
 ODD_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000ABC))[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 from tools import services
 from tools.pubsub import Message
 from tools.services import process_tree
-from transforms.protocol import STALE_NAN, STALE_NAN_BITS, float_bits, is_stale_marker
+from transforms.core.protocol import STALE_NAN, STALE_NAN_BITS, float_bits, is_stale_marker
 
 # series key -> how often each (timestamp, value bits) was seen
 Seen = dict[tuple, collections.Counter]
@@ -192,8 +192,8 @@ class SteadyPublisher(threading.Thread):
     def run(self) -> None:
         from google.cloud import pubsub_v1
 
-        from transforms import codec
-        from transforms.protocol import Protocol
+        from transforms.core.protocol import Protocol
+        from transforms.core.wire import codec
 
         publisher = pubsub_v1.PublisherClient()
         try:
@@ -221,8 +221,8 @@ class SteadyPublisher(threading.Thread):
 
 def fault_requests(tag: str, count: int, series: int, base_ms: int) -> list[bytes]:
     """`count` 1.0 bodies of `series` series each; request r's samples are at base_ms + r s, values unique."""
-    from transforms import codec
-    from transforms.builders import Series, build_v1
+    from transforms.core.wire import codec
+    from transforms.core.wire.builders import Series, build_v1
 
     return [codec.encode(build_v1([Series({"__name__": f"{tag}_metric", "job": "faults", "i": str(i)},
                                           [(base_ms + r * 1000, float(r * series + i))]) for i in range(series)]))

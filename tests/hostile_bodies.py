@@ -6,8 +6,8 @@ into gigabytes (issue 10). Built directly as wire bytes (a repeated pattern), ne
 
 from __future__ import annotations
 
-from transforms import snappy_block
-from transforms.protocol import Protocol
+from transforms.core.protocol import Protocol
+from transforms.core.wire import snappy_block
 
 
 def _varint(n: int) -> bytes:

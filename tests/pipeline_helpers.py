@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.local_loop import LocalLoop
 from tools.archive import read_archive
-from transforms.builders import Series, build_v1
+from transforms.core.wire.builders import Series, build_v1
 
 NOW_MS = int(time.time() * 1000)
 

@@ -17,9 +17,9 @@ import requests
 
 from pipeline.forward_loop import ForwardLoop
 from tools import services
-from transforms import codec
-from transforms.protocol import Protocol
-from transforms.sink import config
+from transforms.core.protocol import Protocol
+from transforms.core.sink import config
+from transforms.core.wire import codec
 
 BASE_MS = (int(time.time()) - 600) * 1000  # ten minutes ago: inside Prometheus' head block, no look-ahead
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.archive_format import DEFAULT_FORMAT, PARTITION_GLOB, archive_format
+from transforms.core.archive.format import DEFAULT_FORMAT, PARTITION_GLOB, archive_format
 from transforms.io.deadletters import dead_letter_files
 from transforms.io.files import read_whole
 

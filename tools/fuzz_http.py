@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from transforms import snappy_block
-from transforms.builders import Series, build_v1, build_v2
-from transforms.protocol import CONTENT_TYPE_V1, CONTENT_TYPE_V2
+from transforms.core.protocol import CONTENT_TYPE_V1, CONTENT_TYPE_V2
+from transforms.core.wire import snappy_block
+from transforms.core.wire.builders import Series, build_v1, build_v2
 
 DEADLINE_SECONDS = 30.0  # per request; beyond it the receiver is hanging
 TENANTS = [b"team-a", b"", b".", b"..", b"a" * 150, b"a" * 151, b"a/b", b"\xc3\xa4", b"\xff\xfe", b"a b",

@@ -1,4 +1,4 @@
-"""`make fuzz`: mutated remote-write bodies through the compiled decode + validate (transforms._wire).
+"""`make fuzz`: mutated remote-write bodies through the compiled decode + validate (transforms.core.wire._wire).
 
 A seed corpus of valid 1.0 and 2.0 payloads (every field kind: labels, 2 KiB values, UTF-8 names, samples
 with special values, start timestamps, histograms, exemplars, metadata) is mutated at random (byte flips,
@@ -22,14 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from transforms import batch, wire
-from transforms.archive_lines import BatchLines
-from transforms.errors import InvalidPayload, PayloadTooLarge
-from transforms.metadata import MetadataStore
-from transforms.metric_to_log import ConversionError
-from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import STALE_NAN, Protocol
-from transforms.validation import NameValidation
+from transforms.core.archive.lines import BatchLines
+from transforms.core.archive.metric_to_log import ConversionError
+from transforms.core.errors import InvalidPayload, PayloadTooLarge
+from transforms.core.metadata import MetadataStore
+from transforms.core.protocol import STALE_NAN, Protocol
+from transforms.core.wire import batch, prescan
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.core.wire.validation import NameValidation
 
 SLOW_BODY_SECONDS = 1.0
 
@@ -90,7 +90,8 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
     rng = random.Random(seed)
     corpus = seed_corpus()
     # the receiver's defaults, and small ones so that duplicated spans also cross them (413)
-    limit_sets = (wire.RequestLimits(), wire.RequestLimits(series=12, samples=12, labels=40, symbols=12, buckets=8))
+    limit_sets = (prescan.RequestLimits(),
+                  prescan.RequestLimits(series=12, samples=12, labels=40, symbols=12, buckets=8))
     lines = BatchLines(MetadataStore(), series_limit=10_000)
     tables = {NameValidation.LEGACY: batch.SeriesTable(NameValidation.LEGACY, limit=10_000),
               NameValidation.UTF8: lines.table("fuzz")}
@@ -102,7 +103,7 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
         mode = NameValidation.LEGACY if n % 3 == 0 else NameValidation.UTF8
         started = time.perf_counter()
         try:
-            counts = wire.check(body, protocol, limit_sets[n % 2])
+            counts = prescan.check(body, protocol, limit_sets[n % 2])
             decoded = batch.decode(body, protocol, tables[mode], counts.samples)
             outcomes["accepted"] += 1
             if mode is NameValidation.UTF8:  # what the pipeline archives: the compiled lines too

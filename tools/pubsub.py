@@ -7,9 +7,9 @@ import time
 
 from google.cloud import pubsub_v1
 
-from transforms import codec
+from transforms.core.protocol import MAX_DECOMPRESSED, Protocol
+from transforms.core.wire import codec
 from transforms.io.pubsub import subscriber_client
-from transforms.protocol import MAX_DECOMPRESSED, Protocol
 
 
 @dataclasses.dataclass

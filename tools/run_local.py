@@ -18,7 +18,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tools import services
-from transforms.sink import config as sink_config
+from transforms.core.sink import config as sink_config
 
 REMOTE_WRITE_SNIPPET = """remote_write:
   - url: http://{host}:{port}/api/v1/write"""

@@ -31,8 +31,8 @@ from pathlib import Path
 from bench.load import HEADERS, SERIES_PER_REQUEST, build_stream, run_load
 from tools import services
 from tools.run_local import scrape, total
-from transforms import codec
-from transforms.builders import Series, build_v1
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 
 TOPIC, SUBSCRIPTION = "projects/soak/topics/soak", "projects/soak/subscriptions/soak"
 GROUPS = 4  # series sets of 1000, cycled; request j carries group j % GROUPS at step j // GROUPS

@@ -18,7 +18,7 @@ from tests.pipeline_helpers import LoopThread
 from tests.prometheus_helpers import prometheus_config, series_key, stop_scraping_and_settle, tsdb_samples
 from tools import services
 from tools.archive import read_archive
-from transforms.protocol import STALE_NAN, float_bits, is_stale_marker
+from transforms.core.protocol import STALE_NAN, float_bits, is_stale_marker
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from tests.pipeline_helpers import LoopThread
 from tests.prometheus_helpers import prometheus_config, stop_scraping_and_settle, tsdb_samples
 from tests.sink_helpers import Capture, vm_export
 from tools import services
-from transforms import codec
-from transforms.metadata import TYPE_NAMES
-from transforms.protocol import Protocol
+from transforms.core.metadata import TYPE_NAMES
+from transforms.core.protocol import Protocol
+from transforms.core.wire import codec
 
 FORMATS = ("ndjson", "parquet")
 

@@ -17,9 +17,9 @@ from tests.fault_helpers import TcpProxy, compare, non_stale, outage_seconds, se
 from tests.prometheus_helpers import own_metrics, prometheus_config, stop_scraping, tsdb_samples, wait_sent
 from tools import services
 from tools.run_local import scrape, total
-from transforms import codec
-from transforms.builders import Series, build_v1
-from transforms.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1
+from transforms.core.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 
 OUTAGE_SECONDS = outage_seconds("CHAOS_PUBSUB_DOWN", 30)
 V1 = {"Content-Type": CONTENT_TYPE_V1, "Content-Encoding": "snappy", HEADER_VERSION: VERSION_HEADER_V1}

@@ -22,7 +22,7 @@ from tests.fault_helpers import (
 )
 from tools import services
 from tools.run_local import scrape, total
-from transforms.sink import config
+from transforms.core.sink import config
 
 OUTAGE_SECONDS = outage_seconds("CHAOS_SINK_DOWN", 300)
 SERIES, PER_SECOND = 50, 2.0

@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.graph import build_streaming
 from pipeline.options import ArchiveOptions
-from transforms.sink.config import from_document
+from transforms.core.sink.config import from_document
 
 # Dataflow's --update matches steps by name: these must not change silently.
 STABLE_STEPS = {

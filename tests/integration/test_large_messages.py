@@ -25,11 +25,11 @@ from tests.conftest import PROJECT
 from tools import services
 from tools.archive import read_archive
 from tools.pubsub import publish_raw
-from transforms import codec
-from transforms.builders import Series, build_v1
+from transforms.core.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1, Protocol
+from transforms.core.sink.config import from_flags
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 from transforms.io import pubsub
-from transforms.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1, Protocol
-from transforms.sink.config import from_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 KIB44_MESSAGES = 2000

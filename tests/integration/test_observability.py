@@ -17,10 +17,10 @@ import requests
 from tools import services
 from tools.archive import archive_files
 from tools.run_local import pipeline_status, scrape, status_line, total
-from transforms import codec
-from transforms.builders import Series, build_v1
-from transforms.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1
-from transforms.sink import config
+from transforms.core.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1
+from transforms.core.sink import config
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "templates" / "grafana-dashboard.json"

@@ -17,8 +17,8 @@ from tests.pipeline_helpers import NOW_MS, LoopThread, all_lines, requests_for
 from tools import services
 from tools.archive import dead_letter_files, read_archive
 from tools.pubsub import Subscription, publish_raw, publish_requests
-from transforms.builders import Series, build_v1
-from transforms.protocol import STALE_NAN
+from transforms.core.protocol import STALE_NAN
+from transforms.core.wire.builders import Series, build_v1
 
 
 def wait_for_lines(archive: Path, expected: int, timeout: float = 90) -> list[dict]:

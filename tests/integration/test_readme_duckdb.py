@@ -10,10 +10,10 @@ import duckdb
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import codec
 from transforms.beam import ArchiveMessages
-from transforms.builders import Series, build_v1
-from transforms.protocol import STALE_NAN, Protocol
+from transforms.core.protocol import STALE_NAN, Protocol
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z

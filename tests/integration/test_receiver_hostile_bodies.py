@@ -18,7 +18,7 @@ import requests
 from tests import hostile_bodies
 from tests.prometheus_helpers import own_metrics, prometheus_config
 from tools import services
-from transforms.protocol import CONTENT_TYPE_V1, CONTENT_TYPE_V2, Protocol
+from transforms.core.protocol import CONTENT_TYPE_V1, CONTENT_TYPE_V2, Protocol
 
 MIB = 1024 * 1024
 RSS_BUDGET = 256 * MIB

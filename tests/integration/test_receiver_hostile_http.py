@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from tools import services
-from transforms import codec
-from transforms.builders import Series, build_v1
-from transforms.protocol import CONTENT_TYPE_V1
+from transforms.core.protocol import CONTENT_TYPE_V1
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 
 V1 = {"Content-Type": CONTENT_TYPE_V1, "Content-Encoding": "snappy", "X-Prometheus-Remote-Write-Version": "0.1.0"}
 HEAD = ("POST /api/v1/write HTTP/1.1\r\nHost: receiver\r\nContent-Type: application/x-protobuf\r\n"

@@ -13,9 +13,9 @@ import requests
 
 from receiver.publisher import PubSubPublisher, Unavailable
 from tools import services
-from transforms import codec
-from transforms.builders import Series, build_v1, build_v2
-from transforms.protocol import CONTENT_TYPE_V1, CONTENT_TYPE_V2, STALE_NAN, float_bits, is_stale_marker
+from transforms.core.protocol import CONTENT_TYPE_V1, CONTENT_TYPE_V2, STALE_NAN, float_bits, is_stale_marker
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1, build_v2
 
 V1 = {"Content-Type": CONTENT_TYPE_V1, "Content-Encoding": "snappy", "X-Prometheus-Remote-Write-Version": "0.1.0"}
 V2 = {"Content-Type": CONTENT_TYPE_V2, "Content-Encoding": "snappy", "X-Prometheus-Remote-Write-Version": "2.0.0"}

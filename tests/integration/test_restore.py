@@ -17,11 +17,11 @@ from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from tests.sink_helpers import Capture
-from transforms import codec
 from transforms.beam import ArchiveMessages
-from transforms.builders import Series, build_v1, build_v2
-from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
+from transforms.core.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1, build_v2
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 HOUR = 3_600_000
 T8 = 1_795_593_600_000  # 2026-11-25T08:00:00Z

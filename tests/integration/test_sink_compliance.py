@@ -11,9 +11,9 @@ import pytest
 from tests.sink_helpers import BASE_MS, Capture, forwarding, sink, vm_export, wait_for
 from tools import services
 from tools.pubsub import publish_requests
-from transforms import codec
-from transforms.builders import Series, build_v1, build_v2
-from transforms.protocol import Protocol
+from transforms.core.protocol import Protocol
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1, build_v2
 
 
 @pytest.fixture(scope="module")

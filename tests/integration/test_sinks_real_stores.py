@@ -25,12 +25,12 @@ from tests.sink_helpers import BASE_MS, Capture, forwarding, sink, vm_export, wa
 from tools import services
 from tools.archive import read_archive
 from tools.pubsub import Subscription, publish_requests
-from transforms import codec
-from transforms.builders import Series, build_v1
+from transforms.core.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits, is_stale_marker
+from transforms.core.sink import config
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
+from transforms.core.wire.proto import remote_v2_pb2
 from transforms.io.pubsub import subscriber_client
-from transforms.proto import remote_v2_pb2
-from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits, is_stale_marker
-from transforms.sink import config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -26,8 +26,8 @@ from tests.sink_helpers import vm_export
 from tools import services
 from tools.archive import read_archive
 from tools.pubsub import publish_requests
-from transforms.builders import Series, build_v1
-from transforms.sink import config
+from transforms.core.sink import config
+from transforms.core.wire.builders import Series, build_v1
 
 MESSAGES, SERIES = 30, 20
 FEED_EVERY = 0.5

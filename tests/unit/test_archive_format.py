@@ -6,8 +6,8 @@ import gzip
 
 import pytest
 
-from transforms.archive_format import DEFAULT_FORMAT, FORMATS, GZIP, archive_format, partition_parts
-from transforms.metric_to_log import Partition
+from transforms.core.archive.format import DEFAULT_FORMAT, FORMATS, GZIP, archive_format, partition_parts
+from transforms.core.archive.metric_to_log import Partition
 
 
 def test_ndjson_encodes_one_line_per_record_and_reads_them_back() -> None:
@@ -39,7 +39,7 @@ def test_an_ndjson_file_of_packed_blocks_is_one_standard_gzip_stream(tmp_path) -
 
     import duckdb
 
-    from transforms.archive_lines import LineBlock
+    from transforms.core.archive.lines import LineBlock
 
     fmt = archive_format("ndjson")
     blocks = [LineBlock.of_records([f'{{"name":"m","v":{i * 1000 + j}}}' for j in range(1000)]) for i in range(3)]

@@ -12,13 +12,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.shared import Shared
 
 from tools.archive import read_archive
-from transforms import codec
-from transforms.archive_format import FORMATS, archive_format
-from transforms.archive_records import MetadataRecord, RecordError
 from transforms.beam import ArchiveMessages
-from transforms.builders import Series, build_v1, build_v2
-from transforms.metadata import MetadataStore
-from transforms.protocol import Protocol
+from transforms.core.archive.format import FORMATS, archive_format
+from transforms.core.archive.records import MetadataRecord, RecordError
+from transforms.core.metadata import MetadataStore
+from transforms.core.protocol import Protocol
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1, build_v2
 
 T0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z
 SEEN = datetime(2026, 11, 25, 10, 15, 30, 250000, tzinfo=UTC)  # publish time: the hour metadata is filed under

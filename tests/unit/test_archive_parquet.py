@@ -12,12 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.archive_samples import ODD_NAN, T0, records_of, sample_request
-from transforms import archive_records, metric_to_log
-from transforms.archive_format import archive_format
-from transforms.archive_lines import LineBlock
-from transforms.archive_records import RecordError, decode_value
-from transforms.builders import Series, build_v1
-from transforms.protocol import STALE_NAN, float_bits
+from transforms.core.archive import metric_to_log
+from transforms.core.archive import records as archive_records
+from transforms.core.archive.format import archive_format
+from transforms.core.archive.lines import LineBlock
+from transforms.core.archive.records import RecordError, decode_value
+from transforms.core.protocol import STALE_NAN, float_bits
+from transforms.core.wire.builders import Series, build_v1
 
 
 def test_parquet_reads_back_exactly_what_ndjson_reads_back() -> None:
@@ -60,8 +61,8 @@ def test_columns_are_typed_sorted_and_special_values_marked() -> None:
 
 
 def test_rows_group_by_the_chosen_row_group_size(monkeypatch) -> None:
-    from transforms import archive_parquet
-    monkeypatch.setattr(archive_parquet, "ROW_GROUP_ROWS", 4)
+    from transforms.core.archive import parquet
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 4)
     stored = archive_format("parquet").encode(records_of(sample_request()))
     assert pq.ParquetFile(io.BytesIO(stored)).metadata.num_row_groups == 3  # 10 rows in groups of 4
 

@@ -7,11 +7,8 @@ import struct
 
 import pytest
 
-from transforms import codec, snappy_block
-from transforms.builders import Series, build_v1, build_v2
-from transforms.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
-from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import (
+from transforms.core.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
+from transforms.core.protocol import (
     CONTENT_TYPE_V2,
     STALE_NAN,
     STALE_NAN_BITS,
@@ -19,7 +16,10 @@ from transforms.protocol import (
     float_bits,
     is_stale_marker,
 )
-from transforms.validation import NameValidation
+from transforms.core.wire import codec, snappy_block
+from transforms.core.wire.builders import Series, build_v1, build_v2
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.core.wire.validation import NameValidation
 
 MB = 1 << 20
 ORDINARY_NAN = float("nan")
@@ -299,7 +299,7 @@ def test_split_refuses_a_single_series_over_the_limit():
 # --- the receiver's cached validation agrees with the plain one ------------------------------------
 
 def test_cached_v1_validation_matches_plain_validation_and_never_caches_invalid_series():
-    from transforms.validation import validate_v1, validate_v1_payload
+    from transforms.core.wire.validation import validate_v1, validate_v1_payload
 
     request = build_v1([
         Series({"__name__": "a", "x": str(i)}, [(t, 1.0) for t in range(i % 3 + 1)],
@@ -322,8 +322,8 @@ def test_cached_v1_validation_matches_plain_validation_and_never_caches_invalid_
 def test_the_validation_cache_has_an_owner_and_one_naming_mode():
     """The oracle's cache (codec.decode_with_upb) and the compiled decoder's series table (codec.decode)
     both belong to a caller: the owner remembers, no owner remembers nothing, one naming mode each."""
-    from transforms.batch import SeriesTable
-    from transforms.validation import ValidationCache
+    from transforms.core.wire.batch import SeriesTable
+    from transforms.core.wire.validation import ValidationCache
 
     body = codec.encode(build_v1([Series({"__name__": "a", "x": str(i)}, [(1, 1.0)]) for i in range(5)]))
     owned = ValidationCache(NameValidation.UTF8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from transforms.deadletter import DeadLetter
+from transforms.core.deadletter import DeadLetter
 
 
 def test_an_archive_record_has_the_common_fields_only_and_round_trips() -> None:

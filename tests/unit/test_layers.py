@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TRANSFORMS = ROOT / "transforms"
-EDGES = ("io", "beam")  # transforms/io: I/O edges; transforms/beam: Beam wrappers
+CORE = TRANSFORMS / "core"  # transforms/io: I/O edges; transforms/beam: Beam wrappers
 FORBIDDEN_IN_CORE = ("apache_beam", "flask", "werkzeug", "requests", "google.cloud", "google.api_core")
 
 
@@ -31,8 +31,12 @@ def violations(source: str, forbidden: tuple[str, ...]) -> list[str]:
 
 
 def core_modules() -> list[Path]:
-    return sorted(p for p in TRANSFORMS.rglob("*.py")
-                  if p.relative_to(TRANSFORMS).parts[0] not in EDGES)
+    return sorted(CORE.rglob("*.py"))
+
+
+def test_transforms_holds_only_the_three_layers() -> None:
+    top = {p.name for p in TRANSFORMS.iterdir() if not p.name.startswith((".", "__"))}
+    assert top == {"core", "io", "beam"}, "transforms/ is core/ (pure), io/ (edges) and beam/ (wrappers)"
 
 
 def test_the_checker_catches_each_forbidden_import() -> None:

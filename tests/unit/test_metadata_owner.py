@@ -10,11 +10,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.shared import Shared
 
 from tools.archive import read_archive
-from transforms import codec
 from transforms.beam import ArchiveMessages
-from transforms.builders import Series, build_v1
-from transforms.metadata import MetadataStore
-from transforms.protocol import Protocol
+from transforms.core.metadata import MetadataStore
+from transforms.core.protocol import Protocol
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 
 T0 = 1_795_597_200_000
 

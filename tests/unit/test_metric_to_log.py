@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from transforms.builders import Series, build_v1, build_v2
-from transforms.metadata import MetadataStore, family_candidates
-from transforms.metric_to_log import ConversionError, Partition, convert_v1, convert_v2, encode_value
-from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import STALE_NAN
+from transforms.core.archive.metric_to_log import ConversionError, Partition, convert_v1, convert_v2, encode_value
+from transforms.core.metadata import MetadataStore, family_candidates
+from transforms.core.protocol import STALE_NAN
+from transforms.core.wire.builders import Series, build_v1, build_v2
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 T0 = 1795597200123  # 2026-11-25T09:00:00.123Z
 PROM_NAN = __import__("struct").unpack("<d", (0x7FF8000000000001).to_bytes(8, "little"))[0]

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.metrics import Readiness, StatusServer
 from tools import services
-from transforms.buckets import Buckets
+from transforms.core.buckets import Buckets
 from transforms.io.pubsub import PullStats
 
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTOS = ["transforms/proto/remote_v1.proto", "transforms/proto/remote_v1_view.proto",
-          "transforms/proto/remote_v2.proto"]
+PROTO_DIR = Path("transforms/core/wire/proto")
+PROTOS = [str(PROTO_DIR / name) for name in ("remote_v1.proto", "remote_v1_view.proto", "remote_v2.proto")]
 
 
 @pytest.mark.parametrize("proto", PROTOS)
 def test_generated_code_is_current(tmp_path, proto):
     pytest.importorskip("grpc_tools")
-    shutil.copytree(ROOT / "transforms" / "proto", tmp_path / "transforms" / "proto")
-    for generated in (tmp_path / "transforms" / "proto").glob("*_pb2.py*"):
+    shutil.copytree(ROOT / PROTO_DIR, tmp_path / PROTO_DIR)
+    for generated in (tmp_path / PROTO_DIR).glob("*_pb2.py*"):
         generated.unlink()
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.", proto],
@@ -26,6 +26,6 @@ def test_generated_code_is_current(tmp_path, proto):
     )
     for suffix in ("_pb2.py", "_pb2.pyi"):
         name = Path(proto).stem + suffix
-        fresh = (tmp_path / "transforms" / "proto" / name).read_text()
-        committed = (ROOT / "transforms" / "proto" / name).read_text()
+        fresh = (tmp_path / PROTO_DIR / name).read_text()
+        committed = (ROOT / PROTO_DIR / name).read_text()
         assert fresh == committed, f"{name} is stale: run `make proto`"

@@ -13,11 +13,11 @@ from receiver.app import create_app
 from receiver.config import ReceiverConfig, parse_config
 from receiver.publisher import Unavailable
 from tests.fakes import MemoryPublisher
-from transforms import codec, snappy_block
-from transforms.builders import Series, build_v1, build_v2
-from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import CONTENT_TYPE_V1, CONTENT_TYPE_V2, Protocol
-from transforms.validation import NameValidation
+from transforms.core.protocol import CONTENT_TYPE_V1, CONTENT_TYPE_V2, Protocol
+from transforms.core.wire import codec, snappy_block
+from transforms.core.wire.builders import Series, build_v1, build_v2
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.core.wire.validation import NameValidation
 
 TOPIC = "projects/test-project/topics/remote-write"
 V1_HEADERS = {"Content-Type": CONTENT_TYPE_V1, "Content-Encoding": "snappy",

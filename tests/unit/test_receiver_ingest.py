@@ -9,10 +9,10 @@ from receiver.ingest import Ingest
 from receiver.metrics import ReceiverMetrics
 from receiver.publisher import Unavailable
 from tests.fakes import MemoryPublisher
-from transforms import codec
-from transforms.builders import Series, build_v1, build_v2
-from transforms.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
-from transforms.protocol import CONTENT_TYPE_V2, Protocol
+from transforms.core.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
+from transforms.core.protocol import CONTENT_TYPE_V2, Protocol
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1, build_v2
 
 TOPIC = "projects/test-project/topics/remote-write"
 

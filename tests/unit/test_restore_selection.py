@@ -8,15 +8,15 @@ import math
 import pytest
 
 from tests.archive_samples import ODD_NAN, T0, records_of, sample_request
-from transforms import metric_to_log
-from transforms.archive_format import archive_format
-from transforms.archive_records import record_samples
-from transforms.builders import Series, build_v2
-from transforms.metadata import TYPE_NUMBERS
-from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
-from transforms.restore_selection import Selection, SelectionError, parse_selector, parse_time, to_request
-from transforms.sink.batching import merge
+from transforms.core.archive import metric_to_log
+from transforms.core.archive.format import archive_format
+from transforms.core.archive.records import record_samples
+from transforms.core.metadata import TYPE_NUMBERS
+from transforms.core.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
+from transforms.core.restore.selection import Selection, SelectionError, parse_selector, parse_time, to_request
+from transforms.core.sink.batching import merge
+from transforms.core.wire.builders import Series, build_v2
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 
 def keeps(selector: str, labels: dict[str, str]) -> bool:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from tests.archive_samples import T0
-from transforms.archive_records import Sample
 from transforms.beam.restore import MergeMetadata, ShardRestored
-from transforms.metadata import TYPE_NUMBERS
-from transforms.proto import remote_v1_pb2
-from transforms.protocol import Protocol
-from transforms.restore_selection import Selection, to_request
-from transforms.sink.config import QueueConfig, SinkConfig
+from transforms.core.archive.records import Sample
+from transforms.core.metadata import TYPE_NUMBERS
+from transforms.core.protocol import Protocol
+from transforms.core.restore.selection import Selection, to_request
+from transforms.core.sink.config import QueueConfig, SinkConfig
+from transforms.core.wire.proto import remote_v1_pb2
 
 
 @pytest.mark.parametrize("protocol", [Protocol.V1, Protocol.V2])

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from transforms.retry import (
+from transforms.core.retry import (
     DEFAULT_INITIAL_DELAY,
     DEFAULT_MAX_DELAY,
     DEFAULT_MAX_RETRY_AFTER,

@@ -16,14 +16,14 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transforms import _wire, codec, snappy_block
-from transforms.metadata import TYPE_NUMBERS
-from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import MAX_DECOMPRESSED, STALE_NAN_BITS, Protocol, float_bits
-from transforms.retry import Attempt, classify
-from transforms.sink import config
-from transforms.sink.columns import Columns, ColumnShard, SinkSeries, label_bytes
-from transforms.sink.forwarder import Forwarder
+from transforms.core.metadata import TYPE_NUMBERS
+from transforms.core.protocol import MAX_DECOMPRESSED, STALE_NAN_BITS, Protocol, float_bits
+from transforms.core.retry import Attempt, classify
+from transforms.core.sink import config
+from transforms.core.sink.columns import Columns, ColumnShard, SinkSeries, label_bytes
+from transforms.core.sink.forwarder import Forwarder
+from transforms.core.wire import _wire, codec, snappy_block
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 URL = "http://127.0.0.1:9/api/v1/write"
 

@@ -10,17 +10,18 @@ import threading
 
 import pytest
 
-from transforms import codec
-from transforms.builders import Series, build_v1, build_v2
-from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits
-from transforms.retry import Attempt, Outcome, classify
-from transforms.sink import config
-from transforms.sink.auth import BasicAuth, BearerAuth, NoAuth
-from transforms.sink.batching import ShardBatch, TimeSeries, cut, halves, merge, shard_of
-from transforms.sink.forwarder import Forwarder, Stopped, label_keys, series_key
-from transforms.sink.relabel import apply_rules, parse_rule
-from transforms.sink.request import USER_AGENT, build_v2_request, headers_for
+from transforms.core.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits
+from transforms.core.retry import Attempt, Outcome, classify
+from transforms.core.sink import config
+from transforms.core.sink.auth import BasicAuth, BearerAuth, NoAuth
+from transforms.core.sink.batching import ShardBatch, TimeSeries, cut, halves, merge, shard_of
+from transforms.core.sink.forwarder import Forwarder, Stopped, label_keys, series_key
+from transforms.core.sink.relabel import apply_rules, parse_rule
+from transforms.core.sink.request import USER_AGENT, build_v2_request, headers_for
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1, build_v2
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.io.sink_auth import authorization, authorize
 
 URL = "http://127.0.0.1:9/api/v1/write"
 
@@ -164,7 +165,7 @@ def test_headers_per_spec_auth_and_tenant(tmp_path):
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     v1 = config.from_flags([URL], headers=["X-A: b"], bearer_token_file=str(token))[0]
-    headers = headers_for(v1, "team-a")
+    headers = authorize(v1.auth, headers_for(v1, "team-a"))  # what HttpService.post sends
     assert headers == {"X-A": "b", "Authorization": "Bearer s3cret", "X-Scope-OrgID": "team-a",
                        "Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
                        "X-Prometheus-Remote-Write-Version": "0.1.0", "User-Agent": USER_AGENT}
@@ -187,10 +188,10 @@ def test_auth_is_one_type_and_flags_and_sinks_file_build_the_same_sink(tmp_path)
     assert from_flags == from_file
     assert from_flags.auth == BasicAuth(username="u", password_file=str(password))
     # "u:pa:ss" in base64, as requests' HTTPBasicAuth sends it
-    assert headers_for(from_flags, None)["Authorization"] == "Basic dTpwYTpzcw=="
+    assert authorization(from_flags.auth) == "Basic dTpwYTpzcw=="
     assert config.from_flags([URL], bearer_token_file="/t")[0].auth == BearerAuth(token_file="/t")
-    assert config.from_flags([URL])[0].auth == NoAuth() and "Authorization" not in headers_for(
-        config.from_flags([URL])[0], None)
+    assert config.from_flags([URL])[0].auth == NoAuth() and authorization(NoAuth()) is None
+    assert "Authorization" not in headers_for(from_flags, None)  # the HTTP service applies auth, last
     with pytest.raises(config.SinkConfigError, match="not both"):
         config.from_flags([URL], bearer_token_file="/t", basic_auth_username="u")
 

@@ -13,11 +13,11 @@ from apache_beam.testing.test_stream import TestStream as EventStream  # not "Te
 from apache_beam.transforms.window import TimestampedValue
 
 from pipeline.graph import WindowByPublishTime, window_pane_label
-from transforms import codec
-from transforms.archive_format import archive_format
 from transforms.beam import ArchiveMessages
-from transforms.builders import Series, build_v1
-from transforms.protocol import Protocol
+from transforms.core.archive.format import archive_format
+from transforms.core.protocol import Protocol
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
 
 ARCHIVE_FORMAT = archive_format("ndjson")
 BASE = 1_795_597_200  # 2026-11-25T09:00:00Z, a window boundary for 60 s windows

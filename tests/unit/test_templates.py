@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from pipeline.options import ArchiveOptions, SinkOptions
-from transforms.archive_format import FORMATS
+from transforms.core.archive.format import FORMATS
 
 ROOT = Path(__file__).resolve().parents[2]
 # Options that only make sense for the local runner, so the Dataflow template leaves them out.
@@ -57,14 +57,14 @@ def test_beam_version_is_pinned_identically_in_setup_and_image():
 
 
 def test_images_ship_the_compiled_module_as_a_wheel_built_once():
-    """Both images build transforms._wire in a stage with a compiler and install the wheel; Dataflow
+    """Both images build transforms.core.wire._wire in a stage with a compiler and install the wheel; Dataflow
     workers get that wheel too, and an sdist carries the C headers."""
     setup_sources = re.search(r'WIRE_PARTS = \(([^)]*)\)', (ROOT / "setup.py").read_text()).group(1)
     for part in re.findall(r'"([^"]*)"', setup_sources):
-        assert (ROOT / "transforms" / f"_wire{part}.c").exists(), part
+        assert (ROOT / "transforms" / "core" / "wire" / f"_wire{part}.c").exists(), part
     for name in ("Dockerfile", "receiver.Dockerfile"):
         text = (ROOT / "templates" / name).read_text()
         assert "pip wheel" in text and "COPY --from=wheel" in text, name
     flex = (ROOT / "templates" / "Dockerfile").read_text()
     assert "FLEX_TEMPLATE_PYTHON_EXTRA_PACKAGES" in flex and "FLEX_TEMPLATE_PYTHON_SETUP_FILE" not in flex
-    assert "include transforms/*.h" in (ROOT / "MANIFEST.in").read_text()
+    assert "include transforms/core/wire/*.h" in (ROOT / "MANIFEST.in").read_text()

@@ -1,4 +1,4 @@
-"""The compiled pre-scan (transforms._wire via transforms.wire) against upb, the oracle.
+"""The compiled pre-scan (transforms.core.wire._wire via transforms.core.wire.prescan) against upb, the oracle.
 
 On random valid requests its counts equal what upb decodes; on mutated bytes it returns or raises
 InvalidPayload, never anything else; over a limit it refuses with 413 naming the limit.
@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import hostile_bodies
-from transforms import codec, snappy_block, wire
-from transforms.errors import InvalidPayload, PayloadTooLarge
-from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import Protocol
+from transforms.core.errors import InvalidPayload, PayloadTooLarge
+from transforms.core.protocol import Protocol
+from transforms.core.wire import codec, prescan, snappy_block
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 names = st.text(min_size=0, max_size=6)
 small = st.integers(min_value=0, max_value=4)
@@ -85,19 +85,19 @@ def _bucket_entries(histograms) -> int:
                + len(h.negative_counts) + len(h.positive_counts) + len(h.custom_values) for h in histograms)
 
 
-def oracle_v1(request: remote_v1_pb2.WriteRequest) -> wire.WireCounts:
+def oracle_v1(request: remote_v1_pb2.WriteRequest) -> prescan.WireCounts:
     series = request.timeseries
-    return wire.WireCounts(
+    return prescan.WireCounts(
         series=len(series), samples=sum(len(s.samples) for s in series),
         histograms=sum(len(s.histograms) for s in series), exemplars=sum(len(s.exemplars) for s in series),
         labels=sum(len(s.labels) + sum(len(e.labels) for e in s.exemplars) for s in series),
         symbols=0, metadata=len(request.metadata), buckets=sum(_bucket_entries(s.histograms) for s in series))
 
 
-def oracle_v2(request: remote_v2_pb2.Request) -> wire.WireCounts:
+def oracle_v2(request: remote_v2_pb2.Request) -> prescan.WireCounts:
     series = request.timeseries
     refs = sum(len(s.labels_refs) + sum(len(e.labels_refs) for e in s.exemplars) for s in series)
-    return wire.WireCounts(
+    return prescan.WireCounts(
         series=len(series), samples=sum(len(s.samples) for s in series),
         histograms=sum(len(s.histograms) for s in series), exemplars=sum(len(s.exemplars) for s in series),
         labels=(refs + 1) // 2, symbols=len(request.symbols), metadata=sum(s.HasField("metadata") for s in series),
@@ -111,7 +111,7 @@ FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 @given(v1_requests())
 def test_v1_scan_counts_equal_what_upb_decodes(request):
     payload = request.SerializeToString()
-    counts, complete = wire.scan(payload, Protocol.V1)
+    counts, complete = prescan.scan(payload, Protocol.V1)
     assert complete
     assert counts == oracle_v1(remote_v1_pb2.WriteRequest.FromString(payload))
 
@@ -120,7 +120,7 @@ def test_v1_scan_counts_equal_what_upb_decodes(request):
 @given(v2_requests())
 def test_v2_scan_counts_equal_what_upb_decodes(request):
     payload = request.SerializeToString()
-    counts, complete = wire.scan(payload, Protocol.V2)
+    counts, complete = prescan.scan(payload, Protocol.V2)
     assert complete
     assert counts == oracle_v2(remote_v2_pb2.Request.FromString(payload))
 
@@ -145,7 +145,7 @@ def mutated(draw, requests):
 def test_scan_never_crashes_on_mutated_bytes(protocol, data):
     payload = data.draw(mutated(v1_requests() if protocol is Protocol.V1 else v2_requests()))
     try:
-        counts, _ = wire.scan(payload, protocol)
+        counts, _ = prescan.scan(payload, protocol)
     except InvalidPayload as exc:
         assert exc.message.startswith("protobuf: ")
         return
@@ -162,14 +162,14 @@ def test_scan_never_crashes_on_mutated_bytes(protocol, data):
 ])
 def test_malformed_wire_format_is_a_clear_400(payload, problem):
     with pytest.raises(InvalidPayload, match=problem):
-        wire.scan(payload, Protocol.V1)
+        prescan.scan(payload, Protocol.V1)
 
 
 @pytest.mark.parametrize("shape", list(hostile_bodies.SHAPES))
 def test_each_hostile_shape_is_refused_with_413_naming_the_limit(shape):
     protocol, body = hostile_bodies.body(shape, 16 * 1024 * 1024)
     with pytest.raises(PayloadTooLarge, match=r"over the limit of --max-\w+-per-request"):
-        codec.decode(body, protocol, 16 * 1024 * 1024, limits=wire.RequestLimits())
+        codec.decode(body, protocol, 16 * 1024 * 1024, limits=prescan.RequestLimits())
 
 
 def test_requests_within_the_limits_decode_as_before():
@@ -179,7 +179,7 @@ def test_requests_within_the_limits_decode_as_before():
         series.labels.add(name="__name__", value=f"m{i}")
         series.samples.add(value=1.0, timestamp=1)
     body = snappy_block.compress(request.SerializeToString())
-    limits = wire.RequestLimits(series=100, samples=100, labels=100, symbols=0, buckets=0)
+    limits = prescan.RequestLimits(series=100, samples=100, labels=100, symbols=0, buckets=0)
     assert codec.decode(body, Protocol.V1, 1 << 20, limits=limits).counts.series == 100
     with pytest.raises(PayloadTooLarge, match="more than 99 series"):
-        codec.decode(body, Protocol.V1, 1 << 20, limits=wire.RequestLimits(series=99))
+        codec.decode(body, Protocol.V1, 1 << 20, limits=prescan.RequestLimits(series=99))

@@ -1,5 +1,5 @@
-"""The compiled decode + validate (transforms.batch via codec.decode) against the upb oracle
-(codec.decode_with_upb: upb parse + transforms.validation).
+"""The compiled decode + validate (transforms.core.wire.batch via codec.decode) against the upb oracle
+(codec.decode_with_upb: upb parse + transforms.core.wire.validation).
 
 On random and adversarial requests both accept the same requests with the same counts and the same
 content (labels, sample bits, timestamps, 2.0 start/created timestamps and types, metadata), or both
@@ -15,15 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_wire import mutated
-from transforms import codec, snappy_block, wire
-from transforms.archive_lines import BatchLines
-from transforms.batch import SeriesTable, column
-from transforms.errors import RemoteWriteError
-from transforms.metadata import MetadataStore
-from transforms.metric_to_log import ConversionError, convert
-from transforms.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.protocol import STALE_NAN_BITS, Protocol, float_bits, ref_pairs
-from transforms.validation import NameValidation
+from transforms.core.archive.lines import BatchLines
+from transforms.core.archive.metric_to_log import ConversionError, convert
+from transforms.core.errors import RemoteWriteError
+from transforms.core.metadata import MetadataStore
+from transforms.core.protocol import STALE_NAN_BITS, Protocol, float_bits, ref_pairs
+from transforms.core.wire import codec, prescan, snappy_block
+from transforms.core.wire.batch import SeriesTable, column
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.core.wire.validation import NameValidation
 
 NAN_BITS = [STALE_NAN_BITS, 0x7FF8000000000001, 0x7FF8000000000000, 0xFFF8000000000000, 0x7FF0000000000001,
             0x7FFFFFFFFFFFFFFF]
@@ -135,7 +135,7 @@ def _outcome(decode, body: bytes, protocol: Protocol, names: NameValidation):
     """Both paths as the receiver runs them: the pre-scan first (with the default limits), so groups and
     malformed bytes are refused alike (bare upb accepts groups in unknown fields; the scan never has)."""
     try:
-        return decode(body, protocol, 1 << 24, names, wire.RequestLimits())
+        return decode(body, protocol, 1 << 24, names, prescan.RequestLimits())
     except RemoteWriteError as exc:
         return exc
 
@@ -240,7 +240,7 @@ def test_a_ten_byte_varint_with_bits_past_64_is_read_as_upb_reads_it(protocol, l
 @EQUIVALENCE
 @given(st.sampled_from([Protocol.V1, Protocol.V2]), st.data())
 def test_compiled_archive_lines_are_byte_identical_to_metric_to_log(protocol, data):
-    """Lines from the batch (transforms.archive_lines, compiled) equal metric_to_log's over the message,
+    """Lines from the batch (transforms.core.archive.lines, compiled) equal metric_to_log's over the message,
     partition by partition, and a timestamp out of range fails both with the same message."""
     request = data.draw(v1_requests() if protocol is Protocol.V1 else v2_requests())
     body = snappy_block.compress(request.SerializeToString())

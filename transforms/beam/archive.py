@@ -16,19 +16,19 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from transforms import codec
-from transforms.archive_format import DEFAULT_FORMAT, UNCOMPRESSED, partition_parts
-from transforms.archive_format import archive_format as get_format
-from transforms.archive_lines import BatchLines, PackedBlock, hour_partition
-from transforms.archive_records import METADATA_DIR, MetadataRecord
-from transforms.deadletter import DeadLetter
-from transforms.errors import RemoteWriteError
+from transforms.core.archive.format import DEFAULT_FORMAT, UNCOMPRESSED, partition_parts
+from transforms.core.archive.format import archive_format as get_format
+from transforms.core.archive.lines import BatchLines, PackedBlock, hour_partition
+from transforms.core.archive.metric_to_log import ConversionError, Partition, is_metadata_only, message_protocol
+from transforms.core.archive.records import METADATA_DIR, MetadataRecord
+from transforms.core.deadletter import DeadLetter
+from transforms.core.errors import RemoteWriteError
+from transforms.core.metadata import TYPE_NAMES, MetadataStore
+from transforms.core.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
+from transforms.core.wire import codec
+from transforms.core.wire.validation import NameValidation
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import write_atomically
-from transforms.metadata import TYPE_NAMES, MetadataStore
-from transforms.metric_to_log import ConversionError, Partition, is_metadata_only, message_protocol
-from transforms.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
-from transforms.validation import NameValidation
 
 __all__ = ["ArchiveMessages", "DecodeToRecords", "WriteArchiveFiles", "WriteDeadLetters", "WriteMetadataFiles",
            "DEAD_LETTER", "METADATA"]

@@ -5,7 +5,7 @@
     ((tenant, shard), (partition, ShardChunk: columns, or protobuf pieces)) --GroupByKey--> SendRestored
     (hour after hour)
 
-Delivery is the sinks' own machinery (transforms/sink: relabel rules, sharding by series, merging
+Delivery is the sinks' own machinery (transforms/core/sink: relabel rules, sharding by series, merging
 and sorting each series' samples, request-sized batches, retries, split on 4xx, dead letters). The
 restore only adds the order across files: a shard sends its partitions' hours one after another,
 oldest first, so every series goes out in time order even when its samples span many files.
@@ -24,19 +24,19 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from transforms import snappy_block
-from transforms.archive_format import FORMATS, ArchiveFormat
 from transforms.beam.sinks import _SinkMetrics
+from transforms.core.archive.format import FORMATS, ArchiveFormat
+from transforms.core.metadata import TYPE_NUMBERS, FamilyMetadata
+from transforms.core.protocol import DEFAULT_TENANT, Protocol
+from transforms.core.restore.selection import Selection, to_request
+from transforms.core.sink.batching import ShardBatch, ShardChunk, TimeSeries, points, spread_metadata
+from transforms.core.sink.config import SinkConfig
+from transforms.core.sink.forwarder import Forwarder, Request, SinkStats
+from transforms.core.wire import snappy_block
+from transforms.core.wire.proto import remote_v1_pb2
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import read_whole
 from transforms.io.http_sink import HttpService
-from transforms.metadata import TYPE_NUMBERS, FamilyMetadata
-from transforms.proto import remote_v1_pb2
-from transforms.protocol import DEFAULT_TENANT, Protocol
-from transforms.restore_selection import Selection, to_request
-from transforms.sink.batching import ShardBatch, ShardChunk, TimeSeries, points, spread_metadata
-from transforms.sink.config import SinkConfig
-from transforms.sink.forwarder import Forwarder, Request, SinkStats
 
 __all__ = ["CorruptArchiveFile", "MergeMetadata", "ReadArchiveFile", "ReadMetadataFile", "RestoreProgress",
            "RestoreToSink", "format_of", "partition_of"]

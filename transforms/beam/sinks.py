@@ -1,4 +1,4 @@
-"""Beam wrappers around transforms/sink for the streaming graph (Dataflow).
+"""Beam wrappers around transforms/core/sink for the streaming graph (Dataflow).
 
 Each sink reads its own Pub/Sub subscription, so a slow or broken sink holds back nothing else.
 Series are keyed by (tenant, shard) and batched per key with GroupIntoBatches: a runner processes
@@ -14,12 +14,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.beam.archive import DEAD_LETTER
+from transforms.core.protocol import Protocol
+from transforms.core.sink.batching import ShardBatch, ShardChunk, spread_metadata
+from transforms.core.sink.config import SinkConfig
+from transforms.core.sink.forwarder import Forwarder, SinkStats
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
-from transforms.protocol import Protocol
-from transforms.sink.batching import ShardBatch, ShardChunk, spread_metadata
-from transforms.sink.config import SinkConfig
-from transforms.sink.forwarder import Forwarder, SinkStats
 
 __all__ = ["ForwardToSink", "SendToSink", "ShardForSink", "WriteUndecodable"]
 

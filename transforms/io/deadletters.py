@@ -1,4 +1,4 @@
-"""The dead-letter store: files of dead-letter records (transforms.deadletter), on any Beam filesystem.
+"""The dead-letter store: files of dead-letter records (transforms.core.deadletter), on any Beam filesystem.
 
 Layout under the dead-letter path: `date=YYYY-MM-DD/dead-LABEL.ndjson` for the archive, and
 `sink=NAME/date=YYYY-MM-DD/dead-LABEL.ndjson` for each sink. Files appear whole (atomic writes).
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.deadletter import DeadLetter
+from transforms.core.deadletter import DeadLetter
 from transforms.io.files import write_atomically
 
 SUFFIX = ".ndjson"

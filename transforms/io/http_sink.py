@@ -10,9 +10,10 @@ import time
 
 import requests
 
-from transforms.protocol import parse_written
-from transforms.retry import Attempt, classify
-from transforms.sink.config import SinkConfig
+from transforms.core.protocol import parse_written
+from transforms.core.retry import Attempt, classify
+from transforms.core.sink.config import SinkConfig
+from transforms.io.sink_auth import authorize
 
 MAX_ANSWER = 2000  # characters of the sink's answer kept for logs and dead letters
 
@@ -31,8 +32,8 @@ class HttpService:
     def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
         started = time.monotonic()
         try:
-            response = self._session().post(self.sink.url, data=body, headers=headers, timeout=self.sink.timeout,
-                                            allow_redirects=False)
+            response = self._session().post(self.sink.url, data=body, headers=authorize(self.sink.auth, headers),
+                                            timeout=self.sink.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             return Attempt(classify(None, exc), f"{type(exc).__name__}: {exc}"[:MAX_ANSWER],
                            time.monotonic() - started)

@@ -1,0 +1,1 @@
+"""Archive formats (NDJSON, Parquet): records, lines, metadata companions."""

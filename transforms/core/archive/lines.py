@@ -1,0 +1,174 @@
+"""Archive lines from a columnar batch, in compiled code (transforms/core/wire/_wire_lines.c).
+
+Byte for byte what transforms/core/archive/metric_to_log.py writes, one newline-terminated block per partition
+(tenant, UTC date, UTC hour of each sample's own timestamp): the unit that flows through Beam, never a
+line. Per series, the JSON head is made once by the decoder's series table and the kind prefix once
+per metadata change. Requests carrying native histograms or exemplars take metric_to_log's path
+(the upb message, parsed only then), so their line order and shapes stay exactly as documented.
+"""
+
+from __future__ import annotations
+
+from array import array
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import numpy as np
+
+from transforms.core.archive.metric_to_log import ConversionError, Partition, convert, value_kind
+from transforms.core.metadata import TYPE_NAMES, FamilyMetadata, MetadataStore
+from transforms.core.protocol import Protocol
+from transforms.core.wire import _wire
+from transforms.core.wire.batch import Batch, SeriesTable, column
+from transforms.core.wire.validation import NameValidation
+
+
+class LineBlock(NamedTuple):
+    """Newline-terminated ndjson lines of one partition, and how many."""
+
+    data: bytes
+    lines: int
+
+    @classmethod
+    def of_records(cls, records: list[str]) -> LineBlock:
+        return cls(("\n".join(records) + "\n").encode() if records else b"", len(records))
+
+    def records(self) -> list[str]:
+        """The records (JSON object texts), for formats that are not ndjson."""
+        # split on "\n" only: JSON strings may hold U+2028 etc., which str.splitlines() would cut at
+        return self.data.decode().split("\n")[:-1]
+
+
+class PackedBlock(NamedTuple):
+    """A LineBlock as its archive format packs it for the group-by-partition (ArchiveFormat.pack):
+    the format's own bytes for those lines (for ndjson, one gzip member), and how many lines."""
+
+    data: bytes
+    lines: int
+
+
+def _kind_prefix(kind: str) -> bytes:
+    return f'"kind":"absolute","{kind}":{{"value":'.encode()
+
+
+class _TenantKinds:
+    """Per slot of a tenant's series table, the kind prefix of its lines (from the remembered 1.0 types)."""
+
+    def __init__(self) -> None:
+        self.kinds: list[bytes] = []
+        self.by_name: dict[str, bytes] = {}
+        self.names: list[str] | None = None  # the table's container the slots index
+        self.version = -1
+
+    def for_batch(self, batch: Batch, store: MetadataStore, tenant: str) -> list[bytes]:
+        version = store.version(tenant)
+        if self.names is not batch.names or self.version != version:
+            self.kinds, self.by_name, self.names, self.version = [], {}, batch.names, version
+        names, by_name = batch.names, self.by_name
+        for slot in range(len(self.kinds), len(names)):
+            name = names[slot]
+            prefix = by_name.get(name)
+            if prefix is None:
+                prefix = by_name[name] = _kind_prefix(value_kind(store.type_of(tenant, name), name))
+            self.kinds.append(prefix)
+        return self.kinds
+
+
+class BatchLines:
+    """Owned by whoever converts (a DoFn's setup): per tenant, the series table the pipeline decodes with
+    (UTF-8 names: whatever the receiver accepted must be archived) and the kind prefixes by slot."""
+
+    def __init__(self, store: MetadataStore, series_limit: int = 500_000) -> None:
+        self.store = store
+        self.series_limit = series_limit
+        self._tables: dict[str, SeriesTable] = {}
+        self._kinds: dict[str, _TenantKinds] = {}
+        # per tenant: the series table's containers, and per slot the hour its 2.0 metadata was last read
+        self._metadata_hours: dict[str, tuple[list[str] | None, np.ndarray]] = {}
+
+    def forget_metadata(self) -> None:
+        """A bundle that did not finish: read every series' 2.0 metadata again."""
+        self._metadata_hours.clear()
+
+    def metadata(self, batch: Batch, tenant: str, hour: int) -> dict[str, FamilyMetadata]:
+        """family -> (type, help, unit) the request tells (1.0 metadata entries, 2.0 per-series metadata),
+        for the caller to archive. 2.0 series whose metadata was read this hour are skipped by a numpy
+        look-up per series (the protobuf message is parsed only for the others); floats are never touched."""
+        if not batch.counts.metadata:
+            return {}
+        if batch.protocol is Protocol.V1:
+            return {m.metric_family_name: (m.type, m.help, m.unit) for m in batch.message.metadata}
+        slots = np.frombuffer(batch.series_slot, np.int32)
+        names, hours = self._metadata_hours.get(tenant, (None, np.zeros(0, np.int64)))
+        if names is not batch.names:  # a renewed series table: its slots mean other label sets
+            hours = np.zeros(0, np.int64)
+        if len(hours) < len(batch.names):
+            grown = np.full(max(len(batch.names), 2 * len(hours)), -1, np.int64)
+            grown[:len(hours)] = hours
+            hours = grown
+        self._metadata_hours[tenant] = (batch.names, hours)
+        fresh = np.flatnonzero(hours[slots] != hour)
+        if not len(fresh):
+            return {}
+        hours[slots[fresh]] = hour
+        message = batch.message
+        symbols = message.symbols
+        out: dict[str, FamilyMetadata] = {}
+        for index in fresh.tolist():
+            series = message.timeseries[index]
+            if series.HasField("metadata"):
+                m = series.metadata
+                if m.type or m.help_ref or m.unit_ref:
+                    out[batch.names[slots[index]]] = (m.type, symbols[m.help_ref], symbols[m.unit_ref])
+        return out
+
+    def table(self, tenant: str) -> SeriesTable:
+        table = self._tables.get(tenant)
+        if table is None:
+            table = self._tables[tenant] = SeriesTable(NameValidation.UTF8, self.series_limit)
+            self._kinds[tenant] = _TenantKinds()
+        return table
+
+    def convert(self, batch: Batch, tenant: str) -> dict[Partition, LineBlock]:
+        """The batch's lines by partition; raises ConversionError (timestamps outside datetime's range)."""
+        if batch.slow:  # histograms or exemplars: metric_to_log's path over the message
+            records = convert(batch.message, batch.protocol, tenant, self.store, counts=batch.counts)
+            # (metric_to_log also lists the partition of a start timestamp's hour, empty: not a file to write)
+            return {partition: LineBlock.of_records(lines) for partition, lines in records.items() if lines}
+        if batch.protocol is Protocol.V1:
+            if batch.families:
+                self.store.update(tenant, {family: TYPE_NAMES.get(number, "unknown")
+                                           for family, number in batch.families})
+            self.table(tenant)
+            kinds = self._kinds[tenant].for_batch(batch, self.store, tenant)
+            kind_index, starts, created = batch.series_slot, None, None
+        else:
+            kinds, kind_index = self._v2_kinds(batch)
+            starts, created = batch.starts, batch.created
+        try:
+            blocks = _wire.format_lines(batch.heads, kinds, batch.series_slot, kind_index, batch.sample_series,
+                                        batch.timestamps, batch.values, starts, created)
+        except OverflowError as exc:
+            raise ConversionError(str(exc)) from exc
+        return {hour_partition(tenant, hour): LineBlock(data, lines) for hour, data, lines in blocks}
+
+    @staticmethod
+    def _v2_kinds(batch: Batch) -> tuple[list[bytes], bytes]:
+        """2.0 types come with each series: a kind prefix per distinct (type, name) of the request."""
+        kinds: list[bytes] = []
+        seen: dict[tuple[int, int], int] = {}
+        index = []
+        for slot, number in zip(column(batch, "series_slot"), column(batch, "types"), strict=True):
+            found = seen.get((number, slot))
+            if found is None:
+                name = batch.names[slot]
+                found = seen[(number, slot)] = len(kinds)
+                kinds.append(_kind_prefix(value_kind(TYPE_NAMES.get(number, "unknown"), name)))
+            index.append(found)
+        return kinds, array("i", index).tobytes()
+
+
+def hour_partition(tenant: str, hour: int) -> Partition:
+    """The partition of an hour since the epoch."""
+    start = datetime.fromtimestamp(hour * 3600, UTC)
+    return Partition(tenant, f"{start.year:04d}-{start.month:02d}-{start.day:02d}", f"{start.hour:02d}")

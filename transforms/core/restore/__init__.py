@@ -1,0 +1,1 @@
+"""Restore: selecting archive partitions and turning their records into requests."""

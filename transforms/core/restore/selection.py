@@ -1,0 +1,332 @@
+"""What a restore selects: tenants, a time range and Prometheus series selectors; and archive records
+turned back into the remote-write requests the sink machinery reads.
+
+Selectors are parsed by promql-parser (the PromQL grammar, not a hand-written one); regex matchers
+are anchored as in Prometheus (`=~"a.*"` must match the whole value). Several `--match` selectors
+are OR-ed, the matchers inside one are AND-ed, as in Prometheus' /api/v1/series.
+"""
+
+from __future__ import annotations
+
+import array
+import dataclasses
+import functools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import promql_parser
+
+from transforms.core.archive.records import EXEMPLAR, HISTOGRAM, SAMPLE_KINDS, Sample, SampleColumns
+from transforms.core.metadata import TYPE_NUMBERS, FamilyMetadata, family_candidates
+from transforms.core.protocol import Protocol
+from transforms.core.sink.columns import label_bytes
+from transforms.core.sink.forwarder import v2_to_v1
+from transforms.core.sink.request import build_v2_request
+from transforms.core.wire import _wire
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+
+HOUR_MS = 3_600_000
+_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
+
+
+class SelectionError(ValueError):
+    """A selector or time the user gave that cannot be used (one line, exit 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Matcher:
+    name: str
+    op: str  # = != =~ !~
+    value: str
+    pattern: re.Pattern[str] | None = None
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        found = labels.get(self.name, "")  # a missing label matches as the empty string, as in Prometheus
+        if self.op == "=":
+            return found == self.value
+        if self.op == "!=":
+            return found != self.value
+        hit = self.pattern.fullmatch(found) is not None  # type: ignore[union-attr]
+        return hit if self.op == "=~" else not hit
+
+
+def parse_selector(text: str) -> tuple[Matcher, ...]:
+    """'{job="node",__name__=~"node_cpu.*"}' or 'up{job!="x"}' -> its matchers."""
+    try:
+        expr = promql_parser.parse(text)
+    except Exception as exc:  # the parser raises its own ValueError subclasses with a position
+        raise SelectionError(f"--match {text!r}: {exc}") from exc
+    if not isinstance(expr, promql_parser.VectorSelector) or expr.offset is not None or expr.at is not None:
+        raise SelectionError(f"--match {text!r}: expected a series selector such as '{{job=\"node\"}}'")
+    matchers = []
+    if expr.name:
+        matchers.append(Matcher("__name__", "=", expr.name))
+    for m in expr.matchers.matchers:
+        op = _OPS[str(m.op)]
+        pattern = None
+        if op in ("=~", "!~"):
+            try:
+                pattern = re.compile(m.value)
+            except re.error as exc:
+                raise SelectionError(f"--match {text!r}: regex {m.value!r}: {exc}") from exc
+        matchers.append(Matcher(m.name, op, m.value, pattern))
+    return tuple(matchers)
+
+
+def parse_time(text: str, flag: str) -> int:
+    """RFC 3339 ('2026-11-25T09:00:00Z', offsets allowed) or Unix seconds -> epoch ms."""
+    try:
+        return round(float(text) * 1000)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise SelectionError(f"{flag} {text!r}: expected RFC 3339 (2026-11-25T09:00:00Z) or Unix seconds") from None
+    if moment.tzinfo is None:
+        raise SelectionError(f"{flag} {text!r}: give a time zone (Z or +HH:MM)")
+    return round(moment.timestamp() * 1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    start_ms: int | None = None
+    end_ms: int | None = None  # inclusive, as Prometheus' query ranges
+    tenants: frozenset[str] | None = None
+    selectors: tuple[tuple[Matcher, ...], ...] = ()
+
+    @classmethod
+    def parse(cls, start: str | None, end: str | None, tenants: Sequence[str] | None,
+              matches: Sequence[str] | None) -> Selection:
+        start_ms = parse_time(start, "--start") if start else None
+        end_ms = parse_time(end, "--end") if end else None
+        if start_ms is not None and end_ms is not None and end_ms < start_ms:
+            raise SelectionError(f"--end {end} is before --start {start}")
+        return cls(start_ms, end_ms, frozenset(tenants) if tenants else None,
+                   tuple(parse_selector(m) for m in matches or ()))
+
+    def keeps_partition(self, tenant: str, date: str, hour: str) -> bool:
+        """Partition pruning: a tenant=/date=/hour= folder is read only if it can hold selected samples."""
+        if self.tenants is not None and tenant not in self.tenants:
+            return False
+        try:
+            first = round(datetime.fromisoformat(f"{date}T{hour}:00:00+00:00").timestamp() * 1000)
+        except ValueError:
+            return True  # not one of ours: read it, and let its records say what it holds
+        if self.start_ms is not None and first + HOUR_MS <= self.start_ms:
+            return False
+        return not (self.end_ms is not None and first > self.end_ms)
+
+    def keeps_time(self, ms: int) -> bool:
+        return (self.start_ms is None or ms >= self.start_ms) and (self.end_ms is None or ms <= self.end_ms)
+
+    def keeps_series(self, labels: Mapping[str, str]) -> bool:
+        return not self.selectors or any(all(m.matches(labels) for m in sel) for sel in self.selectors)
+
+
+@dataclasses.dataclass
+class Restored:
+    """One file's selected records as the messages the sink machinery reads (Forwarder.shard_messages):
+
+    - without start timestamps (everything Prometheus 2.x sends), one 1.0 request: series in first-seen order,
+      then its metadata entries;
+    - with some, 2.0 requests (float series compiled, series with histograms or exemplars by upb), so the
+      start timestamps reach 2.0 sinks; and the metadata entries as a 1.0 metadata-only request, so 1.0 sinks
+      get the families' own names, and 2.0 sinks attach them to each series as for any live 1.0 metadata.
+    """
+
+    messages: list[tuple[bytes, Protocol]]  # uncompressed bodies
+    series: list[bytes]  # the 1.0 label bytes of each series with selected points
+    samples: int  # float samples + native histograms (what counts against a sink's max samples)
+    first_ms: int | None
+    last_ms: int | None
+
+    @functools.cached_property
+    def request(self) -> remote_v1_pb2.WriteRequest:
+        """Everything as one 1.0 request (2.0 series converted as the sinks do: start timestamps ride along
+        as Sample's unknown field 3): for --dry_run and the tests."""
+        out = remote_v1_pb2.WriteRequest()
+        for payload, protocol in self.messages:
+            if protocol is Protocol.V1:
+                out.MergeFromString(payload)
+            else:
+                out.timeseries.extend(v2_to_v1(remote_v2_pb2.Request.FromString(payload))[0])
+        return out
+
+
+class _Series:
+    """The series of one file: float samples as columns, histograms and exemplars as protobuf."""
+
+    def __init__(self, selection: Selection) -> None:
+        self.selection = selection
+        self.keys: list[bytes] = []  # 1.0 label bytes per series
+        self.labels: list[tuple[tuple[str, str], ...]] = []  # and its labels, __name__ included, sorted
+        self.index: dict[tuple[str, tuple[tuple[str, str], ...]], int | None] = {}  # None: not selected
+        self.sample_series = array.array("I")  # float samples met one by one (NDJSON)
+        self.stamps = array.array("q")
+        self.values = array.array("d")
+        self.starts = array.array("q")
+        self.blocks: list[tuple[np.ndarray, ...]] = []  # and in columns (Parquet)
+        self.slow: dict[int, remote_v1_pb2.TimeSeries] = {}  # series carrying histograms or exemplars
+        self.histogram_starts: dict[int, list[int]] = {}  # per slow series, per histogram
+        self.types: dict[str, str] = {}
+        self.sent: list[bytes] = []  # label bytes of the series with selected points (messages() fills it)
+        self.count = 0
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def find(self, name: str, labels: Sequence[tuple[str, str]]) -> int | None:
+        key = (name, tuple(labels))
+        if key not in self.index:
+            full = dict(labels)
+            full["__name__"] = name
+            self.index[key] = None
+            if self.selection.keeps_series(full):
+                self.index[key] = len(self.keys)
+                ordered = tuple(sorted(full.items()))
+                self.keys.append(label_bytes(ordered))
+                self.labels.append(ordered)
+        return self.index[key]
+
+    def proto(self, series: int) -> remote_v1_pb2.TimeSeries:
+        found = self.slow.get(series)
+        if found is None:
+            found = self.slow[series] = remote_v1_pb2.TimeSeries.FromString(self.keys[series])
+            self.histogram_starts[series] = []
+        return found
+
+    def seen(self, first: int, last: int, count: int) -> None:
+        self.count += count
+        self.first = first if self.first is None or first < self.first else self.first
+        self.last = last if self.last is None or last > self.last else self.last
+
+    def add_samples(self, samples: Iterable[Sample]) -> None:
+        last_key: tuple[str, Sequence[tuple[str, str]]] | None = None
+        out: int | None = None
+        keeps_time, types = self.selection.keeps_time, self.types
+        for sample in samples:
+            if last_key is None or not (sample.labels is last_key[1] or sample.labels == last_key[1]) \
+                    or sample.name != last_key[0]:
+                # rows come grouped by series (Parquet sorts them): the key is built once per run, not per sample
+                last_key = (sample.name, sample.labels)
+                out = self.find(sample.name, sample.labels)
+            if out is None or not keeps_time(sample.ms):
+                continue
+            kind = sample.kind
+            if kind == EXEMPLAR:
+                value, pairs = sample.payload
+                ex = self.proto(out).exemplars.add(timestamp=sample.ms, value=value)
+                ex.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in pairs)
+                continue
+            if kind == HISTOGRAM:
+                self.proto(out).histograms.add(timestamp=sample.ms, **sample.payload)
+                self.histogram_starts[out].append(sample.start)
+                if types.get(sample.name, "gauge") == "gauge":  # histogram wins over gauge, whichever came first
+                    types[sample.name] = "histogram"
+            else:
+                self.sample_series.append(out)
+                self.stamps.append(sample.ms)
+                self.values.append(sample.payload)
+                self.starts.append(sample.start)
+                if types.get(sample.name, "gauge") == "gauge":  # gauge is also what an untyped series is archived as
+                    types[sample.name] = kind
+            self.seen(sample.ms, sample.ms, 1)
+
+    def add_columns(self, cols: SampleColumns) -> None:
+        """Float rows selected and kept as columns (Python per series run, not per row); others one by one."""
+        run_series = np.asarray([-1 if s is None else s for s in map(self.find, cols.names, cols.labels)], np.int64)
+        if len(cols.stamps):
+            owner = run_series[cols.row_run]
+            keep = (cols.kinds > 0) & (owner >= 0)
+            if self.selection.start_ms is not None:
+                keep &= cols.stamps >= self.selection.start_ms
+            if self.selection.end_ms is not None:
+                keep &= cols.stamps <= self.selection.end_ms
+            if keep.any():
+                stamps = cols.stamps[keep]
+                starts = np.zeros(len(stamps), np.int64) if cols.starts is None else cols.starts[keep]
+                self.blocks.append((owner[keep].astype(np.uint32), stamps, cols.values[keep], starts))
+                self.seen(int(stamps.min()), int(stamps.max()), int(keep.sum()))
+                # counter wins over gauge (also what an untyped series is archived as), per metric name
+                for pair in np.unique(cols.row_run[keep] * 4 + cols.kinds[keep]).tolist():  # per (run, kind)
+                    run, kind = divmod(pair, 4)
+                    name = cols.names[run]
+                    if self.types.get(name, "gauge") == "gauge":
+                        self.types[name] = SAMPLE_KINDS[kind - 1]
+        self.add_samples(cols.others)
+
+    def metadata(self, known: Mapping[str, FamilyMetadata]) -> list[remote_v1_pb2.MetricMetadata]:
+        """An entry per metric family with selected points: the archived metadata (type, help, unit) where a
+        record names the family (`known`), else the type the samples were archived as."""
+        entries: dict[str, remote_v1_pb2.MetricMetadata] = {}
+        fallback: dict[str, str] = {}
+        for name, kind in self.types.items():
+            family = next((f for f in family_candidates(name) if f in known), None)
+            if family is None:
+                fallback[name] = kind
+            elif family not in entries:
+                number, help_text, unit = known[family]
+                entries[family] = remote_v1_pb2.MetricMetadata(type=number, metric_family_name=family,
+                                                               help=help_text, unit=unit)
+        for name, kind in fallback.items():
+            entries.setdefault(name, remote_v1_pb2.MetricMetadata(type=TYPE_NUMBERS[kind], metric_family_name=name))
+        return [entries[family] for family in sorted(entries)]
+
+    def messages(self, known: Mapping[str, FamilyMetadata]) -> list[tuple[bytes, Protocol]]:
+        """Float-only series encoded from columns in C (grouped by series, time order kept); the rest by upb."""
+        owner = np.concatenate([np.frombuffer(self.sample_series, np.uint32), *(b[0] for b in self.blocks)])
+        stamps = np.concatenate([np.frombuffer(self.stamps, np.int64), *(b[1] for b in self.blocks)])
+        values = np.concatenate([np.frombuffer(self.values, np.float64), *(b[2] for b in self.blocks)])
+        starts = np.concatenate([np.frombuffer(self.starts, np.int64), *(b[3] for b in self.blocks)])
+        with_starts = bool(starts.any()) or any(any(h) for h in self.histogram_starts.values())
+        sample_starts: dict[int, list[int]] = {}
+        if self.slow:  # a series with histograms or exemplars carries its float samples along, in one message
+            slow = np.isin(owner, np.fromiter(self.slow, np.uint32))
+            for i in np.flatnonzero(slow).tolist():
+                series = int(owner[i])
+                self.slow[series].samples.add(timestamp=int(stamps[i]), value=float(values[i]))
+                sample_starts.setdefault(series, []).append(int(starts[i]))
+            owner, stamps, values, starts = owner[~slow], stamps[~slow], values[~slow], starts[~slow]
+        order = np.argsort(owner, kind="stable")
+        self.sent = [self.keys[i] for i in sorted({*np.unique(owner).tolist(), *self.slow})]
+        metadata = remote_v1_pb2.WriteRequest(metadata=self.metadata(known)).SerializeToString()
+        slow_ids = sorted(self.slow)
+        if not with_starts:
+            body = _wire.encode_v1(self.keys, owner[order], stamps[order], values[order].view(np.uint64), 0, len(order))
+            return [(body + b"".join(remote_v1_pb2.WriteRequest(timeseries=[self.slow[i]]).SerializeToString()
+                                     for i in slow_ids) + metadata, Protocol.V1)]
+        out = []
+        if len(order):
+            out.append((_wire.encode_v2(self.labels, {}, owner[order], stamps[order], values[order].view(np.uint64),
+                                        starts[order], 0, len(order)), Protocol.V2))
+        if slow_ids:
+            request = build_v2_request([self.slow[i] for i in slow_ids], lambda name: None)
+            for series, i in zip(request.timeseries, slow_ids, strict=True):
+                for point, start in zip(series.samples, sample_starts.get(i, ()), strict=True):
+                    point.start_timestamp = start
+                for point, start in zip(series.histograms, self.histogram_starts[i], strict=True):
+                    point.start_timestamp = start
+            out.append((request.SerializeToString(), Protocol.V2))
+        return [*out, (metadata, Protocol.V1)]
+
+
+def to_request(points: Iterable[Sample] | SampleColumns, selection: Selection,
+               metadata: Mapping[str, FamilyMetadata] | None = None) -> Restored:
+    """Selected points -> the messages for the sinks (exact values, histograms, exemplars, start timestamps),
+    with a metadata entry per metric family: `metadata` (family -> type, help, unit, from the archive's
+    metadata records) where it names the family, else the type the samples were archived as."""
+    table = _Series(selection)
+    if isinstance(points, SampleColumns):
+        table.add_columns(points)
+    else:
+        table.add_samples(points)
+    messages = table.messages(metadata or {})
+    return Restored(messages, table.sent, table.count, table.first, table.last)
+
+
+def format_ms(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

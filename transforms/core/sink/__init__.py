@@ -1,0 +1,1 @@
+"""Remote-write sinks: config, auth specs, relabel rules, batching, request building, forwarding."""

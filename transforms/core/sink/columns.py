@@ -1,0 +1,264 @@
+"""A sink's samples as columns: routing per series, merge and time order, request plans, compiled bodies.
+
+The forwarder decodes each message into a columnar batch (transforms/core/wire/batch.py) and routes it here
+without a Python object per sample or per series of a request:
+
+- `SinkSeries` holds the sink's output series (label sets after its rules, empty values dropped): the
+  1.0 label bytes, the labels and the shard of each, made once per label set. A slot of the decoder's
+  series table maps to an output series (or to "dropped") through one numpy array, filled the first
+  time the slot is seen, so rules run once per series, not per sample or per request.
+- `ColumnShard` gathers one (tenant, shard)'s samples of a flush: output-series id, timestamp, value
+  bits (uint64: NaN payloads and the stale marker are never touched as floats) and start timestamp.
+  `requests()` orders them (series by first arrival, each series' samples by time, exact repeats
+  once) with numpy sorts and cuts them into requests in C (`_wire.plan_requests`).
+- `ColumnRequest` is one request: a range of those sorted columns, encoded by `_wire.encode_v1` or
+  `_wire.encode_v2`; a refused one splits in halves by series, then by samples, like the Python path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from transforms.core.protocol import METRIC_NAME_LABEL, Protocol
+from transforms.core.sink.relabel import Rule, apply_rules
+from transforms.core.wire import _wire
+from transforms.core.wire.proto import remote_v1_pb2
+
+Labels = tuple[tuple[str, str], ...]
+FamilyMetadata = tuple[int, str, str]
+MetadataLookup = Callable[[str], FamilyMetadata | None]
+DROPPED, UNSEEN = -1, -2
+# A shard's columns between workers: (1.0 label bytes per series, uint32 series index, int64 timestamps,
+# uint64 value bits, int64 start timestamps or None), all bytes: pickles without a Python object per sample.
+ColumnChunk = tuple[list[bytes], bytes, bytes, bytes, bytes | None]
+
+
+def label_bytes(labels: Labels) -> bytes:
+    """A label set's 1.0 Label fields (a TimeSeries holding only them), as upb writes them: the series key."""
+    return remote_v1_pb2.TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in labels]
+                                    ).SerializeToString()
+
+
+class SinkSeries:
+    """One sink's output series, and the map from a decoder's series-table slots to them.
+
+    Owned by the sink's Forwarder. Renewed wholesale (never while a flush holds ids) past `limit`.
+    """
+
+    def __init__(self, rules: tuple[Rule, ...], shards: int, limit: int = 200_000) -> None:
+        self.rules = rules
+        self.shards = shards
+        self.limit = limit
+        self._renew()
+
+    def _renew(self) -> None:
+        self.index: dict[bytes, int] = {}
+        self.keys: list[bytes] = []
+        self.labels: list[Labels] = []
+        self.names: list[str] = []
+        self._shard_list: list[int] = []
+        self.shard = np.zeros(0, np.int64)
+        self.table_generation = -1
+        self.slot_map = np.zeros(0, np.int64)
+
+    def make_room(self) -> None:
+        """Between flushes only: ids in a ColumnShard index these lists."""
+        if len(self.keys) >= self.limit:
+            self._renew()
+
+    def route(self, slots: np.ndarray, table_labels: list[Labels], generation: int) -> np.ndarray:
+        """Output-series id (or DROPPED) of each slot in `slots`; new slots go through the rules once."""
+        if generation != self.table_generation:  # the decoder renewed its table: slots mean new label sets
+            self.table_generation = generation
+            self.slot_map = np.full(0, UNSEEN, np.int64)
+        if len(self.slot_map) < len(table_labels):
+            grown = np.full(max(len(table_labels), 2 * len(self.slot_map)), UNSEEN, np.int64)
+            grown[:len(self.slot_map)] = self.slot_map
+            self.slot_map = grown
+        out = self.slot_map[slots]
+        unseen = out == UNSEEN
+        if unseen.any():
+            before = len(self.keys)
+            for slot in np.unique(slots[unseen]).tolist():
+                self.slot_map[slot] = self._output_of(table_labels[slot])
+            if len(self.keys) != before:
+                self.shard = np.asarray(self._shard_list, np.int64)
+            out = self.slot_map[slots]
+        return out
+
+    def _output_of(self, labels: Labels) -> int:
+        """The sink's rules, then labels with empty values dropped (as Prometheus' senders do)."""
+        kept = apply_rules(self.rules, list(labels))
+        if kept is None:
+            return DROPPED
+        final = tuple((n, v) for n, v in kept if v)
+        return self._register(label_bytes(final), final)
+
+    def ids_of(self, keys: list[bytes]) -> np.ndarray:
+        """Ids of output series another worker already routed (their 1.0 label bytes): no rules again."""
+        ids = np.empty(len(keys), np.int64)
+        before = len(self.keys)
+        for i, key in enumerate(keys):
+            found = self.index.get(key)
+            if found is None:
+                labels = remote_v1_pb2.TimeSeries.FromString(key).labels
+                found = self._register(key, tuple((lab.name, lab.value) for lab in labels))
+            ids[i] = found
+        if len(self.keys) != before:
+            self.shard = np.asarray(self._shard_list, np.int64)
+        return ids
+
+    def _register(self, key: bytes, final: Labels) -> int:
+        found = self.index.get(key)
+        if found is None:
+            found = self.index[key] = len(self.keys)
+            self.keys.append(key)
+            self.labels.append(final)
+            self.names.append(next((v for n, v in final if n == METRIC_NAME_LABEL), ""))
+            self._shard_list.append(zlib.crc32(key) % self.shards)
+        return found
+
+
+@dataclasses.dataclass
+class Columns:
+    """Samples of one shard: output-series id, timestamp, value bits, start timestamp (or None)."""
+
+    series: np.ndarray  # uint32
+    timestamps: np.ndarray  # int64
+    bits: np.ndarray  # uint64
+    starts: np.ndarray | None  # int64, 0 = none
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def take(self, index: np.ndarray) -> Columns:
+        return Columns(self.series[index], self.timestamps[index], self.bits[index],
+                       None if self.starts is None else self.starts[index])
+
+
+def concat(parts: list[Columns]) -> Columns:
+    if len(parts) == 1:
+        return parts[0]
+    starts = None
+    if any(p.starts is not None for p in parts):
+        starts = np.concatenate([p.starts if p.starts is not None else np.zeros(len(p), np.int64) for p in parts])
+    return Columns(np.concatenate([p.series for p in parts]), np.concatenate([p.timestamps for p in parts]),
+                   np.concatenate([p.bits for p in parts]), starts)
+
+
+class ColumnShard:
+    """One (tenant, shard)'s float samples in a flush, as column pieces in arrival order."""
+
+    def __init__(self, series: SinkSeries) -> None:
+        self.sink_series = series
+        self.parts: list[Columns] = []
+
+    def add(self, part: Columns) -> None:
+        if len(part):
+            self.parts.append(part)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def export(self) -> ColumnChunk | None:
+        """This shard's samples for another worker (Beam): label bytes per series, columns as bytes."""
+        cols = concat(self.parts)
+        if not len(cols):
+            return None
+        used, local = np.unique(cols.series, return_inverse=True)
+        keys = [self.sink_series.keys[i] for i in used.tolist()]
+        return (keys, local.astype(np.uint32).tobytes(), cols.timestamps.tobytes(), cols.bits.tobytes(),
+                None if cols.starts is None else cols.starts.tobytes())
+
+    def add_chunk(self, chunk: ColumnChunk) -> None:
+        keys, local, timestamps, bits, starts = chunk
+        ids = self.sink_series.ids_of(keys)
+        self.add(Columns(ids[np.frombuffer(local, np.uint32)].astype(np.uint32), np.frombuffer(timestamps, np.int64),
+                         np.frombuffer(bits, np.uint64), None if starts is None else np.frombuffer(starts, np.int64)))
+
+    def to_series(self) -> Iterator[tuple[bytes, remote_v1_pb2.TimeSeries]]:
+        """The pieces as protobuf series, in arrival order (start timestamps as Sample's unknown field 3)."""
+        cols = concat(self.parts)
+        if not len(cols):
+            return
+        keys = self.sink_series.keys
+        body = _wire.encode_v1(keys, cols.series, cols.timestamps, cols.bits, 0, len(cols), starts=cols.starts)
+        runs = np.concatenate(([0], np.flatnonzero(np.diff(cols.series.astype(np.int64))) + 1))
+        pieces = remote_v1_pb2.WriteRequest.FromString(body).timeseries
+        for s, piece in zip(cols.series[runs].tolist(), pieces, strict=True):
+            yield keys[s], piece
+
+    def ordered(self) -> Columns:
+        """Series by first arrival, each one's samples by time (arrival order on ties), exact repeats once."""
+        cols = concat(self.parts)
+        n = len(cols)
+        if n == 0:
+            return cols
+        unique, first = np.unique(cols.series, return_index=True)
+        rank_of_unique = np.empty(len(unique), np.int64)
+        rank_of_unique[np.argsort(first, kind="stable")] = np.arange(len(unique))
+        rank = rank_of_unique[np.searchsorted(unique, cols.series)]
+        arrival = np.arange(n)
+        order = np.lexsort((arrival, cols.bits, cols.timestamps, rank))
+        r, t, b = rank[order], cols.timestamps[order], cols.bits[order]
+        repeat = np.zeros(n, bool)
+        repeat[1:] = (r[1:] == r[:-1]) & (t[1:] == t[:-1]) & (b[1:] == b[:-1])
+        kept = order[~repeat]  # the earliest arrival of each (series, timestamp, value bits)
+        kept = kept[np.lexsort((kept, cols.timestamps[kept], rank[kept]))]
+        return cols.take(kept)
+
+    def requests(self, max_points: int, max_bytes: int) -> Iterator[ColumnRequest]:
+        cols = self.ordered()
+        if not len(cols):
+            return
+        cuts = _wire.plan_requests(self.sink_series.keys, cols.series, cols.timestamps, cols.bits, cols.starts,
+                                   max_points, max_bytes)
+        bounds = [0, *cuts, len(cols)]
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            yield ColumnRequest(self.sink_series, cols, lo, hi)
+
+
+@dataclasses.dataclass
+class ColumnRequest:
+    """Samples [lo, hi) of a shard's ordered columns: one request's worth."""
+
+    sink_series: SinkSeries
+    cols: Columns
+    lo: int
+    hi: int
+
+    @property
+    def points(self) -> int:
+        return self.hi - self.lo
+
+    def sent_counts(self) -> tuple[int, int, int]:
+        return self.points, 0, 0
+
+    def encode(self, protocol: Protocol, lookup: MetadataLookup) -> bytes:
+        """The uncompressed body: 1.0 (start timestamps dropped) or 2.0 with each series' family metadata."""
+        c = self.cols
+        if protocol is Protocol.V1:
+            return _wire.encode_v1(self.sink_series.keys, c.series, c.timestamps, c.bits, self.lo, self.hi)
+        names = self.sink_series.names
+        metadata: dict[int, Any] = {}
+        for s in np.unique(c.series[self.lo:self.hi]).tolist():  # per series of the request: its family's metadata
+            metadata[s] = lookup(names[s])
+        return _wire.encode_v2(self.sink_series.labels, metadata, c.series, c.timestamps, c.bits, c.starts,
+                               self.lo, self.hi)
+
+    def halves(self) -> tuple[ColumnRequest, ColumnRequest] | None:
+        """By series first (the first half holds n // 2 of them), then by samples."""
+        runs = np.flatnonzero(np.diff(self.cols.series[self.lo:self.hi].astype(np.int64))) + 1 + self.lo
+        if len(runs):
+            middle = int(runs[(len(runs) + 1) // 2 - 1])
+        elif self.points > 1:
+            middle = self.lo + self.points // 2
+        else:
+            return None
+        return (ColumnRequest(self.sink_series, self.cols, self.lo, middle),
+                ColumnRequest(self.sink_series, self.cols, middle, self.hi))

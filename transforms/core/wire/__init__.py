@@ -1,0 +1,1 @@
+"""The remote-write wire format: the compiled decoder/encoder (_wire*.c), limits, columnar batches, protobuf."""

@@ -1,0 +1,49 @@
+/* transforms.core.wire._wire: the module and its method table (the jobs live in _wire_*.c; see _wire.h). */
+
+#include "_wire.h"
+
+static PyMethodDef methods[] = {
+    {"scan_v1", (PyCFunction)(void (*)(void))wire_scan_v1, METH_VARARGS | METH_KEYWORDS,
+     "scan_v1(data, *, max_series, max_samples, max_labels, max_symbols, max_buckets) -> dict\n\n"
+     "Count what an uncompressed prometheus.WriteRequest carries. Stops early once a count passes its\n"
+     "limit (then 'complete' is False). Raises ValueError on malformed wire format."},
+    {"scan_v2", (PyCFunction)(void (*)(void))wire_scan_v2, METH_VARARGS | METH_KEYWORDS,
+     "scan_v2(data, *, max_series, max_samples, max_labels, max_symbols, max_buckets) -> dict\n\n"
+     "Like scan_v1, for io.prometheus.write.v2.Request ('labels' counts label references)."},
+    {"decode_v1", (PyCFunction)(void (*)(void))wire_decode_v1, METH_VARARGS | METH_KEYWORDS,
+     "decode_v1(data, slots, names, labels, heads, legacy, samples_hint=0) -> dict\n\n"
+     "Decode and validate an uncompressed prometheus.WriteRequest into columns; new label sets are added\n"
+     "to the series table (slots, names, labels, heads). Malformed bytes raise ValueError; the first\n"
+     "broken rule is returned as 'error' (str) and its series' slot is -1."},
+    {"decode_v2", (PyCFunction)(void (*)(void))wire_decode_v2, METH_VARARGS | METH_KEYWORDS,
+     "decode_v2(data, slots, names, labels, heads, legacy, samples_hint=0) -> dict\n\n"
+     "Like decode_v1, for io.prometheus.write.v2.Request (also starts, types and created columns)."},
+    {"format_lines", (PyCFunction)(void (*)(void))wire_format_lines, METH_VARARGS | METH_KEYWORDS,
+     "format_lines(heads, kinds, head_index, kind_index, sample_series, timestamps, values, starts=None,\n"
+     "             created=None) -> [(utc_hour, ndjson bytes, lines), ...]\n\n"
+     "metric_to_log's archive lines for float samples, one block per UTC hour. A timestamp outside\n"
+     "datetime's range raises OverflowError."},
+    {"plan_requests", (PyCFunction)(void (*)(void))wire_plan_requests, METH_VARARGS | METH_KEYWORDS,
+     "plan_requests(keys, series, timestamps, values, starts, max_points, max_bytes) -> [cut, ...]\n\n"
+     "Sample positions where a new request starts: each series' run (columns grouped by series, in time\n"
+     "order) cut into pieces of max_points, pieces packed up to max_points and max_bytes (1.0 TimeSeries)."},
+    {"encode_v1", (PyCFunction)(void (*)(void))wire_encode_v1, METH_VARARGS | METH_KEYWORDS,
+     "encode_v1(keys, series, timestamps, values, lo, hi, starts=None) -> bytes\n\n"
+     "An uncompressed prometheus.WriteRequest of samples [lo, hi); keys[i] is series i's Label fields.\n"
+     "starts (int64 per sample) adds Sample field 3, which 1.0 parsers keep as an unknown field."},
+    {"encode_v2", (PyCFunction)(void (*)(void))wire_encode_v2, METH_VARARGS | METH_KEYWORDS,
+     "encode_v2(labels, metadata, series, timestamps, values, starts, lo, hi) -> bytes\n\n"
+     "An uncompressed io.prometheus.write.v2.Request of samples [lo, hi): labels[i] is ((name, value), ...),\n"
+     "metadata {i: (type, help, unit) or None}; starts (int64 per sample, 0 = none) or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "transforms.core.wire._wire",
+    .m_doc = "Compiled remote-write wire-format routines (typed fronts: transforms/core/wire/prescan.py, transforms/core/wire/batch.py).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__wire(void) { return PyModule_Create(&module); }

@@ -1,1 +1,0 @@
-"""Remote-write sinks: config, relabel rules, batching, request building, HTTP service, forwarding."""
