@@ -21,7 +21,8 @@ def create_app(
     metrics: ReceiverMetrics | None = None,
 ) -> Flask:
     app = Flask(__name__)
-    publisher = publisher or PubSubPublisher(config.topic, config.max_outstanding_bytes)
+    publisher = publisher or PubSubPublisher(config.topic, config.max_outstanding_bytes,
+                                             timeout=config.publish_timeout)
     ingest = Ingest(config, publisher, metrics or ReceiverMetrics())
     app.extensions[views.EXTENSION] = views.ReceiverState(ingest, Authenticator(config))
     app.register_blueprint(views.blueprint)

@@ -113,7 +113,7 @@ def test_bad_inputs_over_real_http_publish_nothing(receiver):
 
 
 def test_publisher_over_max_outstanding_bytes_raises_its_own_unavailable(topic_and_subscription):
-    """The publisher, not the app, turns google's FlowControlLimitError into receiver.publisher.Unavailable."""
+    """Over --max-outstanding-bytes of unconfirmed publishes, the publisher itself refuses: Unavailable (503)."""
     topic, subscription = topic_and_subscription
     publisher = PubSubPublisher(topic, max_outstanding_bytes=1000)
     small = codec.encode(build_v1(batch(1, 1)))
