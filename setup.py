@@ -28,6 +28,7 @@ setup(
         "python-snappy==0.7.3",
         "flask==3.1.3",
         "gunicorn==27.0.1",
+        "httptools==0.9.0",  # the receiver worker's HTTP/1.1 parser (llhttp, C), as uvicorn uses
         "google-cloud-pubsub==2.44.0",
         "google-cloud-storage==3.17.1",
         "prometheus-client==0.26.0",

@@ -43,8 +43,10 @@ class ReceiverConfig:
     max_outstanding_bytes: int = 256 * MIB
     # under Prometheus' default 30 s remote_timeout, so it gets our 503 before it gives up itself
     publish_timeout: float = 10.0
-    # a body must arrive within this many seconds (408 after); slow senders must not hold threads
+    # a request must arrive within this many seconds (408 after)
     body_read_timeout: float = 10.0
+    # bodies being received (buffered before a thread takes them) at once per worker; beyond it 503
+    max_buffered_bytes: int = 256 * MIB
     name_validation: NameValidation = NameValidation.UTF8
     workers: int = 2
     threads: int = 8
@@ -57,7 +59,8 @@ class ReceiverConfig:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("--tls-cert-file and --tls-key-file go together")
         for name in ("port", "max_body_bytes", "max_decompressed_bytes", "max_message_bytes",
-                     "max_in_flight", "max_outstanding_bytes", "body_read_timeout", "workers", "threads",
+                     "max_in_flight", "max_outstanding_bytes", "body_read_timeout", "max_buffered_bytes", "workers",
+                     "threads",
                      "max_series_per_request", "max_samples_per_request", "max_labels_per_request",
                      "max_symbols_per_request", "max_buckets_per_request", "max_in_flight_bytes"):
             if getattr(self, name) <= 0:
@@ -65,6 +68,9 @@ class ReceiverConfig:
         if self.max_in_flight_bytes < self.max_decompressed_bytes:
             raise ValueError("--max-in-flight-bytes must be at least --max-decompressed-bytes, "
                              "or the largest allowed request could never be taken")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError("--max-buffered-bytes must be at least --max-body-bytes, "
+                             "or the largest allowed body could never be received")
         if self.max_message_bytes > PUBSUB_MESSAGE_LIMIT:
             raise ValueError(f"--max-message-bytes cannot exceed {PUBSUB_MESSAGE_LIMIT} (Pub/Sub's limit)")
 
@@ -135,9 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         "it requests get 503 + Retry-After (default %(default)s).", type=int)
     add("--publish-timeout", "Seconds to wait for Pub/Sub to confirm a publish before answering 503 "
         "(default %(default)s).", type=float)
-    add("--body-read-timeout", "Seconds a request body may take to arrive, from the end of its headers; "
-        "slower gets 408 and the connection is closed, so slow senders cannot hold the worker threads "
-        "(default %(default)s).", type=float)
+    add("--body-read-timeout", "Seconds a whole request (headers and body) may take to arrive; slower gets 408 "
+        "and the connection is closed. Requests are read by each worker's event loop before a thread takes "
+        "them, so slow senders hold no thread meanwhile (default %(default)s).", type=float)
+    add("--max-buffered-bytes", "Bytes of request bodies being received at once per worker (buffered before a "
+        "thread takes them); beyond it 503 + Retry-After (default %(default)s; at least --max-body-bytes).",
+        type=int)
     add("--name-validation", "Metric/label name rules: 'utf8' (any non-empty UTF-8, as Prometheus 3 and "
         "the 2.0 spec allow) or 'legacy' ([a-zA-Z_:][a-zA-Z0-9_:]*, Prometheus 2.x) (default %(default)s).",
         choices=[m.value for m in NameValidation])

@@ -3,10 +3,12 @@
 The receiver answers a request only once Pub/Sub has confirmed its messages, so the publisher's job is
 to confirm quickly and cheaply. google-cloud-pubsub's high-level publisher starts a commit thread per
 batch, wraps each call in retry/timeout/logging layers and copies every message into proto-plus objects;
-under load that glue cost several times the decode itself. Here one long-lived thread per worker
-gathers the messages of concurrent requests (up to `max_latency` after the first) into one `Publish`
-RPC, sent asynchronously on the client's own gRPC channel (the same endpoint, emulator and credentials
-rules as google-cloud-pubsub), and resolves each message's future from the response.
+under load that glue cost several times the decode itself. Here a few long-lived sender threads per
+worker each gather the messages of concurrent requests (up to `max_latency` after the first) into one
+`Publish` RPC on the client's own gRPC channel (the same endpoint, emulator and credentials rules as
+google-cloud-pubsub), and resolve each message's future from the response. The calls are blocking
+ones: grpc's asynchronous calls start a channel-spin thread whenever none is running, which at a
+paced load means a thread per call. `SENDERS` threads keep that many RPCs in flight.
 
 A failed RPC fails every message of its batch: those requests answer 503 and their senders retry.
 """
@@ -29,6 +31,7 @@ _PUBLISH_METHOD = "/google.pubsub.v1.Publisher/Publish"
 # Pub/Sub's own limits for one Publish call: 1000 messages, 10 MB (a request's framing included).
 MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 9_500_000
+SENDERS = 4
 
 
 class Unavailable(Exception):
@@ -63,7 +66,7 @@ class PubSubPublisher:
         self._wakeup = threading.Condition(self._lock)
         self._queue: collections.deque[_Pending] = collections.deque()
         self._outstanding = 0  # bytes queued or in an RPC, not yet confirmed
-        self._thread: threading.Thread | None = None
+        self._senders: list[threading.Thread] = []
         self._ready_until = 0.0
 
     @property
@@ -88,9 +91,11 @@ class PubSubPublisher:
                 raise Unavailable(f"over --max-outstanding-bytes ({self.max_outstanding_bytes}) of unconfirmed "
                                   "publishes; retry")
             self._client_locked()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pubsub-batcher", daemon=True)
-                self._thread.start()
+            if not self._senders:
+                self._senders = [threading.Thread(target=self._run, name=f"pubsub-sender-{n}", daemon=True)
+                                 for n in range(SENDERS)]
+                for sender in self._senders:
+                    sender.start()
             self._outstanding += len(data)
             self._queue.append((data, attributes, future))
             self._wakeup.notify()
@@ -126,17 +131,10 @@ class PubSubPublisher:
         for data, attributes, _ in batch:
             request.messages.add(data=data, attributes=attributes)
         assert self._publish_rpc is not None
-        call = self._publish_rpc.future(request.SerializeToString(), timeout=self.timeout)
-        call.add_done_callback(lambda done: self._settled(batch, done))
-
-    def _settled(self, batch: list[_Pending], call: grpc.Future) -> None:
         try:
-            response = call.result()
+            response = self._publish_rpc(request.SerializeToString(), timeout=self.timeout)
         except grpc.RpcError as exc:
             self._settle(batch, error=google_exceptions.from_grpc_error(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - a cancelled call or a bad response fails the batch
-            self._settle(batch, error=exc)
             return
         if len(response.message_ids) != len(batch):
             self._settle(batch, error=RuntimeError(

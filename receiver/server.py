@@ -1,4 +1,7 @@
-"""gunicorn embedding: the app is built in each worker, after fork, so each has its own Pub/Sub client."""
+"""gunicorn embedding: the app is built in each worker, after fork, so each has its own Pub/Sub client.
+
+The worker class is receiver.worker.BufferedWorker: requests are read whole by an event loop before a
+thread runs the app, so slow senders cannot hold the threads."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ class ReceiverServer(BaseApplication):
             "bind": f"{c.host}:{c.port}",
             "workers": c.workers,
             "threads": c.threads,
-            "worker_class": "gthread",
+            "worker_class": "receiver.worker.BufferedWorker",
             # a request may wait publish_timeout for Pub/Sub; never let gunicorn kill it first
             "timeout": int(c.publish_timeout) + 30,
             "graceful_timeout": int(c.publish_timeout) + 5,

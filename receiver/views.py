@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
 from receiver.auth import Authenticator
-from receiver.body import BodyDeadlines, read_body
+from receiver.body import read_body
 from receiver.ingest import Ingest
 from receiver.publisher import Unavailable
 from transforms.core.errors import RemoteWriteError
@@ -36,7 +36,6 @@ class ReceiverState:
     def __init__(self, ingest: Ingest, auth: Authenticator) -> None:
         self.ingest = ingest
         self.auth = auth
-        self.deadlines = BodyDeadlines()
 
 
 def _state() -> ReceiverState:
@@ -81,9 +80,7 @@ def write() -> Response:
             protocol = ingest.negotiate(request.headers.get("Content-Type"), request.headers.get("Content-Encoding"),
                                         request.content_length)
             tenant = ingest.tenant(request.headers.get(HEADER_TENANT))
-            with state.deadlines.watch(request.environ.get("gunicorn.socket"), config.body_read_timeout) as expired:
-                body = read_body(request.stream, config.max_body_bytes, expired, config.body_read_timeout,
-                                 request.content_length)
+            body = read_body(request.stream, config.max_body_bytes, request.content_length)
             counts = ingest.accept(body, protocol, tenant)
     except RemoteWriteError as exc:
         return error(exc.status, exc.message, protocol)

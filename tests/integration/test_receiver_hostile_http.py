@@ -5,6 +5,7 @@ Raw sockets, since well-behaved HTTP clients cannot send what these tests send.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import threading
@@ -169,3 +170,91 @@ def test_more_slow_senders_than_threads_do_not_block_valid_writers(receiver, log
     assert cut and set(cut) == {408}, cut
     assert metrics["prometheus_remote_storage_samples_failed_total"] == 0
     assert metrics["prometheus_remote_storage_samples_total"] > 0
+
+
+def realistic_body() -> bytes:
+    """1000 series with hash-like pod labels: ~40 KiB compressed, what Prometheus sends per request."""
+    body = codec.encode(build_v1([Series({"__name__": "w", "pod": hashlib.sha1(str(i).encode()).hexdigest()},
+                                         [(1_700_000_000_000, 1.0)]) for i in range(1000)]))
+    assert 30_000 < len(body) < 60_000, len(body)
+    return body
+
+
+class Tricklers(threading.Thread):
+    """`count` connections that never finish a request: half trickle their headers, half their body.
+
+    One thread sends a byte on each connection every `interval` seconds, as a slow-loris attack does.
+    """
+
+    def __init__(self, url: str, count: int, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.url, self.count, self.interval = url, count, interval
+        self.stop = threading.Event()
+        self.opened = threading.Event()
+        self.sockets: list[socket.socket] = []
+
+    def run(self) -> None:
+        for n in range(self.count):
+            sock = socket.create_connection(address(self.url), timeout=5)
+            start = HEAD.encode()[:20] if n % 2 else (HEAD + "Content-Length: 100000\r\n\r\n").encode()
+            sock.sendall(start)
+            self.sockets.append(sock)
+        self.opened.set()
+        while not self.stop.wait(self.interval):
+            for sock in self.sockets:
+                try:
+                    sock.send(b"\x00")
+                except OSError:
+                    pass  # cut by the receiver's deadline: what the test expects of some of them
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(10)
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_256_slow_connections_hold_no_thread_valid_writers_answered_at_once(receiver):
+    """256 connections trickle headers or bodies (2 workers x 8 threads = 16): each worker's event loop
+    buffers them, so 100 valid writes meanwhile are all answered 204 long before the 10 s deadline."""
+    url, subscription = receiver
+    tricklers = Tricklers(url, 256)
+    tricklers.start()
+    try:
+        assert tricklers.opened.wait(60), "the slow connections did not open"
+        body = realistic_body()
+        seconds = []
+        with requests.Session() as session:
+            for _ in range(100):
+                response = session.post(f"{url}/api/v1/write", data=body, headers=V1, timeout=5)
+                assert response.status_code == 204, response.text
+                seconds.append(response.elapsed.total_seconds())
+        seconds.sort()
+        print(f"valid writes among 256 slow connections: p50 {seconds[49]:.3f} s, p99 {seconds[98]:.3f} s")
+        assert seconds[98] < 5  # a held thread would have made some wait for the 10 s deadline
+    finally:
+        tricklers.close()
+    assert len(subscription.drain(expect=100)) == 100
+
+
+@pytest.mark.parametrize("receiver", [("--workers", "1", "--max-body-bytes", "100000",
+                                       "--max-buffered-bytes", "100000")], indirect=True)
+def test_bodies_being_received_are_capped_per_worker_503_beyond(receiver):
+    """A worker buffers at most --max-buffered-bytes of bodies still arriving; a body that would take
+    more is answered 503 + Retry-After, and writes succeed again once the buffer has room."""
+    url, subscription = receiver
+    body = realistic_body()
+    # the one worker holds 90 % of its buffer with a body that never ends
+    holder = socket.create_connection(address(url), timeout=5)
+    try:
+        holder.sendall((HEAD + "Content-Length: 100000\r\n\r\n").encode() + b"\x00" * 90_000)
+        statuses = {requests.post(f"{url}/api/v1/write", data=body, headers=V1, timeout=5).status_code
+                    for _ in range(6)}
+        assert statuses == {503}, statuses
+        refused = requests.post(f"{url}/api/v1/write", data=body, headers=V1, timeout=5)
+        assert refused.headers["Retry-After"] == "1" and "max-buffered-bytes" in refused.json()["error"]
+    finally:
+        holder.close()
+    services.wait_until(lambda: requests.post(f"{url}/api/v1/write", data=body, headers=V1, timeout=5).ok,
+                        30, "a write once the buffer has room")
+    assert [m.data for m in subscription.drain(expect=1)] == [body]
