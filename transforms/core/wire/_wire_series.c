@@ -136,7 +136,7 @@ int check_label_pairs(const label_pair *pairs, Py_ssize_t n, int legacy, Py_ssiz
     return 0;
 }
 
-int json_string(buffer *b, span s) {
+static int json_string(buffer *b, span s) {
     static const char hex[] = "0123456789abcdef";
     if (buffer_reserve(b, s.len * 6 + 2) < 0)
         return -1;
