@@ -6,6 +6,7 @@
  *   _wire_scan.c    the pre-scan: counts what a payload carries (request limits, 413) allocating nothing
  *   _wire_decode*.c decode + validate 1.0/2.0 in one pass into a columnar batch (layers: _wire_decode.h)
  *   _wire_series.c  the series table: label-set keys, label validation, names and JSON heads made once
+ *   _wire_columns.c typed views of the columns Python hands in (type, length and alignment checked)
  *   _wire_lines.c   archive lines (metric_to_log's ndjson) from a batch's columns, by UTC hour
  *   _wire_encode.c  a sink's request bodies (1.0/2.0) from its columns, and where to cut them into requests
  *
@@ -15,7 +16,8 @@
  * so their depth is fixed and nothing recurses on input.
  *
  * Linkage: built with -fvisibility=hidden, so the shared object exports PyInit__wire alone; a function used
- * by one file is static, the others are declared here or in _wire_decode.h.
+ * by one file is static, the others are declared here or in _wire_decode.h. Columns Python hands in are
+ * checked before any cast to int32_t* / int64_t* (column_get).
  */
 #ifndef TRANSFORMS_WIRE_H
 #define TRANSFORMS_WIRE_H
@@ -236,6 +238,15 @@ Py_ssize_t table_add(series_table *t, PyObject *key, const label_pair *pairs, Py
 Py_ssize_t table_find(series_table *t, PyObject *key);
 /* A label pair as a 1.0 Label field (the 2.0 decoder's canonical label-set key). */
 int key_add_label(buffer *key, span name, span value);
+
+/* ---- columns from Python (_wire_columns.c) ---- */
+typedef enum { COLUMN_INT32, COLUMN_INT64, COLUMN_BITS64 /* int64 or float64: a value's bits */ } column_type;
+
+/* Views `obj` (a zeroed Py_buffer) as a column of `type`: its item count, or -1 with TypeError/ValueError
+ * set (wrong type or width, not contiguous, a partial item, misaligned) and nothing to release. */
+Py_ssize_t column_get(PyObject *obj, Py_buffer *view, column_type type, const char *name);
+/* Releases a view column_get filled; a zeroed or already released one is left alone. */
+void column_release(Py_buffer *view);
 
 /* ---- entry points (one per job file) ---- */
 PyObject *wire_scan_v1(PyObject *self, PyObject *args, PyObject *kwargs);
