@@ -3,9 +3,10 @@
 A seed corpus of valid 1.0 and 2.0 payloads (every field kind: labels, 2 KiB values, UTF-8 names, samples
 with special values, start timestamps, histograms, exemplars, metadata) is mutated at random (byte flips,
 cuts, inserts, duplicated spans, varint bombs, lengths past the end). Each body goes through the pre-scan
-with the receiver's limits and the compiled decoder (and, accepted, the compiled archive lines); the only
-acceptable outcomes are acceptance, a documented client error (InvalidPayload 400, PayloadTooLarge 413)
-or a dead letter (ConversionError). Anything else, or one body taking over a second, is a failure.
+with the receiver's limits and the compiled decoder; an accepted one also through the compiled archive
+lines and the sink path (requests planned, encoded, and decoded again to the same label sets and samples).
+The only acceptable outcomes are acceptance, a documented client error (InvalidPayload 400, PayloadTooLarge
+413) or a dead letter (ConversionError). Anything else, or one body taking over a second, is a failure.
 `--sanitize` rebuilds the module with AddressSanitizer and UndefinedBehaviorSanitizer (any undefined behaviour
 aborts; -fno-wrapv, so a signed overflow counts too) and re-runs under them with Python's allocator off
 (PYTHONMALLOC=malloc: every object and buffer is its own malloc block ASan can guard) and a leak check at
@@ -29,11 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from transforms.core.archive.lines import BatchLines
 from transforms.core.archive.metric_to_log import ConversionError
 from transforms.core.errors import InvalidPayload, PayloadTooLarge
 from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import STALE_NAN, Protocol
+from transforms.core.sink.columns import DROPPED, Columns, ColumnShard, SinkSeries
 from transforms.core.wire import batch, prescan
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.core.wire.validation import NameValidation
@@ -134,6 +138,38 @@ def fail_each_allocation(limit: int = 100_000) -> int:
     return failed
 
 
+REQUEST_SAMPLES = 3  # small sink requests, so most accepted bodies are cut into several
+
+
+def forward(decoded: batch.Batch, table: batch.SeriesTable, sinks: SinkSeries) -> int:
+    """The sink path on an accepted batch (routed with no rules, ordered, cut into requests, encoded in the
+    batch's protocol: the compiled plan_requests and encoders); each request is decoded again and must hold
+    the label sets and samples it was made from. Returns the number of requests."""
+    if not decoded.counts.samples:  # nothing for a sink (a ColumnShard is never given an empty part)
+        return 0
+    ids = sinks.route(np.frombuffer(decoded.series_slot, np.int32), decoded.labels, table.generation)
+    if (ids == DROPPED).any():
+        raise AssertionError("a series was dropped by a sink with no rules")
+    shard = ColumnShard(sinks)
+    shard.add(Columns(ids[np.frombuffer(decoded.sample_series, np.uint32)].astype(np.uint32),
+                      np.frombuffer(decoded.timestamps, np.int64), np.frombuffer(decoded.values, np.uint64),
+                      None if decoded.starts is None else np.frombuffer(decoded.starts, np.int64)))
+    requests = 0
+    for request in shard.requests(REQUEST_SAMPLES, 1 << 20):
+        body = request.encode(decoded.protocol, lambda family: None)
+        again = batch.decode(body, decoded.protocol, batch.SeriesTable())
+        cols, lo, hi = request.cols, request.lo, request.hi
+        series = cols.series[lo:hi]
+        runs = series[np.r_[True, series[1:] != series[:-1]]].tolist()
+        labels = [again.labels[slot] for slot in np.frombuffer(again.series_slot, np.int32).tolist()]
+        if labels != [sinks.labels[i] for i in runs]:
+            raise AssertionError(f"request {requests}: label sets differ after encode + decode")
+        if again.timestamps != cols.timestamps[lo:hi].tobytes() or again.values != cols.bits[lo:hi].tobytes():
+            raise AssertionError(f"request {requests}: samples differ after encode + decode")
+        requests += 1
+    return requests
+
+
 def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
     """Mutate and decode `bodies` payloads; raises AssertionError on anything but accept/400/413."""
     rng = random.Random(seed)
@@ -144,7 +180,8 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
     lines = BatchLines(MetadataStore(), series_limit=10_000)
     tables = {NameValidation.LEGACY: batch.SeriesTable(NameValidation.LEGACY, limit=10_000),
               NameValidation.UTF8: lines.table("fuzz")}
-    outcomes = {"accepted": 0, "400": 0, "413": 0, "dead-lettered": 0}
+    sinks = {mode: SinkSeries(rules=(), shards=1, limit=10_000) for mode in tables}
+    outcomes = {"accepted": 0, "400": 0, "413": 0, "dead-lettered": 0, "sink requests": 0}
     slowest = 0.0
     for n in range(bodies):
         protocol, payload = corpus[n % len(corpus)]
@@ -155,6 +192,8 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
             counts = prescan.check(body, protocol, limit_sets[n % 2])
             decoded = batch.decode(body, protocol, tables[mode], counts.samples)
             outcomes["accepted"] += 1
+            sinks[mode].make_room()
+            outcomes["sink requests"] += forward(decoded, tables[mode], sinks[mode])
             if mode is NameValidation.UTF8:  # what the pipeline archives: the compiled lines too
                 lines.convert(decoded, "fuzz")
         except InvalidPayload:
