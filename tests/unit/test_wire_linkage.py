@@ -80,3 +80,13 @@ def test_the_files_call_each_other_as_a_dag(objects: dict[str, Path]):
     assert {"_wire_decode_v1.c", "_wire_decode_v2.c"} <= calls["_wire_decode.c"]
     assert "_wire_decode_common.c" in calls["_wire_decode_v1.c"] & calls["_wire_decode_v2.c"]
     assert order.index("_wire_series.c") < order.index("_wire_decode_common.c") < order.index("_wire_decode.c")
+
+
+def test_a_big_endian_target_is_refused_at_compile_time(tmp_path: Path):
+    """The guard in _wire.h, seen by compiling a file with the byte-order macro set as a big-endian target's."""
+    built = subprocess.run(["gcc", "-std=c11", "-fsyntax-only", "-Wno-builtin-macro-redefined",
+                            "-U__BYTE_ORDER__", "-D__BYTE_ORDER__=__ORDER_BIG_ENDIAN__",
+                            f"-I{sysconfig.get_paths()['include']}", str(WIRE_DIR / "_wire_scan.c")],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert built.returncode != 0
+    assert "reads protobuf fixed-width fields and its columns as little-endian" in built.stderr
