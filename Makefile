@@ -16,7 +16,7 @@ help:
 	@echo "make unit       the unit tests only"
 	@echo "make chaos      the fault tests with long outages (a sink down SINK_DOWN=1800 s, 30 min)"
 	@echo "make fuzz       fuzz-wire and fuzz-http"
-	@echo "make fuzz-wire  1 M mutated bodies through the compiled decoder, then 1 M under AddressSanitizer"
+	@echo "make fuzz-wire  1 M mutated bodies through the compiled decoder, then 1 M under ASan + UBSan + leak checks"
 	@echo "make fuzz-http  1 M mutated HTTP requests to the receiver (FUZZ_REQUESTS=..., FUZZ_HTTP_ARGS=...)"
 	@echo "make soak       10 min at half the measured peak: RSS, lost samples, duplicates (SOAK_MINUTES=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
@@ -74,11 +74,13 @@ unit: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# 1 M mutated bodies through the compiled decode + validate (+ lines), then 1 M more under AddressSanitizer
-# (`make test` runs a 20 k slice: tests/unit/test_wire_fuzz.py). FUZZ_ARGS="--bodies N --seed S".
+# 1 M mutated bodies through the compiled decode + validate (+ lines), then 1 M more (and every failed-allocation
+# path of the seed bodies) under AddressSanitizer + UndefinedBehaviorSanitizer with leak detection (`make test`
+# runs 20 k slices of both: tests/unit/test_wire_fuzz.py, tests/integration/test_wire_sanitizers.py).
+# FUZZ_ARGS="--bodies N --seed S".
 fuzz-wire: setup
 	$(PY) -m tools.fuzz_wire $(FUZZ_ARGS)
-	$(PY) -m tools.fuzz_wire --asan --seed 13
+	$(PY) -m tools.fuzz_wire --sanitize --seed 13
 
 fuzz: fuzz-wire fuzz-http
 

@@ -7,7 +7,10 @@ BEAM_VERSION = "2.77.0"
 
 # The compiled wire module's sources (C, CPython API only), one file per job; see transforms/core/wire/_wire.h.
 WIRE_DIR = "transforms/core/wire"
-WIRE_PARTS = ("", "_scan", "_decode", "_decode_v2", "_series", "_lines", "_encode")
+WIRE_PARTS = ("", "_scan", "_decode", "_decode_v1", "_decode_v2", "_decode_common", "_series", "_columns", "_lines",
+              "_encode")
+# Warnings are errors in the project's own C; only PyInit__wire is exported (hidden visibility, see _wire.h).
+WIRE_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=c11", "-fvisibility=hidden"]
 
 setup(
     name="prometheus-remote-write-pipeline",
@@ -21,7 +24,7 @@ setup(
     ext_modules=[Extension("transforms.core.wire._wire",
                            sources=[f"{WIRE_DIR}/_wire{part}.c" for part in WIRE_PARTS],
                            depends=[f"{WIRE_DIR}/_wire.h", f"{WIRE_DIR}/_wire_decode.h"],
-                           extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c11"])],
+                           extra_compile_args=WIRE_CFLAGS)],
     install_requires=[
         f"apache-beam[gcp,aws]=={BEAM_VERSION}",
         "protobuf==6.33.6",

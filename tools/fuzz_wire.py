@@ -3,15 +3,23 @@
 A seed corpus of valid 1.0 and 2.0 payloads (every field kind: labels, 2 KiB values, UTF-8 names, samples
 with special values, start timestamps, histograms, exemplars, metadata) is mutated at random (byte flips,
 cuts, inserts, duplicated spans, varint bombs, lengths past the end). Each body goes through the pre-scan
-with the receiver's limits and the compiled decoder (and, accepted, the compiled archive lines); the only
-acceptable outcomes are acceptance, a documented client error (InvalidPayload 400, PayloadTooLarge 413)
-or a dead letter (ConversionError). Anything else, or one body taking over a second, is a failure.
-`--asan` rebuilds the module with AddressSanitizer and re-runs under it.
+with the receiver's limits and the compiled decoder; an accepted one also through the compiled archive
+lines and the sink path (requests planned, encoded, and decoded again to the same label sets and samples).
+The only acceptable outcomes are acceptance, a documented client error (InvalidPayload 400, PayloadTooLarge
+413) or a dead letter (ConversionError). Anything else, or one body taking over a second, is a failure.
+`--sanitize` rebuilds the module with AddressSanitizer and UndefinedBehaviorSanitizer (any undefined behaviour
+aborts; -fno-wrapv, so a signed overflow counts too) and re-runs under them with Python's allocator off
+(PYTHONMALLOC=malloc: every object and buffer is its own malloc block ASan can guard) and a leak check at
+the end of the run, while the interpreter is still alive: memory the run lost (a bytes, str or int object
+or a buffer the module never freed) is a failure, memory CPython still holds is not. The sanitized run also
+decodes each seed body with each of its allocations failing in turn (every error path, checked for leaks);
+tools/lsan_suppressions.txt lists the few leaks CPython itself has on those paths.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import random
 import shutil
@@ -22,11 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from transforms.core.archive.lines import BatchLines
 from transforms.core.archive.metric_to_log import ConversionError
 from transforms.core.errors import InvalidPayload, PayloadTooLarge
 from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import STALE_NAN, Protocol
+from transforms.core.sink.columns import DROPPED, Columns, ColumnShard, SinkSeries
 from transforms.core.wire import batch, prescan
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.core.wire.validation import NameValidation
@@ -85,6 +96,80 @@ def mutate(payload: bytes, rng: random.Random) -> bytes:
     return bytes(data)
 
 
+def float_corpus() -> list[tuple[Protocol, bytes]]:
+    """Float samples only (no histogram or exemplar): batches whose archive lines the compiled code formats."""
+    v1 = remote_v1_pb2.WriteRequest()
+    v2 = remote_v2_pb2.Request(symbols=["", "__name__", "up", "job", "api"])
+    for i in range(20):
+        series = v1.timeseries.add()
+        series.labels.add(name="__name__", value="up")
+        series.labels.add(name="instance", value=f"host-{i}:9100")
+        series.samples.add(value=float(i), timestamp=1_700_000_000_000 + i)
+        v2.symbols.append(f"host-{i}:9100")
+        v2_series = v2.timeseries.add(labels_refs=[1, 2, 3, len(v2.symbols) - 1])
+        v2_series.samples.add(value=float(i), timestamp=1_700_000_000_000 + i, start_timestamp=1_699_999_999_000)
+    return [(Protocol.V1, v1.SerializeToString()), (Protocol.V2, v2.SerializeToString())]
+
+
+def fail_each_allocation(limit: int = 100_000) -> int:
+    """Decode each seed body (and format the archive lines of the float-only ones) with its 1st, 2nd, ...
+    allocation failing, until one run succeeds: each failure must be a MemoryError (under the sanitizers the
+    error paths are then checked for leaks and bad frees too). Returns the number of failed runs."""
+    import _testcapi  # CPython's test helper: set_nomemory(start, stop) fails allocations [start, stop)
+
+    failed = 0
+    for protocol, payload in seed_corpus() + float_corpus():
+        for nth in range(limit):
+            lines = BatchLines(MetadataStore(), series_limit=10_000)  # fresh containers: new series each run
+            table = lines.table("fuzz")
+            _testcapi.set_nomemory(nth, nth + 1)
+            try:
+                decoded = batch.decode(payload, protocol, table)
+                if not decoded.slow:  # the slower path's upb parse turns a failed allocation into other errors
+                    lines.convert(decoded, "fuzz")
+            except MemoryError:
+                failed += 1
+            else:
+                break
+            finally:
+                _testcapi.remove_mem_hooks()
+        else:
+            raise AssertionError(f"{protocol.value}: still failing after {limit} allocations")
+    return failed
+
+
+REQUEST_SAMPLES = 3  # small sink requests, so most accepted bodies are cut into several
+
+
+def forward(decoded: batch.Batch, table: batch.SeriesTable, sinks: SinkSeries) -> int:
+    """The sink path on an accepted batch (routed with no rules, ordered, cut into requests, encoded in the
+    batch's protocol: the compiled plan_requests and encoders); each request is decoded again and must hold
+    the label sets and samples it was made from. Returns the number of requests."""
+    if not decoded.counts.samples:  # nothing for a sink (a ColumnShard is never given an empty part)
+        return 0
+    ids = sinks.route(np.frombuffer(decoded.series_slot, np.int32), decoded.labels, table.generation)
+    if (ids == DROPPED).any():
+        raise AssertionError("a series was dropped by a sink with no rules")
+    shard = ColumnShard(sinks)
+    shard.add(Columns(ids[np.frombuffer(decoded.sample_series, np.uint32)].astype(np.uint32),
+                      np.frombuffer(decoded.timestamps, np.int64), np.frombuffer(decoded.values, np.uint64),
+                      None if decoded.starts is None else np.frombuffer(decoded.starts, np.int64)))
+    requests = 0
+    for request in shard.requests(REQUEST_SAMPLES, 1 << 20):
+        body = request.encode(decoded.protocol, lambda family: None)
+        again = batch.decode(body, decoded.protocol, batch.SeriesTable())
+        cols, lo, hi = request.cols, request.lo, request.hi
+        series = cols.series[lo:hi]
+        runs = series[np.r_[True, series[1:] != series[:-1]]].tolist()
+        labels = [again.labels[slot] for slot in np.frombuffer(again.series_slot, np.int32).tolist()]
+        if labels != [sinks.labels[i] for i in runs]:
+            raise AssertionError(f"request {requests}: label sets differ after encode + decode")
+        if again.timestamps != cols.timestamps[lo:hi].tobytes() or again.values != cols.bits[lo:hi].tobytes():
+            raise AssertionError(f"request {requests}: samples differ after encode + decode")
+        requests += 1
+    return requests
+
+
 def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
     """Mutate and decode `bodies` payloads; raises AssertionError on anything but accept/400/413."""
     rng = random.Random(seed)
@@ -95,7 +180,8 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
     lines = BatchLines(MetadataStore(), series_limit=10_000)
     tables = {NameValidation.LEGACY: batch.SeriesTable(NameValidation.LEGACY, limit=10_000),
               NameValidation.UTF8: lines.table("fuzz")}
-    outcomes = {"accepted": 0, "400": 0, "413": 0, "dead-lettered": 0}
+    sinks = {mode: SinkSeries(rules=(), shards=1, limit=10_000) for mode in tables}
+    outcomes = {"accepted": 0, "400": 0, "413": 0, "dead-lettered": 0, "sink requests": 0}
     slowest = 0.0
     for n in range(bodies):
         protocol, payload = corpus[n % len(corpus)]
@@ -106,6 +192,8 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
             counts = prescan.check(body, protocol, limit_sets[n % 2])
             decoded = batch.decode(body, protocol, tables[mode], counts.samples)
             outcomes["accepted"] += 1
+            sinks[mode].make_room()
+            outcomes["sink requests"] += forward(decoded, tables[mode], sinks[mode])
             if mode is NameValidation.UTF8:  # what the pipeline archives: the compiled lines too
                 lines.convert(decoded, "fuzz")
         except InvalidPayload:
@@ -126,18 +214,63 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
     return outcomes
 
 
-def build_with_asan(work: Path) -> str:
-    """A copy of the sources in `work` with the module built in place with -fsanitize=address; returns the
-    libasan to preload (Python itself is not instrumented)."""
+SANITIZE = "-fsanitize=address,undefined"
+SANITIZER_CFLAGS = f"{SANITIZE} -fno-sanitize-recover=undefined -fno-wrapv -fno-omit-frame-pointer -g -O1"
+LSAN_SUPPRESSIONS = Path(__file__).resolve().parent / "lsan_suppressions.txt"  # CPython's own leaks only
+SANITIZER_ENV = {
+    "PYTHONMALLOC": "malloc",
+    "LSAN_OPTIONS": f"suppressions={LSAN_SUPPRESSIONS}:print_suppressions=0",
+    # leaks are checked by leak_check() while the interpreter lives, not at exit, where CPython's own
+    # never-freed startup allocations would be reported too
+    "ASAN_OPTIONS": "detect_leaks=1:leak_check_at_exit=0:abort_on_error=1",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+}
+
+
+def build_with_sanitizers(work: Path) -> str:
+    """A copy of the sources in `work` with the module built in place under ASan + UBSan; returns the libasan
+    to preload (Python itself is not instrumented, and ASan's runtime must come first)."""
     root = Path(__file__).resolve().parents[1]
     for part in ("transforms", "tools"):
         shutil.copytree(root / part, work / part, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     shutil.copy(root / "setup.py", work)
-    env = dict(os.environ, CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1", LDFLAGS="-fsanitize=address")
-    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=work, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    env = dict(os.environ, CFLAGS=SANITIZER_CFLAGS, LDFLAGS=SANITIZE)
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--parallel", str(os.cpu_count() or 1)],
+                   cwd=work, env=env, check=True, stdout=subprocess.DEVNULL)
     return subprocess.run([sysconfig.get_config_var("CC").split()[0], "-print-file-name=libasan.so"],
                           capture_output=True, text=True, check=True).stdout.strip()
+
+
+def run_under_sanitizers(bodies: int, seed: int, capture: bool = False) -> subprocess.CompletedProcess:
+    """Builds the sanitized copy in a temporary directory and fuzzes it there, in a child process that preloads
+    libasan; its output is printed as it comes, or captured."""
+    with tempfile.TemporaryDirectory(prefix="wire-sanitize-") as work:
+        libasan = build_with_sanitizers(Path(work))
+        env = dict(os.environ, LD_PRELOAD=libasan, **SANITIZER_ENV)
+        argv = [sys.executable, "-m", "tools.fuzz_wire", "--bodies", str(bodies), "--seed", str(seed), "--leak-check"]
+        if not capture:
+            print(f"under AddressSanitizer + UndefinedBehaviorSanitizer ({libasan}), sources copied to {work}",
+                  flush=True)
+        return subprocess.run(argv, env=env, cwd=work, capture_output=capture, text=True)
+
+
+def leak_check() -> int:
+    """LeakSanitizer's check now (only under a preloaded libasan): nonzero if memory was lost, reported on stderr.
+
+    LeakSanitizer scans the C stacks, globals and the heap, but not CPython's frame stack (mmap'd chunks), so
+    an object held only by a live Python frame's local and not tracked by the GC (an int, a float, a dict of
+    them) would be reported: call this where no such local is alive. For the same reason a lost GC-tracked
+    container (a tuple, list or dict, linked into the GC's lists) is not reported; lost bytes, str, int
+    objects and the module's own buffers are."""
+    return ctypes.CDLL(None).__lsan_do_recoverable_leak_check()
+
+
+def run_and_report(bodies: int, seed: int, error_paths: bool) -> None:
+    started = time.perf_counter()
+    outcomes = run(bodies, seed, report_every=max(bodies // 10, 1))
+    print(f"{bodies:,} mutated bodies in {time.perf_counter() - started:.0f}s, no crash or hang: {outcomes}")
+    if error_paths:
+        print(f"{fail_each_allocation()} decodes with one allocation failing: each a MemoryError")
 
 
 def main() -> None:
@@ -145,18 +278,17 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bodies", type=int, default=1_000_000, help="mutated bodies (default 1,000,000)")
     parser.add_argument("--seed", type=int, default=12, help="random seed (default 12)")
-    parser.add_argument("--asan", action="store_true", help="rebuild with AddressSanitizer and run under it")
+    parser.add_argument("--sanitize", "--asan", action="store_true",
+                        help="rebuild with AddressSanitizer + UndefinedBehaviorSanitizer, run under them, check leaks")
+    parser.add_argument("--leak-check", action="store_true", help=argparse.SUPPRESS)  # the sanitized child's run
     args = parser.parse_args()
-    if args.asan:
-        with tempfile.TemporaryDirectory(prefix="wire-asan-") as work:
-            libasan = build_with_asan(Path(work))
-            env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
-            argv = [sys.executable, "-m", "tools.fuzz_wire", "--bodies", str(args.bodies), "--seed", str(args.seed)]
-            print(f"under AddressSanitizer ({libasan}), sources copied to {work}", flush=True)
-            sys.exit(subprocess.run(argv, env=env, cwd=work).returncode)
-    started = time.perf_counter()
-    outcomes = run(args.bodies, args.seed, report_every=max(args.bodies // 10, 1))
-    print(f"{args.bodies:,} mutated bodies in {time.perf_counter() - started:.0f}s, no crash or hang: {outcomes}")
+    if args.sanitize:
+        sys.exit(run_under_sanitizers(args.bodies, args.seed).returncode)
+    run_and_report(args.bodies, args.seed, error_paths=args.leak_check)
+    if args.leak_check:  # here, with the run's results gone with its frame (see leak_check)
+        if leak_check():
+            sys.exit("LeakSanitizer: the run lost memory (allocations above)")
+        print("LeakSanitizer: no memory lost")
 
 
 if __name__ == "__main__":

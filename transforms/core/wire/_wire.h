@@ -4,8 +4,9 @@
  * One extension, split by job:
  *   _wire.c         the module and its method table
  *   _wire_scan.c    the pre-scan: counts what a payload carries (request limits, 413) allocating nothing
- *   _wire_decode.c  decode + validate 1.0/2.0 in one pass into a columnar batch
+ *   _wire_decode*.c decode + validate 1.0/2.0 in one pass into a columnar batch (layers: _wire_decode.h)
  *   _wire_series.c  the series table: label-set keys, label validation, names and JSON heads made once
+ *   _wire_columns.c typed views of the columns Python hands in (type, length and alignment checked)
  *   _wire_lines.c   archive lines (metric_to_log's ndjson) from a batch's columns, by UTC hour
  *   _wire_encode.c  a sink's request bodies (1.0/2.0) from its columns, and where to cut them into requests
  *
@@ -13,6 +14,10 @@
  * a field number 0 or a group wire type raises ValueError ("protobuf: ... at byte N"). Walks descend only
  * into known message fields of the right wire type (as upb does; other fields are skipped as unknown),
  * so their depth is fixed and nothing recurses on input.
+ *
+ * Linkage: built with -fvisibility=hidden, so the shared object exports PyInit__wire alone; a function used
+ * by one file is static, the others are declared here or in _wire_decode.h. Columns Python hands in are
+ * checked before any cast to int32_t* / int64_t* (column_get).
  */
 #ifndef TRANSFORMS_WIRE_H
 #define TRANSFORMS_WIRE_H
@@ -21,6 +26,12 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Fixed-width fields are memcpy'd as they are on the wire, and columns handed to Python as bytes are read
+ * as int32/int64/float64 by numpy and struct in native order: both are little-endian only. */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "transforms.core.wire._wire reads protobuf fixed-width fields and its columns as little-endian"
+#endif
 
 /* ---- wire types (protobuf encoding) ---- */
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_SGROUP = 3, WT_EGROUP = 4, WT_I32 = 5 };
@@ -227,8 +238,15 @@ Py_ssize_t table_add(series_table *t, PyObject *key, const label_pair *pairs, Py
 Py_ssize_t table_find(series_table *t, PyObject *key);
 /* A label pair as a 1.0 Label field (the 2.0 decoder's canonical label-set key). */
 int key_add_label(buffer *key, span name, span value);
-/* A JSON string literal (json.dumps(s, ensure_ascii=False)) of valid UTF-8. */
-int json_string(buffer *b, span s);
+
+/* ---- columns from Python (_wire_columns.c) ---- */
+typedef enum { COLUMN_INT32, COLUMN_INT64, COLUMN_BITS64 /* int64 or float64: a value's bits */ } column_type;
+
+/* Views `obj` (a zeroed Py_buffer) as a column of `type`: its item count, or -1 with TypeError/ValueError
+ * set (wrong type or width, not contiguous, a partial item, misaligned) and nothing to release. */
+Py_ssize_t column_get(PyObject *obj, Py_buffer *view, column_type type, const char *name);
+/* Releases a view column_get filled; a zeroed or already released one is left alone. */
+void column_release(Py_buffer *view);
 
 /* ---- entry points (one per job file) ---- */
 PyObject *wire_scan_v1(PyObject *self, PyObject *args, PyObject *kwargs);

@@ -7,6 +7,41 @@
 
 #include "_wire_decode.h"
 
+/* repeated uint32, packed or not; upb keeps the low 32 bits of each varint */
+static scan_status read_refs(reader *r, int wt, buffer *refs) {
+    uint64_t v;
+    if (wt == WT_VARINT) {
+        CHECK(read_varint(r, &v));
+        uint32_t ref = (uint32_t)v;
+        return buffer_add(refs, &ref, 4) < 0 ? nomem() : SCAN_OK;
+    }
+    if (wt != WT_LEN)
+        return skip_field(r, wt);
+    reader packed;
+    CHECK(read_len(r, &packed));
+    while (packed.pos < packed.end) {
+        CHECK(read_varint(&packed, &v));
+        uint32_t ref = (uint32_t)v;
+        if (buffer_add(refs, &ref, 4) < 0)
+            return nomem();
+    }
+    return SCAN_OK;
+}
+
+/* 2.0 refs: NULL if they come in pairs and are in range, else the message (new str); NULL + error on failure */
+static PyObject *check_refs(const uint32_t *refs, Py_ssize_t n, Py_ssize_t symbols, Py_ssize_t index,
+                            const char *where) {
+    if (n % 2)
+        return PyUnicode_FromFormat("series %zd%s: labels_refs has odd length %zd", index, where, n);
+    uint32_t top = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        top = refs[i] > top ? refs[i] : top;
+    if (n && (Py_ssize_t)top >= symbols)
+        return PyUnicode_FromFormat("series %zd%s: symbol reference %lu out of range (symbols has %zd entries)",
+                                    index, where, (unsigned long)top, symbols);
+    return NULL;
+}
+
 static scan_status v2_exemplar(decoder *d, reader r, Py_ssize_t index, PyObject **error) {
     Py_ssize_t mark = d->refs.len; /* the series' own refs sit below; the exemplar's go above, then leave */
     while (r.pos < r.end) {

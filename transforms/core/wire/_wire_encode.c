@@ -46,27 +46,22 @@ typedef struct {
 } columns;
 
 static void columns_release(columns *c) {
-    if (c->series.buf)
-        PyBuffer_Release(&c->series);
-    if (c->timestamps.buf)
-        PyBuffer_Release(&c->timestamps);
-    if (c->values.buf)
-        PyBuffer_Release(&c->values);
-    if (c->starts.buf)
-        PyBuffer_Release(&c->starts);
+    column_release(&c->series);
+    column_release(&c->timestamps);
+    column_release(&c->values);
+    column_release(&c->starts);
 }
 
-/* Views the four columns; they must hold the same number of samples. */
+/* Views the four columns (checked by column_get); they must hold the same number of samples. */
 static int columns_get(columns *c, PyObject *series, PyObject *timestamps, PyObject *values, PyObject *starts) {
-    if (PyObject_GetBuffer(series, &c->series, PyBUF_SIMPLE) < 0 ||
-        PyObject_GetBuffer(timestamps, &c->timestamps, PyBUF_SIMPLE) < 0 ||
-        PyObject_GetBuffer(values, &c->values, PyBUF_SIMPLE) < 0)
-        return -1;
+    Py_ssize_t n_timestamps, n_values, n_starts = 0;
     c->has_starts = starts != Py_None;
-    if (c->has_starts && PyObject_GetBuffer(starts, &c->starts, PyBUF_SIMPLE) < 0)
+    if ((c->n = column_get(series, &c->series, COLUMN_INT32, "series")) < 0 ||
+        (n_timestamps = column_get(timestamps, &c->timestamps, COLUMN_INT64, "timestamps")) < 0 ||
+        (n_values = column_get(values, &c->values, COLUMN_BITS64, "values")) < 0 ||
+        (c->has_starts && (n_starts = column_get(starts, &c->starts, COLUMN_INT64, "starts")) < 0))
         return -1;
-    c->n = c->series.len / 4;
-    if (c->timestamps.len != 8 * c->n || c->values.len != 8 * c->n || (c->has_starts && c->starts.len != 8 * c->n)) {
+    if (n_timestamps != c->n || n_values != c->n || (c->has_starts && n_starts != c->n)) {
         PyErr_SetString(PyExc_ValueError, "columns differ in length");
         return -1;
     }

@@ -144,9 +144,9 @@ static void hour_table_free(hour_table *t) {
     PyMem_Free(t->order);
 }
 
-static int column(Py_buffer *view, Py_ssize_t item, Py_ssize_t count, const char *name) {
-    if (view->len != item * count) {
-        PyErr_Format(PyExc_ValueError, "column %s holds %zd bytes, expected %zd", name, view->len, item * count);
+static int same_length(Py_ssize_t got, Py_ssize_t expected, const char *name) {
+    if (got != expected) {
+        PyErr_Format(PyExc_ValueError, "column %s holds %zd items, expected %zd", name, got, expected);
         return -1;
     }
     return 0;
@@ -156,18 +156,30 @@ PyObject *wire_format_lines(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
     static char *keywords[] = {"heads", "kinds", "head_index", "kind_index", "sample_series", "timestamps",
                                "values", "starts", "created", NULL};
-    PyObject *heads, *kinds;
-    Py_buffer head_index, kind_index, series, timestamps, values, starts = {0}, created = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!y*y*y*y*y*|z*z*", keywords, &PyList_Type, &heads,
-                                     &PyList_Type, &kinds, &head_index, &kind_index, &series, &timestamps,
-                                     &values, &starts, &created))
+    PyObject *heads, *kinds, *head_obj, *kind_obj, *series_obj, *timestamps_obj, *values_obj;
+    PyObject *starts_obj = Py_None, *created_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!OOOOO|OO", keywords, &PyList_Type, &heads, &PyList_Type,
+                                     &kinds, &head_obj, &kind_obj, &series_obj, &timestamps_obj, &values_obj,
+                                     &starts_obj, &created_obj))
         return NULL;
     PyObject *result = NULL;
     hour_table hours = {0};
-    Py_ssize_t n_series = head_index.len / 4, n = timestamps.len / 8;
-    if (column(&kind_index, 4, n_series, "kind_index") < 0 || column(&series, 4, n, "sample_series") < 0 ||
-        column(&values, 8, n, "values") < 0 || (starts.buf && column(&starts, 8, n, "starts") < 0) ||
-        (created.buf && column(&created, 8, n_series, "created") < 0))
+    Py_buffer head_index = {0}, kind_index = {0}, series = {0}, timestamps = {0}, values = {0}, starts = {0},
+              created = {0};
+    Py_ssize_t n_series, n, count;
+    if ((n_series = column_get(head_obj, &head_index, COLUMN_INT32, "head_index")) < 0 ||
+        (count = column_get(kind_obj, &kind_index, COLUMN_INT32, "kind_index")) < 0 ||
+        same_length(count, n_series, "kind_index") < 0 ||
+        (n = column_get(timestamps_obj, &timestamps, COLUMN_INT64, "timestamps")) < 0 ||
+        (count = column_get(series_obj, &series, COLUMN_INT32, "sample_series")) < 0 ||
+        same_length(count, n, "sample_series") < 0 ||
+        (count = column_get(values_obj, &values, COLUMN_BITS64, "values")) < 0 || same_length(count, n, "values") < 0)
+        goto done;
+    if (starts_obj != Py_None && ((count = column_get(starts_obj, &starts, COLUMN_INT64, "starts")) < 0 ||
+                                  same_length(count, n, "starts") < 0))
+        goto done;
+    if (created_obj != Py_None && ((count = column_get(created_obj, &created, COLUMN_INT64, "created")) < 0 ||
+                                   same_length(count, n_series, "created") < 0))
         goto done;
     const int32_t *heads_of = head_index.buf, *kinds_of = kind_index.buf;
     const uint32_t *series_of = series.buf;
@@ -189,9 +201,9 @@ PyObject *wire_format_lines(PyObject *self, PyObject *args, PyObject *kwargs) {
             goto done;
         }
         char text[24], start_text[24];
-        if (starts.buf) { /* formatted first, as metric_to_log does: its range error wins */
+        if (starts.obj) { /* formatted first, as metric_to_log does: its range error wins */
             memcpy(&start, (const char *)starts.buf + 8 * i, 8);
-            if (!start && created.buf)
+            if (!start && created.obj)
                 memcpy(&start, (const char *)created.buf + 8 * s, 8);
             if (start && stamp(&start_cache, start, start_text) < 0)
                 goto done;
@@ -226,14 +238,12 @@ PyObject *wire_format_lines(PyObject *self, PyObject *args, PyObject *kwargs) {
     }
 done:
     hour_table_free(&hours);
-    PyBuffer_Release(&head_index);
-    PyBuffer_Release(&kind_index);
-    PyBuffer_Release(&series);
-    PyBuffer_Release(&timestamps);
-    PyBuffer_Release(&values);
-    if (starts.buf)
-        PyBuffer_Release(&starts);
-    if (created.buf)
-        PyBuffer_Release(&created);
+    column_release(&head_index);
+    column_release(&kind_index);
+    column_release(&series);
+    column_release(&timestamps);
+    column_release(&values);
+    column_release(&starts);
+    column_release(&created);
     return result;
 }

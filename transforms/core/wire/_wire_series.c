@@ -136,7 +136,7 @@ int check_label_pairs(const label_pair *pairs, Py_ssize_t n, int legacy, Py_ssiz
     return 0;
 }
 
-int json_string(buffer *b, span s) {
+static int json_string(buffer *b, span s) {
     static const char hex[] = "0123456789abcdef";
     if (buffer_reserve(b, s.len * 6 + 2) < 0)
         return -1;
@@ -235,7 +235,30 @@ static PyObject *json_head(const label_pair *pairs, Py_ssize_t n) {
     return head;
 }
 
+/* Drops what a failed table_add appended past `index`, keeping the error it failed with. Shrinking a list by
+ * the one item it gained allocates nothing, so this cannot fail in turn. */
+static void table_truncate(series_table *t, PyObject *key, Py_ssize_t index) {
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *lists[] = {t->names, t->labels, t->heads};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        if (PyList_GET_SIZE(lists[i]) > index)
+            PyList_SetSlice(lists[i], index, PyList_GET_SIZE(lists[i]), NULL);
+    if (PyDict_Contains(t->slots, key) == 1)
+        PyDict_DelItem(t->slots, key);
+    PyErr_Clear(); /* nothing to report from the rollback itself: the first error is the one raised */
+    PyErr_Restore(type, value, traceback);
+}
+
+/* Adds an entry at the end of all four containers, or (on any failure) leaves them as they were. */
 Py_ssize_t table_add(series_table *t, PyObject *key, const label_pair *pairs, Py_ssize_t n) {
+    Py_ssize_t index = PyList_GET_SIZE(t->names);
+    if (PyList_GET_SIZE(t->labels) != index || PyList_GET_SIZE(t->heads) != index ||
+        PyDict_GET_SIZE(t->slots) != index) {
+        PyErr_Format(PyExc_ValueError, "series table out of step: %zd names, %zd labels, %zd heads, %zd slots", index,
+                     PyList_GET_SIZE(t->labels), PyList_GET_SIZE(t->heads), PyDict_GET_SIZE(t->slots));
+        return -1;
+    }
     PyObject *labels = PyTuple_New(n), *name = NULL, *head = NULL, *slot = NULL;
     if (!labels)
         return -1;
@@ -256,12 +279,13 @@ Py_ssize_t table_add(series_table *t, PyObject *key, const label_pair *pairs, Py
         goto error;
     if (!(head = json_head(pairs, n)))
         goto error;
-    Py_ssize_t index = PyList_GET_SIZE(t->names);
     if (!(slot = PyLong_FromSsize_t(index)))
         goto error;
     if (PyList_Append(t->names, name) < 0 || PyList_Append(t->labels, labels) < 0 ||
-        PyList_Append(t->heads, head) < 0 || PyDict_SetItem(t->slots, key, slot) < 0)
+        PyList_Append(t->heads, head) < 0 || PyDict_SetItem(t->slots, key, slot) < 0) {
+        table_truncate(t, key, index);
         goto error;
+    }
     Py_DECREF(labels);
     Py_DECREF(name);
     Py_DECREF(head);

@@ -1,6 +1,6 @@
 """The columnar batch: one remote-write request decoded and validated by the compiled module in one pass.
 
-Layout (see transforms/core/wire/_wire_decode.c):
+Layout (see transforms/core/wire/_wire_decode.h):
 
 - a series table, owned by whoever decodes (the receiver's Ingest, the pipeline's DoFn): label-set key
   (bytes) -> slot, and per slot the metric name, the labels as ((name, value), ...) of str and the archive
