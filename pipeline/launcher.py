@@ -93,6 +93,21 @@ def check_sink_health(sinks: Sequence[SinkConfig]) -> list[str]:
     return problems
 
 
+def check_sink_credentials(sinks: Sequence[SinkConfig]) -> list[str]:
+    """SigV4 sinks: credentials must be there (and refreshable) at launch, not found missing at the first POST."""
+    from transforms.core.sink.auth import SigV4Auth
+    from transforms.io.sink_auth import SinkAuthError, check_credentials
+
+    problems = []
+    for sink in sinks:
+        if isinstance(sink.auth, SigV4Auth):
+            try:
+                check_credentials(sink.auth)
+            except SinkAuthError as exc:
+                problems.append(f"sink {sink.name}: {exc}")
+    return problems
+
+
 def check_buckets(options: PipelineOptions) -> list[str]:
     """Launch-time check that the archive and dead-letter buckets exist."""
     archive = options.view_as(ArchiveOptions)
@@ -181,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sinks = sinks_from_options(options.view_as(SinkOptions))
     except SinkConfigError as exc:
         problems.append(str(exc))
+    problems += check_sink_credentials(sinks)
     problems = problems or check_buckets(options)
     status: StatusServer | None = None
     readiness = Readiness()

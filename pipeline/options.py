@@ -117,6 +117,16 @@ class SinkOptions(PipelineOptions):
         parser.add_argument("--remote_write_basic_auth_username", default=None, help="Basic auth user name.")
         parser.add_argument("--remote_write_basic_auth_password_file", default=None,
                             help="File holding the basic auth password.")
+        parser.add_argument("--remote_write_sigv4_region", default=None,
+                            help="Sign each request with AWS SigV4 for this region (e.g. us-east-1), as Amazon "
+                                 "Managed Service for Prometheus requires. Credentials come from the standard AWS "
+                                 "chain (environment, profile, SSO, web identity, instance role), checked at launch.")
+        parser.add_argument("--remote_write_sigv4_service", default=None,
+                            help="SigV4 service name (default aps).")
+        parser.add_argument("--remote_write_sigv4_role_arn", default=None,
+                            help="Optional IAM role to assume (STS) with the chain's credentials before signing.")
+        parser.add_argument("--remote_write_sigv4_profile", default=None,
+                            help="Optional AWS profile of the shared config files to take credentials from.")
         parser.add_argument("--remote_write_tenant_header", default="forward", choices=("forward", "drop"),
                             help="forward: send each message's tenant as X-Scope-OrgID (default); drop: send none.")
         parser.add_argument("--remote_write_tenant", default=None,
@@ -147,6 +157,8 @@ def sinks_from_options(options: SinkOptions) -> list:
         headers=options.remote_write_header or [], bearer_token_file=options.remote_write_bearer_token_file,
         basic_auth_username=options.remote_write_basic_auth_username,
         basic_auth_password_file=options.remote_write_basic_auth_password_file,
+        sigv4_region=options.remote_write_sigv4_region, sigv4_service=options.remote_write_sigv4_service,
+        sigv4_role_arn=options.remote_write_sigv4_role_arn, sigv4_profile=options.remote_write_sigv4_profile,
         tenant_header=options.remote_write_tenant_header, tenant=options.remote_write_tenant,
         max_samples_per_request=options.remote_write_max_samples_per_request,
         max_bytes_per_request=options.remote_write_max_bytes_per_request, shards=options.remote_write_shards,

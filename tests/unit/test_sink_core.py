@@ -165,7 +165,7 @@ def test_headers_per_spec_auth_and_tenant(tmp_path):
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     v1 = config.from_flags([URL], headers=["X-A: b"], bearer_token_file=str(token))[0]
-    headers = authorize(v1.auth, headers_for(v1, "team-a"))  # what HttpService.post sends
+    headers = authorize(v1.auth, URL, b"body", headers_for(v1, "team-a"))  # what HttpService.post sends
     assert headers == {"X-A": "b", "Authorization": "Bearer s3cret", "X-Scope-OrgID": "team-a",
                        "Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
                        "X-Prometheus-Remote-Write-Version": "0.1.0", "User-Agent": USER_AGENT}

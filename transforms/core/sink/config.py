@@ -10,6 +10,7 @@ The sinks file is YAML (JSON is YAML too) in the spirit of Prometheus' `remote_w
         headers: {X-Team: infra}
         basic_auth: {username: u, password_file: /secrets/pw}
         bearer_token_file: /secrets/token
+        sigv4: {region: us-east-1, service: aps, role_arn: "arn:aws:iam::123456789012:role/w", profile: p}
         tenant_header: forward     # forward (X-Scope-OrgID = the message's tenant) | drop
         tenant: team-a             # or send this tenant instead
         queue_config: {max_samples_per_send: 2000, max_bytes_per_send: 4194304, shards: 4,
@@ -32,13 +33,16 @@ from urllib.parse import urlsplit
 import yaml
 
 from transforms.core.protocol import HEADER_TENANT, RESERVED_REQUEST_HEADERS, Protocol, is_valid_tenant
-from transforms.core.sink.auth import Auth, BasicAuth, BearerAuth, NoAuth
+from transforms.core.sink.auth import SIGV4_DEFAULT_SERVICE, Auth, BasicAuth, BearerAuth, NoAuth, SigV4Auth
 from transforms.core.sink.relabel import Rule, RuleError, parse_rule
 
 TENANT_MODES = ("forward", "drop")
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)?\Z")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _NAME = re.compile(r"[A-Za-z0-9_.~+%-]{1,100}\Z")  # usable as a Pub/Sub subscription-name suffix
+_AWS_WORD = re.compile(r"[a-z0-9-]{1,64}\Z")  # AWS region and service names
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/\S+\Z")
+SIGV4_KEYS = ("region", "service", "role_arn", "profile")
 
 
 class SinkConfigError(ValueError):
@@ -127,7 +131,8 @@ def _check(sink: SinkConfig) -> SinkConfig:
         if name.lower() == HEADER_TENANT.lower():
             raise SinkConfigError(f"{where}: set {HEADER_TENANT} with 'tenant' / 'tenant_header', not 'headers'")
         if name.lower() == "authorization" and not isinstance(sink.auth, NoAuth):
-            raise SinkConfigError(f"{where}: an Authorization header conflicts with basic_auth / bearer_token_file")
+            raise SinkConfigError(f"{where}: an Authorization header conflicts with basic_auth / bearer_token_file"
+                                  " / sigv4")
     if sink.tenant_header not in TENANT_MODES:
         raise SinkConfigError(f"{where}: tenant_header must be one of {', '.join(TENANT_MODES)}")
     if sink.tenant is not None and not is_valid_tenant(sink.tenant):
@@ -143,6 +148,8 @@ def _check(sink: SinkConfig) -> SinkConfig:
 def from_flags(urls: Sequence[str], *, protocol: str = "1.0", timeout: float | None = None,
                headers: Sequence[str] = (), bearer_token_file: str | None = None,
                basic_auth_username: str | None = None, basic_auth_password_file: str | None = None,
+               sigv4_region: str | None = None, sigv4_service: str | None = None, sigv4_role_arn: str | None = None,
+               sigv4_profile: str | None = None,
                tenant_header: str | None = None, tenant: str | None = None,
                max_samples_per_request: int | None = None, max_bytes_per_request: int | None = None,
                shards: int | None = None, healthcheck_url: str | None = None) -> list[SinkConfig]:
@@ -162,11 +169,23 @@ def from_flags(urls: Sequence[str], *, protocol: str = "1.0", timeout: float | N
         "queue_config": {k: v for k, v in queue.items() if v is not None},
         "basic_auth": {"username": basic_auth_username, "password_file": basic_auth_password_file}
         if basic_auth_username else None,
+        "sigv4": _flag_sigv4(sigv4_region, sigv4_service, sigv4_role_arn, sigv4_profile),
         "healthcheck": {"enabled": True, "url": healthcheck_url} if healthcheck_url else None,
     }
     common = {k: v for k, v in common.items() if v is not None}
     every = [u.strip() for value in urls for u in value.split(",") if u.strip()]
     return _unique([_sink_from_mapping({"url": url, **common}, f"--remote_write_url {url}") for url in every])
+
+
+def _flag_sigv4(region: str | None, service: str | None, role_arn: str | None,
+                profile: str | None) -> dict[str, str] | None:
+    """The --remote_write_sigv4_* flags as a sinks-file `sigv4:` block; the region is what turns SigV4 on."""
+    values = {"region": region, "service": service, "role_arn": role_arn, "profile": profile}
+    if not region:
+        if any(values.values()):
+            raise SinkConfigError("--remote_write_sigv4_service/_role_arn/_profile need --remote_write_sigv4_region")
+        return None
+    return {k: v for k, v in values.items() if v}
 
 
 def _unique(sinks: list[SinkConfig]) -> list[SinkConfig]:
@@ -180,7 +199,7 @@ def _unique(sinks: list[SinkConfig]) -> list[SinkConfig]:
 def _sink_from_mapping(entry: Mapping[str, Any], where: str) -> SinkConfig:
     if not isinstance(entry, Mapping) or not entry.get("url"):
         raise SinkConfigError(f"{where}: each sink needs a url")
-    known = {"url", "name", "protocol", "remote_timeout", "headers", "basic_auth", "bearer_token_file",
+    known = {"url", "name", "protocol", "remote_timeout", "headers", "basic_auth", "bearer_token_file", "sigv4",
              "tenant_header", "tenant", "queue_config", "write_relabel_configs", "subscription", "healthcheck"}
     unknown = sorted(set(entry) - known)
     if unknown:
@@ -222,8 +241,11 @@ def parse_auth(entry: Mapping[str, Any], where: str) -> Auth:
     """The one auth of a sink entry; a new kind adds its branch here (and its class in transforms/core/sink/auth.py)."""
     basic = entry.get("basic_auth") or {}
     bearer_file = entry.get("bearer_token_file")
-    if bearer_file and basic.get("username"):
-        raise SinkConfigError(f"{where}: use basic_auth or bearer_token_file, not both")
+    sigv4 = entry.get("sigv4")
+    if sum(bool(x) for x in (bearer_file, basic.get("username"), sigv4 is not None)) > 1:
+        raise SinkConfigError(f"{where}: use one of basic_auth, bearer_token_file and sigv4, not both")
+    if sigv4 is not None:
+        return parse_sigv4(sigv4, f"{where}.sigv4")
     if basic.get("password") and basic.get("password_file"):
         raise SinkConfigError(f"{where}: use basic_auth password or password_file, not both")
     if bearer_file:
@@ -232,6 +254,31 @@ def parse_auth(entry: Mapping[str, Any], where: str) -> Auth:
         return BasicAuth(username=str(basic["username"]), password=basic.get("password"),
                          password_file=basic.get("password_file"))
     return NoAuth()
+
+
+def parse_sigv4(block: Any, where: str) -> SigV4Auth:
+    """Prometheus' `sigv4:` block, minus static keys: credentials come from the standard AWS chain."""
+    if not isinstance(block, Mapping):
+        raise SinkConfigError(f"{where}: expected a mapping with region, service, role_arn, profile")
+    if {"access_key", "secret_key"} & set(block):
+        raise SinkConfigError(f"{where}: access_key/secret_key are not read from the sinks file; use the standard "
+                              "AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role)")
+    unknown = sorted(set(block) - set(SIGV4_KEYS))
+    if unknown:
+        raise SinkConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    region, service = block.get("region"), block.get("service") or SIGV4_DEFAULT_SERVICE
+    if not region:
+        raise SinkConfigError(f"{where}: region is required (e.g. us-east-1)")
+    for name, value in (("region", region), ("service", service)):
+        if not _AWS_WORD.match(str(value)):
+            raise SinkConfigError(f"{where}: {name} {value!r} is not an AWS {name} name such as "
+                                  f"{'us-east-1' if name == 'region' else 'aps'}")
+    role_arn = block.get("role_arn")
+    if role_arn and not _ROLE_ARN.match(str(role_arn)):
+        raise SinkConfigError(f"{where}: role_arn {role_arn!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+    profile = block.get("profile")
+    return SigV4Auth(region=str(region), service=str(service), role_arn=str(role_arn) if role_arn else None,
+                     profile=str(profile) if profile else None)
 
 
 def from_document(text: str) -> list[SinkConfig]:
