@@ -25,6 +25,7 @@ from pipeline.options import (
     validate,
 )
 from transforms.core.sink.config import SinkConfig, SinkConfigError
+from transforms.io.sink_auth import credential_problems
 
 
 def check_subscription(subscription: str) -> list[str]:
@@ -90,21 +91,6 @@ def check_sink_health(sinks: Sequence[SinkConfig]) -> list[str]:
             continue
         if not 200 <= status <= 299:
             problems.append(f"sink {sink.name}: healthcheck {url} answered HTTP {status}")
-    return problems
-
-
-def check_sink_credentials(sinks: Sequence[SinkConfig]) -> list[str]:
-    """SigV4 sinks: credentials must be there (and refreshable) at launch, not found missing at the first POST."""
-    from transforms.core.sink.auth import SigV4Auth
-    from transforms.io.sink_auth import SinkAuthError, check_credentials
-
-    problems = []
-    for sink in sinks:
-        if isinstance(sink.auth, SigV4Auth):
-            try:
-                check_credentials(sink.auth)
-            except SinkAuthError as exc:
-                problems.append(f"sink {sink.name}: {exc}")
     return problems
 
 
@@ -196,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sinks = sinks_from_options(options.view_as(SinkOptions))
     except SinkConfigError as exc:
         problems.append(str(exc))
-    problems += check_sink_credentials(sinks)
+    problems += credential_problems(sinks)
     problems = problems or check_buckets(options)
     status: StatusServer | None = None
     readiness = Readiness()

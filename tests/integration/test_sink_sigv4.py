@@ -11,7 +11,7 @@ import json
 import pytest
 from botocore.credentials import Credentials
 
-from pipeline import launcher
+from pipeline import launcher, restore
 from tests.sigv4_helpers import verify, verifying_sink
 from transforms.core.protocol import Protocol
 from transforms.core.sink import config
@@ -153,6 +153,12 @@ def test_missing_credentials_stop_the_launch_with_one_line(aws_env, tmp_path, ca
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "no AWS credentials found" in lines[0] and "sink rw-127-0-0-1-9" in lines[0]
+    # the restore job checks the same way before reading any archive
+    assert restore.main([f"--archive_path={tmp_path}", "--remote_write_url=http://127.0.0.1:9/api/v1/write",
+                         "--remote_write_sigv4_region=us-east-1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("restore: sink rw-127-0-0-1-9-api-v1-write: SigV4: no AWS credentials")
     with pytest.raises(SinkAuthError, match="ProfileNotFound|could not be found"):
         check_credentials(SigV4Auth(region="us-east-1", profile="absent"))
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import typing
+from collections.abc import Iterable
 
 from transforms.core.sink.auth import Auth, BasicAuth, BearerAuth, NoAuth, SigV4Auth
+from transforms.core.sink.config import SinkConfig
 from transforms.io.secrets import read_secret
 
 if typing.TYPE_CHECKING:
@@ -82,6 +84,18 @@ def frozen(credentials: Credentials, auth: SigV4Auth) -> typing.Any:
 def check_credentials(auth: SigV4Auth) -> None:
     """At launch: credentials exist and (for refreshable ones) can be refreshed now. Raises SinkAuthError."""
     frozen(aws_credentials(auth), auth)
+
+
+def credential_problems(sinks: Iterable[SinkConfig]) -> list[str]:
+    """At launch, one line per SigV4 sink whose credentials are missing or unusable (none for other kinds)."""
+    problems = []
+    for sink in sinks:
+        if isinstance(sink.auth, SigV4Auth):
+            try:
+                check_credentials(sink.auth)
+            except SinkAuthError as exc:
+                problems.append(f"sink {sink.name}: {exc}")
+    return problems
 
 
 def sigv4_headers(auth: SigV4Auth, credentials: Credentials, url: str, body: bytes,
