@@ -13,6 +13,8 @@ The sinks file is YAML (JSON is YAML too) in the spirit of Prometheus' `remote_w
         sigv4: {region: us-east-1, service: aps, role_arn: "arn:aws:iam::123456789012:role/w", profile: p}
         tenant_header: forward     # forward (X-Scope-OrgID = the message's tenant) | drop
         tenant: team-a             # or send this tenant instead
+        tenant_label: team         # or each series' own tenant, named by this label (else tenant / the message's)
+        tenant_label_drop: true    # and remove that label before sending
         queue_config: {max_samples_per_send: 2000, max_bytes_per_send: 4194304, shards: 4,
                        batch_send_deadline: 1s, min_backoff: 30ms, max_backoff: 5s}
         write_relabel_configs:
@@ -41,6 +43,7 @@ _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)?\Z")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _NAME = re.compile(r"[A-Za-z0-9_.~+%-]{1,100}\Z")  # usable as a Pub/Sub subscription-name suffix
 _AWS_WORD = re.compile(r"[a-z0-9-]{1,64}\Z")  # AWS region and service names
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/\S+\Z")
 SIGV4_KEYS = ("region", "service", "role_arn", "profile")
 
@@ -78,6 +81,8 @@ class SinkConfig:
     auth: Auth = NoAuth()
     tenant_header: str = "forward"
     tenant: str | None = None
+    tenant_label: str | None = None  # route each series to the tenant this label names
+    tenant_label_drop: bool = False
     queue: QueueConfig = QueueConfig()
     rules: tuple[Rule, ...] = ()
     subscription: str | None = None
@@ -111,6 +116,12 @@ def default_name(url: str) -> str:
     return ("rw-" + re.sub(r"[^A-Za-z0-9]+", "-", raw).strip("-"))[:100]
 
 
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise SinkConfigError(f"{what}: expected true or false, got {value!r}")
+    return value
+
+
 def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
@@ -137,6 +148,14 @@ def _check(sink: SinkConfig) -> SinkConfig:
         raise SinkConfigError(f"{where}: tenant_header must be one of {', '.join(TENANT_MODES)}")
     if sink.tenant is not None and not is_valid_tenant(sink.tenant):
         raise SinkConfigError(f"{where}: tenant {sink.tenant!r} is not a valid tenant id")
+    if sink.tenant_label is not None:
+        if not _LABEL_NAME.match(sink.tenant_label) or sink.tenant_label.startswith("__"):
+            raise SinkConfigError(f"{where}: tenant_label {sink.tenant_label!r} is not a label name "
+                                  "([a-zA-Z_][a-zA-Z0-9_]*, not a reserved __ name)")
+        if sink.tenant_header != "forward":
+            raise SinkConfigError(f"{where}: tenant_label sends {HEADER_TENANT}; it cannot go with tenant_header: drop")
+    elif sink.tenant_label_drop:
+        raise SinkConfigError(f"{where}: tenant_label_drop needs tenant_label")
     queue = sink.queue
     if min(queue.max_samples_per_request, queue.max_bytes_per_request, queue.shards) < 1:
         raise SinkConfigError(f"{where}: max_samples_per_send, max_bytes_per_send and shards must be >= 1")
@@ -150,7 +169,8 @@ def from_flags(urls: Sequence[str], *, protocol: str = "1.0", timeout: float | N
                basic_auth_username: str | None = None, basic_auth_password_file: str | None = None,
                sigv4_region: str | None = None, sigv4_service: str | None = None, sigv4_role_arn: str | None = None,
                sigv4_profile: str | None = None,
-               tenant_header: str | None = None, tenant: str | None = None,
+               tenant_header: str | None = None, tenant: str | None = None, tenant_label: str | None = None,
+               tenant_label_drop: bool = False,
                max_samples_per_request: int | None = None, max_bytes_per_request: int | None = None,
                shards: int | None = None, healthcheck_url: str | None = None) -> list[SinkConfig]:
     """One sink per URL (a value may hold several, comma-separated), all with the same settings.
@@ -166,6 +186,7 @@ def from_flags(urls: Sequence[str], *, protocol: str = "1.0", timeout: float | N
     common: dict[str, Any] = {
         "protocol": protocol, "remote_timeout": timeout, "headers": dict(parse_header(h) for h in headers),
         "bearer_token_file": bearer_token_file, "tenant_header": tenant_header, "tenant": tenant,
+        "tenant_label": tenant_label, "tenant_label_drop": tenant_label_drop or None,
         "queue_config": {k: v for k, v in queue.items() if v is not None},
         "basic_auth": {"username": basic_auth_username, "password_file": basic_auth_password_file}
         if basic_auth_username else None,
@@ -200,7 +221,8 @@ def _sink_from_mapping(entry: Mapping[str, Any], where: str) -> SinkConfig:
     if not isinstance(entry, Mapping) or not entry.get("url"):
         raise SinkConfigError(f"{where}: each sink needs a url")
     known = {"url", "name", "protocol", "remote_timeout", "headers", "basic_auth", "bearer_token_file", "sigv4",
-             "tenant_header", "tenant", "queue_config", "write_relabel_configs", "subscription", "healthcheck"}
+             "tenant_header", "tenant", "tenant_label", "tenant_label_drop", "queue_config", "write_relabel_configs",
+             "subscription", "healthcheck"}
     unknown = sorted(set(entry) - known)
     if unknown:
         raise SinkConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
@@ -223,6 +245,8 @@ def _sink_from_mapping(entry: Mapping[str, Any], where: str) -> SinkConfig:
         headers=tuple((str(k), str(v)) for k, v in (entry.get("headers") or {}).items()),
         auth=parse_auth(entry, where),
         tenant_header=str(entry.get("tenant_header", SinkConfig.tenant_header)), tenant=entry.get("tenant"),
+        tenant_label=None if entry.get("tenant_label") is None else str(entry["tenant_label"]),
+        tenant_label_drop=_flag(entry.get("tenant_label_drop", False), f"{where}.tenant_label_drop"),
         queue=QueueConfig(
             max_samples_per_request=int(queue.get("max_samples_per_send", QueueConfig.max_samples_per_request)),
             max_bytes_per_request=int(queue.get("max_bytes_per_send", QueueConfig.max_bytes_per_request)),
