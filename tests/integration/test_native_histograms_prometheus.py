@@ -1,6 +1,7 @@
 """Native histograms into a real Prometheus 2.42 (--enable-feature=native-histograms, remote-write receiver):
-sent to our receiver, published to the Pub/Sub emulator, forwarded by the local runner's sink loop, then read
-back from Prometheus' query API and compared field by field with what was sent.
+sent to our receiver, published to the Pub/Sub emulator, forwarded by the local runner's sink loop (and, in
+the second test, archived and sent again by `pipeline.restore`), then read back from Prometheus' query API
+and compared field by field with what was sent.
 
 Compared exactly: each sample's timestamp, count and sum, and every bucket (boundary rule, lower and upper
 bound, count) derived from the sent schema, spans, deltas/counts and zero bucket (tests/histogram_helpers.py);
@@ -18,11 +19,16 @@ sends every hint (UNKNOWN, YES, NO, GAUGE) and checks that each such sample is s
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
+import apache_beam as beam
 import pytest
 import requests
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from tests.histogram_helpers import (
     api_buckets,
@@ -34,7 +40,8 @@ from tests.histogram_helpers import (
 )
 from tests.sink_helpers import BASE_MS, forwarding, sink, wait_for
 from tools import services
-from transforms.core.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1
+from transforms.beam import ArchiveMessages
+from transforms.core.protocol import CONTENT_TYPE_V1, HEADER_VERSION, VERSION_HEADER_V1, Protocol
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1
 
@@ -103,12 +110,16 @@ def test_native_histograms_reach_prometheus_field_by_field(topic_and_subscriptio
     finally:
         receiver.stop()
     assert stats["samples_dead_lettered"] == 0 and not (tmp_path / "dead").exists()
+    assert_prometheus_holds(prometheus_native, sent)
 
-    names = {r["metric"]["i"] for r in query(prometheus_native, 'count_over_time({job="nhtest"}[1h])', time.time())}
+
+def assert_prometheus_holds(url: str, sent: dict[tuple, list]) -> None:
+    """Every sent histogram field by field, and the stale markers by their effect."""
+    names = {r["metric"]["i"] for r in query(url, 'count_over_time({job="nhtest"}[1h])', time.time())}
     assert names == {str(i) for i in range(SERIES)}
     for key, histograms in sent.items():
         selector = "{" + ",".join(f'{name}="{value}"' for name, value in key) + "}[1h]"
-        (row,) = query(prometheus_native, selector, time.time())  # one series per query: see the docstring
+        (row,) = query(url, selector, time.time())  # one series per query: see the docstring
         got = row["histograms"]
         assert [round(float(t) * 1000) for t, _ in got] == [h.timestamp for h in histograms], key
         for h, (_, value) in zip(histograms, got, strict=True):
@@ -120,7 +131,31 @@ def test_native_histograms_reach_prometheus_field_by_field(topic_and_subscriptio
     assert kinds == {"count_int", "count_float"} and len(hints) == 4  # the test covers what it says it covers
 
     marker_s = (BASE_MS + STEPS * 1000) / 1000
-    after = {r["metric"]["i"] for r in query(prometheus_native, '{job="nhtest"}', marker_s + 5)}
-    before = {r["metric"]["i"] for r in query(prometheus_native, '{job="nhtest"}', marker_s - 0.5)}
+    after = {r["metric"]["i"] for r in query(url, '{job="nhtest"}', marker_s + 5)}
+    before = {r["metric"]["i"] for r in query(url, '{job="nhtest"}', marker_s - 0.5)}
     assert before == {str(i) for i in range(SERIES)}
     assert after == {str(i) for i in range(SERIES) if i % STALE_EVERY}, "stale markers end their series at once"
+
+
+def test_native_histograms_restored_from_the_archive_reach_prometheus_field_by_field(log_dir, tmp_path):
+    """The same histograms archived by the pipeline's own writer (NDJSON and Parquet), then sent by
+    `python -m pipeline.restore` into a fresh Prometheus."""
+    service, url = services.start_prometheus(log_dir, "global: {}\n", receiver=True, name="prom-native-restore",
+                                             args=["--enable-feature=native-histograms"])
+    try:
+        to_send, sent = requests_to_send()
+        archive = str(tmp_path / "archive")
+        for fmt, part in (("ndjson", to_send[:STEPS // 2]), ("parquet", to_send[STEPS // 2:])):
+            messages = [PubsubMessage(codec.encode(r), codec.message_attributes(Protocol.V1, "team-h", "x",
+                                                                                codec.count(r)), message_id=f"{fmt}{n}")
+                        for n, r in enumerate(part)]
+            with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+                _ = p | beam.Create(messages) | ArchiveMessages(archive, archive + "/_dead", archive_format=fmt,
+                                                                file_label=lambda window, pane, fmt=fmt: fmt)
+        done = subprocess.run([sys.executable, "-m", "pipeline.restore", f"--archive_path={archive}",
+                               f"--remote_write_url={url}/api/v1/write"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "0 dead-lettered" in done.stdout, done.stdout
+        assert_prometheus_holds(url, sent)
+    finally:
+        service.stop()
