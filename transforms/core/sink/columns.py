@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from transforms.core.protocol import METRIC_NAME_LABEL, Protocol, is_valid_tenant
+from transforms.core.protocol import METRIC_NAME_LABEL, Protocol
 from transforms.core.sink.relabel import Rule, apply_rules
+from transforms.core.sink.tenants import split_tenant
 from transforms.core.wire import _wire
 from transforms.core.wire.proto import remote_v1_pb2
 
@@ -143,18 +144,6 @@ class SinkSeries:
             self.names.append(next((v for n, v in final if n == METRIC_NAME_LABEL), ""))
             self._shard_list.append(zlib.crc32(key) % self.shards)
         return found
-
-
-def split_tenant(labels: Labels, tenant_label: str, drop: bool) -> tuple[Labels, str]:
-    """The tenant label's value ("" if absent) and the labels, without it when `drop`.
-
-    An invalid value keeps its label: the series goes to dead letters as it was, so a replay after a
-    fix (or a look at the record) still shows which tenant it named.
-    """
-    value = next((v for n, v in labels if n == tenant_label), "")
-    if drop and value and is_valid_tenant(value):
-        labels = tuple((n, v) for n, v in labels if n != tenant_label)
-    return labels, value
 
 
 @dataclasses.dataclass

@@ -23,14 +23,7 @@ from transforms.core.buckets import REQUEST_BUCKETS, Buckets
 from transforms.core.deadletter import DeadLetter
 from transforms.core.errors import InvalidPayload
 from transforms.core.metadata import family_candidates
-from transforms.core.protocol import (
-    DEFAULT_TENANT,
-    MAX_DECOMPRESSED,
-    TENANT_RULE,
-    Protocol,
-    is_valid_tenant,
-    ref_pairs,
-)
+from transforms.core.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol, is_valid_tenant, ref_pairs
 from transforms.core.retry import Action, Attempt, Jitter, RetryPolicy
 from transforms.core.sink.batching import (
     SeriesRequest,
@@ -40,10 +33,11 @@ from transforms.core.sink.batching import (
     shard_of,
     tenant_metadata_everywhere,
 )
-from transforms.core.sink.columns import ColumnRequest, Columns, ColumnShard, SinkSeries, split_tenant
+from transforms.core.sink.columns import ColumnRequest, Columns, ColumnShard, SinkSeries
 from transforms.core.sink.config import SinkConfig
 from transforms.core.sink.relabel import apply_rules
 from transforms.core.sink.request import FamilyMetadata, headers_for, metadata_payload, samples_only
+from transforms.core.sink.tenants import bad_tenant_reason, split_tenant
 from transforms.core.wire import codec, snappy_block
 from transforms.core.wire.batch import Batch, SeriesTable, decode
 from transforms.core.wire.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
@@ -209,8 +203,7 @@ class Forwarder:
     def _bad_tenant(self, value: str, incoming: str, points: int, body_v1: bytes) -> str:
         """A dead-letter record for series whose tenant label names an invalid tenant: never sent elsewhere."""
         self.stats.add(samples_dead_lettered=points)
-        reason = (f"sink {self.sink.name}: tenant label {self.sink.tenant_label}={value!r} is not a valid tenant id "
-                  f"({TENANT_RULE})")
+        reason = bad_tenant_reason(self.sink.name, typing.cast(str, self.sink.tenant_label), value)
         log.error("%s; %d samples dead-lettered", reason, points)
         return self._record({"protocol": Protocol.V1.value, "tenant": incoming, "samples": str(points)},
                             snappy_block.compress(body_v1), reason)
