@@ -128,3 +128,40 @@ def test_tenant_label_settings_are_checked():
                          ({"tenant_label": "team", "tenant_header": "drop"}, "cannot go with tenant_header")):
         with pytest.raises(config.SinkConfigError, match=error):
             config.from_document(json.dumps({"remote_write": [{"url": url, **entry}]}))
+
+
+def test_the_streaming_graphs_sink_branch_routes_by_tenant_label(capture, tmp_path):
+    """ForwardToSink (the Dataflow branch: shard, GroupIntoBatches per (tenant, shard), send) on Beam's local
+    runner: the (tenant, shard) keys carry the label's tenant, and invalid values reach the dead-letter files."""
+    import apache_beam as beam
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    from transforms.beam import ForwardToSink
+
+    teams = ["team-a", "team-b", "", "bad team!"]  # "" = no label
+    requests_ = [build_v1([Series({"__name__": "beam_tenant", "i": str(i), **({"team": teams[i % 4]}
+                                                                              if teams[i % 4] else {})},
+                                  [(BASE_MS + 1000 * (9 - r), float(r))]) for i in range(40)])
+                 for r in range(10)]  # newest first: the sink must still send each series in time order
+    messages = [PubsubMessage(codec.encode(r), codec.message_attributes(Protocol.V1, INCOMING, "now", codec.count(r)))
+                for r in requests_]
+    (sink,) = config.from_document(json.dumps({"remote_write": [{
+        "url": capture, "tenant_label": "team", "tenant_label_drop": True, "queue_config": {"shards": 3}}]}))
+    with beam.Pipeline(runner="DirectRunner") as p:
+        _ = p | beam.Create(messages) | ForwardToSink(sink, str(tmp_path / "dead"))
+    stamps: dict[str, dict[str, list[int]]] = defaultdict(dict)
+    for _, headers, body in Capture.seen:
+        for labels, samples in decode_series(Protocol.V1, body):
+            assert "team" not in dict(labels)
+            stamps[headers["X-Scope-OrgID"]].setdefault(dict(labels)["i"], []).extend(t for t, _ in samples)
+    expected_order = sorted(BASE_MS + 1000 * (9 - r) for r in range(10))
+    for tenant, index in (("team-a", 0), ("team-b", 1), (INCOMING, 2)):
+        assert set(stamps[tenant]) == {str(i) for i in range(index, 40, 4)}, tenant
+        assert all(v == expected_order for v in stamps[tenant].values()), tenant
+    assert set(stamps) == {"team-a", "team-b", INCOMING}
+    letters = [json.loads(line) for path in (tmp_path / "dead").rglob("*.ndjson")
+               for line in path.read_text().splitlines() if line]
+    refused = {dict(labels)["i"] for letter in letters
+               for labels, _ in decode_series(Protocol.V1, base64.b64decode(letter["data_base64"]))}
+    assert refused == {str(i) for i in range(3, 40, 4)}
+    assert all("team='bad team!' is not a valid tenant id" in letter["error"] for letter in letters)
