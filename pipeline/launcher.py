@@ -25,6 +25,7 @@ from pipeline.options import (
     validate,
 )
 from transforms.core.sink.config import SinkConfig, SinkConfigError
+from transforms.io.sink_auth import credential_problems
 
 
 def check_subscription(subscription: str) -> list[str]:
@@ -181,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sinks = sinks_from_options(options.view_as(SinkOptions))
     except SinkConfigError as exc:
         problems.append(str(exc))
+    problems += credential_problems(sinks)
     problems = problems or check_buckets(options)
     status: StatusServer | None = None
     readiness = Readiness()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -90,6 +91,13 @@ def dead_letter_path(options: ArchiveOptions) -> str:
     return options.dead_letter_path or options.archive_path.rstrip("/") + "/_dead_letters"
 
 
+def _true_or_false(text: str) -> bool:
+    """A boolean flag's value as a template passes it (--flag=true); a bare --flag is true."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
 class SinkOptions(PipelineOptions):
     """Remote-write sinks. The flags configure one or more sinks alike; a sinks file configures each."""
 
@@ -117,10 +125,29 @@ class SinkOptions(PipelineOptions):
         parser.add_argument("--remote_write_basic_auth_username", default=None, help="Basic auth user name.")
         parser.add_argument("--remote_write_basic_auth_password_file", default=None,
                             help="File holding the basic auth password.")
+        parser.add_argument("--remote_write_sigv4_region", default=None,
+                            help="Sign each request with AWS SigV4 for this region (e.g. us-east-1), as Amazon "
+                                 "Managed Service for Prometheus requires. Credentials come from the standard AWS "
+                                 "chain (environment, profile, SSO, web identity, instance role), checked at launch.")
+        parser.add_argument("--remote_write_sigv4_service", default=None,
+                            help="SigV4 service name (default aps).")
+        parser.add_argument("--remote_write_sigv4_role_arn", default=None,
+                            help="Optional IAM role to assume (STS) with the chain's credentials before signing.")
+        parser.add_argument("--remote_write_sigv4_profile", default=None,
+                            help="Optional AWS profile of the shared config files to take credentials from.")
         parser.add_argument("--remote_write_tenant_header", default="forward", choices=("forward", "drop"),
                             help="forward: send each message's tenant as X-Scope-OrgID (default); drop: send none.")
         parser.add_argument("--remote_write_tenant", default=None,
-                            help="Send this X-Scope-OrgID instead of the message's tenant.")
+                            help="Send this X-Scope-OrgID instead of the message's tenant (with "
+                                 "--remote_write_tenant_label: for series without that label).")
+        parser.add_argument("--remote_write_tenant_label", default=None,
+                            help="Send each series under the tenant its LABEL names (as X-Scope-OrgID), one request "
+                                 "per tenant; series without the label get --remote_write_tenant or the message's "
+                                 "tenant. A value that is not a valid tenant id sends the series to dead letters.")
+        parser.add_argument("--remote_write_tenant_label_drop", nargs="?", const=True, default=False,
+                            type=_true_or_false,
+                            help="Remove the --remote_write_tenant_label label before sending (true/false; the bare "
+                                 "flag means true).")
         parser.add_argument("--remote_write_max_samples_per_request", type=int,
                             default=QueueConfig.max_samples_per_request,
                             help="Samples (float + histogram) per request at most "
@@ -147,7 +174,10 @@ def sinks_from_options(options: SinkOptions) -> list:
         headers=options.remote_write_header or [], bearer_token_file=options.remote_write_bearer_token_file,
         basic_auth_username=options.remote_write_basic_auth_username,
         basic_auth_password_file=options.remote_write_basic_auth_password_file,
+        sigv4_region=options.remote_write_sigv4_region, sigv4_service=options.remote_write_sigv4_service,
+        sigv4_role_arn=options.remote_write_sigv4_role_arn, sigv4_profile=options.remote_write_sigv4_profile,
         tenant_header=options.remote_write_tenant_header, tenant=options.remote_write_tenant,
+        tenant_label=options.remote_write_tenant_label, tenant_label_drop=options.remote_write_tenant_label_drop,
         max_samples_per_request=options.remote_write_max_samples_per_request,
         max_bytes_per_request=options.remote_write_max_bytes_per_request, shards=options.remote_write_shards,
         healthcheck_url=options.remote_write_healthcheck_url)

@@ -43,6 +43,7 @@ from transforms.core.archive.records import METADATA_DIR
 from transforms.core.restore.selection import Selection, SelectionError, format_ms, to_request
 from transforms.core.sink.config import SinkConfig, SinkConfigError, parse_duration
 from transforms.io.files import read_whole
+from transforms.io.sink_auth import credential_problems
 
 PROG = "python -m pipeline.restore"
 DEFAULT_MAX_RETRY = "5m"
@@ -250,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sinks = with_retry_limit(sinks_from_options(options.view_as(SinkOptions)), limit)
         if not sinks and not args.dry_run:
             raise Usage("give --remote_write_url or --remote_write_config (or --dry_run)")
+        if problems := credential_problems(sinks):
+            raise Usage("; ".join(problems))
         runner = options.view_as(StandardOptions).runner
         if not is_local(runner) and not args.archive_path.startswith(("gs://", "s3://")):
             raise Usage(f"--archive_path {args.archive_path!r}: runner {runner} reads on remote workers; "

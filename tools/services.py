@@ -230,8 +230,9 @@ def start_node_exporter(log_dir: Path) -> tuple[Service, str]:
 
 
 def start_prometheus(log_dir: Path, config: str, *, receiver: bool = False, port: int | None = None,
-                     name: str = "prometheus") -> tuple[Service, str]:
-    """Debian's Prometheus with the given YAML config, lifecycle API on (for /-/reload)."""
+                     name: str = "prometheus", args: Sequence[str] = ()) -> tuple[Service, str]:
+    """Debian's Prometheus with the given YAML config, lifecycle API on (for /-/reload), plus `args`
+    (e.g. --enable-feature=native-histograms)."""
     binary = require_binary("prometheus", "apt-get install prometheus")
     port = port or free_port()
     work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir))
@@ -240,6 +241,7 @@ def start_prometheus(log_dir: Path, config: str, *, receiver: bool = False, port
             f"--web.listen-address={LOOPBACK}:{port}", "--web.enable-lifecycle"]
     if receiver:
         argv.append("--web.enable-remote-write-receiver")
+    argv += args
     service = Service(name, argv, log_dir)
     service.wait_ready(_http_ok(f"http://{LOOPBACK}:{port}/-/ready"), timeout=60)
     return service, f"http://{LOOPBACK}:{port}"

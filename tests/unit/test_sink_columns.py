@@ -34,7 +34,7 @@ class PythonPath(Forwarder):
     def _shard_one(self, data, attributes, batches):
         protocol = Protocol(attributes["protocol"])
         payload = snappy_block.decompress(data, MAX_DECOMPRESSED)
-        self._shard_message(payload, codec.parse(payload, protocol), protocol, attributes["tenant"], batches)
+        return self._shard_message(payload, codec.parse(payload, protocol), protocol, attributes["tenant"], batches)
 
 
 class Capture:

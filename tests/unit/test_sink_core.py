@@ -165,7 +165,7 @@ def test_headers_per_spec_auth_and_tenant(tmp_path):
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     v1 = config.from_flags([URL], headers=["X-A: b"], bearer_token_file=str(token))[0]
-    headers = authorize(v1.auth, headers_for(v1, "team-a"))  # what HttpService.post sends
+    headers = authorize(v1.auth, URL, b"body", headers_for(v1, "team-a"))  # what HttpService.post sends
     assert headers == {"X-A": "b", "Authorization": "Bearer s3cret", "X-Scope-OrgID": "team-a",
                        "Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
                        "X-Prometheus-Remote-Write-Version": "0.1.0", "User-Agent": USER_AGENT}
@@ -448,3 +448,14 @@ def test_2_0_to_1_0_sends_no_unknown_fields():
         assert request.SerializeToString() == plain.SerializeToString()
         stamps += [x.timestamp for s in request.timeseries for x in (*s.samples, *s.histograms)]
     assert sorted(stamps) == [2000, 2000, 2500, 3000]
+
+
+def test_a_tenant_label_is_read_dropped_only_when_valid_and_absent_means_the_fallback():
+    from transforms.core.sink.tenants import split_tenant
+
+    labels = (("__name__", "up"), ("job", "j"), ("team", "team-a"))
+    assert split_tenant(labels, "team", drop=False) == (labels, "team-a")
+    assert split_tenant(labels, "team", drop=True) == ((("__name__", "up"), ("job", "j")), "team-a")
+    assert split_tenant(labels[:2], "team", drop=True) == (labels[:2], "")
+    bad = (("__name__", "up"), ("team", "a b"))
+    assert split_tenant(bad, "team", drop=True) == (bad, "a b")  # kept, so the dead letter shows it

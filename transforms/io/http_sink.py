@@ -1,6 +1,8 @@
 """The HTTP service of a sink (requests): one POST, its outcome for the retry policy, and its latency.
 
-One `requests.Session` per thread (connection reuse per shard; sessions are not thread-safe).
+One `requests.Session` per thread (connection reuse per shard; sessions are not thread-safe). Auth is
+applied to each attempt just before it is sent; credentials that cannot be had make the attempt a final
+failure (dead letters), never a retry loop.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import requests
 
 from transforms.core.protocol import parse_written
 from transforms.core.retry import Attempt, classify
+from transforms.core.sink.auth import SigV4Auth
 from transforms.core.sink.config import SinkConfig
-from transforms.io.sink_auth import authorize
+from transforms.io.sink_auth import SinkAuthError, authorize, aws_credentials
 
 MAX_ANSWER = 2000  # characters of the sink's answer kept for logs and dead letters
 
@@ -22,6 +25,8 @@ class HttpService:
     def __init__(self, sink: SinkConfig) -> None:
         self.sink = sink
         self._local = threading.local()
+        self._credentials_lock = threading.Lock()
+        self._aws_credentials = None  # resolved once, at the first SigV4 request; they refresh themselves
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -29,10 +34,22 @@ class HttpService:
             session = self._local.session = requests.Session()
         return session
 
+    def _credentials(self):
+        if not isinstance(self.sink.auth, SigV4Auth):
+            return None
+        with self._credentials_lock:
+            if self._aws_credentials is None:
+                self._aws_credentials = aws_credentials(self.sink.auth)
+            return self._aws_credentials
+
     def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
         started = time.monotonic()
         try:
-            response = self._session().post(self.sink.url, data=body, headers=authorize(self.sink.auth, headers),
+            signed = authorize(self.sink.auth, self.sink.url, body, headers, credentials=self._credentials())
+        except SinkAuthError as exc:  # classified as not transient: a final failure, dead-lettered with this reason
+            return Attempt(classify(None, exc), str(exc)[:MAX_ANSWER], time.monotonic() - started)
+        try:
+            response = self._session().post(self.sink.url, data=body, headers=signed,
                                             timeout=self.sink.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             return Attempt(classify(None, exc), f"{type(exc).__name__}: {exc}"[:MAX_ANSWER],

@@ -76,6 +76,17 @@ def spread_metadata(batches: dict[tuple[str, int], ShardBatch], shards: int) -> 
                 batches.setdefault((tenant, shard), ShardBatch()).metadata.update(metadata)
 
 
+def tenant_metadata_everywhere(batches: dict[tuple[str, int], ShardBatch]) -> None:
+    """With tenants from a label, a message's metadata belongs to every tenant its series went to: give each
+    tenant's shard 0 all of it (a 1.0 sink sends it there; `spread_metadata` then reaches a 2.0 sink's shards)."""
+    metadata: dict[str, remote_v1_pb2.MetricMetadata] = {}
+    for batch in batches.values():
+        metadata.update(batch.metadata)
+    if metadata:
+        for tenant in {tenant for tenant, _ in batches}:
+            batches.setdefault((tenant, 0), ShardBatch()).metadata.update(metadata)
+
+
 class ShardBatch:
     """One (tenant, shard) in a flush: float-only series as columns (`columns`, the common case), and
     series carrying histograms or exemplars as protobuf pieces keyed by label bytes, in arrival order.

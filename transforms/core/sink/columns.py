@@ -6,7 +6,8 @@ without a Python object per sample or per series of a request:
 - `SinkSeries` holds the sink's output series (label sets after its rules, empty values dropped): the
   1.0 label bytes, the labels and the shard of each, made once per label set. A slot of the decoder's
   series table maps to an output series (or to "dropped") through one numpy array, filled the first
-  time the slot is seen, so rules run once per series, not per sample or per request.
+  time the slot is seen, so rules run once per series, not per sample or per request. With a tenant label,
+  a second array maps the slot to the tenant its label names (`tenants`), read in the same single pass.
 - `ColumnShard` gathers one (tenant, shard)'s samples of a flush: output-series id, timestamp, value
   bits (uint64: NaN payloads and the stale marker are never touched as floats) and start timestamp.
   `requests()` orders them (series by first arrival, each series' samples by time, exact repeats
@@ -26,6 +27,7 @@ import numpy as np
 
 from transforms.core.protocol import METRIC_NAME_LABEL, Protocol
 from transforms.core.sink.relabel import Rule, apply_rules
+from transforms.core.sink.tenants import split_tenant
 from transforms.core.wire import _wire
 from transforms.core.wire.proto import remote_v1_pb2
 
@@ -50,10 +52,13 @@ class SinkSeries:
     Owned by the sink's Forwarder. Renewed wholesale (never while a flush holds ids) past `limit`.
     """
 
-    def __init__(self, rules: tuple[Rule, ...], shards: int, limit: int = 200_000) -> None:
+    def __init__(self, rules: tuple[Rule, ...], shards: int, limit: int = 200_000, tenant_label: str | None = None,
+                 drop_tenant_label: bool = False) -> None:
         self.rules = rules
         self.shards = shards
         self.limit = limit
+        self.tenant_label = tenant_label
+        self.drop_tenant_label = drop_tenant_label
         self._renew()
 
     def _renew(self) -> None:
@@ -65,6 +70,10 @@ class SinkSeries:
         self.shard = np.zeros(0, np.int64)
         self.table_generation = -1
         self.slot_map = np.zeros(0, np.int64)
+        # The tenant label's values seen (index 0: the label is absent), and each slot's index into them.
+        self.tenants: list[str] = [""]
+        self._tenant_index: dict[str, int] = {"": 0}
+        self.slot_tenant = np.zeros(0, np.int64)
 
     def make_room(self) -> None:
         """Between flushes only: ids in a ColumnShard index these lists."""
@@ -76,28 +85,41 @@ class SinkSeries:
         if generation != self.table_generation:  # the decoder renewed its table: slots mean new label sets
             self.table_generation = generation
             self.slot_map = np.full(0, UNSEEN, np.int64)
+            self.slot_tenant = np.zeros(0, np.int64)
         if len(self.slot_map) < len(table_labels):
-            grown = np.full(max(len(table_labels), 2 * len(self.slot_map)), UNSEEN, np.int64)
+            size = max(len(table_labels), 2 * len(self.slot_map))
+            grown = np.full(size, UNSEEN, np.int64)
             grown[:len(self.slot_map)] = self.slot_map
             self.slot_map = grown
+            tenants = np.zeros(size, np.int64)
+            tenants[:len(self.slot_tenant)] = self.slot_tenant
+            self.slot_tenant = tenants
         out = self.slot_map[slots]
         unseen = out == UNSEEN
         if unseen.any():
             before = len(self.keys)
             for slot in np.unique(slots[unseen]).tolist():
-                self.slot_map[slot] = self._output_of(table_labels[slot])
+                self.slot_map[slot], self.slot_tenant[slot] = self._output_of(table_labels[slot])
             if len(self.keys) != before:
                 self.shard = np.asarray(self._shard_list, np.int64)
             out = self.slot_map[slots]
         return out
 
-    def _output_of(self, labels: Labels) -> int:
-        """The sink's rules, then labels with empty values dropped (as Prometheus' senders do)."""
+    def _output_of(self, labels: Labels) -> tuple[int, int]:
+        """The sink's rules, then labels with empty values dropped (as Prometheus' senders do), and the
+        tenant the series' tenant label names (read after the rules, so rules may set or rename it)."""
         kept = apply_rules(self.rules, list(labels))
         if kept is None:
-            return DROPPED
+            return DROPPED, 0
         final = tuple((n, v) for n, v in kept if v)
-        return self._register(label_bytes(final), final)
+        tenant = 0
+        if self.tenant_label:
+            final, value = split_tenant(final, self.tenant_label, self.drop_tenant_label)
+            if value:
+                tenant = self._tenant_index.setdefault(value, len(self.tenants))
+                if tenant == len(self.tenants):
+                    self.tenants.append(value)
+        return self._register(label_bytes(final), final), tenant
 
     def ids_of(self, keys: list[bytes]) -> np.ndarray:
         """Ids of output series another worker already routed (their 1.0 label bytes): no rules again."""

@@ -10,8 +10,11 @@ The sinks file is YAML (JSON is YAML too) in the spirit of Prometheus' `remote_w
         headers: {X-Team: infra}
         basic_auth: {username: u, password_file: /secrets/pw}
         bearer_token_file: /secrets/token
+        sigv4: {region: us-east-1, service: aps, role_arn: "arn:aws:iam::123456789012:role/w", profile: p}
         tenant_header: forward     # forward (X-Scope-OrgID = the message's tenant) | drop
         tenant: team-a             # or send this tenant instead
+        tenant_label: team         # or each series' own tenant, named by this label (else tenant / the message's)
+        tenant_label_drop: true    # and remove that label before sending
         queue_config: {max_samples_per_send: 2000, max_bytes_per_send: 4194304, shards: 4,
                        batch_send_deadline: 1s, min_backoff: 30ms, max_backoff: 5s}
         write_relabel_configs:
@@ -32,13 +35,17 @@ from urllib.parse import urlsplit
 import yaml
 
 from transforms.core.protocol import HEADER_TENANT, RESERVED_REQUEST_HEADERS, Protocol, is_valid_tenant
-from transforms.core.sink.auth import Auth, BasicAuth, BearerAuth, NoAuth
+from transforms.core.sink.auth import SIGV4_DEFAULT_SERVICE, Auth, BasicAuth, BearerAuth, NoAuth, SigV4Auth
 from transforms.core.sink.relabel import Rule, RuleError, parse_rule
 
 TENANT_MODES = ("forward", "drop")
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)?\Z")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _NAME = re.compile(r"[A-Za-z0-9_.~+%-]{1,100}\Z")  # usable as a Pub/Sub subscription-name suffix
+_AWS_WORD = re.compile(r"[a-z0-9-]{1,64}\Z")  # AWS region and service names
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/\S+\Z")
+SIGV4_KEYS = ("region", "service", "role_arn", "profile")
 
 
 class SinkConfigError(ValueError):
@@ -74,6 +81,8 @@ class SinkConfig:
     auth: Auth = NoAuth()
     tenant_header: str = "forward"
     tenant: str | None = None
+    tenant_label: str | None = None  # route each series to the tenant this label names
+    tenant_label_drop: bool = False
     queue: QueueConfig = QueueConfig()
     rules: tuple[Rule, ...] = ()
     subscription: str | None = None
@@ -107,6 +116,12 @@ def default_name(url: str) -> str:
     return ("rw-" + re.sub(r"[^A-Za-z0-9]+", "-", raw).strip("-"))[:100]
 
 
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise SinkConfigError(f"{what}: expected true or false, got {value!r}")
+    return value
+
+
 def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
@@ -127,11 +142,20 @@ def _check(sink: SinkConfig) -> SinkConfig:
         if name.lower() == HEADER_TENANT.lower():
             raise SinkConfigError(f"{where}: set {HEADER_TENANT} with 'tenant' / 'tenant_header', not 'headers'")
         if name.lower() == "authorization" and not isinstance(sink.auth, NoAuth):
-            raise SinkConfigError(f"{where}: an Authorization header conflicts with basic_auth / bearer_token_file")
+            raise SinkConfigError(f"{where}: an Authorization header conflicts with basic_auth / bearer_token_file"
+                                  " / sigv4")
     if sink.tenant_header not in TENANT_MODES:
         raise SinkConfigError(f"{where}: tenant_header must be one of {', '.join(TENANT_MODES)}")
     if sink.tenant is not None and not is_valid_tenant(sink.tenant):
         raise SinkConfigError(f"{where}: tenant {sink.tenant!r} is not a valid tenant id")
+    if sink.tenant_label is not None:
+        if not _LABEL_NAME.match(sink.tenant_label) or sink.tenant_label.startswith("__"):
+            raise SinkConfigError(f"{where}: tenant_label {sink.tenant_label!r} is not a label name "
+                                  "([a-zA-Z_][a-zA-Z0-9_]*, not a reserved __ name)")
+        if sink.tenant_header != "forward":
+            raise SinkConfigError(f"{where}: tenant_label sends {HEADER_TENANT}; it cannot go with tenant_header: drop")
+    elif sink.tenant_label_drop:
+        raise SinkConfigError(f"{where}: tenant_label_drop needs tenant_label")
     queue = sink.queue
     if min(queue.max_samples_per_request, queue.max_bytes_per_request, queue.shards) < 1:
         raise SinkConfigError(f"{where}: max_samples_per_send, max_bytes_per_send and shards must be >= 1")
@@ -143,7 +167,10 @@ def _check(sink: SinkConfig) -> SinkConfig:
 def from_flags(urls: Sequence[str], *, protocol: str = "1.0", timeout: float | None = None,
                headers: Sequence[str] = (), bearer_token_file: str | None = None,
                basic_auth_username: str | None = None, basic_auth_password_file: str | None = None,
-               tenant_header: str | None = None, tenant: str | None = None,
+               sigv4_region: str | None = None, sigv4_service: str | None = None, sigv4_role_arn: str | None = None,
+               sigv4_profile: str | None = None,
+               tenant_header: str | None = None, tenant: str | None = None, tenant_label: str | None = None,
+               tenant_label_drop: bool = False,
                max_samples_per_request: int | None = None, max_bytes_per_request: int | None = None,
                shards: int | None = None, healthcheck_url: str | None = None) -> list[SinkConfig]:
     """One sink per URL (a value may hold several, comma-separated), all with the same settings.
@@ -159,14 +186,27 @@ def from_flags(urls: Sequence[str], *, protocol: str = "1.0", timeout: float | N
     common: dict[str, Any] = {
         "protocol": protocol, "remote_timeout": timeout, "headers": dict(parse_header(h) for h in headers),
         "bearer_token_file": bearer_token_file, "tenant_header": tenant_header, "tenant": tenant,
+        "tenant_label": tenant_label, "tenant_label_drop": tenant_label_drop or None,
         "queue_config": {k: v for k, v in queue.items() if v is not None},
         "basic_auth": {"username": basic_auth_username, "password_file": basic_auth_password_file}
         if basic_auth_username else None,
+        "sigv4": _flag_sigv4(sigv4_region, sigv4_service, sigv4_role_arn, sigv4_profile),
         "healthcheck": {"enabled": True, "url": healthcheck_url} if healthcheck_url else None,
     }
     common = {k: v for k, v in common.items() if v is not None}
     every = [u.strip() for value in urls for u in value.split(",") if u.strip()]
     return _unique([_sink_from_mapping({"url": url, **common}, f"--remote_write_url {url}") for url in every])
+
+
+def _flag_sigv4(region: str | None, service: str | None, role_arn: str | None,
+                profile: str | None) -> dict[str, str] | None:
+    """The --remote_write_sigv4_* flags as a sinks-file `sigv4:` block; the region is what turns SigV4 on."""
+    values = {"region": region, "service": service, "role_arn": role_arn, "profile": profile}
+    if not region:
+        if any(values.values()):
+            raise SinkConfigError("--remote_write_sigv4_service/_role_arn/_profile need --remote_write_sigv4_region")
+        return None
+    return {k: v for k, v in values.items() if v}
 
 
 def _unique(sinks: list[SinkConfig]) -> list[SinkConfig]:
@@ -180,8 +220,9 @@ def _unique(sinks: list[SinkConfig]) -> list[SinkConfig]:
 def _sink_from_mapping(entry: Mapping[str, Any], where: str) -> SinkConfig:
     if not isinstance(entry, Mapping) or not entry.get("url"):
         raise SinkConfigError(f"{where}: each sink needs a url")
-    known = {"url", "name", "protocol", "remote_timeout", "headers", "basic_auth", "bearer_token_file",
-             "tenant_header", "tenant", "queue_config", "write_relabel_configs", "subscription", "healthcheck"}
+    known = {"url", "name", "protocol", "remote_timeout", "headers", "basic_auth", "bearer_token_file", "sigv4",
+             "tenant_header", "tenant", "tenant_label", "tenant_label_drop", "queue_config", "write_relabel_configs",
+             "subscription", "healthcheck"}
     unknown = sorted(set(entry) - known)
     if unknown:
         raise SinkConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
@@ -204,6 +245,8 @@ def _sink_from_mapping(entry: Mapping[str, Any], where: str) -> SinkConfig:
         headers=tuple((str(k), str(v)) for k, v in (entry.get("headers") or {}).items()),
         auth=parse_auth(entry, where),
         tenant_header=str(entry.get("tenant_header", SinkConfig.tenant_header)), tenant=entry.get("tenant"),
+        tenant_label=None if entry.get("tenant_label") is None else str(entry["tenant_label"]),
+        tenant_label_drop=_flag(entry.get("tenant_label_drop", False), f"{where}.tenant_label_drop"),
         queue=QueueConfig(
             max_samples_per_request=int(queue.get("max_samples_per_send", QueueConfig.max_samples_per_request)),
             max_bytes_per_request=int(queue.get("max_bytes_per_send", QueueConfig.max_bytes_per_request)),
@@ -222,8 +265,11 @@ def parse_auth(entry: Mapping[str, Any], where: str) -> Auth:
     """The one auth of a sink entry; a new kind adds its branch here (and its class in transforms/core/sink/auth.py)."""
     basic = entry.get("basic_auth") or {}
     bearer_file = entry.get("bearer_token_file")
-    if bearer_file and basic.get("username"):
-        raise SinkConfigError(f"{where}: use basic_auth or bearer_token_file, not both")
+    sigv4 = entry.get("sigv4")
+    if sum(bool(x) for x in (bearer_file, basic.get("username"), sigv4 is not None)) > 1:
+        raise SinkConfigError(f"{where}: use one of basic_auth, bearer_token_file and sigv4, not both")
+    if sigv4 is not None:
+        return parse_sigv4(sigv4, f"{where}.sigv4")
     if basic.get("password") and basic.get("password_file"):
         raise SinkConfigError(f"{where}: use basic_auth password or password_file, not both")
     if bearer_file:
@@ -232,6 +278,31 @@ def parse_auth(entry: Mapping[str, Any], where: str) -> Auth:
         return BasicAuth(username=str(basic["username"]), password=basic.get("password"),
                          password_file=basic.get("password_file"))
     return NoAuth()
+
+
+def parse_sigv4(block: Any, where: str) -> SigV4Auth:
+    """Prometheus' `sigv4:` block, minus static keys: credentials come from the standard AWS chain."""
+    if not isinstance(block, Mapping):
+        raise SinkConfigError(f"{where}: expected a mapping with region, service, role_arn, profile")
+    if {"access_key", "secret_key"} & set(block):
+        raise SinkConfigError(f"{where}: access_key/secret_key are not read from the sinks file; use the standard "
+                              "AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role)")
+    unknown = sorted(set(block) - set(SIGV4_KEYS))
+    if unknown:
+        raise SinkConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    region, service = block.get("region"), block.get("service") or SIGV4_DEFAULT_SERVICE
+    if not region:
+        raise SinkConfigError(f"{where}: region is required (e.g. us-east-1)")
+    for name, value in (("region", region), ("service", service)):
+        if not _AWS_WORD.match(str(value)):
+            raise SinkConfigError(f"{where}: {name} {value!r} is not an AWS {name} name such as "
+                                  f"{'us-east-1' if name == 'region' else 'aps'}")
+    role_arn = block.get("role_arn")
+    if role_arn and not _ROLE_ARN.match(str(role_arn)):
+        raise SinkConfigError(f"{where}: role_arn {role_arn!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+    profile = block.get("profile")
+    return SigV4Auth(region=str(region), service=str(service), role_arn=str(role_arn) if role_arn else None,
+                     profile=str(profile) if profile else None)
 
 
 def from_document(text: str) -> list[SinkConfig]:

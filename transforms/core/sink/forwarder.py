@@ -23,13 +23,21 @@ from transforms.core.buckets import REQUEST_BUCKETS, Buckets
 from transforms.core.deadletter import DeadLetter
 from transforms.core.errors import InvalidPayload
 from transforms.core.metadata import family_candidates
-from transforms.core.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol, ref_pairs
+from transforms.core.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol, is_valid_tenant, ref_pairs
 from transforms.core.retry import Action, Attempt, Jitter, RetryPolicy
-from transforms.core.sink.batching import SeriesRequest, ShardBatch, TimeSeries, points, shard_of
+from transforms.core.sink.batching import (
+    SeriesRequest,
+    ShardBatch,
+    TimeSeries,
+    points,
+    shard_of,
+    tenant_metadata_everywhere,
+)
 from transforms.core.sink.columns import ColumnRequest, Columns, ColumnShard, SinkSeries
 from transforms.core.sink.config import SinkConfig
 from transforms.core.sink.relabel import apply_rules
 from transforms.core.sink.request import FamilyMetadata, headers_for, metadata_payload, samples_only
+from transforms.core.sink.tenants import bad_tenant_reason, split_tenant
 from transforms.core.wire import codec, snappy_block
 from transforms.core.wire.batch import Batch, SeriesTable, decode
 from transforms.core.wire.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
@@ -146,7 +154,8 @@ class Forwarder:
         self._relabelled: dict[bytes, tuple[bytes, list[tuple[str, str]]] | None | bool] = {}
         # The columnar path: decoded label sets (validated once each), and this sink's output series.
         self.table = SeriesTable(limit=RELABEL_CACHE_LIMIT)
-        self.series = SinkSeries(sink.rules, sink.queue.shards, limit=RELABEL_CACHE_LIMIT)
+        self.series = SinkSeries(sink.rules, sink.queue.shards, limit=RELABEL_CACHE_LIMIT,
+                                 tenant_label=sink.tenant_label, drop_tenant_label=sink.tenant_label_drop)
         self._executor: ThreadPoolExecutor | None = None
 
     # -- messages -> shards ------------------------------------------------------------------
@@ -158,12 +167,15 @@ class Forwarder:
         dead: list[str] = []
         for data, attributes in messages:
             try:
-                self._shard_one(data, attributes, batches)
+                dead += self._shard_one(data, attributes, batches)
             except Exception as exc:  # one poison message must not block the sink: dead-letter it whole
                 dead.append(self._record(attributes, data, f"undecodable for sink {self.sink.name}: {exc}"))
+        if self.sink.tenant_label:
+            tenant_metadata_everywhere(batches)
         return batches, dead
 
-    def _shard_one(self, data: bytes, attributes: dict[str, str], batches: dict[ShardKey, ShardBatch]) -> None:
+    def _shard_one(self, data: bytes, attributes: dict[str, str], batches: dict[ShardKey, ShardBatch]) -> list[str]:
+        """One message onto its shards; returns dead-letter records for series refused here (bad tenant label)."""
         protocol = Protocol(attributes.get("protocol", ""))
         tenant = attributes.get("tenant") or DEFAULT_TENANT
         payload = snappy_block.decompress(data, MAX_DECOMPRESSED)
@@ -172,20 +184,41 @@ class Forwarder:
         except InvalidPayload:  # the receiver's rules are not ours to enforce here: forward it as it came
             batch = None
         if batch is None or batch.slow:
-            self._shard_message(payload, codec.parse(payload, protocol), protocol, tenant, batches)
-            return
-        self.shard_columns(batch, tenant, batches)
+            return self._shard_message(payload, codec.parse(payload, protocol), protocol, tenant, batches)
+        dead = self.shard_columns(batch, tenant, batches)
         if batch.counts.metadata:  # rare (Prometheus sends 1.0 metadata in requests of their own): upb reads it
             message = batch.message
             metadata = list(message.metadata) if protocol is Protocol.V1 else v2_to_v1(message)[1]
-            self._add_metadata(tenant, metadata, batches)
+            self._add_metadata(self.fallback_tenant(tenant), metadata, batches)
+        return dead
 
-    def shard_columns(self, batch: Batch, tenant: str, batches: dict[ShardKey, ShardBatch]) -> None:
-        """A float-only batch's samples onto its shards' columns; the sink's rules run once per label set."""
+    def fallback_tenant(self, tenant: str) -> str:
+        """With a tenant label, where series without it go: the sink's fixed tenant, else the message's."""
+        return (self.sink.tenant or tenant) if self.sink.tenant_label else tenant
+
+    def _family_key(self, tenant: str) -> str:
+        """Whose metadata a series may use: its tenant's, or with a tenant label any (it came with the message)."""
+        return "" if self.sink.tenant_label else tenant
+
+    def _bad_tenant(self, value: str, incoming: str, points: int, body_v1: bytes) -> str:
+        """A dead-letter record for series whose tenant label names an invalid tenant: never sent elsewhere."""
+        self.stats.add(samples_dead_lettered=points)
+        reason = bad_tenant_reason(self.sink.name, typing.cast(str, self.sink.tenant_label), value)
+        log.error("%s; %d samples dead-lettered", reason, points)
+        return self._record({"protocol": Protocol.V1.value, "tenant": incoming, "samples": str(points)},
+                            snappy_block.compress(body_v1), reason)
+
+    def shard_columns(self, batch: Batch, tenant: str, batches: dict[ShardKey, ShardBatch]) -> list[str]:
+        """A float-only batch's samples onto its shards' columns; the sink's rules run once per label set.
+
+        With a tenant label, each sample goes under its series' tenant; returns dead-letter records for
+        series whose label names an invalid tenant.
+        """
         slots = np.frombuffer(batch.series_slot, np.int32)
         route = self.series.route(slots, batch.labels, self.table.generation)
         sample_series = np.frombuffer(batch.sample_series, np.uint32)
         out = route[sample_series]
+        sample_tenant = self.series.slot_tenant[slots][sample_series] if self.sink.tenant_label else None
         cols = Columns(out.astype(np.uint32), np.frombuffer(batch.timestamps, np.int64),
                        np.frombuffer(batch.values, np.uint64), None)
         if batch.starts is not None:
@@ -198,6 +231,25 @@ class Forwarder:
         if dropped.any():
             self.stats.add(samples_dropped_by_rules=int(dropped.sum()))
             cols = cols.take(~dropped)
+            sample_tenant = None if sample_tenant is None else sample_tenant[~dropped]
+        if sample_tenant is None:
+            self._columns_onto_shards(tenant, cols, batches)
+            return []
+        dead = []
+        for index in np.unique(sample_tenant).tolist():
+            part = cols.take(sample_tenant == index)
+            value = self.series.tenants[index]
+            if index and not is_valid_tenant(value):
+                shard = ColumnShard(self.series)
+                shard.add(part)
+                ordered = shard.ordered()
+                body = ColumnRequest(self.series, ordered, 0, len(ordered)).encode(Protocol.V1, self._lookup(tenant))
+                dead.append(self._bad_tenant(value, tenant, len(part), body))
+            else:
+                self._columns_onto_shards(value or self.fallback_tenant(tenant), part, batches)
+        return dead
+
+    def _columns_onto_shards(self, tenant: str, cols: Columns, batches: dict[ShardKey, ShardBatch]) -> None:
         shard_of_sample = self.series.shard[cols.series]
         for shard in np.unique(shard_of_sample).tolist():
             key = (tenant, shard)
@@ -210,13 +262,13 @@ class Forwarder:
 
     def _add_metadata(self, tenant: str, metadata: list[remote_v1_pb2.MetricMetadata],
                       batches: dict[ShardKey, ShardBatch]) -> None:
-        known = self.families.setdefault(tenant, {})
+        known = self.families.setdefault(self._family_key(tenant), {})
         for entry in metadata:
             known[entry.metric_family_name] = (entry.type, entry.help, entry.unit)
             batches.setdefault((tenant, 0), ShardBatch()).add_metadata(entry)
 
     def _shard_message(self, payload: bytes, message: Any, protocol: Protocol, tenant: str,
-                       batches: dict[ShardKey, ShardBatch]) -> None:
+                       batches: dict[ShardKey, ShardBatch]) -> list[str]:
         """The Python path, for requests carrying histograms or exemplars."""
         if protocol is Protocol.V1:
             pairs = zip(label_keys(payload), message.timeseries, strict=True)
@@ -225,18 +277,41 @@ class Forwarder:
             series, metadata = v2_to_v1(message)
             pairs = ((series_key(s), s) for s in series)
         shards = self.sink.queue.shards
+        refused: dict[str, list[TimeSeries]] = {}  # invalid tenant label value -> its series
         for key, series in pairs:
             kept = self._relabel(key, series)
             if kept is None:
                 self.stats.add(samples_dropped_by_rules=points(series))
                 continue
             key, series = kept
-            shard = (tenant, shard_of(key, shards))
+            route = tenant
+            if self.sink.tenant_label:
+                key, series, value = self._split_tenant(key, series)
+                if value and not is_valid_tenant(value):
+                    refused.setdefault(value, []).append(series)
+                    continue
+                route = value or self.fallback_tenant(tenant)
+            shard = (route, shard_of(key, shards))
             batch = batches.get(shard)
             if batch is None:
                 batch = batches[shard] = ShardBatch()
             batch.add(key, series)
-        self._add_metadata(tenant, metadata, batches)
+        self._add_metadata(self.fallback_tenant(tenant), metadata, batches)
+        return [self._bad_tenant(value, tenant, sum(points(s) for s in refused_series),
+                                 SeriesRequest(refused_series).encode(Protocol.V1, self._lookup(tenant)))
+                for value, refused_series in refused.items()]
+
+    def _split_tenant(self, key: bytes, series: TimeSeries) -> tuple[bytes, TimeSeries, str]:
+        """The series' tenant label value, and the series without that label if the sink drops it."""
+        labels = tuple((lab.name, lab.value) for lab in series.labels)
+        kept, value = split_tenant(labels, typing.cast(str, self.sink.tenant_label), self.sink.tenant_label_drop)
+        if kept == labels:
+            return key, series, value
+        out = TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in kept])
+        out.samples.extend(series.samples)
+        out.histograms.extend(series.histograms)
+        out.exemplars.extend(series.exemplars)
+        return series_key(out), out, value
 
     def _relabel(self, key: bytes, series: TimeSeries) -> tuple[bytes, TimeSeries] | None:
         """The sink's rules, then labels with empty values dropped; cached per label set.
@@ -290,7 +365,7 @@ class Forwarder:
         """One shard's batch, request after request: a series is never in flight twice."""
         dead: list[str] = []
         if batch.metadata:  # the streaming graph hands each shard its tenant's metadata
-            known = self.families.setdefault(tenant, {})
+            known = self.families.setdefault(self._family_key(tenant), {})
             known.update({m.metric_family_name: (m.type, m.help, m.unit) for m in batch.metadata.values()})
         if batch.metadata and self.protocol is Protocol.V1:
             dead += self.deliver(tenant, SeriesRequest([]), list(batch.metadata.values()))
@@ -299,7 +374,7 @@ class Forwarder:
         return dead
 
     def _lookup(self, tenant: str):
-        known = self.families.get(tenant, {})
+        known = self.families.get(self._family_key(tenant), {})
 
         def lookup(name: str) -> FamilyMetadata | None:
             return next((known[f] for f in family_candidates(name) if f in known), None)

@@ -32,10 +32,14 @@ def headers_for(sink: SinkConfig, tenant: str | None, protocol: Protocol | None 
 
     Auth is not here: the HTTP service applies it just before each POST (transforms.io.sink_auth).
 
+    `tenant` is the shard's tenant: the message's, or (with `tenant_label`) the one the forwarder routed to.
     `protocol` is what the forwarder currently speaks to this sink (a 2.0 sink may have fallen back to 1.0).
     """
     headers = dict(sink.headers)
-    chosen = sink.tenant or (tenant if sink.tenant_header == "forward" else None)
+    if sink.tenant_label:  # the forwarder already chose each series' tenant: its label's, or the fallback
+        chosen = tenant
+    else:
+        chosen = sink.tenant or (tenant if sink.tenant_header == "forward" else None)
     if chosen:
         headers[HEADER_TENANT] = chosen
     v2 = (protocol or sink.protocol) is Protocol.V2
