@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 from collections.abc import Sequence
 
+from transforms.core import pubsub_names
 from transforms.core.wire.prescan import RequestLimits
 from transforms.core.wire.validation import NameValidation
 
 ENV_PREFIX = "RECEIVER_"
-_TOPIC_PATH = re.compile(r"projects/[^/]+/topics/[^/]{3,255}\Z")
 MIB = 1024 * 1024
 # Pub/Sub refuses publish requests over 10,000,000 bytes; leave room for attributes.
 PUBSUB_MESSAGE_LIMIT = 9_500_000
@@ -50,8 +49,12 @@ class ReceiverConfig:
     threads: int = 8
 
     def __post_init__(self) -> None:
-        if not _TOPIC_PATH.match(self.topic or ""):
-            raise ValueError(f"--topic must look like projects/PROJECT/topics/TOPIC, got {self.topic!r}")
+        if not self.topic:
+            raise ValueError(f"--topic is required: the Pub/Sub topic to publish to, e.g. "
+                             f"--topic=projects/local-project/topics/remote-write (or {ENV_PREFIX}TOPIC=...)")
+        topic_problem = pubsub_names.problem(self.topic, "topic")
+        if topic_problem:
+            raise ValueError(f"--topic {topic_problem}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_password_file):
             raise ValueError("--basic-auth-user and --basic-auth-password-file go together")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
