@@ -105,6 +105,21 @@ def list_files(archive_path: str, selection: Selection, under: str = "") -> tupl
     return kept, len(found)
 
 
+def check_tenants(archive_path: str, selection: Selection, files: Sequence[str]) -> None:
+    """A --tenant with no partition in the time range is a typo more often than an empty hour: name the
+    tenants that are there."""
+    if selection.tenants is None:
+        return
+    missing = selection.tenants - {partition_of(path)[0] for path in files}
+    if not missing:
+        return
+    in_range, _ = list_files(archive_path, dataclasses.replace(selection, tenants=None))
+    present = sorted({partition_of(path)[0] for path in in_range})
+    where = "between --start and --end" if selection.start_ms is not None or selection.end_ms is not None else ""
+    raise Usage(f"no archive files of tenant(s) {', '.join(sorted(missing))} under {archive_path} {where}".rstrip()
+                + f"; tenants there: {', '.join(present) if present else 'none'}")
+
+
 def with_retry_limit(sinks: list[SinkConfig], limit: float) -> list[SinkConfig]:
     """A bounded job must end: transient failures are retried at most `limit` seconds, then dead-lettered."""
     return [s if s.queue.max_retry_duration is not None else
@@ -258,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files, total = list_files(args.archive_path, selection)
         if not total:
             raise Usage(f"no archive files (tenant=*/date=*/hour=*/part-*) under {args.archive_path}")
+        check_tenants(args.archive_path, selection, files)
     except (SelectionError, SinkConfigError, Usage) as exc:
         print(f"restore: {exc}", file=sys.stderr)
         return 2

@@ -115,7 +115,7 @@ def test_selection_dry_run_and_usage_errors(archive, capture):
     empty = restore(f"--archive_path={archive}", f"--remote_write_url={capture}", '--match={job="nobody"}')
     assert (empty.returncode, empty.stdout.strip()) == (0, "restore: nothing selected (4 file(s) read)")
     pruned = restore(f"--archive_path={archive}", f"--remote_write_url={capture}", "--tenant=nobody")
-    assert pruned.returncode == 0 and pruned.stdout.startswith("restore: nothing selected")
+    assert pruned.returncode == 2 and pruned.stderr.strip().endswith("tenants there: team-a, team-b")
     assert Capture.seen == []
     for bad, says in (('--match={job="x"', "--match"), ("--start=tomorrow", "--start"),
                       ("--remote_write_url=ftp://x", "must be http")):
