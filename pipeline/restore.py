@@ -25,6 +25,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, S3Options, StandardOptions
 from apache_beam.utils.shared import Shared
 
+from pipeline.launcher import known_flags
 from pipeline.local_loop import BOUNDED_RUNNER
 from pipeline.options import SinkOptions, is_local, sinks_from_options
 from transforms.beam.restore import (
@@ -40,6 +41,7 @@ from transforms.beam.restore import (
 )
 from transforms.core.archive.format import FORMATS, PARTITION_GLOB
 from transforms.core.archive.records import METADATA_DIR
+from transforms.core.flags import respell
 from transforms.core.restore.selection import Selection, SelectionError, format_ms, to_request
 from transforms.core.sink.config import SinkConfig, SinkConfigError, parse_duration
 from transforms.io.files import read_whole
@@ -56,7 +58,8 @@ def restore_parser() -> argparse.ArgumentParser:
                        help="The archive to read: a local directory, gs://bucket/prefix or s3://bucket/prefix "
                             "(its tenant=T/date=YYYY-MM-DD/hour=HH/part-* files, .ndjson.gz and .parquet alike).")
     group.add_argument("--start", default=None,
-                       help="Only samples at or after this time: RFC 3339 (2026-11-25T09:00:00Z) or Unix seconds.")
+                       help="Only samples at or after this time: RFC 3339 (2026-11-25T09:00:00Z, "
+                            "2026-11-25T10:00:00+01:00), a date (2026-11-25: its midnight UTC) or Unix seconds.")
     group.add_argument("--end", default=None, help="Only samples at or before this time (same forms as --start).")
     group.add_argument("--tenant", action="append", default=None,
                        help="Only this tenant's partitions (repeatable); each tenant goes out as its own "
@@ -79,13 +82,27 @@ def restore_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USAGE = (f"{PROG} --archive_path=PATH (--remote_write_url=URL | --remote_write_config=FILE | --dry_run) "
+         "[--start T] [--end T] [--tenant T] [--match SELECTOR] [options] [Beam options]")
+# The sink flags are shared with the pipeline; where the pipeline's text is about Pub/Sub, restore's differs.
+RESTORE_SINK_HELP = {
+    "remote_write_url": "Send the selected samples to this remote-write endpoint (repeatable, or comma-separated, "
+                        "to send the same samples to several).",
+    "remote_write_config": "YAML/JSON sinks file with a 'remote_write:' list, one entry per sink, in the spirit of "
+                           "Prometheus' remote_write block (local path, gs:// or s3://). Adds to --remote_write_url.",
+}
+
+
 def help_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, parents=[restore_parser()],
+    parser = argparse.ArgumentParser(prog=PROG, usage=USAGE, description=__doc__, parents=[restore_parser()],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Every other standard Beam option is accepted and passed through.")
+                                     epilog="Flags may be spelled with - or _ (--archive-path, --archive_path). "
+                                            "Every other standard Beam option is accepted and passed through.")
     for name, options_class in (("remote-write sinks", SinkOptions), ("Beam: runner", StandardOptions),
                                 ("Beam: Google Cloud", GoogleCloudOptions), ("Beam: S3", S3Options)):
         options_class._add_argparse_args(parser.add_argument_group(name))
+    for action in parser._actions:
+        action.help = RESTORE_SINK_HELP.get(action.dest, action.help)
     return parser
 
 
@@ -248,9 +265,10 @@ def summarize(found: dict[str, int], sinks: list[SinkConfig], dead_letter_path: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = help_parser()
+    argv = respell(sys.argv[1:] if argv is None else argv, "_", known_flags(parser))
     if "-h" in argv or "--help" in argv:
-        help_parser().print_help()
+        parser.print_help()
         return 0
     try:
         args, beam_args = restore_parser().parse_known_args(argv)

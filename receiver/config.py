@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 
 from transforms.core import pubsub_names
+from transforms.core.flags import respell
 from transforms.core.wire.prescan import RequestLimits
 from transforms.core.wire.validation import NameValidation
 
@@ -86,6 +88,8 @@ def _env(name: str, default: object = None) -> object:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m receiver",
+        usage="python -m receiver --topic=projects/PROJECT/topics/NAME [options]",
+        epilog="Flags may be spelled with - or _ (--max-body-bytes, --max_body_bytes).",
         description=(
             "Prometheus remote-write receiver (remote-write 1.0 and 2.0). Validates each request "
             "and publishes it, still snappy-compressed, to a Pub/Sub topic; answers 2xx only after "
@@ -152,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str] | None = None) -> ReceiverConfig:
     """Parse flags (falling back to env vars); exits with a clear message on bad values."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    known = {option[2:] for action in parser._actions for option in action.option_strings}
+    args = parser.parse_args(respell(sys.argv[1:] if argv is None else argv, "-", known))
     values = vars(args)
     for name, field in ReceiverConfig.__dataclass_fields__.items():
         # env values arrive as strings; coerce like argparse would
