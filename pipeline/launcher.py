@@ -27,22 +27,31 @@ from pipeline.options import (
 from transforms.core.flags import respell
 from transforms.core.sink.config import SinkConfig, SinkConfigError
 
+LAUNCH_CALL_SECONDS = 10.0  # each launch-time Pub/Sub call, retries included
+
 
 def check_subscription(subscription: str) -> list[str]:
-    """The local runner pulls it itself: say so at launch if it does not exist."""
+    """The local runner pulls it itself: say so at launch, in seconds, if Pub/Sub is down or it does not exist."""
     from google.api_core import exceptions as google_exceptions
+    from google.api_core.retry import Retry
 
-    from transforms.io.pubsub import subscriber_client
+    from transforms.io.pubsub import subscriber_client, unreachable
 
+    down = unreachable()
+    if down:
+        return [down]
     try:
         with subscriber_client() as subscriber:
-            subscriber.get_subscription(request={"subscription": subscription}, timeout=30)
+            subscriber.get_subscription(request={"subscription": subscription}, timeout=LAUNCH_CALL_SECONDS,
+                                        retry=Retry(timeout=LAUNCH_CALL_SECONDS))
     except google_exceptions.NotFound:
-        return [f"subscription {subscription} does not exist"]
+        return [f"subscription {subscription} does not exist: create it on the receiver's topic "
+                "(gcloud pubsub subscriptions create, or make pubsub for the emulator)"]
     except google_exceptions.PermissionDenied:
         return []  # a pull-only role may not read subscription metadata; pulling will tell
     except Exception as exc:  # credentials, network: one clear line, not a stack trace
-        return [f"cannot reach Pub/Sub for {subscription}: {exc}"]
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return [f"cannot read subscription {subscription}: {first}"]
     return []
 
 
