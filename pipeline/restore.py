@@ -45,6 +45,7 @@ from transforms.core.flags import respell
 from transforms.core.restore.selection import Selection, SelectionError, format_ms, to_request
 from transforms.core.sink.config import SinkConfig, SinkConfigError, parse_duration
 from transforms.io.files import read_whole
+from transforms.io.http_sink import unreachable
 
 PROG = "python -m pipeline.restore"
 DEFAULT_MAX_RETRY = "5m"
@@ -245,19 +246,20 @@ def summarize(found: dict[str, int], sinks: list[SinkConfig], dead_letter_path: 
         print(f"restore: nothing selected ({found['restore:files_read']} file(s) read)")
         return 0
     for sink in sinks:
-        c = {name: found[f"sink/{sink.name}:{name}"] for name in ("samples_sent", "samples_retried",
-                                                                 "samples_dead_lettered", "samples_dropped_by_rules",
-                                                                 "metadata_sent", "requests")}
+        c = {name: found[f"sink/{sink.name}:{name}"] for name in (
+            "samples_sent", "samples_retried", "samples_dead_lettered", "samples_dropped_by_rules", "metadata_sent",
+            "requests", "requests_dead_lettered", "metadata_dead_lettered")}
         # the same sample in several files (a redelivered message, an archive in both formats) goes out once
         repeats = selected - c["samples_sent"] - c["samples_dead_lettered"] - c["samples_dropped_by_rules"]
         print(f"restore: sink {sink.name}: {selected} selected, {c['samples_sent']} sent, "
               f"{c['samples_retried']} retried, {c['samples_dead_lettered']} dead-lettered, "
               f"{c['samples_dropped_by_rules']} dropped by rules, {max(repeats, 0)} exact repeats sent once, "
               f"{corrupt} file(s) skipped; {c['requests']} requests, {c['metadata_sent']} metadata entries")
-        if c["samples_dead_lettered"]:
+        if c["requests_dead_lettered"]:
             failed = True
-            print(f"restore: sink {sink.name}: {c['samples_dead_lettered']} samples dead-lettered under "
-                  f"{FileSystems.join(dead_letter_path, 'sink=' + sink.name)}", file=sys.stderr)
+            print(f"restore: sink {sink.name}: {c['requests_dead_lettered']} request(s) refused or given up on "
+                  f"({c['samples_dead_lettered']} samples, {c['metadata_dead_lettered']} metadata entries), "
+                  f"dead-lettered under {FileSystems.join(dead_letter_path, 'sink=' + sink.name)}", file=sys.stderr)
     if corrupt:
         print(f"restore: {corrupt} unreadable archive file(s) skipped (named above)", file=sys.stderr)
     return 1 if failed else 0
@@ -303,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     standard = options.view_as(StandardOptions)
     if standard.runner is None or is_local(standard.runner):
         standard.runner = BOUNDED_RUNNER  # batch on this machine, without Prism's download attempt
+    for sink in sinks:  # a sink nobody listens on fails in seconds, before any file is read
+        problem = unreachable(sink.url)
+        if problem:
+            print(f"restore: sink {sink.name}: cannot connect to {sink.url} ({problem}); nothing was sent. "
+                  "Is it running, and is the URL right?", file=sys.stderr)
+            return 1
     metadata_files, _ = list_files(args.archive_path, selection, under=METADATA_DIR)
     return run(args, options, sinks, files, selection, metadata_files)
 

@@ -482,7 +482,7 @@ def test_max_retry_duration_bounds_the_outage_not_each_request_and_logs_one_line
     assert len(warnings) == 1 and len(errors) == 5 and not any(r.exc_info for r in records)
     assert all("\n" not in line and len(line) < 250 for line in warnings + errors), warnings + errors
     assert "connection refused (ConnectionRefusedError: [Errno 111] Connection refused)" in errors[0]
-    assert "gave up after" in errors[-1] and "1 samples and 0 metadata entries dead-lettered" in errors[-1]
+    assert "gave up after" in errors[-1] and "; 1 sample dead-lettered" in errors[-1]
     stats = fwd.stats.snapshot()
     assert (stats["requests_dead_lettered"], stats["samples_dead_lettered"]) == (5, 5)
 

@@ -363,8 +363,9 @@ class Forwarder:
             if split:
                 return self.deliver(tenant, split[0], metadata) + self.deliver(tenant, split[1])
             self.stats.add(samples_dead_lettered=count, requests_dead_lettered=1, metadata_dead_lettered=len(metadata))
-            log.error("sink %s: %s; %d samples and %d metadata entries dead-lettered%s", self.sink.name,
-                      decision.reason, count, len(metadata), answer)
+            what = f"{count} sample{'' if count == 1 else 's'}" + (f", {len(metadata)} metadata entries" if metadata
+                                                                 else "")
+            log.error("sink %s: %s; %s dead-lettered%s", self.sink.name, decision.reason, what, answer)
             body_v1 = snappy_block.compress(request.encode(Protocol.V1, self._lookup(tenant))
                                             + metadata_payload(metadata))
             return [self._record({"protocol": Protocol.V1.value, "tenant": tenant, "samples": str(count)}, body_v1,
