@@ -71,8 +71,10 @@ def restore_parser() -> argparse.ArgumentParser:
     group.add_argument("--rate_limit", type=float, default=None,
                        help="At most this many samples per second, per worker process (default: unlimited).")
     group.add_argument("--max_retry_duration", default=DEFAULT_MAX_RETRY,
-                       help="Give up retrying a failing request after this long (e.g. 30s, 5m) and dead-letter "
-                            f"it, for sinks whose sinks-file entry sets none (default {DEFAULT_MAX_RETRY}).")
+                       help="How long a sink may keep failing (refused connections, 5xx, 429) before the "
+                            "restore gives up: the requests in flight then, and every later one while it still "
+                            "fails, are dead-lettered (e.g. 30s, 5m; for sinks whose sinks-file entry sets none; "
+                            f"default {DEFAULT_MAX_RETRY}).")
     group.add_argument("--dead_letter_path", default=None,
                        help="Where refused requests go, replayable (default ARCHIVE_PATH/_dead_letters/restore).")
     group.add_argument("--dry_run", action="store_true",
