@@ -6,12 +6,19 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run test unit lint chaos fuzz fuzz-wire fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward bench-restore template deploy clean
+.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward bench-restore template deploy clean
 
 setup: $(STAMP)
 
 help:
-	@echo "make run        Pub/Sub emulator + receiver + pipeline (+ a demo Prometheus), on this machine"
+	@echo "make setup      the .venv with this package and its dependencies (make run and make test do it too)"
+	@echo "make run        Pub/Sub emulator + receiver + pipeline (+ a demo Prometheus), on this machine:"
+	@echo "                  ARCHIVE=./archive  ARCHIVE_FORMAT=ndjson|parquet  WINDOW=10 (seconds)"
+	@echo "                  DEMO_SINK=1 (a local VictoriaMetrics the pipeline forwards to; DEMO_SINK_PORT=8428)"
+	@echo "                  REMOTE_WRITE_URL=http://...  PORT=9201 (receiver)  PUBSUB_PORT=8085  METRICS_PORT=9202"
+	@echo "                  NODE_EXPORTER_PORT=9100  PROMETHEUS_PORT=9090  RUN_ARGS='...' (python -m tools.run_local -h)"
+	@echo "make pubsub     the Pub/Sub emulator alone (PUBSUB_PORT=8085) with the topic and subscription, for"
+	@echo "                  running python -m receiver / python -m pipeline by hand; prints the commands"
 	@echo "make test       ruff + the whole suite (sets up .venv and the Debian peers)"
 	@echo "make unit       the unit tests only"
 	@echo "make chaos      the fault tests with long outages (a sink down SINK_DOWN=1800 s, 30 min)"
@@ -44,8 +51,16 @@ system-deps:
 # The embedded default: Pub/Sub emulator + receiver (+ a demo Prometheus when installed).
 run: setup
 	$(PY) -m tools.run_local $(if $(PORT),--port $(PORT)) $(if $(PUBSUB_PORT),--pubsub-port $(PUBSUB_PORT)) \
-	  $(if $(ARCHIVE),--archive $(ARCHIVE)) $(if $(WINDOW),--window-size $(WINDOW)) $(if $(METRICS_PORT),--metrics-port $(METRICS_PORT)) \
-	  $(if $(REMOTE_WRITE_URL),--remote-write-url $(REMOTE_WRITE_URL)) $(RUN_ARGS)
+	  $(if $(ARCHIVE),--archive $(ARCHIVE)) $(if $(ARCHIVE_FORMAT),--archive-format $(ARCHIVE_FORMAT)) \
+	  $(if $(WINDOW),--window-size $(WINDOW)) $(if $(METRICS_PORT),--metrics-port $(METRICS_PORT)) \
+	  $(if $(REMOTE_WRITE_URL),--remote-write-url $(REMOTE_WRITE_URL)) \
+	  $(if $(filter-out 0,$(DEMO_SINK)),--demo-sink) $(if $(DEMO_SINK_PORT),--demo-sink-port $(DEMO_SINK_PORT)) \
+	  $(if $(NODE_EXPORTER_PORT),--node-exporter-port $(NODE_EXPORTER_PORT)) \
+	  $(if $(PROMETHEUS_PORT),--prometheus-port $(PROMETHEUS_PORT)) $(RUN_ARGS)
+
+# The Pub/Sub emulator alone, with the topic and subscription `python -m receiver` / `python -m pipeline` use.
+pubsub: setup
+	$(PY) -m tools.pubsub_local $(if $(PUBSUB_PORT),--port $(PUBSUB_PORT)) $(PUBSUB_ARGS)
 
 test: setup system-deps lint
 	PY=$(PY) tests/run_suite.sh

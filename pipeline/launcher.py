@@ -24,25 +24,35 @@ from pipeline.options import (
     sinks_from_options,
     validate,
 )
+from transforms.core.flags import respell
 from transforms.core.sink.config import SinkConfig, SinkConfigError
 from transforms.io.sink_auth import credential_problems
 
+LAUNCH_CALL_SECONDS = 10.0  # each launch-time Pub/Sub call, retries included
+
 
 def check_subscription(subscription: str) -> list[str]:
-    """The local runner pulls it itself: say so at launch if it does not exist."""
+    """The local runner pulls it itself: say so at launch, in seconds, if Pub/Sub is down or it does not exist."""
     from google.api_core import exceptions as google_exceptions
+    from google.api_core.retry import Retry
 
-    from transforms.io.pubsub import subscriber_client
+    from transforms.io.pubsub import subscriber_client, unreachable
 
+    down = unreachable()
+    if down:
+        return [down]
     try:
         with subscriber_client() as subscriber:
-            subscriber.get_subscription(request={"subscription": subscription}, timeout=30)
+            subscriber.get_subscription(request={"subscription": subscription}, timeout=LAUNCH_CALL_SECONDS,
+                                        retry=Retry(timeout=LAUNCH_CALL_SECONDS))
     except google_exceptions.NotFound:
-        return [f"subscription {subscription} does not exist"]
+        return [f"subscription {subscription} does not exist: create it on the receiver's topic "
+                "(gcloud pubsub subscriptions create, or make pubsub for the emulator)"]
     except google_exceptions.PermissionDenied:
         return []  # a pull-only role may not read subscription metadata; pulling will tell
     except Exception as exc:  # credentials, network: one clear line, not a stack trace
-        return [f"cannot reach Pub/Sub for {subscription}: {exc}"]
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return [f"cannot read subscription {subscription}: {first}"]
     return []
 
 
@@ -143,16 +153,21 @@ def _s3_bucket_exists(bucket: str, options: PipelineOptions) -> bool:
     return True
 
 
+USAGE = "python -m pipeline --input_subscription=projects/PROJECT/subscriptions/NAME [options] [Beam options]"
+DESCRIPTION = (
+    "Read the receiver's Pub/Sub messages and archive every sample to files, NDJSON (gzip, one line per sample in "
+    "Vector's metric_to_log shape) or Parquet (typed columns, zstd), partitioned by tenant and each sample's UTC "
+    "date/hour, on a local disk, gs:// or s3://; optionally forward every sample to remote-write sinks "
+    "(VictoriaMetrics, Prometheus, Mimir, ...), each from its own subscription. Undecodable messages and samples "
+    "a sink refuses go to a dead-letter store. Local runners (DirectRunner) use a loop of bounded runs that ack "
+    "Pub/Sub only after the files are finalised; other runners (DataflowRunner) run a streaming job.")
+
+
 def help_parser() -> argparse.ArgumentParser:
     """--help: this job's flags, then the standard Beam flags that matter here (all others pass through too)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline",
-        description="Archive the receiver's Pub/Sub messages as newline-delimited JSON (gzip), one line per "
-                    "sample in Vector's metric_to_log shape, partitioned by tenant and each sample's UTC "
-                    "date/hour; undecodable messages go whole to a dead-letter store. Local runners "
-                    "(DirectRunner) use a loop of bounded runs that ack Pub/Sub only after the files are "
-                    "finalised; other runners (DataflowRunner) run a streaming job on Beam's Pub/Sub read.",
-        epilog="Every other standard Beam option is accepted and passed through.")
+    parser = argparse.ArgumentParser(prog="python -m pipeline", usage=USAGE, description=DESCRIPTION,
+                                     epilog="Flags may be spelled with - or _ (--metrics-port, --metrics_port). "
+                                            "Every other standard Beam option is accepted and passed through.")
     for group_name, options_class in (("archive", ArchiveOptions), ("remote-write sinks", SinkOptions),
                                       ("Beam: runner", StandardOptions),
                                       ("Beam: Google Cloud", GoogleCloudOptions), ("Beam: S3", S3Options)):
@@ -161,13 +176,19 @@ def help_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def known_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The flag names (no leading dashes) a parser defines: the ones both spellings are accepted for."""
+    return {option[2:] for action in parser._actions for option in action.option_strings if option.startswith("--")}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Beam logs every type hint it cannot use at INFO, burying the pipeline's own lines.
     logging.getLogger("apache_beam.typehints").setLevel(logging.WARNING)
-    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = help_parser()
+    argv = respell(sys.argv[1:] if argv is None else argv, "_", known_flags(parser))
     if "-h" in argv or "--help" in argv:
-        help_parser().print_help()
+        parser.print_help()
         sys.exit(0)
     options = PipelineOptions(argv)
     archive = options.view_as(ArchiveOptions)

@@ -11,6 +11,7 @@ On Dataflow the same counters are Beam metrics (README, "Operating it", maps the
 from __future__ import annotations
 
 import http.server
+import json
 import logging
 import threading
 import time
@@ -136,12 +137,19 @@ class StatusServer:
                 if path == "/metrics":
                     self._answer(200, generate_latest(owner.registry), CONTENT_TYPE_LATEST)
                 elif path == "/-/healthy":
-                    self._answer(200, b"Healthy.\n")
+                    self._json(200, {"status": "healthy"})
                 elif path == "/-/ready":
                     reason = owner.readiness()
-                    self._answer(503, f"Not ready: {reason}\n".encode()) if reason else self._answer(200, b"Ready.\n")
+                    if reason:
+                        self._json(503, {"status": "not ready", "error": reason})
+                    else:
+                        self._json(200, {"status": "ready"})
                 else:
-                    self._answer(404, b"Not found: try /metrics, /-/healthy or /-/ready\n")
+                    self._json(404, {"error": "not found: try /metrics, /-/healthy or /-/ready"})
+
+            def _json(self, status: int, document: dict[str, str]) -> None:
+                # the receiver's answers, so one health check reads both
+                self._answer(status, json.dumps(document).encode() + b"\n", "application/json")
 
             def _answer(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
                 self.send_response(status)

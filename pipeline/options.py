@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.core import pubsub_names
 from transforms.core.archive.format import DEFAULT_FORMAT, FORMATS
 from transforms.core.sink.config import QueueConfig, SinkConfig
 
-SUBSCRIPTION = re.compile(r"projects/[^/]+/subscriptions/[^/]{3,255}\Z")
 SCHEMES = ("gs://", "s3://")
 # Beam's own names and aliases for runners on this machine (compared lower-case, "runner" suffix dropped)
 LOCAL_RUNNERS = {"", "direct", "bundlebaseddirect", "switchingdirect", "fnapi", "prism"}
@@ -57,11 +56,9 @@ class ArchiveOptions(PipelineOptions):
 def validate(options: ArchiveOptions) -> list[str]:
     """Launch-time checks that need no network. Returns readable problems (empty when fine)."""
     problems = []
-    if not options.input_subscription:
-        problems.append("--input_subscription is required (projects/PROJECT/subscriptions/SUBSCRIPTION)")
-    elif not SUBSCRIPTION.match(options.input_subscription):
-        problems.append(f"--input_subscription must look like projects/PROJECT/subscriptions/NAME, got "
-                        f"{options.input_subscription!r}")
+    subscription_problem = pubsub_names.problem(options.input_subscription, "subscription")
+    if subscription_problem:
+        problems.append(f"--input_subscription {subscription_problem}")
     if options.archive_format not in FORMATS:
         problems.append(f"--archive_format must be one of {', '.join(sorted(FORMATS))}, got {options.archive_format!r}")
     for flag, path in (("--archive_path", options.archive_path), ("--dead_letter_path", options.dead_letter_path)):

@@ -25,6 +25,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, S3Options, StandardOptions
 from apache_beam.utils.shared import Shared
 
+from pipeline.launcher import known_flags
 from pipeline.local_loop import BOUNDED_RUNNER
 from pipeline.options import SinkOptions, is_local, sinks_from_options
 from transforms.beam.restore import (
@@ -40,9 +41,11 @@ from transforms.beam.restore import (
 )
 from transforms.core.archive.format import FORMATS, PARTITION_GLOB
 from transforms.core.archive.records import METADATA_DIR
+from transforms.core.flags import respell
 from transforms.core.restore.selection import Selection, SelectionError, format_ms, to_request
 from transforms.core.sink.config import SinkConfig, SinkConfigError, parse_duration
 from transforms.io.files import read_whole
+from transforms.io.http_sink import unreachable
 from transforms.io.sink_auth import credential_problems
 
 PROG = "python -m pipeline.restore"
@@ -57,7 +60,8 @@ def restore_parser() -> argparse.ArgumentParser:
                        help="The archive to read: a local directory, gs://bucket/prefix or s3://bucket/prefix "
                             "(its tenant=T/date=YYYY-MM-DD/hour=HH/part-* files, .ndjson.gz and .parquet alike).")
     group.add_argument("--start", default=None,
-                       help="Only samples at or after this time: RFC 3339 (2026-11-25T09:00:00Z) or Unix seconds.")
+                       help="Only samples at or after this time: RFC 3339 (2026-11-25T09:00:00Z, "
+                            "2026-11-25T10:00:00+01:00), a date (2026-11-25: its midnight UTC) or Unix seconds.")
     group.add_argument("--end", default=None, help="Only samples at or before this time (same forms as --start).")
     group.add_argument("--tenant", action="append", default=None,
                        help="Only this tenant's partitions (repeatable); each tenant goes out as its own "
@@ -68,8 +72,10 @@ def restore_parser() -> argparse.ArgumentParser:
     group.add_argument("--rate_limit", type=float, default=None,
                        help="At most this many samples per second, per worker process (default: unlimited).")
     group.add_argument("--max_retry_duration", default=DEFAULT_MAX_RETRY,
-                       help="Give up retrying a failing request after this long (e.g. 30s, 5m) and dead-letter "
-                            f"it, for sinks whose sinks-file entry sets none (default {DEFAULT_MAX_RETRY}).")
+                       help="How long a sink may keep failing (refused connections, 5xx, 429) before the "
+                            "restore gives up: the requests in flight then, and every later one while it still "
+                            "fails, are dead-lettered (e.g. 30s, 5m; for sinks whose sinks-file entry sets none; "
+                            f"default {DEFAULT_MAX_RETRY}).")
     group.add_argument("--dead_letter_path", default=None,
                        help="Where refused requests go, replayable (default ARCHIVE_PATH/_dead_letters/restore).")
     group.add_argument("--dry_run", action="store_true",
@@ -80,13 +86,27 @@ def restore_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USAGE = (f"{PROG} --archive_path=PATH (--remote_write_url=URL | --remote_write_config=FILE | --dry_run) "
+         "[--start T] [--end T] [--tenant T] [--match SELECTOR] [options] [Beam options]")
+# The sink flags are shared with the pipeline; where the pipeline's text is about Pub/Sub, restore's differs.
+RESTORE_SINK_HELP = {
+    "remote_write_url": "Send the selected samples to this remote-write endpoint (repeatable, or comma-separated, "
+                        "to send the same samples to several).",
+    "remote_write_config": "YAML/JSON sinks file with a 'remote_write:' list, one entry per sink, in the spirit of "
+                           "Prometheus' remote_write block (local path, gs:// or s3://). Adds to --remote_write_url.",
+}
+
+
 def help_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, parents=[restore_parser()],
+    parser = argparse.ArgumentParser(prog=PROG, usage=USAGE, description=__doc__, parents=[restore_parser()],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Every other standard Beam option is accepted and passed through.")
+                                     epilog="Flags may be spelled with - or _ (--archive-path, --archive_path). "
+                                            "Every other standard Beam option is accepted and passed through.")
     for name, options_class in (("remote-write sinks", SinkOptions), ("Beam: runner", StandardOptions),
                                 ("Beam: Google Cloud", GoogleCloudOptions), ("Beam: S3", S3Options)):
         options_class._add_argparse_args(parser.add_argument_group(name))
+    for action in parser._actions:
+        action.help = RESTORE_SINK_HELP.get(action.dest, action.help)
     return parser
 
 
@@ -104,6 +124,21 @@ def list_files(archive_path: str, selection: Selection, under: str = "") -> tupl
         found += [m.path for m in result.metadata_list]
     kept = [p for p in sorted(found) if selection.keeps_partition(*partition_of(p))]
     return kept, len(found)
+
+
+def check_tenants(archive_path: str, selection: Selection, files: Sequence[str]) -> None:
+    """A --tenant with no partition in the time range is a typo more often than an empty hour: name the
+    tenants that are there."""
+    if selection.tenants is None:
+        return
+    missing = selection.tenants - {partition_of(path)[0] for path in files}
+    if not missing:
+        return
+    in_range, _ = list_files(archive_path, dataclasses.replace(selection, tenants=None))
+    present = sorted({partition_of(path)[0] for path in in_range})
+    where = "between --start and --end" if selection.start_ms is not None or selection.end_ms is not None else ""
+    raise Usage(f"no archive files of tenant(s) {', '.join(sorted(missing))} under {archive_path} {where}".rstrip()
+                + f"; tenants there: {', '.join(present) if present else 'none'}")
 
 
 def with_retry_limit(sinks: list[SinkConfig], limit: float) -> list[SinkConfig]:
@@ -214,19 +249,20 @@ def summarize(found: dict[str, int], sinks: list[SinkConfig], dead_letter_path: 
         print(f"restore: nothing selected ({found['restore:files_read']} file(s) read)")
         return 0
     for sink in sinks:
-        c = {name: found[f"sink/{sink.name}:{name}"] for name in ("samples_sent", "samples_retried",
-                                                                 "samples_dead_lettered", "samples_dropped_by_rules",
-                                                                 "metadata_sent", "requests")}
+        c = {name: found[f"sink/{sink.name}:{name}"] for name in (
+            "samples_sent", "samples_retried", "samples_dead_lettered", "samples_dropped_by_rules", "metadata_sent",
+            "requests", "requests_dead_lettered", "metadata_dead_lettered")}
         # the same sample in several files (a redelivered message, an archive in both formats) goes out once
         repeats = selected - c["samples_sent"] - c["samples_dead_lettered"] - c["samples_dropped_by_rules"]
         print(f"restore: sink {sink.name}: {selected} selected, {c['samples_sent']} sent, "
               f"{c['samples_retried']} retried, {c['samples_dead_lettered']} dead-lettered, "
               f"{c['samples_dropped_by_rules']} dropped by rules, {max(repeats, 0)} exact repeats sent once, "
               f"{corrupt} file(s) skipped; {c['requests']} requests, {c['metadata_sent']} metadata entries")
-        if c["samples_dead_lettered"]:
+        if c["requests_dead_lettered"]:
             failed = True
-            print(f"restore: sink {sink.name}: {c['samples_dead_lettered']} samples dead-lettered under "
-                  f"{FileSystems.join(dead_letter_path, 'sink=' + sink.name)}", file=sys.stderr)
+            print(f"restore: sink {sink.name}: {c['requests_dead_lettered']} request(s) refused or given up on "
+                  f"({c['samples_dead_lettered']} samples, {c['metadata_dead_lettered']} metadata entries), "
+                  f"dead-lettered under {FileSystems.join(dead_letter_path, 'sink=' + sink.name)}", file=sys.stderr)
     if corrupt:
         print(f"restore: {corrupt} unreadable archive file(s) skipped (named above)", file=sys.stderr)
     return 1 if failed else 0
@@ -234,9 +270,10 @@ def summarize(found: dict[str, int], sinks: list[SinkConfig], dead_letter_path: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = help_parser()
+    argv = respell(sys.argv[1:] if argv is None else argv, "_", known_flags(parser))
     if "-h" in argv or "--help" in argv:
-        help_parser().print_help()
+        parser.print_help()
         return 0
     try:
         args, beam_args = restore_parser().parse_known_args(argv)
@@ -261,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files, total = list_files(args.archive_path, selection)
         if not total:
             raise Usage(f"no archive files (tenant=*/date=*/hour=*/part-*) under {args.archive_path}")
+        check_tenants(args.archive_path, selection, files)
     except (SelectionError, SinkConfigError, Usage) as exc:
         print(f"restore: {exc}", file=sys.stderr)
         return 2
@@ -272,6 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     standard = options.view_as(StandardOptions)
     if standard.runner is None or is_local(standard.runner):
         standard.runner = BOUNDED_RUNNER  # batch on this machine, without Prism's download attempt
+    for sink in sinks:  # a sink nobody listens on fails in seconds, before any file is read
+        problem = unreachable(sink.url)
+        if problem:
+            print(f"restore: sink {sink.name}: cannot connect to {sink.url} ({problem}); nothing was sent. "
+                  "Is it running, and is the URL right?", file=sys.stderr)
+            return 1
     metadata_files, _ = list_files(args.archive_path, selection, under=METADATA_DIR)
     return run(args, options, sinks, files, selection, metadata_files)
 

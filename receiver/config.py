@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
+import sys
 from collections.abc import Sequence
 
+from transforms.core import pubsub_names
+from transforms.core.flags import respell
 from transforms.core.wire.prescan import RequestLimits
 from transforms.core.wire.validation import NameValidation
 
 ENV_PREFIX = "RECEIVER_"
-_TOPIC_PATH = re.compile(r"projects/[^/]+/topics/[^/]{3,255}\Z")
 MIB = 1024 * 1024
 # Pub/Sub refuses publish requests over 10,000,000 bytes; leave room for attributes.
 PUBSUB_MESSAGE_LIMIT = 9_500_000
@@ -52,8 +53,12 @@ class ReceiverConfig:
     threads: int = 8
 
     def __post_init__(self) -> None:
-        if not _TOPIC_PATH.match(self.topic or ""):
-            raise ValueError(f"--topic must look like projects/PROJECT/topics/TOPIC, got {self.topic!r}")
+        if not self.topic:
+            raise ValueError(f"--topic is required: the Pub/Sub topic to publish to, e.g. "
+                             f"--topic=projects/local-project/topics/remote-write (or {ENV_PREFIX}TOPIC=...)")
+        topic_problem = pubsub_names.problem(self.topic, "topic")
+        if topic_problem:
+            raise ValueError(f"--topic {topic_problem}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_password_file):
             raise ValueError("--basic-auth-user and --basic-auth-password-file go together")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
@@ -89,6 +94,8 @@ def _env(name: str, default: object = None) -> object:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m receiver",
+        usage="python -m receiver --topic=projects/PROJECT/topics/NAME [options]",
+        epilog="Flags may be spelled with - or _ (--max-body-bytes, --max_body_bytes).",
         description=(
             "Prometheus remote-write receiver (remote-write 1.0 and 2.0). Validates each request "
             "and publishes it, still snappy-compressed, to a Pub/Sub topic; answers 2xx only after "
@@ -158,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str] | None = None) -> ReceiverConfig:
     """Parse flags (falling back to env vars); exits with a clear message on bad values."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    known = {option[2:] for action in parser._actions for option in action.option_strings}
+    args = parser.parse_args(respell(sys.argv[1:] if argv is None else argv, "-", known))
     values = vars(args)
     for name, field in ReceiverConfig.__dataclass_fields__.items():
         # env values arrive as strings; coerce like argparse would

@@ -221,9 +221,9 @@ def start_receiver(log_dir: Path, emulator_host: str, topic: str, port: int | No
     return service, url
 
 
-def start_node_exporter(log_dir: Path) -> tuple[Service, str]:
+def start_node_exporter(log_dir: Path, port: int | None = None) -> tuple[Service, str]:
     binary = require_binary("prometheus-node-exporter", "apt-get install prometheus-node-exporter")
-    port = free_port()
+    port = port or free_port()
     service = Service("node-exporter", [binary, f"--web.listen-address={LOOPBACK}:{port}"], log_dir)
     service.wait_ready(_http_ok(f"http://{LOOPBACK}:{port}/metrics"), timeout=30)
     return service, f"{LOOPBACK}:{port}"

@@ -97,9 +97,11 @@ def test_metrics_readiness_and_the_status_line(stack):
     consumers = {labels["consumer"] for name, labels, _ in found
                  if name == "pipeline_subscription_oldest_unacked_message_age_seconds"}
     assert consumers == {"archive", "vm-rules", stack["sink"]}
-    line = status_line(stack["receiver"]) + " | " + pipeline_status(pipeline)
-    assert f"received {expected:,} samples in {REQUESTS} requests" in line, line
-    assert f"archived {expected:,} samples" in line and f"vm-rules {expected - REQUESTS:,}" in line, line
+    receiver_line, pipeline_lines = status_line(stack["receiver"]), pipeline_status(pipeline)
+    assert f"receiver: {expected:,} samples in {REQUESTS} requests" in receiver_line, receiver_line
+    line = " | ".join(pipeline_lines)
+    assert f"archived {expected:,} samples" in line and f"sink vm-rules: {expected - REQUESTS:,} forwarded" in line
+    assert all(len(x) <= 120 for x in [receiver_line, *pipeline_lines]), [receiver_line, *pipeline_lines]
 
 
 def exported_names(url: str) -> set[str]:

@@ -115,7 +115,7 @@ def test_selection_dry_run_and_usage_errors(archive, capture):
     empty = restore(f"--archive_path={archive}", f"--remote_write_url={capture}", '--match={job="nobody"}')
     assert (empty.returncode, empty.stdout.strip()) == (0, "restore: nothing selected (4 file(s) read)")
     pruned = restore(f"--archive_path={archive}", f"--remote_write_url={capture}", "--tenant=nobody")
-    assert pruned.returncode == 0 and pruned.stdout.startswith("restore: nothing selected")
+    assert pruned.returncode == 2 and pruned.stderr.strip().endswith("tenants there: team-a, team-b")
     assert Capture.seen == []
     for bad, says in (('--match={job="x"', "--match"), ("--start=tomorrow", "--start"),
                       ("--remote_write_url=ftp://x", "must be http")):
@@ -157,6 +157,13 @@ def test_a_sink_refusing_everything_ends_with_dead_letters(archive, capture, tmp
                    "--max_retry_duration=2s")
     assert down.returncode == 1 and "9 dead-lettered" in down.stdout, down.stdout + down.stderr[-1000:]
     assert time.monotonic() - started < 60 and len(Capture.seen) > 3  # retried, then gave up
+    # the 2 s bound the sink's outage, not each request: from the first 503 to the last give-up
+    warnings = [x for x in down.stderr.splitlines() if " WARNING " in x]
+    gave_up = [x for x in down.stderr.splitlines() if " ERROR " in x and "gave up after" in x]
+    assert len(warnings) == 1 and gave_up and "Traceback" not in down.stderr, down.stderr
+    first, last = (datetime.strptime(x[:23], "%Y-%m-%d %H:%M:%S,%f") for x in (warnings[0], gave_up[-1]))
+    assert 1.9 < (last - first).total_seconds() < 3.0, down.stderr
+    assert "request(s) refused or given up on (9 samples, " in down.stderr
 
 
 @pytest.mark.parametrize("store", ["gcs", "s3"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry
@@ -32,11 +33,12 @@ def test_the_server_answers_503_until_ready_and_404_elsewhere():
     server.start()
     try:
         url = f"http://127.0.0.1:{server.port}"
-        assert services.http_get(f"{url}/-/healthy")[0] == 200
+        status, body = services.http_get(f"{url}/-/healthy")
+        assert (status, json.loads(body)) == (200, {"status": "healthy"})  # as the receiver answers
         status, body = services.http_get(f"{url}/-/ready")
-        assert (status, body) == (503, b"Not ready: warming up\n")
+        assert (status, json.loads(body)) == (503, {"status": "not ready", "error": "warming up"})
         state["reason"] = None
-        assert services.http_get(f"{url}/-/ready")[0] == 200
+        assert services.http_get(f"{url}/-/ready") == (200, b'{"status": "ready"}\n')
         assert services.http_get(f"{url}/nope")[0] == 404
         assert services.http_get(f"{url}/metrics")[0] == 200
     finally:

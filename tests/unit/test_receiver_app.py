@@ -90,8 +90,9 @@ def test_single_series_over_message_limit_is_413():
 
 def test_health_ready_and_metrics():
     client, publisher = make()
-    assert client.get("/-/healthy").status_code == 200
-    assert client.get("/-/ready").status_code == 200
+    healthy = client.get("/-/healthy")
+    assert (healthy.status_code, healthy.json) == (200, {"status": "healthy"})  # as the pipeline answers
+    assert client.get("/-/ready").json == {"status": "ready"}
     publisher.ready_error = RuntimeError("topic not found")
     not_ready = make(publisher)[0].get("/-/ready")
     assert not_ready.status_code == 503 and "topic not found" in not_ready.json["error"]
@@ -304,13 +305,25 @@ def test_over_max_in_flight_bytes_is_503_with_retry_after():
 def test_bad_options_fail_at_launch_with_a_message(capsys):
     with pytest.raises(SystemExit):
         parse_config(["--topic", "not-a-topic"])
-    assert "projects/PROJECT/topics/TOPIC" in capsys.readouterr().err
+    assert "'not-a-topic' is not of the form projects/PROJECT/topics/NAME" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(["--topic", "projects/p/topics/rw"])
+    assert "the topic name 'rw' has 2 characters; Pub/Sub needs 3 to 255" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_config(["--topic", TOPIC, "--basic-auth-user", "u"])
     assert "go together" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_config(["--topic", TOPIC, "--max-in-flight-bytes", "10", "--max-decompressed-bytes", "20"])
     assert "--max-in-flight-bytes must be at least" in capsys.readouterr().err
+
+
+def test_a_missing_topic_says_it_is_required_and_how_to_give_it(capsys, monkeypatch):
+    monkeypatch.delenv("RECEIVER_TOPIC", raising=False)
+    with pytest.raises(SystemExit):
+        parse_config([])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--topic is required" in err and "--topic=projects/" in err and "RECEIVER_TOPIC" in err
+    assert "None" not in err
 
 
 def test_empty_request_is_acknowledged_without_publishing():

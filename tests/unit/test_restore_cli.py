@@ -6,6 +6,7 @@ import io
 import threading
 
 from pipeline import restore
+from tools import services
 from transforms.beam.restore import RestoreProgress, format_of, partition_of
 
 
@@ -22,6 +23,31 @@ def test_a_remote_runner_needs_an_object_store_archive(capsys) -> None:
     code = restore.main(["--archive_path=./archive", "--remote_write_url=http://127.0.0.1:1/w",
                          "--runner=DataflowRunner"])
     assert code == 2 and "use gs:// or s3://" in capsys.readouterr().err
+
+
+def test_an_unknown_tenant_names_the_tenants_in_the_range(tmp_path, capsys) -> None:
+    for tenant, hour in (("team-a", "09"), ("team-b", "09"), ("team-c", "11")):
+        part = tmp_path / f"tenant={tenant}/date=2026-12-05/hour={hour}/part-x-0000.ndjson.gz"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(b"")  # listed, never read: the check comes before any file is opened
+    code = restore.main([f"--archive_path={tmp_path}", "--remote_write_url=http://127.0.0.1:1/w", "--tenant=nobody",
+                         "--tenant=team-a", "--start=2026-12-05", "--end=2026-12-05T10:00:00Z"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "tenant(s) nobody" in err[0] and "between --start and --end" in err[0]
+    assert err[0].endswith("tenants there: team-a, team-b")  # team-c's hour is outside the range
+
+
+def test_a_sink_refusing_connections_stops_the_restore_in_one_line(tmp_path, capsys) -> None:
+    part = tmp_path / "tenant=a/date=2026-12-05/hour=09/part-x-0000.ndjson.gz"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"")  # never read: the sink is probed first
+    port = services.free_port()  # nothing listens there
+    code = restore.main([f"--archive_path={tmp_path}", f"--remote_write_url=http://127.0.0.1:{port}/api/v1/write"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"restore: sink rw-127-0-0-1-{port}-api-v1-write: cannot connect to http://127.0.0.1:{port}")
+    assert "(Connection refused); nothing was sent" in err[0]
 
 
 def test_the_progress_bar_shows_files_read(monkeypatch) -> None:

@@ -53,6 +53,14 @@ def test_times_are_rfc3339_or_unix_seconds_and_checked() -> None:
         Selection.parse("2026-11-25T09:00:00Z", "2026-11-25T08:00:00Z", None, None)
 
 
+def test_a_date_alone_is_its_midnight_utc_and_a_missing_zone_says_how_to_add_one() -> None:
+    assert parse_time("2026-11-25", "--start") == T0 - 9 * 3_600_000
+    with pytest.raises(SelectionError, match=r"has no time zone; add Z .* e\.g\. 2026-11-25T09:00:00Z"):
+        parse_time("2026-11-25T09:00:00", "--end")
+    with pytest.raises(SelectionError, match=r"'soon': not a time; use .*2026-11-25 \(midnight UTC\)"):
+        parse_time("soon", "--start")
+
+
 def test_partitions_are_pruned_by_tenant_and_hour() -> None:
     window = Selection.parse("2026-11-25T09:30:00Z", "2026-11-25T10:00:00Z", ["a"], None)
     assert window.keeps_partition("a", "2026-11-25", "09") and window.keeps_partition("a", "2026-11-25", "10")

@@ -273,12 +273,35 @@ def test_max_attempts_gives_up_distinctly_from_final_4xx():
     assert decide(policy, 204, attempt=3).action is Action.SUCCESS
 
 
+def test_a_refused_connection_is_described_by_its_innermost_cause():
+    import requests
+
+    try:
+        requests.post(f"http://127.0.0.1:{closed_port()}/w", data=b"x", timeout=2)
+    except requests.RequestException as exc:
+        outcome = classify(None, exc)
+    assert outcome.error is ErrorKind.REFUSED
+    assert outcome.detail == "ConnectionRefusedError: [Errno 111] Connection refused"
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again when this returns: nothing listens there
+
+
 def test_max_elapsed_gives_up_when_the_next_wait_would_pass_it():
     policy = RetryPolicy(max_elapsed=10.0, random=lambda: HALF)
     assert decide(policy, 503, elapsed=8.0, Retry_After="2").action is Action.RETRY
     assert decide(policy, 503, elapsed=8.0, Retry_After="3").action is Action.DROP_GAVE_UP
     assert decide(policy, 503, elapsed=10.5).action is Action.DROP_GAVE_UP
     assert decide(policy, 503, elapsed=9.9).action is Action.RETRY  # backoff of 15 ms still fits
+    last = decide(policy, 503, attempt=12, elapsed=8.5)  # backoff 3.75 s would pass the limit: cut to 1.5 s
+    assert last.action is Action.RETRY and last.delay_seconds == pytest.approx(1.5) and "last try" in last.reason
+    gave_up = decide(policy, 503, attempt=13, elapsed=9.97)
+    assert gave_up.action is Action.DROP_GAVE_UP and "gave up after 10.0s (max 10s)" in gave_up.reason
     assert decide(policy, 413, elapsed=99.0).action is Action.DROP_FINAL
     assert decide(policy, 200, elapsed=99.0).action is Action.SUCCESS
 

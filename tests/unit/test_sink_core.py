@@ -459,3 +459,49 @@ def test_a_tenant_label_is_read_dropped_only_when_valid_and_absent_means_the_fal
     assert split_tenant(labels[:2], "team", drop=True) == (labels[:2], "")
     bad = (("__name__", "up"), ("team", "a b"))
     assert split_tenant(bad, "team", drop=True) == (bad, "a b")  # kept, so the dead letter shows it
+
+
+class RefusingService:
+    """A sink nobody listens on: every POST is a refused connection."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+        self.posts += 1
+        return Attempt(classify(None, ConnectionRefusedError(111, "Connection refused")), "", 0.0)
+
+
+def test_max_retry_duration_bounds_the_outage_not_each_request_and_logs_one_line_per_give_up(caplog):
+    import dataclasses
+    import logging
+    import time
+
+    sink = config.from_flags([URL])[0]
+    sink = dataclasses.replace(sink, queue=dataclasses.replace(sink.queue, max_retry_duration=0.5))
+    service = RefusingService()
+    fwd = Forwarder(sink, service=service)
+    caplog.set_level(logging.DEBUG, logger="transforms.core.sink.forwarder")
+    started = time.monotonic()
+    dead = [fwd.deliver("t", [series("m", [(1, float(i))], i=str(i))]) for i in range(5)]
+    elapsed = time.monotonic() - started
+    assert 0.45 < elapsed < 1.0, elapsed  # the budget once (a last try at its end), then at once for the rest
+    assert [len(d) for d in dead] == [1] * 5 and service.posts > 5
+    records = [r for r in caplog.records if r.name == "transforms.core.sink.forwarder"]
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    errors = [r.getMessage() for r in records if r.levelno == logging.ERROR]
+    assert len(warnings) == 1 and len(errors) == 5 and not any(r.exc_info for r in records)
+    assert all("\n" not in line and len(line) < 250 for line in warnings + errors), warnings + errors
+    assert "connection refused (ConnectionRefusedError: [Errno 111] Connection refused)" in errors[0]
+    assert "gave up after" in errors[-1] and "; 1 sample dead-lettered" in errors[-1]
+    stats = fwd.stats.snapshot()
+    assert (stats["requests_dead_lettered"], stats["samples_dead_lettered"]) == (5, 5)
+
+
+def test_a_refused_metadata_only_request_counts_as_a_dead_lettered_request():
+    fwd, _ = forwarder(lambda req, n: (400, None), shards=1)
+    metadata = [remote_v1_pb2.MetricMetadata(metric_family_name="m", type=remote_v1_pb2.MetricMetadata.COUNTER)]
+    assert len(fwd.deliver("t", [], metadata)) == 1
+    stats = fwd.stats.snapshot()
+    counts = (stats["requests_dead_lettered"], stats["samples_dead_lettered"], stats["metadata_dead_lettered"])
+    assert counts == (1, 0, 1)

@@ -48,6 +48,18 @@ def test_template_regexes_accept_defaults_and_reject_local_paths():
     assert not re.match(declared["archive_format"]["regexes"][0], "parquet-ish")
 
 
+def test_the_subscription_regex_is_the_pipelines_rule():
+    from transforms.core.pubsub_names import problem
+
+    declared = {p["name"]: p for p in json.loads((ROOT / "templates" / "metadata.json").read_text())["parameters"]}
+    regex = re.compile(declared["input_subscription"]["regexes"][0])
+    for path in ("projects/local-project/subscriptions/remote-write-pipeline", "projects/p/subscriptions/pq",
+                 "projects/p/subscriptions/9lives", "projects/p/subscriptions/a b", "projects/p/subscriptions/goog-x",
+                 "projects/p/subscriptions/a.b_c~d%e+f", "projects/p/topics/abc",
+                 "projects/p/subscriptions/" + "s" * 256):
+        assert bool(regex.match(path)) == (problem(path, "subscription") is None), path
+
+
 def test_beam_version_is_pinned_identically_in_setup_and_image():
     setup_version = re.search(r'BEAM_VERSION = "([^"]+)"', (ROOT / "setup.py").read_text()).group(1)
     image_version = re.search(r"ARG BEAM_VERSION=(\S+)", (ROOT / "templates" / "Dockerfile").read_text()).group(1)

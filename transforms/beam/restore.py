@@ -262,7 +262,8 @@ class SendRestored(beam.DoFn):
                 self._report()
             path = write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
             if path:
-                log.error("restore: sink %s refused %d request(s); dead letters in %s", self.sink.name, len(dead), path)
+                # the forwarder logged each give-up and the summary names the folder: details only on request
+                log.info("restore: sink %s: %d dead letter(s) in %s", self.sink.name, len(dead), path)
                 yield path
 
 

@@ -22,6 +22,7 @@ DEFAULT_MAX_RETRY_AFTER = 300.0  # seconds; a hostile or broken Retry-After must
 RETRYABLE_4XX = frozenset({408, 429})  # Request Timeout and Too Many Requests are transient
 MAX_DOUBLINGS = 512  # 2.0 ** 512 is finite, so a huge attempt number cannot overflow the float arithmetic
 MAX_DELTA_DIGITS = 15  # longer delta-seconds are capped without int() (which refuses over 4300 digits)
+MIN_LAST_TRY = 0.05  # seconds left of max_elapsed below which a last try is not worth making
 CHAIN_LIMIT = 8  # how many wrapped causes classify follows (requests wraps urllib3 wraps the socket error)
 
 # Exception class names, matched along the MRO and the cause chain so no HTTP library is imported here.
@@ -130,11 +131,15 @@ def classify(status: int | None, error: BaseException | None, headers: Mapping[s
         raise ValueError("classify needs a status or an error")
     if not isinstance(error, Exception):
         raise error
-    detail = f"{type(error).__name__}: {error}"
     top = _error_kind(error)
     if top in (None, ErrorKind.OTHER):
-        return Outcome(error=ErrorKind.OTHER, detail=detail)
-    kinds = [_error_kind(e) for e in _chain(error)]  # refine requests' generic ConnectionError from its cause
+        return Outcome(error=ErrorKind.OTHER, detail=f"{type(error).__name__}: {error}")
+    chain = _chain(error)
+    # The innermost cause says it shortest ("ConnectionRefusedError: [Errno 111] Connection refused"); requests'
+    # and urllib3's wrappers repeat it inside a few hundred characters of pool and URL details.
+    innermost = next((e for e in reversed(chain) if str(e)), error)
+    detail = f"{type(innermost).__name__}: {innermost}"
+    kinds = [_error_kind(e) for e in chain]  # refine requests' generic ConnectionError from its cause
     specific = [k for k in kinds if k in (ErrorKind.REFUSED, ErrorKind.RESET, ErrorKind.TIMEOUT)]
     return Outcome(error=specific[0] if specific else top, detail=detail)
 
@@ -198,5 +203,10 @@ class RetryPolicy:
         if self.max_attempts is not None and attempt >= self.max_attempts:
             return Decision(Action.DROP_GAVE_UP, reason=f"{what}; gave up after {attempt} attempts")
         if self.max_elapsed is not None and elapsed + delay > self.max_elapsed:
-            return Decision(Action.DROP_GAVE_UP, reason=f"{what}; gave up, {elapsed + delay:.3f}s > max_elapsed")
+            remaining = self.max_elapsed - elapsed
+            if source == "Retry-After" or remaining < MIN_LAST_TRY:
+                return Decision(Action.DROP_GAVE_UP,
+                                reason=f"{what}; gave up after {elapsed:.1f}s (max {self.max_elapsed:g}s)")
+            # a backoff reaching past the limit is cut short: the last try is at the limit, not well before it
+            delay, source = remaining, "the last try, at max_elapsed"
         return Decision(Action.RETRY, delay, f"{what}; retry in {delay:.3f}s ({source})")

@@ -7,8 +7,10 @@ failure (dead letters), never a retry loop.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import requests
 
@@ -19,6 +21,25 @@ from transforms.core.sink.config import SinkConfig
 from transforms.io.sink_auth import SinkAuthError, authorize, aws_credentials
 
 MAX_ANSWER = 2000  # characters of the sink's answer kept for logs and dead letters
+PROBE_SECONDS = 3.0
+
+
+def unreachable(url: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why a sink's host takes no TCP connection (refused, no such host, no answer), or None when it does.
+
+    A connect, not a request: many stores answer GET on the write URL with 405, and a POST would write.
+    """
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return None
+    except TimeoutError:
+        return f"no answer within {timeout:g}s"
+    except socket.gaierror as exc:
+        return f"unknown host {parts.hostname!r} ({exc.strerror})"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 class HttpService:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -42,6 +43,10 @@ LEASE_SECONDS = 60
 # Pub/Sub's default ack deadline is 10 s: extend at once after a pull, then well within it.
 LEASE_EVERY = 5.0
 ACK_CHUNK = 1000
+SERVICE_ENDPOINT = "pubsub.googleapis.com:443"
+# A launch-time TCP connect: a stopped emulator refuses at once, and a few seconds cover a real network path
+# (the client's own retries would take a minute before saying "Timeout of 60.0s").
+PROBE_SECONDS = 3.0
 
 
 def _channel_options(max_receive_bytes: int) -> list[tuple[str, int]]:
@@ -67,6 +72,31 @@ def subscriber_client(max_receive_bytes: int = UNLIMITED) -> pubsub_v1.Subscribe
         return SubscriberGrpcTransport.create_channel(host, options=list(options.items()), **kwargs)
 
     return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel_with_limit))
+
+
+def endpoint() -> str:
+    """host:port the clients talk to: the emulator's when PUBSUB_EMULATOR_HOST is set, else Google's."""
+    return os.environ.get("PUBSUB_EMULATOR_HOST") or SERVICE_ENDPOINT
+
+
+def unreachable(timeout: float = PROBE_SECONDS) -> str | None:
+    """Why Pub/Sub's endpoint takes no TCP connection, in one line saying what to check; None when it does."""
+    target = endpoint()
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except ValueError:
+        reason = "not host:port"
+    except TimeoutError:
+        reason = f"no answer within {timeout:g}s"
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    if os.environ.get("PUBSUB_EMULATOR_HOST"):
+        hint = "is the emulator running there (make pubsub), and is PUBSUB_EMULATOR_HOST right?"
+    else:
+        hint = "check the network, proxy and firewall, or set PUBSUB_EMULATOR_HOST=host:port to use the emulator"
+    return f"cannot reach Pub/Sub at {target} ({reason}): {hint}"
 
 
 def is_response_too_large(exc: BaseException) -> bool:

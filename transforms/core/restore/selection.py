@@ -28,6 +28,7 @@ from transforms.core.wire import _wire
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 HOUR_MS = 3_600_000
+DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 _OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
 
 
@@ -76,17 +77,22 @@ def parse_selector(text: str) -> tuple[Matcher, ...]:
 
 
 def parse_time(text: str, flag: str) -> int:
-    """RFC 3339 ('2026-11-25T09:00:00Z', offsets allowed) or Unix seconds -> epoch ms."""
+    """RFC 3339 ('2026-11-25T09:00:00Z', offsets allowed), a UTC date ('2026-11-25': its midnight UTC) or Unix
+    seconds -> epoch ms."""
     try:
         return round(float(text) * 1000)
     except ValueError:
         pass
+    forms = "2026-11-25T09:00:00Z, 2026-11-25T09:00:00+01:00, 2026-11-25 (midnight UTC) or Unix seconds"
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise SelectionError(f"{flag} {text!r}: expected RFC 3339 (2026-11-25T09:00:00Z) or Unix seconds") from None
+        raise SelectionError(f"{flag} {text!r}: not a time; use {forms}") from None
+    if DATE_ONLY.match(text):
+        moment = moment.replace(tzinfo=UTC)
     if moment.tzinfo is None:
-        raise SelectionError(f"{flag} {text!r}: give a time zone (Z or +HH:MM)")
+        raise SelectionError(f"{flag} {text!r} has no time zone; add Z (UTC) or an offset such as +01:00, "
+                             f"e.g. {text}Z")
     return round(moment.timestamp() * 1000)
 
 

@@ -62,7 +62,9 @@ class QueueConfig:
     flush_seconds: float = 1.0
     min_backoff: float = 0.03
     max_backoff: float = 5.0
-    max_retry_duration: float | None = None  # None: retry transient failures forever (data waits in Pub/Sub)
+    # None: retry transient failures forever (data waits in Pub/Sub); else seconds a sink may keep failing before
+    # each request gets one try and is dead-lettered (until the sink answers again)
+    max_retry_duration: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

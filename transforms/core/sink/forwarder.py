@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 SPLITTABLE_STATUSES = frozenset({400, 409, 413, 422})
 RELABEL_CACHE_LIMIT = 200_000
 LATENCY_WINDOW = 10_000
+WARN_EVERY = 60.0  # seconds between log lines about the same failing sink's retries
 
 ShardKey = tuple[str, int]  # (tenant, shard)
 Request = ColumnRequest | SeriesRequest  # one request's worth: compiled from columns, or protobuf series
@@ -61,7 +62,8 @@ class SinkStats:
     """Per-sink counters and recent request latencies; thread-safe."""
 
     FIELDS = ("requests", "samples_sent", "samples_failed", "samples_retried", "samples_dead_lettered",
-              "samples_dropped_by_rules", "metadata_sent", "samples_not_written", "protocol_fallbacks")
+              "requests_dead_lettered", "metadata_dead_lettered", "samples_dropped_by_rules", "metadata_sent",
+              "samples_not_written", "protocol_fallbacks")
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys(self.FIELDS, 0)
@@ -157,6 +159,10 @@ class Forwarder:
         self.series = SinkSeries(sink.rules, sink.queue.shards, limit=RELABEL_CACHE_LIMIT,
                                  tenant_label=sink.tenant_label, drop_tenant_label=sink.tenant_label_drop)
         self._executor: ThreadPoolExecutor | None = None
+        # When this sink's current run of failures began (None while it answers): max_retry_duration bounds the
+        # outage, not each request, so a bounded job gives up on a dead sink once, not once per request.
+        self._failing_since: float | None = None
+        self._last_warned: float | None = None
 
     # -- messages -> shards ------------------------------------------------------------------
     def shard_messages(self, messages: Iterable[tuple[bytes, dict[str, str]]]
@@ -401,15 +407,29 @@ class Forwarder:
             self.stats.request(result.seconds)
             if protocol is Protocol.V2 and self._answered_like_v1(result):
                 return self.deliver(tenant, request, metadata)  # the same series again, now as 1.0
-            decision = self.policy.decide(attempt, result.outcome, time.monotonic() - started, datetime.now(UTC))
+            now = time.monotonic()
+            if result.outcome.status is None or result.outcome.status >= 500 or result.outcome.status in (408, 429):
+                failing_since = self._failing_since = self._failing_since or started
+            else:  # the sink answered: whatever it said, it is up
+                failing_since = self._failing_since = self._last_warned = None
+            decision = self.policy.decide(attempt, result.outcome, now - min(started, failing_since or started),
+                                          datetime.now(UTC))
             if decision.action is Action.SUCCESS:
                 self.stats.add(samples_sent=count, metadata_sent=len(metadata))
                 if protocol is Protocol.V2 and result.written is not None:
                     self._check_written(request.sent_counts(), result.written)
                 return []
             self.stats.add(samples_failed=count)
+            # The sink's answer, unless the failure is a connection error, whose text the reason already holds.
+            answer = f": {result.answer[:200]}" if result.outcome.status is not None else ""
             if decision.action is Action.RETRY:
-                log.warning("sink %s: %s (%d samples): %s", self.sink.name, decision.reason, count, result.answer[:200])
+                # a line when a sink starts failing, then one a minute, not one per retry: an outage would flood
+                # the log
+                quiet = self._last_warned is not None and now - self._last_warned < WARN_EVERY
+                if not quiet:
+                    self._last_warned = now
+                log.log(logging.DEBUG if quiet else logging.WARNING, "sink %s: %s (%d samples)%s", self.sink.name,
+                        decision.reason, count, answer)
                 if self.stopping.wait(decision.delay_seconds):
                     raise Stopped(f"sink {self.sink.name}: stopping while it still fails ({decision.reason})")
                 self.stats.add(samples_retried=count)
@@ -417,9 +437,10 @@ class Forwarder:
             split = request.halves() if result.outcome.status in SPLITTABLE_STATUSES else None
             if split:
                 return self.deliver(tenant, split[0], metadata) + self.deliver(tenant, split[1])
-            self.stats.add(samples_dead_lettered=count)
-            log.error("sink %s: %s; %d samples dead-lettered: %s", self.sink.name, decision.reason, count,
-                      result.answer[:200])
+            self.stats.add(samples_dead_lettered=count, requests_dead_lettered=1, metadata_dead_lettered=len(metadata))
+            what = f"{count} sample{'' if count == 1 else 's'}" + (f", {len(metadata)} metadata entries" if metadata
+                                                                 else "")
+            log.error("sink %s: %s; %s dead-lettered%s", self.sink.name, decision.reason, what, answer)
             body_v1 = snappy_block.compress(request.encode(Protocol.V1, self._lookup(tenant))
                                             + metadata_payload(metadata))
             return [self._record({"protocol": Protocol.V1.value, "tenant": tenant, "samples": str(count)}, body_v1,
