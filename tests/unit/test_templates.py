@@ -134,3 +134,9 @@ def test_make_template_and_receiver_image_dry_runs_print_their_commands():
     [receiver] = [shlex.split(line) for line in dry_run(target="receiver-image").splitlines()]
     assert ("--substitutions=_IMAGE=us-central1-docker.pkg.dev/p/remote-write/receiver:latest,"
             "_DOCKERFILE=templates/receiver.Dockerfile") in receiver
+
+
+def test_the_deploy_guide_lists_every_template_parameter_with_its_make_variable():
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| `([A-Z_]+)` \|", guide, re.M))
+    assert rows == makefile_parameter_variables()
