@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward bench-restore template deploy clean
+.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward bench-restore template receiver-image deploy check clean
 
 setup: $(STAMP)
 
 help:
-	@echo "make setup      the .venv with this package and its dependencies (make run and make test do it too)"
+	@echo "make setup      build .venv (pinned requirements, compiled decoder); run/test/check do it themselves"
 	@echo "make run        Pub/Sub emulator + receiver + pipeline (+ a demo Prometheus), on this machine:"
 	@echo "                  ARCHIVE=./archive  ARCHIVE_FORMAT=ndjson|parquet  WINDOW=10 (seconds)"
 	@echo "                  DEMO_SINK=1 (a local VictoriaMetrics the pipeline forwards to; DEMO_SINK_PORT=8428)"
@@ -19,7 +19,8 @@ help:
 	@echo "                  NODE_EXPORTER_PORT=9100  PROMETHEUS_PORT=9090  RUN_ARGS='...' (python -m tools.run_local -h)"
 	@echo "make pubsub     the Pub/Sub emulator alone (PUBSUB_PORT=8085) with the topic and subscription, for"
 	@echo "                  running python -m receiver / python -m pipeline by hand; prints the commands"
-	@echo "make test       ruff + the whole suite (sets up .venv and the Debian peers)"
+	@echo "make check      ruff + the unit and property tests (under 2 minutes; no peers needed)"
+	@echo "make test       ruff + the whole suite, slowest 15 printed (sets up .venv and the Debian peers)"
 	@echo "make unit       the unit tests only"
 	@echo "make chaos      the fault tests with long outages (a sink down SINK_DOWN=1800 s, 30 min)"
 	@echo "make fuzz       fuzz-wire and fuzz-http"
@@ -28,7 +29,8 @@ help:
 	@echo "make soak       10 min at half the measured peak: RSS, lost samples, duplicates (SOAK_MINUTES=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
 	@echo "make proto      regenerate the protobuf modules"
-	@echo "make template / deploy   the Dataflow Flex Template (needs gcloud and a GCP project)"
+	@echo "make template / deploy   the Dataflow Flex Template (gcloud, a GCP project: docs/deploy.md; DRY_RUN=1 prints)"
+	@echo "make receiver-image      the receiver's image in Artifact Registry (DRY_RUN=1 prints)"
 
 # pip install -e . also compiles transforms/core/wire/_wire*.c in place; a change to them re-runs the install.
 $(STAMP): setup.py requirements/constraints.txt $(wildcard transforms/core/wire/_wire*.c transforms/core/wire/_wire*.h)
@@ -86,6 +88,10 @@ soak: setup system-deps
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
+# The quick tier while working on the code: no network, no peers (tests/unit holds the property tests too).
+check: setup lint
+	$(PY) -m pytest -q -m unit tests/unit
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
@@ -117,24 +123,57 @@ bench-forward: setup system-deps
 bench-restore: setup system-deps
 	$(PY) -m bench.restore $(BENCH_ARGS)
 
-# Dataflow Flex Template (needs gcloud, Docker via Cloud Build, and a GCP project; not runnable offline).
+# Dataflow Flex Template and the receiver's image (need gcloud and a GCP project; docs/deploy.md goes from an
+# empty project to data in the bucket). DRY_RUN=1 prints every command, shell-quoted, instead of running it.
 PROJECT ?= my-project
 REGION ?= us-central1
 BUCKET ?= $(PROJECT)-dataflow
-IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/remote-write/archive-pipeline:latest
+REPOSITORY ?= remote-write
+IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/archive-pipeline:latest
+RECEIVER_IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/receiver:latest
 TEMPLATE ?= gs://$(BUCKET)/templates/archive-pipeline.json
 SUBSCRIPTION ?= projects/$(PROJECT)/subscriptions/remote-write-pipeline
 DEPLOY_ARCHIVE ?= gs://$(BUCKET)/archive
+SERVICE_ACCOUNT ?= rw-dataflow@$(PROJECT).iam.gserviceaccount.com
+JOB_NAME ?= archive-$$(date +%Y%m%d-%H%M%S)
+# Every parameter of templates/metadata.json, as parameter:VARIABLE; a variable left empty leaves the
+# template's default (a test keeps this list equal to metadata.json's parameters).
+TEMPLATE_PARAMETERS := input_subscription:SUBSCRIPTION archive_path:DEPLOY_ARCHIVE archive_format:ARCHIVE_FORMAT \
+  window_size:WINDOW_SIZE dead_letter_path:DEAD_LETTER_PATH max_lines_per_file:MAX_LINES_PER_FILE \
+  allowed_lateness:ALLOWED_LATENESS remote_write_url:REMOTE_WRITE_URL remote_write_config:REMOTE_WRITE_CONFIG \
+  remote_write_protocol:REMOTE_WRITE_PROTOCOL remote_write_timeout:REMOTE_WRITE_TIMEOUT \
+  remote_write_header:REMOTE_WRITE_HEADER remote_write_bearer_token_file:REMOTE_WRITE_BEARER_TOKEN_FILE \
+  remote_write_basic_auth_username:REMOTE_WRITE_BASIC_AUTH_USERNAME \
+  remote_write_basic_auth_password_file:REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE \
+  remote_write_tenant_header:REMOTE_WRITE_TENANT_HEADER remote_write_tenant:REMOTE_WRITE_TENANT \
+  remote_write_max_samples_per_request:REMOTE_WRITE_MAX_SAMPLES_PER_REQUEST \
+  remote_write_max_bytes_per_request:REMOTE_WRITE_MAX_BYTES_PER_REQUEST \
+  remote_write_shards:REMOTE_WRITE_SHARDS remote_write_healthcheck_url:REMOTE_WRITE_HEALTHCHECK_URL \
+  remote_write_sigv4_region:REMOTE_WRITE_SIGV4_REGION remote_write_sigv4_service:REMOTE_WRITE_SIGV4_SERVICE \
+  remote_write_sigv4_role_arn:REMOTE_WRITE_SIGV4_ROLE_ARN remote_write_sigv4_profile:REMOTE_WRITE_SIGV4_PROFILE \
+  remote_write_tenant_label:REMOTE_WRITE_TENANT_LABEL remote_write_tenant_label_drop:REMOTE_WRITE_TENANT_LABEL_DROP
+# gcloud splits --parameters at commas, and REMOTE_WRITE_URL may hold several: ^~^ makes "~" the separator.
+template_parameter = $(if $($(word 2,$(subst :, ,$(1)))),~$(word 1,$(subst :, ,$(1)))=$($(word 2,$(subst :, ,$(1)))))
+DEPLOY_PARAMETERS = ^~^$(patsubst ~%,%,$(subst $() ~,~,$(strip $(foreach p,$(TEMPLATE_PARAMETERS),$(call template_parameter,$(p))))))
+# Runs a command, or with DRY_RUN=1 prints it (bash's %q quoting: copy-pasteable).
+GCLOUD = $(if $(DRY_RUN),@printf '%q ' gcloud,gcloud)
+END = $(if $(DRY_RUN),; echo)
 
 template:
-	gcloud builds submit --project=$(PROJECT) --config=templates/cloudbuild.yaml --substitutions=_IMAGE=$(IMAGE) .
-	gcloud dataflow flex-template build $(TEMPLATE) --project=$(PROJECT) --image=$(IMAGE) \
-	  --sdk-language=PYTHON --metadata-file=templates/metadata.json
+	$(GCLOUD) builds submit --project=$(PROJECT) --config=templates/cloudbuild.yaml \
+	  --substitutions=_IMAGE=$(IMAGE),_DOCKERFILE=templates/Dockerfile . $(END)
+	$(GCLOUD) dataflow flex-template build $(TEMPLATE) --project=$(PROJECT) --image=$(IMAGE) \
+	  --sdk-language=PYTHON --metadata-file=templates/metadata.json $(END)
+
+receiver-image:
+	$(GCLOUD) builds submit --project=$(PROJECT) --config=templates/cloudbuild.yaml \
+	  --substitutions=_IMAGE=$(RECEIVER_IMAGE),_DOCKERFILE=templates/receiver.Dockerfile . $(END)
 
 deploy:
-	gcloud dataflow flex-template run "archive-$$(date +%Y%m%d-%H%M%S)" --project=$(PROJECT) --region=$(REGION) \
-	  --template-file-gcs-location=$(TEMPLATE) \
-	  --parameters=input_subscription=$(SUBSCRIPTION),archive_path=$(DEPLOY_ARCHIVE)
+	$(GCLOUD) dataflow flex-template run "$(JOB_NAME)" --project=$(PROJECT) --region=$(REGION) \
+	  --template-file-gcs-location=$(TEMPLATE) --service-account-email=$(SERVICE_ACCOUNT) \
+	  --staging-location=gs://$(BUCKET)/staging --temp-location=gs://$(BUCKET)/temp \
+	  $(if $(MAX_WORKERS),--max-workers=$(MAX_WORKERS)) --parameters='$(DEPLOY_PARAMETERS)' $(END)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

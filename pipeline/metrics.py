@@ -5,7 +5,7 @@ collector translates them at scrape time. So the registry belongs to the server 
 builds, nothing is a module global, and no prometheus_client metric object is created (which
 would also switch to multiprocess files if PROMETHEUS_MULTIPROC_DIR happened to be set).
 
-On Dataflow the same counters are Beam metrics (README, "Operating it", maps the two).
+On Dataflow the same counters are Beam metrics (docs/operations.md maps the two).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ PULL_COUNTERS = {
     "answered": ("pipeline_pulls", "Pulls Pub/Sub answered (empty or not)."),
     "messages": ("pipeline_pulled_messages", "Messages pulled (redeliveries included)."),
     "failed_pulls": ("pipeline_pull_failures", "Pulls that failed, including responses too large for the client."),
-    "too_large_pulls": ("pipeline_pulls_too_large", "Pull responses too large for the client (see README)."),
+    "too_large_pulls": ("pipeline_pulls_too_large", "Pull responses too large for the client (see docs/pipeline.md)."),
 }
 
 

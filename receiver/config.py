@@ -29,7 +29,7 @@ class ReceiverConfig:
     bearer_token_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
-    # Per-request budget (README, "Request limits"): 2 s of CPU and 256 MiB at worst within these.
+    # Per-request budget (docs/receiver.md, "Request limits"): 2 s of CPU and 256 MiB at worst within these.
     max_body_bytes: int = 16 * MIB
     max_decompressed_bytes: int = 16 * MIB
     max_series_per_request: int = RequestLimits.series

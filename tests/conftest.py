@@ -19,6 +19,18 @@ S3_KEYS = ["--s3_access_key_id=testing", "--s3_secret_access_key=testing", "--s3
 _names = itertools.count()
 
 
+# Each folder is a tier; its name is the marker (registered in pytest.ini), so `-m unit` is the quick tier.
+TIERS = ("unit", "integration", "e2e", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(tests_dir).parts[0] if item.path.is_relative_to(tests_dir) else ""
+        if folder in TIERS:
+            item.add_marker(folder)
+
+
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("service-logs")

@@ -12,7 +12,7 @@ trap 'kill "$outage" 2>/dev/null; rm -rf "$scratch"' EXIT
 CHAOS_SINK_DOWN=${CHAOS_SINK_DOWN:-300} "$PY" -m pytest -q -s -p no:cacheprovider --basetemp="$scratch/tmp" \
     "$OUTAGE_TEST" >"$scratch/outage.log" 2>&1 &
 outage=$!
-"$PY" -m pytest -q tests --ignore="$OUTAGE_TEST" "$@"
+"$PY" -m pytest -q --durations=15 tests --ignore="$OUTAGE_TEST" "$@"
 suite=$?
 wait "$outage"
 outage_status=$?

@@ -38,7 +38,7 @@ TOPIC, SUBSCRIPTION = "projects/soak/topics/soak", "projects/soak/subscriptions/
 GROUPS = 4  # series sets of 1000, cycled; request j carries group j % GROUPS at step j // GROUPS
 STEP_MS = 100
 # The verdict covers the project's own processes. The peers are printed too: VictoriaMetrics stays flat,
-# the Pub/Sub emulator's JVM grows its heap under sustained load (see README, "Faults, measured").
+# the Pub/Sub emulator's JVM grows its heap under sustained load (see docs/operations.md, "Faults, measured").
 OURS = ("receiver", "pipeline")
 
 

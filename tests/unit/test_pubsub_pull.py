@@ -17,7 +17,7 @@ from transforms.io import pubsub
 
 
 def test_the_services_client_opens_its_channel_without_a_receive_limit(monkeypatch):
-    """What the README states: against Google's service the generated transport asks for no limit
+    """What docs/pipeline.md states: against Google's service the generated transport asks for no limit
     (-1); only the emulator path keeps gRPC's 4 MiB default, which subscriber_client() lifts."""
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
     seen: list[list[tuple[str, Any]]] = []

@@ -172,7 +172,7 @@ class PullStats:
     largest_pull: int = 0  # messages in the largest single pull
     answered: int = 0  # pulls Pub/Sub answered, empty or not (readiness: the subscription can be read)
     failed_pulls: int = 0
-    too_large_pulls: int = 0  # responses the client could not take: see the README's "Operating it"
+    too_large_pulls: int = 0  # responses the client could not take: see docs/operations.md
 
 
 class Puller:

@@ -98,7 +98,7 @@ class NdjsonFormat(ArchiveFormat):
 
     def pack(self, block: LineBlock) -> PackedBlock:
         # One complete gzip member per block, deflated by ISA-L at level 1: ~10x Beam's zlib level 6 on
-        # these lines for ~20% larger files (README, "Benchmarks"). A file is its members concatenated,
+        # these lines for ~20% larger files (docs/performance.md). A file is its members concatenated,
         # which gzip, zcat, Python's gzip and DuckDB read as one stream (RFC 1952, section 2.2); the
         # group-by-partition then carries ~1/8 of the bytes the lines would be.
         return PackedBlock(isal_zlib.compress(block.data, GZIP_LEVEL, GZIP_WBITS), block.lines)

@@ -1,6 +1,6 @@
 """The Parquet archive format: one row per sample, typed columns, sorted by series then time.
 
-Columns (see the README's "Parquet archive" section for why each is what it is):
+Columns (see docs/pipeline.md, "Parquet archive", for why each is what it is):
 
     name             string, dictionary-encoded
     labels           map<string, string> (every label but __name__), keys and values dictionary-encoded
@@ -48,7 +48,7 @@ from transforms.core.archive.records import (
     record_kind,
 )
 
-ROW_GROUP_ROWS = 65_536  # see the README: pruning granularity vs per-group overhead
+ROW_GROUP_ROWS = 65_536  # see docs/pipeline.md: pruning granularity vs per-group overhead
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 _HINT_NAMES = {number: name for name, number in RESET_HINTS.items()}

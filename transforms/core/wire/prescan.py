@@ -18,7 +18,7 @@ from transforms.core.wire import _wire
 
 @dataclasses.dataclass(frozen=True)
 class RequestLimits:
-    """What one request may carry; the defaults are the receiver's (see README, "Request limits")."""
+    """What one request may carry; the defaults are the receiver's (see docs/receiver.md, "Request limits")."""
 
     series: int = 50_000  # TimeSeries (and 1.0 metadata entries)
     samples: int = 50_000  # float samples + native histogram samples + exemplars
