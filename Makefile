@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run test unit lint chaos fuzz fuzz-wire fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward bench-restore template deploy clean
+.PHONY: help setup system-deps run test unit lint chaos fuzz fuzz-wire fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu template deploy clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,7 @@ help:
 	@echo "make fuzz-http  1 M mutated HTTP requests to the receiver (FUZZ_REQUESTS=..., FUZZ_HTTP_ARGS=...)"
 	@echo "make soak       10 min at half the measured peak: RSS, lost samples, duplicates (SOAK_MINUTES=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
+	@echo "make bench-cpu  CPU-s per 1 M samples per process (receiver, pipeline variants, restore) against vmagent, with py-spy profiles (~10 min; BENCH_ARGS=--quick)"
 	@echo "make proto      regenerate the protobuf modules"
 	@echo "make template / deploy   the Dataflow Flex Template (needs gcloud and a GCP project)"
 
@@ -99,6 +100,9 @@ bench-forward: setup system-deps
 
 bench-restore: setup system-deps
 	$(PY) -m bench.restore $(BENCH_ARGS)
+
+bench-cpu: setup system-deps
+	$(PY) -m bench.cpu $(BENCH_ARGS)
 
 # Dataflow Flex Template (needs gcloud, Docker via Cloud Build, and a GCP project; not runnable offline).
 PROJECT ?= my-project
