@@ -161,6 +161,23 @@ def print_table(title: str, rows: list[dict]) -> None:
               f"{ratio_text:>11}{drain:>9}", flush=True)
 
 
+def print_summary(results: list[dict]) -> None:
+    """CPU-s per 1 M samples, one column per shape x connections, one line per process."""
+    configs = [r for r in results if "rows" in r]
+    if not configs:
+        return
+    names = [f"{r['shape']} x{r['connections']}" for r in configs]
+    print("\nCPU-s per 1 M samples (x vmagent), per shape x connections per sender:")
+    print(f"  {'process':<38}" + "".join(f"{n:>18}" for n in names))
+    for i, process in enumerate(r["process"] for r in configs[0]["rows"]):
+        cells = []
+        for config in configs:
+            r = config["rows"][i]
+            x = f" ({r['x_vmagent']:.2f}x)" if r["x_vmagent"] is not None else ""
+            cells.append(f"{r['cpu_per_million']:.2f}{x}")
+        print(f"  {process:<38}" + "".join(f"{c:>18}" for c in cells))
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -397,6 +414,7 @@ def main() -> None:
             bench.run_backlog_and_restore()
     finally:
         bench.stop()
+    print_summary(bench.results)
     if args.json:
         args.json.write_text(json.dumps(bench.results, indent=1))
     print(f"\n(logs and profiles in {bench.work})")
