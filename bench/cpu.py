@@ -72,14 +72,15 @@ def pipeline_counters(metrics_url: str) -> dict[str, float]:
 class Spy:
     """py-spy recording one process tree (raw collapsed stacks) until stopped."""
 
-    def __init__(self, name: str, pid: int, work: Path, rate: int) -> None:
+    def __init__(self, name: str, pid: int, work: Path, rate: int, gil_only: bool = False) -> None:
         self.name = name
         self.output = work / f"profile-{name}.txt"
         binary = services.require_binary("py-spy", "pip install py-spy (a test dependency)")
         self.log = open(work / f"py-spy-{name}.log", "ab")
         self.process = subprocess.Popen(
             [binary, "record", "--pid", str(pid), "--format", "raw", "--output", str(self.output),
-             "--full-filenames", "--nolineno", "--nonblocking", "--subprocesses", "--rate", str(rate)],
+             "--full-filenames", "--nolineno", "--nonblocking", "--subprocesses", "--rate", str(rate),
+             *(["--gil"] if gil_only else [])],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def stop(self) -> profile_groups.Profile | None:
@@ -105,7 +106,8 @@ def print_profile(name: str, profile: profile_groups.Profile | None, top: int, r
     measured = f"; CPU measured {cpu_seconds:.1f} s" if cpu_seconds is not None else ""
     print(f"  {name}: {profile.samples} samples counted active "
           f"(= {profile.samples / rate:.1f} s at {rate}/s{measured})")
-    print("    groups:    " + ", ".join(f"{g} {s:.0%}" for g, s in profile.shares(profile.groups, top)))
+    print("    self:      " + ", ".join(f"{g} {s:.0%}" for g, s in profile.shares(profile.groups, top)))
+    print("    by caller: " + ", ".join(f"{g} {s:.0%}" for g, s in profile.shares(profile.callers, top)))
     for function, share in profile.shares(profile.functions, top):
         print(f"    {share:6.1%}  {function}")
 
@@ -236,8 +238,8 @@ class Bench:
     def spies(self, names_pids: dict[str, int], tag: str) -> dict[str, Spy]:
         if not self.args.profile:
             return {}
-        return {name: Spy(f"{tag}-{name.replace('+', '-')}", pid, self.work, self.args.profile_rate)
-                for name, pid in names_pids.items()}
+        return {name: Spy(f"{tag}-{name.replace('+', '-')}", pid, self.work, self.args.profile_rate,
+                          self.args.profile_gil) for name, pid in names_pids.items()}
 
     def run_config(self, index: int, shape: str, connections: int) -> None:
         args, series = self.args, REQUEST_SHAPES[shape]
@@ -281,7 +283,7 @@ class Bench:
 
         finished = wait_for({p.variant: (lambda p=p: done(p)) for p in self.pipelines}, roots, timeout)
         emulator_cpu = tree_cpu_seconds(self.emulator.pid) - before["emulator"]
-        rows.append(row("receiver (gunicorn master + workers)", ours, receiver_cpu, reference, 0.0))
+        rows.append(row("receiver (gunicorn master + workers)", ours, receiver_cpu, reference))
         costs = {"receiver": receiver_cpu}
         for p in self.pipelines:
             cpu, waited = finished[p.variant]
@@ -297,8 +299,10 @@ class Bench:
             print(f"\n where the CPU goes ({title}):")
             for name, profile in profiles.items():
                 print_profile(name, profile, self.args.top, self.args.profile_rate, costs.get(name))
-        self.results.append({"shape": shape, "connections": connections, "rows": rows,
-                             "profiles": {n: dict(p.shares(p.groups, 12)) for n, p in profiles.items() if p}})
+        shares = {n: {"self": dict(p.shares(p.groups, 12)), "by_caller": dict(p.shares(p.callers, 12))}
+                  for n, p in profiles.items() if p}
+        self.results.append({"shape": shape, "connections": connections, "requests_per_second": rate,
+                             "startup_cpu_seconds": self.startup, "rows": rows, "profiles": shares})
 
     def run_backlog_and_restore(self) -> None:
         """Section 4: batch work, each whole process from its start (start-up included)."""
@@ -386,6 +390,8 @@ def main() -> None:
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                         help="py-spy every measured Python process (default on)")
     parser.add_argument("--profile_rate", type=int, default=100, help="py-spy samples/s (default 100)")
+    parser.add_argument("--profile_gil", action="store_true",
+                        help="py-spy --gil: only the thread holding the GIL (Python CPU; misses C code releasing it)")
     parser.add_argument("--top", type=int, default=8, help="groups and functions shown per profile (default 8)")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 8 s per configuration, 1 connection per sender, a 300-message backlog")
@@ -403,6 +409,11 @@ def main() -> None:
     if not connections or min(connections) < 1 or args.rate <= 0 or args.seconds <= 0 or args.senders < 1:
         parser.error("--connections, --rate, --seconds and --senders must be positive")
 
+    if args.profile:
+        try:
+            services.require_binary("py-spy", "pip install py-spy (a test dependency), or run with --no-profile")
+        except services.ServiceError as exc:
+            parser.error(str(exc))
     bench = Bench(args)
     print(f"(logs and profiles in {bench.work})", flush=True)
     try:

@@ -1,7 +1,9 @@
 """Where a process's CPU goes: py-spy's raw (collapsed-stack) output, grouped by what runs.
 
 Each sample is charged to its innermost Python frame (its "self" time): time in a C extension
-(our compiled decode, zlib, gRPC's core) shows up under the Python function that called it.
+(our compiled decode, zlib, gRPC's core) shows up under the Python function that called it. A
+second view charges it to the innermost frame outside the standard library ("by caller"): a
+thread wait, argparse or os.path then counts for the library or our code that asked for it.
 py-spy records without --idle, so threads waiting on a lock, a socket or a sleep are mostly
 left out and the shares approximate CPU time.
 """
@@ -48,8 +50,11 @@ STDLIB_GROUPS = {
     "urllib": "HTTP + sockets (stdlib)",
     "gzip": "gzip/zlib", "zlib": "gzip/zlib", "_compression": "gzip/zlib",
     "json": "json", "logging": "logging", "pickle": "pickle", "copyreg": "pickle",
-    "importlib": "imports", "<frozen importlib._bootstrap>": "imports",
-    "<frozen importlib._bootstrap_external>": "imports",
+    "importlib": "imports", "zipimport": "imports",
+    "os": "filesystem (os, os.path)", "genericpath": "filesystem (os, os.path)",
+    "posixpath": "filesystem (os, os.path)", "shutil": "filesystem (os, os.path)",
+    "tempfile": "filesystem (os, os.path)", "pathlib": "filesystem (os, os.path)",
+    "argparse": "argparse + gettext", "gettext": "argparse + gettext",
 }
 NO_PYTHON_FRAME = "(no Python frame: native threads)"
 FRAME = re.compile(r"^(?P<function>.*) \((?P<path>[^()]*)\)$")
@@ -64,6 +69,7 @@ class ProfileFormatError(ValueError):
 class Profile:
     samples: int = 0
     groups: Counter[str] = field(default_factory=Counter)
+    callers: Counter[str] = field(default_factory=Counter)
     functions: Counter[str] = field(default_factory=Counter)
 
     def shares(self, counter: Counter[str], top: int) -> list[tuple[str, float]]:
@@ -83,6 +89,16 @@ def parse_raw(text: str) -> list[tuple[list[str], int]]:
     return stacks
 
 
+def stdlib_module(path: str) -> str | None:
+    """The standard-library module a frame's path belongs to ('threading', 'importlib'), else None."""
+    if path.startswith("<frozen ") and path.endswith(">"):
+        return path[len("<frozen "):-1].split(".", 1)[0]
+    if "site-packages/" in path:
+        return None
+    stdlib = STDLIB_PATH.search(path)
+    return stdlib["module"] if stdlib else None
+
+
 def group_of(frame: str, root: str) -> str:
     """The group of one frame 'function (path)'; `root` is this repository's directory."""
     if frame.startswith("process "):
@@ -100,13 +116,19 @@ def group_of(frame: str, root: str) -> str:
             if relative.startswith(prefix):
                 return group
         return f"ours: {relative.split('/', 1)[0]}"
-    if path in STDLIB_GROUPS:
-        return STDLIB_GROUPS[path]
-    stdlib = STDLIB_PATH.search(path)
-    if stdlib:
-        module = stdlib["module"]
+    module = stdlib_module(path)
+    if module:
         return STDLIB_GROUPS.get(module, f"stdlib: {module}")
     return f"other: {path}"
+
+
+def caller_group_of(frames: list[str], root: str) -> str:
+    """The group of the innermost frame outside the standard library (the leaf's if there is none)."""
+    for frame in reversed(frames):
+        match = FRAME.match(frame)
+        if match and not stdlib_module(match["path"]):
+            return group_of(frame, root)
+    return group_of(frames[-1], root)
 
 
 def function_of(frame: str, root: str) -> str:
@@ -134,6 +156,7 @@ def summarize(stacks: list[tuple[list[str], int]], root: str) -> Profile:
         leaf = frames[-1]
         profile.samples += count
         profile.groups[group_of(leaf, root)] += count
+        profile.callers[caller_group_of(frames, root)] += count
         profile.functions[function_of(leaf, root)] += count
     return profile
 
@@ -143,5 +166,6 @@ def merge(profiles: list[Profile]) -> Profile:
     for profile in profiles:
         merged.samples += profile.samples
         merged.groups.update(profile.groups)
+        merged.callers.update(profile.callers)
         merged.functions.update(profile.functions)
     return merged

@@ -78,6 +78,10 @@ def test_parse_raw_and_summarize_charge_each_stack_to_its_innermost_frame() -> N
     assert profile.groups == {"threading + queues": 40, "our wire codec (compiled decode/encode)": 30,
                               "Pub/Sub client + gRPC + protobuf": 20, "gunicorn": 5,
                               profile_groups.NO_PYTHON_FRAME: 5}
+    assert profile.callers == {"our wire codec (compiled decode/encode)": 30, "Pub/Sub client + gRPC + protobuf": 20,
+                               "gunicorn": 5,
+                               # the wait has no caller outside the standard library: it stays a thread wait
+                               "threading + queues": 40, profile_groups.NO_PYTHON_FRAME: 5}
     assert profile.functions["decode (transforms/core/wire/batch.py)"] == 30
     assert profile.functions["wait (threading.py)"] == 40
     assert profile.functions["publish (google/cloud/pubsub_v1/publisher/client.py)"] == 20
@@ -95,11 +99,23 @@ def test_parse_raw_and_summarize_charge_each_stack_to_its_innermost_frame() -> N
     ("f (/usr/lib/python3.11/http/client.py)", "HTTP + sockets (stdlib)"),
     ("f (/usr/lib/python3.11/inspect.py)", "stdlib: inspect"),
     ("_find_and_load (<frozen importlib._bootstrap>)", "imports"),
+    ("isdir (<frozen genericpath>)", "filesystem (os, os.path)"),
+    ("f (/v/lib/python3.11/site-packages/threading_extra/x.py)", "library: threading_extra"),
     ("f (/elsewhere/thing.py)", "other: /elsewhere/thing.py"),
     ("not a frame", "other"),
 ])
 def test_group_of(frame: str, group: str) -> None:
     assert profile_groups.group_of(frame, ROOT) == group
+
+
+def test_caller_group_charges_a_standard_library_leaf_to_who_asked_for_it() -> None:
+    frames = ["main (/src/project/pipeline/local_loop.py)",
+              "PipelineOptions.get_all_options (/v/site-packages/apache_beam/options/pipeline_options.py)",
+              "ArgumentParser.__init__ (/u/python3.11/argparse.py)", "find (/u/python3.11/gettext.py)",
+              "exists (<frozen genericpath>)"]
+    assert profile_groups.group_of(frames[-1], ROOT) == "filesystem (os, os.path)"
+    assert profile_groups.caller_group_of(frames, ROOT) == "Beam"
+    assert profile_groups.caller_group_of(frames[2:], ROOT) == "filesystem (os, os.path)"
 
 
 def test_parse_raw_rejects_lines_without_a_count() -> None:
