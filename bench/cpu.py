@@ -119,10 +119,12 @@ def build_load(shape: str, senders: int, connections: int, requests: int, start_
              for c in range(connections)] for p in range(senders)]
 
 
-def paced(url: str, load: list[list[list[bytes]]], rate: float, series: int) -> tuple[int, dict]:
-    """Send the load at `rate` requests/s; returns the samples answered 2xx and the status counts."""
+def paced(url: str, load: list[list[list[bytes]]], rate: float, series: int) -> tuple[int, str]:
+    """Send the load at `rate` requests/s; returns the samples answered 2xx and what was sent, as text."""
     result = run_load(url, load, duration=3600.0, rate=rate)
-    return result["requests_ok"] * series, result["statuses"]
+    requests = result["requests_ok"] + result["requests_failed"]
+    return result["requests_ok"] * series, (f"{requests} requests in {result['seconds']:.1f} s "
+                                            f"({requests / result['seconds']:.1f}/s), statuses {result['statuses']}")
 
 
 def wait_for(checks: dict[str, Callable[[], bool]], roots: dict[str, int], timeout: float,
@@ -255,14 +257,14 @@ class Bench:
 
         rows_before = rows_inserted(self.vm_agent_url)
         cpu_before = tree_cpu_seconds(self.agent.pid)
-        sent, statuses = paced(f"{self.agent_url}/api/v1/write", load, rate, series)
+        sent, sending = paced(f"{self.agent_url}/api/v1/write", load, rate, series)
         load_end = time.monotonic()
         services.wait_until(lambda: rows_inserted(self.vm_agent_url) - rows_before >= sent, timeout,
                             "vmagent's samples in VictoriaMetrics", interval=0.2)
         agent_cpu = tree_cpu_seconds(self.agent.pid) - cpu_before
         reference = per_million(agent_cpu, sent)
         rows = [row("vmagent -> VictoriaMetrics", sent, agent_cpu, reference, time.monotonic() - load_end)]
-        print(f"   vmagent: {sent:,} samples {statuses}", flush=True)
+        print(f"   vmagent: {sent:,} samples accepted; {sending}", flush=True)
 
         roots = {"receiver": self.receiver.pid, **{p.variant: p.service.pid for p in self.pipelines}}
         stats = snapshot()
@@ -270,9 +272,9 @@ class Bench:
         counters = {p.variant: pipeline_counters(p.metrics_url) for p in self.pipelines}
         vm_rows = {p.variant: rows_inserted(p.vm_url) for p in self.pipelines if p.vm_url}
         spies = self.spies(roots, f"{index}-{shape}-{connections}")
-        ours, statuses = paced(f"{self.receiver_url}/api/v1/write", load, rate, series)
+        ours, sending = paced(f"{self.receiver_url}/api/v1/write", load, rate, series)
         receiver_cpu = tree_cpu_seconds(self.receiver.pid) - before["receiver"]
-        print(f"   receiver: {ours:,} samples {statuses}", flush=True)
+        print(f"   receiver: {ours:,} samples accepted; {sending}", flush=True)
 
         def done(p: Pipeline) -> bool:
             archives, forwards = VARIANTS[p.variant]
