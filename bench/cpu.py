@@ -50,6 +50,11 @@ VARIANTS = {  # pipeline variant -> (archives, forwards)
 }
 
 
+def slug(name: str) -> str:
+    """A variant's name as it appears in subscription, file and service names."""
+    return name.replace("+", "-")
+
+
 @dataclass
 class Pipeline:
     variant: str
@@ -202,27 +207,26 @@ class Bench:
         self.vm_agent_url = self.start(services.start_victoria_metrics(self.work, name="vm-vmagent"))
         self.agent_url = self.start(services.start_vmagent(self.work, f"{self.vm_agent_url}/api/v1/write"))
         self.agent = self.started[-1]
-        services.create_topic_and_subscription(self.host, IDLE_TOPIC, f"{PROJECT}/subscriptions/idle")
+        subscriptions = {variant: f"{PROJECT}/subscriptions/{slug(variant)}" for variant in VARIANTS}
+        services.create_topic_and_subscription(self.host, TOPIC, subscriptions["archive"])
+        # forwarding only: the pipeline's archive loop always runs, so it reads a topic nobody publishes to,
+        # while the sink's own subscription is on the live topic
+        services.create_topic_and_subscription(self.host, IDLE_TOPIC, subscriptions["forward"])
+        services.create_subscription(self.host, TOPIC, subscriptions["archive+forward"])
         self.pipelines: list[Pipeline] = []
-        for n, variant in enumerate(VARIANTS):
-            archives, forwards = VARIANTS[variant]
-            sub = f"{PROJECT}/subscriptions/{variant.replace('+', '-')}"
-            # forwarding only: the archive loop reads an idle topic's subscription, the sink the live topic
-            if n == 0:
-                services.create_topic_and_subscription(self.host, TOPIC, sub)
-            else:
-                services.create_subscription(self.host, TOPIC if archives else IDLE_TOPIC, sub)
+        for variant, (_, forwards) in VARIANTS.items():
+            sub = subscriptions[variant]
             argv = [sys.executable, "-m", "pipeline", "--runner=DirectRunner", f"--input_subscription={sub}",
-                    f"--archive_path={self.work / ('archive-' + variant.replace('+', '-'))}",
+                    f"--archive_path={self.work / ('archive-' + slug(variant))}",
                     f"--window_size={self.args.window_size}"]
             vm_url = None
             if forwards:
-                vm_url = self.start(services.start_victoria_metrics(self.work, name=f"vm-{variant.replace('+', '-')}"))
+                vm_url = self.start(services.start_victoria_metrics(self.work, name=f"vm-{slug(variant)}"))
                 sink = from_flags([f"{vm_url}/api/v1/write"])[0]
                 services.create_subscription(self.host, TOPIC, sink.subscription_for(sub))
                 argv.append(f"--remote_write_url={vm_url}/api/v1/write")
             port = services.free_port()
-            service = services.Service(f"pipeline-{variant.replace('+', '-')}", [*argv, f"--metrics_port={port}"],
+            service = services.Service(f"pipeline-{slug(variant)}", [*argv, f"--metrics_port={port}"],
                                        self.work, env={"PUBSUB_EMULATOR_HOST": self.host}, cwd=services.ROOT)
             self.started.append(service)
             self.pipelines.append(Pipeline(variant, service, f"http://127.0.0.1:{port}/metrics", vm_url))
@@ -240,7 +244,7 @@ class Bench:
     def spies(self, names_pids: dict[str, int], tag: str) -> dict[str, Spy]:
         if not self.args.profile:
             return {}
-        return {name: Spy(f"{tag}-{name.replace('+', '-')}", pid, self.work, self.args.profile_rate,
+        return {name: Spy(f"{tag}-{slug(name)}", pid, self.work, self.args.profile_rate,
                           self.args.profile_gil) for name, pid in names_pids.items()}
 
     def run_config(self, index: int, shape: str, connections: int) -> None:

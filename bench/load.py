@@ -62,9 +62,11 @@ def build_stream(stream: int, requests: int, start_ms: int, shape: str = "small"
     return bodies
 
 
-def _send_stream(url: str, bodies: list[bytes], deadline: float, results: list, interval: float = 0.0) -> None:
-    """Send `bodies` in order on one connection; with an interval, request j leaves at start + j * interval
-    (a paced sender, like Prometheus below saturation), else each as soon as the previous is answered."""
+def _send_stream(url: str, bodies: list[bytes], deadline: float, results: list, interval: float = 0.0,
+                 offset: float = 0.0) -> None:
+    """Send `bodies` in order on one connection; with an interval, request j leaves at start + offset +
+    j * interval (a paced sender, like Prometheus below saturation), else each as soon as the previous is
+    answered."""
     parsed = urlparse(url)
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
     ok = failed = 0
@@ -74,7 +76,7 @@ def _send_stream(url: str, bodies: list[bytes], deadline: float, results: list, 
         if time.monotonic() > deadline:
             break
         if interval:
-            time.sleep(max(0.0, started + j * interval - time.monotonic()))
+            time.sleep(max(0.0, started + offset + j * interval - time.monotonic()))
         conn.request("POST", parsed.path, body=body, headers=HEADERS)
         response = conn.getresponse()
         response.read()
@@ -88,18 +90,30 @@ def _send_stream(url: str, bodies: list[bytes], deadline: float, results: list, 
 
 
 def _sender_process(url: str, streams: list[list[bytes]], duration: float, start_at: float, queue,
-                    interval: float = 0.0) -> None:
+                    interval: float = 0.0, offsets: list[float] | None = None) -> None:
     while time.time() < start_at:
         time.sleep(0.001)
     deadline = time.monotonic() + duration
     results: list = []
-    threads = [threading.Thread(target=_send_stream, args=(url, bodies, deadline, results, interval))
-               for bodies in streams]
+    offsets = offsets or [0.0] * len(streams)
+    threads = [threading.Thread(target=_send_stream, args=(url, bodies, deadline, results, interval, offset))
+               for bodies, offset in zip(streams, offsets, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     queue.put(results)
+
+
+def stream_offsets(streams_per_process: list[int], interval: float) -> list[list[float]]:
+    """Per process, per stream, the delay of its first request: paced streams take turns (stream k of n
+    starts k / n of an interval late), so the load arrives at a steady rate, not in bursts of n."""
+    total = sum(streams_per_process)
+    offsets, k = [], 0
+    for count in streams_per_process:
+        offsets.append([(k + i) * interval / total for i in range(count)])
+        k += count
+    return offsets
 
 
 def run_load(url: str, per_process_streams: list[list[list[bytes]]], duration: float,
@@ -111,8 +125,9 @@ def run_load(url: str, per_process_streams: list[list[list[bytes]]], duration: f
     start_at = time.time() + 0.5
     stream_count = sum(len(streams) for streams in per_process_streams)
     interval = stream_count / rate if rate else 0.0
-    procs = [ctx.Process(target=_sender_process, args=(url, streams, duration, start_at, queue, interval))
-             for streams in per_process_streams]
+    offsets = stream_offsets([len(streams) for streams in per_process_streams], interval)
+    procs = [ctx.Process(target=_sender_process, args=(url, streams, duration, start_at, queue, interval, starts))
+             for streams, starts in zip(per_process_streams, offsets, strict=True)]
     for p in procs:
         p.start()
     results = [r for _ in procs for r in queue.get()]

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from bench import profile_groups
-from bench.load import build_stream
+from bench.load import build_stream, stream_offsets
 from bench.proc_cpu import ProcStat, ProcStatError, parse_stat, per_million, ratio, tree_ticks
 from transforms.core.protocol import MAX_DECOMPRESSED, Protocol
 from transforms.core.wire import codec, snappy_block
@@ -135,3 +135,12 @@ def test_build_stream_makes_requests_of_the_asked_series_count() -> None:
         message = codec.parse(snappy_block.decompress(body, MAX_DECOMPRESSED), Protocol.V1)
         assert len(message.timeseries) == 2000
         assert len({tuple((label.name, label.value) for label in s.labels) for s in message.timeseries}) == 2000
+
+
+def test_paced_streams_take_turns_over_one_interval() -> None:
+    # 2 senders x 4 connections at 60 requests/s: each stream every 8/60 s, one request every 1/60 s in all
+    offsets = stream_offsets([4, 4], 8 / 60)
+    flat = [o for process in offsets for o in process]
+    assert [len(process) for process in offsets] == [4, 4]
+    assert flat == pytest.approx([k / 60 for k in range(8)])
+    assert stream_offsets([1, 1], 0.0) == [[0.0], [0.0]]  # unpaced: everything at once
