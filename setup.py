@@ -51,6 +51,7 @@ setup(
             "gcp-storage-emulator==2026.7.19",  # GCS emulator for archive tests
             "moto[server]==5.2.5",  # S3 server for archive tests
             "duckdb==2.0.1",  # runs the README's query example against a test archive
+            "py-spy==0.4.3",  # bench.cpu --profile: sampling profiles of the measured processes
         ],
     },
     entry_points={"console_scripts": ["remote-write-receiver=receiver.__main__:main"]},

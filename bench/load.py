@@ -44,11 +44,12 @@ def _node_labels(stream: int, group: int, i: int) -> dict[str, str]:
 SHAPES = {"small": _small_labels, "node": _node_labels}
 
 
-def build_stream(stream: int, requests: int, start_ms: int, shape: str = "small") -> list[bytes]:
-    """Bodies for one sender stream: one sample per series, GROUPS_PER_STREAM series sets cycled
-    with rising timestamps; sample values are integers (exact in every store)."""
+def build_stream(stream: int, requests: int, start_ms: int, shape: str = "small",
+                 series: int = SERIES_PER_REQUEST) -> list[bytes]:
+    """Bodies for one sender stream: one sample per series (`series` per request), GROUPS_PER_STREAM
+    series sets cycled with rising timestamps; sample values are integers (exact in every store)."""
     labels = SHAPES[shape]
-    templates = [build_v1([Series(labels(stream, group, i), [(0, 0.0)]) for i in range(SERIES_PER_REQUEST)])
+    templates = [build_v1([Series(labels(stream, group, i), [(0, 0.0)]) for i in range(series)])
                  for group in range(GROUPS_PER_STREAM)]
     bodies = []
     for j in range(requests):
@@ -61,14 +62,21 @@ def build_stream(stream: int, requests: int, start_ms: int, shape: str = "small"
     return bodies
 
 
-def _send_stream(url: str, bodies: list[bytes], deadline: float, results: list) -> None:
+def _send_stream(url: str, bodies: list[bytes], deadline: float, results: list, interval: float = 0.0,
+                 offset: float = 0.0) -> None:
+    """Send `bodies` in order on one connection; with an interval, request j leaves at start + offset +
+    j * interval (a paced sender, like Prometheus below saturation), else each as soon as the previous is
+    answered."""
     parsed = urlparse(url)
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
     ok = failed = 0
     statuses: dict[int, int] = {}
-    for body in bodies:
+    started = time.monotonic()
+    for j, body in enumerate(bodies):
         if time.monotonic() > deadline:
             break
+        if interval:
+            time.sleep(max(0.0, started + offset + j * interval - time.monotonic()))
         conn.request("POST", parsed.path, body=body, headers=HEADERS)
         response = conn.getresponse()
         response.read()
@@ -81,12 +89,15 @@ def _send_stream(url: str, bodies: list[bytes], deadline: float, results: list) 
     results.append((ok, failed, statuses))
 
 
-def _sender_process(url: str, streams: list[list[bytes]], duration: float, start_at: float, queue) -> None:
+def _sender_process(url: str, streams: list[list[bytes]], duration: float, start_at: float, queue,
+                    interval: float = 0.0, offsets: list[float] | None = None) -> None:
     while time.time() < start_at:
         time.sleep(0.001)
     deadline = time.monotonic() + duration
     results: list = []
-    threads = [threading.Thread(target=_send_stream, args=(url, bodies, deadline, results)) for bodies in streams]
+    offsets = offsets or [0.0] * len(streams)
+    threads = [threading.Thread(target=_send_stream, args=(url, bodies, deadline, results, interval, offset))
+               for bodies, offset in zip(streams, offsets, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
@@ -94,13 +105,29 @@ def _sender_process(url: str, streams: list[list[bytes]], duration: float, start
     queue.put(results)
 
 
-def run_load(url: str, per_process_streams: list[list[list[bytes]]], duration: float) -> dict:
-    """Send from one process per entry of per_process_streams for `duration` seconds."""
+def stream_offsets(streams_per_process: list[int], interval: float) -> list[list[float]]:
+    """Per process, per stream, the delay of its first request: paced streams take turns (stream k of n
+    starts k / n of an interval late), so the load arrives at a steady rate, not in bursts of n."""
+    total = sum(streams_per_process)
+    offsets, k = [], 0
+    for count in streams_per_process:
+        offsets.append([(k + i) * interval / total for i in range(count)])
+        k += count
+    return offsets
+
+
+def run_load(url: str, per_process_streams: list[list[list[bytes]]], duration: float,
+             rate: float | None = None) -> dict:
+    """Send from one process per entry of per_process_streams for `duration` seconds; with `rate`
+    (requests/s in all, spread evenly over every stream) paced, else as fast as answered."""
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     start_at = time.time() + 0.5
-    procs = [ctx.Process(target=_sender_process, args=(url, streams, duration, start_at, queue))
-             for streams in per_process_streams]
+    stream_count = sum(len(streams) for streams in per_process_streams)
+    interval = stream_count / rate if rate else 0.0
+    offsets = stream_offsets([len(streams) for streams in per_process_streams], interval)
+    procs = [ctx.Process(target=_sender_process, args=(url, streams, duration, start_at, queue, interval, starts))
+             for streams, starts in zip(per_process_streams, offsets, strict=True)]
     for p in procs:
         p.start()
     results = [r for _ in procs for r in queue.get()]
