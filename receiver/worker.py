@@ -37,7 +37,7 @@ from receiver.body import BodyTimeout, MalformedBody
 from receiver.publisher import Unavailable
 
 HEARTBEAT_SECONDS = 1.0
-REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 408: "Request Timeout", 503: "Service Unavailable"}
+REASONS = {400: "Bad Request", 408: "Request Timeout", 500: "Internal Server Error"}  # the answers made here
 
 
 class BufferedInput(io.RawIOBase):
@@ -86,7 +86,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.request: _Request | None = None  # the one being received
         self.ready: collections.deque[_Request] = collections.deque()  # complete, waiting for the app
-        self.running = False
+        self.current: _Request | None = None  # the one the app is running
         self.closing = False
         self.headers_done = False
         self.deadline: asyncio.TimerHandle | None = None
@@ -119,8 +119,10 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         self._cancel_timers()
         self.worker.connections.discard(self)
-        self._release(self.buffered)
+        # what is still being received or waiting is dropped; a running request releases its own body
+        self._release(self.buffered - (len(self.current.body) if self.current is not None else 0))
         self.ready.clear()
+        self.request = None
 
     # -- httptools callbacks -------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -221,20 +223,26 @@ class _Connection(asyncio.Protocol):
                 self.transport.pause_reading()
 
     # -- answering -----------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.current is not None
+
     def _next(self) -> None:
-        if self.running or not self.ready:
+        if self.current is not None or not self.ready:
             return
-        request = self.ready.popleft()
-        self.running = True
+        request = self.current = self.ready.popleft()
         future = self.worker.loop.run_in_executor(self.worker.executor, self.worker.call_app, request,
                                                   self._peer())
         future.add_done_callback(lambda done: self._answered(request, done))
 
     def _answered(self, request: _Request, done: asyncio.Future) -> None:
-        self.running = False
+        self.current = None
         self._release(len(request.body))
+        if done.exception() is not None:  # the app itself failed (Flask answers its own errors 500)
+            self._answer_here(500, f"internal error: {type(done.exception()).__name__}")
+            return
         status, headers, body = done.result()
-        close = not request.keep_alive or self.worker.stopping or any(
+        close = not request.keep_alive or self.closing or self.worker.stopping or any(
             name.lower() == "connection" and value.lower() == "close" for name, value in headers)
         self._write(serialize(status, headers, body, close, request.method == b"HEAD"))
         if close:
