@@ -64,6 +64,23 @@ class BufferedInput(io.RawIOBase):
         return self.read(size)
 
 
+class BufferBudget:
+    """Bytes of bodies being received by one worker, at most `limit`; used only from its event loop."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def reserve(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.used -= size
+
+
 class _Request:
     __slots__ = ("url", "headers", "body", "error", "keep_alive", "method", "version")
 
@@ -165,7 +182,7 @@ class _Connection(asyncio.Protocol):
             self._complete(keep_alive=False)
             return
         if not self._buffer(request, chunk):
-            request.error = Unavailable(f"over --max-buffered-bytes ({self.worker.max_buffered_bytes}) of request "
+            request.error = Unavailable(f"over --max-buffered-bytes ({self.worker.budget.limit}) of request "
                                         "bodies being received by this worker; retry")
             self._complete(keep_alive=False)
 
@@ -175,14 +192,14 @@ class _Connection(asyncio.Protocol):
 
     # -- receiving -----------------------------------------------------------------------------------------
     def _buffer(self, request: _Request, chunk: bytes) -> bool:
-        if not self.worker.reserve(len(chunk)):
+        if not self.worker.budget.reserve(len(chunk)):
             return False
         self.buffered += len(chunk)
         request.body += chunk
         return True
 
     def _release(self, size: int) -> None:
-        self.worker.release(size)
+        self.worker.budget.release(size)
         self.buffered -= size
 
     def _complete(self, keep_alive: bool | None) -> None:
@@ -302,22 +319,12 @@ class BufferedWorker(Worker):
     def init_process(self) -> None:
         config = self.app.receiver_config  # the ReceiverServer that started us
         self.max_body_bytes: int = config.max_body_bytes
-        self.max_buffered_bytes: int = config.max_buffered_bytes
+        self.budget = BufferBudget(config.max_buffered_bytes)
         self.body_read_timeout: float = config.body_read_timeout
         self.keepalive: float = float(self.cfg.keepalive or 5)
-        self.buffered = 0
         self.stopping = False
         self.connections: set[_Connection] = set()
         super().init_process()
-
-    def reserve(self, size: int) -> bool:
-        if self.buffered + size > self.max_buffered_bytes:
-            return False
-        self.buffered += size
-        return True
-
-    def release(self, size: int) -> None:
-        self.buffered -= size
 
     def run(self) -> None:
         self.loop = asyncio.new_event_loop()

@@ -10,7 +10,7 @@ import pytest
 
 from receiver.body import MalformedBody, read_body
 from receiver.publisher import Unavailable
-from receiver.worker import BufferedInput, _Connection, serialize
+from receiver.worker import BufferBudget, BufferedInput, _Connection, serialize
 from transforms.core.errors import RemoteWriteError
 
 
@@ -43,21 +43,12 @@ class FakeWorker:
     def __init__(self, loop: asyncio.AbstractEventLoop, max_body: int = 1000, max_buffered: int = 10_000) -> None:
         self.loop = loop
         self.executor = ThreadPoolExecutor(2)
-        self.max_body_bytes, self.max_buffered_bytes = max_body, max_buffered
+        self.max_body_bytes, self.budget = max_body, BufferBudget(max_buffered)
         self.body_read_timeout, self.keepalive = 5.0, 5.0
-        self.buffered, self.stopping = 0, False
+        self.stopping = False
         self.connections: set = set()
         self.release_app = threading.Event()
         self.release_app.set()
-
-    def reserve(self, size: int) -> bool:
-        if self.buffered + size > self.max_buffered_bytes:
-            return False
-        self.buffered += size
-        return True
-
-    def release(self, size: int) -> None:
-        self.buffered -= size
 
     def call_app(self, request, peer):
         self.release_app.wait(5)
@@ -92,10 +83,10 @@ def test_a_request_is_answered_once_whole_and_its_bytes_are_released():
         connection.connection_made(transport)
         data = request(b"x" * 300)
         connection.data_received(data[:100])  # headers and part of the body: nothing runs yet
-        assert connection.current is None and worker.buffered > 0
+        assert connection.current is None and worker.budget.used > 0
         connection.data_received(data[100:])
         await settle(lambda: b"X-Len: 300" in transport.written)
-        assert worker.buffered == 0 and not transport.closed  # keep-alive
+        assert worker.budget.used == 0 and not transport.closed  # keep-alive
         connection.connection_lost(None)
 
     run(scenario())
@@ -110,10 +101,10 @@ def test_a_lost_connection_releases_what_it_buffered_without_double_counting_the
         connection.data_received(request(b"a" * 200) + request(b"b" * 300)[:150])
         await settle(lambda: connection.current is not None)
         connection.connection_lost(None)
-        assert worker.buffered == 200  # only the running request's body is still held
+        assert worker.budget.used == 200  # only the running request's body is still held
         worker.release_app.set()
         await settle(lambda: connection.current is None)
-        assert worker.buffered == 0
+        assert worker.budget.used == 0
 
     run(scenario())
 
@@ -126,7 +117,7 @@ def test_over_the_body_limit_the_app_gets_limit_plus_one_bytes_and_the_connectio
         connection.data_received(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + b"z" * 256)
         await settle(lambda: transport.closed)
         assert transport.written.endswith(b"PayloadTooLarge")  # read_body saw limit + 1 bytes
-        assert transport.paused and worker.buffered == 0
+        assert transport.paused and worker.budget.used == 0
 
     run(scenario())
 
@@ -143,7 +134,7 @@ def test_past_the_worker_buffer_cap_the_app_gets_unavailable():
         await settle(lambda: transport.closed)
         assert b"Unavailable" in transport.written
         holder.connection_lost(None)
-        assert worker.buffered == 0
+        assert worker.budget.used == 0
 
     run(scenario())
 
