@@ -1,0 +1,74 @@
+"""Reading the Parquet archive for remote-read: list a query's partitions, read only what it needs.
+
+Local paths, gs:// and s3:// go through pyarrow's filesystems. NDJSON files in the same partitions are not
+read (only *.parquet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from transforms.core.archive.parquet import SCHEMA
+from transforms.core.read.matchers import Matcher
+from transforms.core.read.select import COLUMNS, SeriesFilter, hour_partitions, row_filter
+
+_READ_SCHEMA = pa.schema([SCHEMA.field(name) for name in COLUMNS])
+
+
+@dataclasses.dataclass
+class ReadStats:
+    files: int = 0
+    rows: int = 0
+
+
+class ArchiveReader:
+    def __init__(self, archive_path: str) -> None:
+        self.filesystem, root = pafs.FileSystem.from_uri(archive_path) if "://" in archive_path else \
+            (pafs.LocalFileSystem(), archive_path)
+        self.root = root.rstrip("/")
+
+    def reachable(self) -> bool:
+        """The archive root exists (readiness)."""
+        return self.filesystem.get_file_info(self.root).type == pafs.FileType.Directory
+
+    def files(self, tenant: str, start_ms: int, end_ms: int) -> list[str]:
+        """Every Parquet file in the tenant's hour partitions that [start_ms, end_ms] touches."""
+        found = []
+        for date, hour in hour_partitions(start_ms, end_ms):
+            selector = pafs.FileSelector(f"{self.root}/tenant={tenant}/{date}/{hour}", allow_not_found=True)
+            found += sorted(info.path for info in self.filesystem.get_file_info(selector)
+                            if info.type == pafs.FileType.File and info.path.endswith(".parquet"))
+        return found
+
+    def read(self, tenant: str, start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
+             max_rows: int, stats: ReadStats) -> pa.Table:
+        """The float-sample rows of matching series in [start_ms, end_ms] (partitions pruned by tenant and
+        hour, row groups by statistics), only the needed columns. Raises RowLimit past max_rows rows."""
+        files = self.files(tenant, start_ms, end_ms)
+        stats.files += len(files)
+        if not files:
+            return _READ_SCHEMA.empty_table()
+        dataset = ds.dataset(files, schema=_READ_SCHEMA, format="parquet", filesystem=self.filesystem)
+        keep = SeriesFilter(matchers)
+        tables = []
+        rows = 0
+        for batch in dataset.to_batches(columns=COLUMNS, filter=row_filter(start_ms, end_ms, matchers)):
+            stats.rows += batch.num_rows
+            kept = keep.keep(pa.Table.from_batches([batch], schema=_READ_SCHEMA))
+            rows += len(kept)
+            if rows > max_rows:
+                raise RowLimit(rows)
+            tables.append(kept)
+        return pa.concat_tables(tables) if tables else _READ_SCHEMA.empty_table()
+
+
+class RowLimit(Exception):
+    """More rows than allowed matched the time range and name (before the other matchers)."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(f"{rows} rows")
+        self.rows = rows
