@@ -112,3 +112,29 @@ def read_frames(body: bytes) -> list[remote_read_pb2.ChunkedReadResponse]:
         out.append(remote_read_pb2.ChunkedReadResponse.FromString(message))
         position += 4 + length
     return out
+
+
+def block_chunks(block_dir: Path) -> list[tuple[int, bytes]]:
+    """(encoding, data) of every chunk in a TSDB block's chunks/ segment files, CRC32C-checked.
+
+    Segment file: 4-byte magic, 1-byte version, 3 bytes padding; then chunks of uvarint length, 1-byte
+    encoding, data, CRC32-Castagnoli of encoding and data (tsdb/docs/format/chunks.md)."""
+    out = []
+    for segment in sorted((block_dir / "chunks").iterdir()):
+        body = segment.read_bytes()
+        position = 8
+        while position < len(body):
+            length = shift = 0
+            while True:
+                byte = body[position]
+                position += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            encoding, data = body[position], body[position + 1:position + 1 + length]
+            checksum = struct.unpack(">I", body[position + 1 + length:position + 5 + length])[0]
+            assert google_crc32c.value(body[position:position + 1 + length]) == checksum, "chunk CRC mismatch"
+            out.append((encoding, data))
+            position += 5 + length
+    return out

@@ -12,14 +12,16 @@ from __future__ import annotations
 import math
 import struct
 import time
+from pathlib import Path
 
 import pytest
 import requests
 import snappy
 
-from tests.read_helpers import write_archive
+from tests.read_helpers import block_chunks, decode_xor_chunk, write_archive
 from tools import services
-from transforms.core.protocol import STALE_NAN
+from transforms.core.protocol import STALE_NAN, STALE_NAN_BITS
+from transforms.core.read.xor import encode_chunk
 from transforms.core.wire.builders import Series, build_v1
 
 STEP_MS = 15_000
@@ -89,7 +91,7 @@ def stack(tmp_path_factory):
     archive = log_dir / "archive"
     files = write_archive(archive, request, counter_names={"http_requests_total": "counter"})
     source, source_url = services.start_prometheus(log_dir, "global: {scrape_interval: 1m}\n", receiver=True,
-                                                   name="source-prometheus")
+                                                   name="source-prometheus", args=["--web.enable-admin-api"])
     reader, reader_url = services.start_reader(log_dir, str(archive))
     config = f"""
 global: {{scrape_interval: 1m}}
@@ -105,7 +107,7 @@ remote_read:
             "X-Prometheus-Remote-Write-Version": "0.1.0"})
         assert answer.status_code == 204, answer.text
         yield {"source": source_url, "reading": reading_url, "reader": reader_url, "start": start_ms,
-               "files": files}
+               "files": files, "source_service": source}
     finally:
         for service in (reading, reader, source):
             service.stop()
@@ -143,3 +145,20 @@ def test_reader_counts_what_it_served(stack):
     text = requests.get(f"{stack['reader']}/metrics", timeout=10).text
     served = [line for line in text.splitlines() if line.startswith("reader_samples_returned_total")]
     assert served and float(served[0].split()[-1]) > 0
+
+
+def test_xor_chunks_equal_prometheus_own(stack):
+    """Prometheus 2.42 has no client for STREAMED_XOR_CHUNKS, so the encoder is held to Prometheus' own XOR
+    chunks instead: snapshot the source's TSDB into a block, decode each chunk (the tests' decoder) and
+    encode its samples again; the bytes must be Prometheus' bytes exactly."""
+    answer = requests.post(f"{stack['source']}/api/v1/admin/tsdb/snapshot", timeout=60).json()
+    data_dir = next(a for a in stack["source_service"].process.args if a.startswith("--storage.tsdb.path="))
+    snapshot = Path(data_dir.split("=", 1)[1]) / "snapshots" / answer["data"]["name"]
+    chunks = [data for block in snapshot.iterdir() for encoding, data in block_chunks(block) if encoding == 1]
+    assert len(chunks) >= len(_series(0)), "every series has at least one XOR chunk"
+    seen_stale = False
+    for data in chunks:
+        points = decode_xor_chunk(data)
+        seen_stale = seen_stale or any(bits == STALE_NAN_BITS for _, bits in points)
+        assert encode_chunk([t for t, _ in points], [bits for _, bits in points]) == data
+    assert seen_stale

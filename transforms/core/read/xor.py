@@ -16,23 +16,44 @@ SAMPLES_PER_CHUNK = 120  # as Prometheus' head cuts chunks
 
 
 class _Bits:
-    """A big-endian bit stream built in one Python int (a chunk is at most a few kB)."""
+    """A big-endian bit stream built in one Python int (a chunk is at most a few kB).
+
+    Its length follows Prometheus' bstream byte for byte: writing whole bytes always leaves a fresh empty byte
+    after them, while single bits open a byte only when they need one. So a chunk whose stream ends on a byte
+    write carries one zero byte more; readers ignore it, but equal bytes make the encoder checkable against
+    Prometheus' own chunks.
+    """
 
     def __init__(self) -> None:
         self.value = 0
         self.count = 0
+        self.length = 0  # bytes in the stream
+        self.free = 0  # unwritten bits in its last byte
 
     def write(self, bits: int, width: int) -> None:
         self.value = (self.value << width) | (bits & ((1 << width) - 1))
         self.count += width
+        whole, rest = divmod(width, 8)
+        if whole:  # bstream.writeByte, `whole` times
+            if not self.free:
+                self.length, self.free = self.length + 1, 8
+            self.length += whole
+        if rest:  # bstream.writeBit, `rest` times
+            if not self.free:
+                self.length, self.free = self.length + 1, 8
+            if rest <= self.free:
+                self.free -= rest
+            else:
+                spill = rest - self.free
+                self.length += -(-spill // 8)
+                self.free = -spill % 8
 
     def write_bytes(self, data: bytes) -> None:
         for byte in data:
             self.write(byte, 8)
 
     def to_bytes(self) -> bytes:
-        pad = -self.count % 8
-        return (self.value << pad).to_bytes((self.count + pad) // 8, "big")
+        return (self.value << (self.length * 8 - self.count)).to_bytes(self.length, "big")
 
 
 def _uvarint(number: int) -> bytes:
