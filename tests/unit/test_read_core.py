@@ -162,3 +162,23 @@ def test_select_series_matches_dedups_and_keeps_special_bits():
     assert bits_of(found[1].values) == [0x7FF8000000000ABC]
     kept = select.SeriesFilter([make_matcher(NRE, "job", "a")]).keep(table)
     assert set(kept.column("labels").to_pylist()[0]) == {("job", "b")} and len(kept) == 1
+
+
+def test_query_result_cuts_samples_between_series():
+    rng = np.random.default_rng(7)
+    series = [select.Series([("__name__", f"m{i}")], np.sort(rng.choice(2**40, size, replace=False)).astype(np.int64),
+                            rng.normal(size=size)) for i, size in enumerate((1, 300, 7, 1000))]
+    series[2].timestamps[0] = -5  # a negative time is a 10-byte varint
+    parsed = remote_read_pb2.QueryResult.FromString(encode.query_result_bytes(series))
+    for got, sent in zip(parsed.timeseries, series, strict=True):
+        assert got.labels[0].value == sent.labels[0][1]
+        assert [s.timestamp for s in got.samples] == sent.timestamps.tolist()
+        assert bits_of([s.value for s in got.samples]) == bits_of(sent.values)
+
+
+def test_series_keys_are_injective_whatever_the_label_text():
+    rows = [("up", {"a": "x\x00", "b": "y"}, "2026-11-25T09:00:00.000Z", 1.0),
+            ("up", {"a": "x", "b": "\x00y"}, "2026-11-25T09:00:00.000Z", 2.0),
+            ("up", {"a": "x\xff\xfe", "b": "y"}, "2026-11-25T09:00:00.000Z", 3.0)]
+    found = select.select_series(_table(rows), [])
+    assert sorted(s.values[0] for s in found) == [1.0, 2.0, 3.0]

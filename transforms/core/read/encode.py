@@ -7,7 +7,7 @@ and NaN payloads come back bit for bit) and no Python object is made per sample.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import google_crc32c
 import numpy as np
@@ -51,6 +51,11 @@ def _varints(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def samples_field(timestamps: np.ndarray, values: np.ndarray) -> bytes:
     """`repeated Sample samples = 2` of a TimeSeries, for every sample of a series."""
+    return _encoded_samples(timestamps, values)[0]
+
+
+def _encoded_samples(timestamps: np.ndarray, values: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """The samples' fields, and each one's encoded length (to cut the bytes between series)."""
     count = len(timestamps)
     stamp_bytes, stamp_lengths = _varints(timestamps.view(np.uint64))
     rows = np.zeros((count, 2 + 1 + 8 + 1 + 10), np.uint8)
@@ -61,7 +66,7 @@ def samples_field(timestamps: np.ndarray, values: np.ndarray) -> bytes:
     rows[:, 11] = 0x10  # field 2 (timestamp), varint
     rows[:, 12:] = stamp_bytes
     used = np.arange(rows.shape[1])[None, :] < (12 + stamp_lengths)[:, None]
-    return rows[used].tobytes()
+    return rows[used].tobytes(), 12 + stamp_lengths
 
 
 def _labels_field(labels: Iterable[tuple[str, str]]) -> bytes:
@@ -74,9 +79,19 @@ def timeseries_bytes(series: Series) -> bytes:
     return _labels_field(series.labels) + samples_field(series.timestamps, series.values)
 
 
-def query_result_bytes(series: Iterable[Series]) -> bytes:
-    """A QueryResult (`repeated TimeSeries timeseries = 1`)."""
-    return b"".join(_field(1, timeseries_bytes(s)) for s in series)
+def query_result_bytes(series: Sequence[Series]) -> bytes:
+    """A QueryResult (`repeated TimeSeries timeseries = 1`). The samples of all series are encoded in one
+    numpy pass, then cut at each series' end."""
+    if not series:
+        return b""
+    samples, lengths = _encoded_samples(np.concatenate([s.timestamps for s in series]),
+                                        np.concatenate([s.values for s in series]))
+    ends = np.cumsum(lengths)[np.cumsum([len(s.timestamps) for s in series]) - 1].tolist()
+    parts, start = [], 0
+    for one, end in zip(series, ends, strict=True):
+        parts.append(_field(1, _labels_field(one.labels) + samples[start:end]))
+        start = end
+    return b"".join(parts)
 
 
 def read_response_bytes(results: Iterable[bytes]) -> bytes:

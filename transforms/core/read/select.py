@@ -110,7 +110,7 @@ class SeriesFilter:
 
     def __init__(self, matchers: Iterable[Matcher]) -> None:
         self.matchers = tuple(matchers)
-        self._verdicts: dict[str, bool] = {}
+        self._verdicts: dict[bytes, bool] = {}
 
     def keep(self, table: pa.Table) -> pa.Table:
         if not len(table):
@@ -133,16 +133,19 @@ class SeriesFilter:
 
 
 def _series_ids(table: pa.Table) -> tuple[np.ndarray, pa.Array]:
-    """A number per row naming its series (name + labels), computed in C by dictionary-encoding a joined key."""
-    def escaped(strings: pa.Array) -> pa.Array:
-        for old, new in (("\\", "\\\\"), ("\x00", "\\0"), ("\x01", "\\1")):
-            strings = pc.replace_substring(strings, old, new)
-        return strings
+    """A number per row naming its series (name + labels), computed in C by dictionary-encoding a joined key.
 
+    The parts are joined as bytes with 0xFF and 0xFE, which never occur in UTF-8, so the key is injective
+    without escaping anything.
+    """
     labels = table.column("labels").combine_chunks()
-    keys = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, escaped(labels.keys)), "\x00")
-    values = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, escaped(labels.items)), "\x00")
-    joined = pc.binary_join_element_wise(escaped(table.column("name").combine_chunks()), keys, values, "\x01")
+    as_binary = pa.list_(pa.binary())
+    keys = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, labels.keys.cast(pa.binary())).cast(as_binary),
+                          b"\xff")
+    values = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, labels.items.cast(pa.binary())).cast(as_binary),
+                            b"\xff")
+    name = table.column("name").combine_chunks().cast(pa.binary())
+    joined = pc.binary_join_element_wise(name, keys, values, b"\xfe")
     encoded = pc.dictionary_encode(joined)
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
