@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from reader.metrics import ReaderMetrics
+from transforms.core.errors import RemoteWriteError
 from transforms.core.read.encode import chunked_frames, query_result_bytes, read_response_bytes
 from transforms.core.read.request import (
     CONTENT_TYPE_SAMPLES,
@@ -15,7 +16,13 @@ from transforms.core.read.request import (
 )
 from transforms.core.read.select import Series, select_series
 from transforms.core.wire import snappy_block
-from transforms.io.archive_read import ArchiveReader, ReadStats, RowLimit
+from transforms.io.archive_read import ArchiveReader, ArchiveUnreadable, ReadStats, RowLimit
+
+
+class ArchiveError(RemoteWriteError):
+    """The archive could not be read (500: the data, not the request, is at fault)."""
+
+    status = 500
 
 
 @dataclasses.dataclass
@@ -41,6 +48,8 @@ class Answerer:
             raise LimitExceeded(f"query {index} ({', '.join(map(str, query.matchers))}) selects more than "
                                 f"{self.max_samples} samples (--max-samples-per-query); narrow its matchers or "
                                 f"time range") from exc
+        except ArchiveUnreadable as exc:
+            raise ArchiveError(f"query {index}: {exc}") from exc
         series = select_series(table, query.matchers)
         self.metrics.samples.inc(sum(len(s.timestamps) for s in series))
         return series

@@ -153,3 +153,33 @@ def test_config_errors_are_clear(capsys):
     assert parse_config(["--archive_path=/x", "--max-samples-per-query=5"]).max_samples_per_query == 5
     with pytest.raises(SystemExit, match="must be positive"):
         parse_config(["--archive-path=/x", "--max-bytes-per-response=0"])
+
+
+def test_native_histograms_are_skipped_and_floats_still_served(tmp_path):
+    from tests.archive_samples import sample_request
+
+    write_archive(tmp_path, sample_request(), counter_names={"requests_total": "counter"})
+    client = create_app(ReaderConfig(archive_path=str(tmp_path))).test_client()
+    (result,) = _samples(_read(client, [(T0 - 1, T0 + 10_000, [(RE, "__name__", ".+")])]))
+    names = sorted({lb.value for s in result.timeseries for lb in s.labels if lb.name == "__name__"})
+    assert names == ["requests_total", "up"]  # "lat" holds only native histograms
+    stamps = [s.timestamp for s in result.timeseries[0].samples]
+    assert stamps == sorted(stamps) and len(stamps) == 5
+
+
+def test_corrupt_file_fails_the_query_with_its_reason(tmp_path):
+    client, _ = _client(tmp_path)
+    (tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09" / "broken.parquet").write_bytes(b"PAR1 no")
+    response = _read(client, [(T0, T0 + 3_600_000, [(EQ, "__name__", "other")])])
+    assert response.status_code == 500 and "unreadable" in response.get_json()["error"]
+
+
+def test_credentials_are_required_when_configured(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    _archive(tmp_path)
+    client = create_app(ReaderConfig(archive_path=str(tmp_path), bearer_token_file=str(token))).test_client()
+    query = [(T0, T0 + 7_200_000, [(EQ, "__name__", "other"), (EQ, "job", "j01")])]
+    refused = _read(client, query)
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert len(_samples(_read(client, query, headers={"Authorization": "Bearer s3cret"}))[0].timeseries) == 1

@@ -52,18 +52,26 @@ class ArchiveReader:
         stats.files += len(files)
         if not files:
             return _READ_SCHEMA.empty_table()
-        dataset = ds.dataset(files, schema=_READ_SCHEMA, format="parquet", filesystem=self.filesystem)
         keep = SeriesFilter(matchers)
         tables = []
         rows = 0
-        for batch in dataset.to_batches(columns=COLUMNS, filter=row_filter(start_ms, end_ms, matchers)):
-            stats.rows += batch.num_rows
-            kept = keep.keep(pa.Table.from_batches([batch], schema=_READ_SCHEMA))
-            rows += len(kept)
-            if rows > max_rows:
-                raise RowLimit(rows)
-            tables.append(kept)
+        try:
+            dataset = ds.dataset(files, schema=_READ_SCHEMA, format="parquet", filesystem=self.filesystem)
+            for batch in dataset.to_batches(columns=COLUMNS, filter=row_filter(start_ms, end_ms, matchers)):
+                stats.rows += batch.num_rows
+                kept = keep.keep(pa.Table.from_batches([batch], schema=_READ_SCHEMA))
+                rows += len(kept)
+                if rows > max_rows:
+                    raise RowLimit(rows)
+                tables.append(kept)
+        except (pa.ArrowException, OSError) as exc:
+            # an answer without this file's samples would look complete: fail the query, naming the problem
+            raise ArchiveUnreadable(f"archive files of tenant {tenant!r} unreadable: {exc}") from exc
         return pa.concat_tables(tables) if tables else _READ_SCHEMA.empty_table()
+
+
+class ArchiveUnreadable(Exception):
+    """A file of the query's partitions could not be read (corrupt, foreign or unreachable)."""
 
 
 class RowLimit(Exception):
