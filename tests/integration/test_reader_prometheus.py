@@ -162,3 +162,22 @@ def test_xor_chunks_equal_prometheus_own(stack):
         seen_stale = seen_stale or any(bits == STALE_NAN_BITS for _, bits in points)
         assert encode_chunk([t for t, _ in points], [bits for _, bits in points]) == data
     assert seen_stale
+
+
+def test_a_limit_reaches_the_prometheus_user(stack, tmp_path):
+    archive = str(stack["files"][0].parents[3])
+    reader, reader_url = services.start_reader(tmp_path, archive, args=["--max-samples-per-query=100"])
+    config = f"remote_read:\n  - url: {reader_url}/api/v1/read\n    read_recent: true\n"
+    reading, reading_url = services.start_prometheus(tmp_path, config, name="limited-prometheus")
+    try:
+        moment = (stack["start"] + 20 * 60_000) / 1000
+        answer = requests.get(f"{reading_url}/api/v1/query", timeout=60,
+                              params={"query": "http_requests_total", "time": moment}).json()
+        said = answer.get("error", "") + " ".join(answer.get("warnings", []))
+        assert "--max-samples-per-query" in said and "422" in said, answer
+        small = requests.get(f"{reading_url}/api/v1/query", timeout=60, params={
+            "query": 'http_requests_total{job="api", instance="i0", code="200"}', "time": moment}).json()
+        assert small["status"] == "success" and len(small["data"]["result"]) == 1, small
+    finally:
+        reading.stop()
+        reader.stop()
