@@ -14,7 +14,7 @@ from transforms.core.read.request import (
     LimitExceeded,
     ReadPlan,
 )
-from transforms.core.read.select import Series, select_series
+from transforms.core.read.select import Series
 from transforms.core.wire import snappy_block
 from transforms.io.archive_read import ArchiveReader, ArchiveUnreadable, ReadStats, RowLimit
 
@@ -43,14 +43,13 @@ class Answerer:
     def _series(self, tenant: str, index: int, plan: ReadPlan, stats: ReadStats) -> list[Series]:
         query = plan.queries[index]
         try:
-            table = self.archive.read(tenant, query.start_ms, query.end_ms, query.matchers, self.max_samples, stats)
+            series = self.archive.read(tenant, query.start_ms, query.end_ms, query.matchers, self.max_samples, stats)
         except RowLimit as exc:
             raise LimitExceeded(f"query {index} ({', '.join(map(str, query.matchers))}) selects more than "
                                 f"{self.max_samples} samples (--max-samples-per-query); narrow its matchers or "
                                 f"time range") from exc
         except ArchiveUnreadable as exc:
             raise ArchiveError(f"query {index}: {exc}") from exc
-        series = select_series(table, query.matchers)
         self.metrics.samples.inc(sum(len(s.timestamps) for s in series))
         return series
 

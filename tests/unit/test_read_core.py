@@ -160,11 +160,16 @@ def test_select_series_matches_dedups_and_keeps_special_bits():
     assert found[0].timestamps.tolist() == [1_795_597_200_000, 1_795_597_201_000]
     assert bits_of(found[0].values) == [float_bits(STALE_NAN), float_bits(1.0)]
     assert bits_of(found[1].values) == [0x7FF8000000000ABC]
-    kept = select.SeriesFilter([make_matcher(NRE, "job", "a")]).keep(table)
-    assert set(kept.column("labels").to_pylist()[0]) == {("job", "b")} and len(kept) == 1
+    collector = select.SeriesCollector([make_matcher(NRE, "job", "a")])
+    for part in (table.slice(0, 2), table.slice(2)):  # batch by batch, as the archive is read
+        collector.add(part)
+    (kept,) = collector.series()
+    assert kept.labels == [("__name__", "up"), ("job", "b")] and collector.samples == 1
 
 
-def test_query_result_cuts_samples_between_series():
+@pytest.mark.parametrize("slice_size", [1 << 16, 100])
+def test_query_result_cuts_samples_between_series(slice_size, monkeypatch):
+    monkeypatch.setattr(encode, "SAMPLES_PER_SLICE", slice_size)
     rng = np.random.default_rng(7)
     series = [select.Series([("__name__", f"m{i}")], np.sort(rng.choice(2**40, size, replace=False)).astype(np.int64),
                             rng.normal(size=size)) for i, size in enumerate((1, 300, 7, 1000))]

@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 
 from transforms.core.archive.parquet import SCHEMA
 from transforms.core.read.matchers import Matcher
-from transforms.core.read.select import COLUMNS, SeriesFilter, hour_partitions, row_filter
+from transforms.core.read.select import COLUMNS, Series, SeriesCollector, hour_partitions, row_filter
 
 _READ_SCHEMA = pa.schema([SCHEMA.field(name) for name in COLUMNS])
 
@@ -45,29 +45,25 @@ class ArchiveReader:
         return found
 
     def read(self, tenant: str, start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
-             max_rows: int, stats: ReadStats) -> pa.Table:
+             max_rows: int, stats: ReadStats) -> list[Series]:
         """The float-sample rows of matching series in [start_ms, end_ms] (partitions pruned by tenant and
         hour, row groups by statistics), only the needed columns. Raises RowLimit past max_rows rows."""
         files = self.files(tenant, start_ms, end_ms)
         stats.files += len(files)
         if not files:
-            return _READ_SCHEMA.empty_table()
-        keep = SeriesFilter(matchers)
-        tables = []
-        rows = 0
+            return []
+        collector = SeriesCollector(matchers)
         try:
             dataset = ds.dataset(files, schema=_READ_SCHEMA, format="parquet", filesystem=self.filesystem)
             for batch in dataset.to_batches(columns=COLUMNS, filter=row_filter(start_ms, end_ms, matchers)):
                 stats.rows += batch.num_rows
-                kept = keep.keep(pa.Table.from_batches([batch], schema=_READ_SCHEMA))
-                rows += len(kept)
-                if rows > max_rows:
-                    raise RowLimit(rows)
-                tables.append(kept)
+                collector.add(pa.Table.from_batches([batch], schema=_READ_SCHEMA))
+                if collector.samples > max_rows:
+                    raise RowLimit(collector.samples)
         except (pa.ArrowException, OSError) as exc:
             # an answer without this file's samples would look complete: fail the query, naming the problem
             raise ArchiveUnreadable(f"archive files of tenant {tenant!r} unreadable: {exc}") from exc
-        return pa.concat_tables(tables) if tables else _READ_SCHEMA.empty_table()
+        return collector.series()
 
 
 class ArchiveUnreadable(Exception):

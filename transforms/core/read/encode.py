@@ -18,6 +18,7 @@ from transforms.core.wire.proto import remote_read_pb2, remote_v1_pb2
 
 # Prometheus keeps each streamed frame near 1 MiB; a frame holds whole series up to about that size.
 FRAME_TARGET_BYTES = 1 << 20
+SAMPLES_PER_SLICE = 1 << 16
 
 
 def varint(number: int) -> bytes:
@@ -55,7 +56,12 @@ def samples_field(timestamps: np.ndarray, values: np.ndarray) -> bytes:
 
 
 def _encoded_samples(timestamps: np.ndarray, values: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """The samples' fields, and each one's encoded length (to cut the bytes between series)."""
+    """The samples' fields, and each one's encoded length (to cut the bytes between series); in slices, as
+    the working matrices take about 130 bytes per sample."""
+    if len(timestamps) > SAMPLES_PER_SLICE:
+        slices = [_encoded_samples(timestamps[i:i + SAMPLES_PER_SLICE], values[i:i + SAMPLES_PER_SLICE])
+                  for i in range(0, len(timestamps), SAMPLES_PER_SLICE)]
+        return b"".join(part for part, _ in slices), np.concatenate([lengths for _, lengths in slices])
     count = len(timestamps)
     stamp_bytes, stamp_lengths = _varints(timestamps.view(np.uint64))
     rows = np.zeros((count, 2 + 1 + 8 + 1 + 10), np.uint8)

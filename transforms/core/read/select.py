@@ -63,73 +63,70 @@ def _exact_values(table: pa.Table) -> np.ndarray:
     return values
 
 
-def select_series(table: pa.Table, matchers: Iterable[Matcher]) -> list[Series]:
-    """Rows (any order, any number of files) -> the matching series, sorted by labels, each sorted by time.
+class SeriesCollector:
+    """Gathers a query's matching samples batch by batch, keeping per sample only its series number, time
+    and value (24 bytes): labels are kept once per series, so memory follows the samples selected, not the
+    rows read or the length of their labels.
 
-    Matchers run once per distinct series, not per row. A sample archived twice (the same series and
-    timestamp in two files) is returned once: Prometheus needs strictly increasing timestamps.
-    """
-    matchers = tuple(matchers)
-    if not len(table):
-        return []
-    table = table.combine_chunks()
-    series_ids, keys = _series_ids(table)
-    first_rows = _first_row_of_each(series_ids, len(keys))
-    names = table.column("name").take(pa.array(first_rows)).to_pylist()
-    labels = table.column("labels").take(pa.array(first_rows)).to_pylist()
-    wanted = np.zeros(len(keys), bool)
-    label_sets: dict[int, list[tuple[str, str]]] = {}
-    for number, (name, pairs) in enumerate(zip(names, labels, strict=True)):
-        as_dict = dict(pairs)
-        if series_matches(matchers, name, as_dict):
-            wanted[number] = True
-            label_sets[number] = sorted([(METRIC_NAME_LABEL, name), *as_dict.items()])
-    rows = np.flatnonzero(wanted[series_ids])
-    if not len(rows):
-        return []
-    stamps = table.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)[rows]
-    values = _exact_values(table)[rows]
-    ids = series_ids[rows]
-    order = np.lexsort((stamps, ids))
-    ids, stamps, values = ids[order], stamps[order], values[order]
-    keep = np.ones(len(ids), bool)
-    keep[1:] = (ids[1:] != ids[:-1]) | (stamps[1:] != stamps[:-1])
-    ids, stamps, values = ids[keep], stamps[keep], values[keep]
-    bounds = np.flatnonzero(np.diff(ids)) + 1
-    out = [Series(label_sets[int(run_ids[0])], run_stamps, run_values) for run_ids, run_stamps, run_values in
-           zip(np.split(ids, bounds), np.split(stamps, bounds), np.split(values, bounds), strict=True)]
-    out.sort(key=lambda s: s.labels)
-    return out
-
-
-class SeriesFilter:
-    """Keeps the rows of matching series, batch by batch, so memory holds only what a query returns.
-
-    Each distinct series is matched once: its verdict is cached by its joined name-and-labels key.
+    Matchers run once per distinct series: each series' verdict is remembered by its joined key.
     """
 
     def __init__(self, matchers: Iterable[Matcher]) -> None:
         self.matchers = tuple(matchers)
-        self._verdicts: dict[bytes, bool] = {}
+        self._numbers: dict[bytes, int] = {}  # series key -> its number, or -1 when it does not match
+        self._labels: list[list[tuple[str, str]]] = []
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.samples = 0
 
-    def keep(self, table: pa.Table) -> pa.Table:
+    def add(self, table: pa.Table) -> None:
         if not len(table):
-            return table
+            return
         series_ids, keys = _series_ids(table)
-        verdicts = np.zeros(len(keys), bool)
-        unknown = [i for i, key in enumerate(keys.to_pylist()) if key not in self._verdicts]
+        key_list = keys.to_pylist()
+        unknown = [i for i, key in enumerate(key_list) if key not in self._numbers]
         if unknown:
-            first_rows = pa.array(_first_row_of_each(series_ids, len(keys))[unknown])
+            first_rows = pa.array(_first_row_of_each(series_ids, len(key_list))[unknown])
             names = table.column("name").take(first_rows).to_pylist()
             labels = table.column("labels").take(first_rows).to_pylist()
-            key_list = keys.to_pylist()
-            for number, name, pairs in zip(unknown, names, labels, strict=True):
-                self._verdicts[key_list[number]] = series_matches(self.matchers, name, dict(pairs))
-        for number, key in enumerate(keys.to_pylist()):
-            verdicts[number] = self._verdicts[key]
-        if verdicts.all():
-            return table
-        return table.filter(pa.array(verdicts[series_ids]))
+            for local, name, pairs in zip(unknown, names, labels, strict=True):
+                as_dict = dict(pairs)
+                number = -1
+                if series_matches(self.matchers, name, as_dict):
+                    number = len(self._labels)
+                    self._labels.append(sorted([(METRIC_NAME_LABEL, name), *as_dict.items()]))
+                self._numbers[key_list[local]] = number
+        numbers = np.array([self._numbers[key] for key in key_list], np.int64)[series_ids]
+        rows = np.flatnonzero(numbers >= 0)
+        if not len(rows):
+            return
+        stamps = table.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)[rows]
+        self._parts.append((numbers[rows], stamps, _exact_values(table)[rows]))
+        self.samples += len(rows)
+
+    def series(self) -> list[Series]:
+        """The matching series, sorted by labels, each sorted by time; a sample archived twice (the same series
+        and timestamp in two files) is returned once, as Prometheus needs strictly increasing timestamps."""
+        if not self._parts:
+            return []
+        ids, stamps, values = (np.concatenate(column) for column in zip(*self._parts, strict=True))
+        self._parts = []
+        order = np.lexsort((stamps, ids))
+        ids, stamps, values = ids[order], stamps[order], values[order]
+        keep = np.ones(len(ids), bool)
+        keep[1:] = (ids[1:] != ids[:-1]) | (stamps[1:] != stamps[:-1])
+        ids, stamps, values = ids[keep], stamps[keep], values[keep]
+        bounds = np.flatnonzero(np.diff(ids)) + 1
+        out = [Series(self._labels[int(run_ids[0])], run_stamps, run_values) for run_ids, run_stamps, run_values in
+               zip(np.split(ids, bounds), np.split(stamps, bounds), np.split(values, bounds), strict=True)]
+        out.sort(key=lambda one: one.labels)
+        return out
+
+
+def select_series(table: pa.Table, matchers: Iterable[Matcher]) -> list[Series]:
+    """The matching series of some rows (any order, any number of files), as SeriesCollector returns them."""
+    collector = SeriesCollector(matchers)
+    collector.add(table)
+    return collector.series()
 
 
 def _series_ids(table: pa.Table) -> tuple[np.ndarray, pa.Array]:
