@@ -136,11 +136,19 @@ def test_frames_carry_query_index_and_crc():
         read_frames(bytes(corrupt))
 
 
-def test_hour_partitions_cover_the_range():
+def test_partitions_overlapping_the_range():
     t0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z
-    assert select.hour_partitions(t0 - 1, t0 + 3_600_000) == [
-        ("date=2026-11-25", "hour=08"), ("date=2026-11-25", "hour=09"), ("date=2026-11-25", "hour=10")]
-    assert select.hour_partitions(t0 + 5, t0 + 6) == [("date=2026-11-25", "hour=09")]
+    assert select.partition_start_ms("date=2026-11-25") == t0 - 9 * select.HOUR_MS
+    assert select.partition_start_ms("date=2026-11-25", "hour=09") == t0
+    for bad in (("date=2026-13-01", None), ("date=x", None), ("date=2026-11-25", "hour=24"),
+                ("date=2026-11-25", "hour=9"), ("date=2026-11-25", "minute=09"), ("tenant=a", None)):
+        assert select.partition_start_ms(*bad) is None, bad
+    nine = select.partition_start_ms("date=2026-11-25", "hour=09")
+    assert select.overlaps(nine, select.HOUR_MS, t0 - 1, t0)  # ends at its first millisecond
+    assert select.overlaps(nine, select.HOUR_MS, t0 + 3_599_999, t0 + 9_999_999)
+    assert not select.overlaps(nine, select.HOUR_MS, t0 + 3_600_000, t0 + 9_999_999)
+    assert not select.overlaps(nine, select.HOUR_MS, 0, t0 - 1)
+    assert not select.overlaps(None, select.HOUR_MS, 0, t0)
 
 
 def _table(rows) -> pa.Table:

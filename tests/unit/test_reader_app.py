@@ -183,3 +183,11 @@ def test_credentials_are_required_when_configured(tmp_path):
     refused = _read(client, query)
     assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
     assert len(_samples(_read(client, query, headers={"Authorization": "Bearer s3cret"}))[0].timeseries) == 1
+
+
+def test_a_range_from_the_epoch_lists_only_existing_folders(tmp_path):
+    client, metrics = _client(tmp_path)
+    (tmp_path / "tenant=default" / "not-a-partition").mkdir()
+    (result,) = _samples(_read(client, [(0, 2**62, [(EQ, "__name__", "other")])]))
+    assert len(result.timeseries) == JOBS and all(len(s.samples) == POINTS for s in result.timeseries)
+    assert metrics.files._value.get() == 2  # the two hour files; nothing else opened

@@ -14,7 +14,16 @@ import pyarrow.fs as pafs
 
 from transforms.core.archive.parquet import SCHEMA
 from transforms.core.read.matchers import Matcher
-from transforms.core.read.select import COLUMNS, Series, SeriesCollector, hour_partitions, row_filter
+from transforms.core.read.select import (
+    COLUMNS,
+    DAY_MS,
+    HOUR_MS,
+    Series,
+    SeriesCollector,
+    overlaps,
+    partition_start_ms,
+    row_filter,
+)
 
 _READ_SCHEMA = pa.schema([SCHEMA.field(name) for name in COLUMNS])
 
@@ -35,13 +44,26 @@ class ArchiveReader:
         """The archive root exists (readiness)."""
         return self.filesystem.get_file_info(self.root).type == pafs.FileType.Directory
 
+    def _folders(self, path: str) -> list[str]:
+        selector = pafs.FileSelector(path, allow_not_found=True)
+        return sorted(info.base_name for info in self.filesystem.get_file_info(selector)
+                      if info.type == pafs.FileType.Directory)
+
     def files(self, tenant: str, start_ms: int, end_ms: int) -> list[str]:
-        """Every Parquet file in the tenant's hour partitions that [start_ms, end_ms] touches."""
+        """Every Parquet file in the tenant's hour partitions that [start_ms, end_ms] touches. The date and
+        hour folders that exist are listed (one listing per level), so a wide range costs no more requests
+        than the archive has folders in it."""
         found = []
-        for date, hour in hour_partitions(start_ms, end_ms):
-            selector = pafs.FileSelector(f"{self.root}/tenant={tenant}/{date}/{hour}", allow_not_found=True)
-            found += sorted(info.path for info in self.filesystem.get_file_info(selector)
-                            if info.type == pafs.FileType.File and info.path.endswith(".parquet"))
+        tenant_path = f"{self.root}/tenant={tenant}"
+        for date in self._folders(tenant_path):
+            if not overlaps(partition_start_ms(date), DAY_MS, start_ms, end_ms):
+                continue
+            for hour in self._folders(f"{tenant_path}/{date}"):
+                if not overlaps(partition_start_ms(date, hour), HOUR_MS, start_ms, end_ms):
+                    continue
+                selector = pafs.FileSelector(f"{tenant_path}/{date}/{hour}")
+                found += sorted(info.path for info in self.filesystem.get_file_info(selector)
+                                if info.type == pafs.FileType.File and info.path.endswith(".parquet"))
         return found
 
     def read(self, tenant: str, start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],

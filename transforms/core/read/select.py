@@ -20,6 +20,7 @@ from transforms.core.protocol import METRIC_NAME_LABEL
 from transforms.core.read.matchers import Matcher, required_name, series_matches
 
 HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 # Float samples only: native histograms and exemplars in the archive are not served (docs/query.md).
 COLUMNS = ["name", "labels", "timestamp", "value", "special", "type"]
 
@@ -31,14 +32,25 @@ class Series:
     values: np.ndarray  # float64, NaN payloads (stale markers) as archived
 
 
-def hour_partitions(start_ms: int, end_ms: int) -> list[tuple[str, str]]:
-    """(date=..., hour=...) folder names of every hour that [start_ms, end_ms] touches."""
-    first, last = max(start_ms, 0) // HOUR_MS, max(end_ms, 0) // HOUR_MS
-    out = []
-    for hour in range(first, last + 1):
-        moment = datetime.fromtimestamp(hour * 3600, UTC)
-        out.append((f"date={moment:%Y-%m-%d}", f"hour={moment:%H}"))
-    return out
+def partition_start_ms(date_folder: str, hour_folder: str | None = None) -> int | None:
+    """Where a `date=YYYY-MM-DD` (and `hour=HH`) folder's time begins, in epoch ms; None for another name."""
+    try:
+        moment = datetime.strptime(date_folder, "date=%Y-%m-%d").replace(tzinfo=UTC)
+        if hour_folder is not None:
+            if not hour_folder.startswith("hour=") or len(hour_folder) != 7:
+                return None
+            hour = int(hour_folder[5:])
+            if not 0 <= hour < 24:
+                return None
+            moment = moment.replace(hour=hour)
+    except ValueError:
+        return None
+    return int(moment.timestamp()) * 1000
+
+
+def overlaps(folder_start_ms: int | None, length_ms: int, start_ms: int, end_ms: int) -> bool:
+    """Whether a partition of [folder_start_ms, folder_start_ms + length_ms) may hold samples of [start, end]."""
+    return folder_start_ms is not None and folder_start_ms <= end_ms and folder_start_ms + length_ms > start_ms
 
 
 def row_filter(start_ms: int, end_ms: int, matchers: Iterable[Matcher]) -> pc.Expression:
