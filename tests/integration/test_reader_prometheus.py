@@ -181,3 +181,31 @@ def test_a_limit_reaches_the_prometheus_user(stack, tmp_path):
     finally:
         reading.stop()
         reader.stop()
+
+
+def _write(url: str, series: list[Series]) -> None:
+    answer = requests.post(f"{url}/api/v1/write", data=snappy.compress(build_v1(series).SerializeToString()),
+                           timeout=60, headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+                                                "X-Prometheus-Remote-Write-Version": "0.1.0"})
+    assert answer.status_code == 204, answer.text
+
+
+def test_local_recent_data_and_archived_older_hours_join_without_gaps(stack, tmp_path):
+    """A Prometheus holding only the last part of the data in its TSDB, with the reader for older times
+    (`read_recent: false`, the default): range queries across the boundary equal the source's. The archive
+    holds everything, as in production, so the overlap must not be counted twice."""
+    boundary = stack["start"] + 25 * 60_000
+    recent = [Series(s.labels, [(t, v) for t, v in s.samples if t >= boundary]) for s in _series(stack["start"])]
+    config = f"remote_read:\n  - url: {stack['reader']}/api/v1/read\n"
+    mixed, mixed_url = services.start_prometheus(tmp_path, config, receiver=True, name="mixed-prometheus")
+    try:
+        _write(mixed_url, [s for s in recent if s.samples])
+        params = {"start": stack["start"] / 1000, "end": (stack["start"] + SPAN_MS) / 1000, "step": "15s"}
+        for query in ('sum by (job) (rate(http_requests_total[5m]))', 'increase(http_requests_total[10m])',
+                      'count_over_time(temperature[3m])', 'up'):
+            expected = _query(stack["source"], query, **params)
+            assert expected and _query(mixed_url, query, **params) == expected, query
+        local_only = _query(mixed_url, "up", time=(boundary + 60_000) / 1000)
+        assert local_only == _query(stack["source"], "up", time=(boundary + 60_000) / 1000)
+    finally:
+        mixed.stop()
