@@ -40,6 +40,7 @@ setup(
         "promql-parser==0.11.0",  # the restore job's --match selectors (PromQL's own grammar)
         "tqdm==4.70.1",  # the restore job's progress bar on a terminal
         "numpy==2.4.6",  # the sinks' columns (sort, merge, route); already a dependency of Beam and pyarrow
+        "google-re2==1.1.20251105",  # the reader's regex matchers: RE2, as Prometheus (Go) uses; linear time
         "google-crc32c==1.9.0",  # the reader's streamed frames (CRC32-Castagnoli, in C); already a GCS dependency
     ],
     extras_require={

@@ -32,6 +32,8 @@ def bits_of(values) -> list[int]:
     (RE, "fo+", "foo", True), (RE, "fo+", "foobar", False), (RE, "fo+", "xfoo", False),
     (RE, "a|b", "ab", False), (RE, "a|b", "b", True), (RE, ".*", None, True), (RE, ".+", None, False),
     (RE, "foo", "foo\n", False),  # Go's $ is the end of text; Python's would accept a trailing newline
+    (RE, ".", "\n", False), (RE, "\\p{L}+", "été", True), (RE, "(?i)ERR", "err", True),
+    (RE, "(a+)+$", "a" * 30_000 + "b", False),  # linear time: Python's re would backtrack for ages
     (NRE, "fo+", "foo", False), (NRE, "fo+", "foobar", True), (NRE, ".+", None, True),
 ])
 def test_matchers_follow_prometheus(kind, value, label, expected):
@@ -50,6 +52,8 @@ def test_name_matcher_and_the_pinned_name():
 def test_bad_matchers_are_clear_errors():
     with pytest.raises(ValueError, match="invalid regex"):
         make_matcher(RE, "job", "(")
+    with pytest.raises(ValueError, match="invalid regex: invalid escape sequence"):
+        make_matcher(RE, "job", "(a)\\1")  # backreferences: Go's regexp refuses them, so RE2 does
     with pytest.raises(ValueError, match="unknown type 7"):
         make_matcher(7, "job", "a")
 

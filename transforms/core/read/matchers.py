@@ -1,11 +1,16 @@
-"""Label matchers with Prometheus' semantics: regexes anchored as `^(?:re)$`, a missing label reads as ""."""
+"""Label matchers with Prometheus' semantics: regexes anchored as `^(?:re)$`, a missing label reads as "".
+
+Regexes are RE2's (google-re2), the syntax and linear-time engine Go's regexp (Prometheus') follows: what
+Prometheus refuses (backreferences, lookaround) is refused here too, and no pattern can backtrack for ever.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import re2
 
 from transforms.core.protocol import METRIC_NAME_LABEL
 
@@ -18,7 +23,7 @@ class Matcher:
     kind: int
     name: str
     value: str
-    pattern: re.Pattern[str] | None = None
+    pattern: Any = None  # a compiled re2 pattern
 
     def matches(self, value: str) -> bool:
         if self.kind == EQ:
@@ -26,7 +31,7 @@ class Matcher:
         if self.kind == NEQ:
             return value != self.value
         assert self.pattern is not None
-        # fullmatch anchors at both ends like Go's ^(?:re)$ (Python's $ would also accept a trailing newline)
+        # fullmatch anchors at both ends like Go's ^(?:re)$
         found = self.pattern.fullmatch(value) is not None
         return found if self.kind == RE else not found
 
@@ -41,10 +46,13 @@ def make_matcher(kind: int, name: str, value: str) -> Matcher:
         raise ValueError("matcher with an empty label name")
     pattern = None
     if kind in (RE, NRE):
+        options = re2.Options()
+        options.log_errors = False  # the error goes back to the client, not to stderr
         try:
-            pattern = re.compile(f"(?:{value})")
-        except re.error as exc:
-            raise ValueError(f"matcher {name}{_SYMBOLS[kind]}{value!r}: invalid regex: {exc}") from exc
+            pattern = re2.compile(f"(?:{value})", options)
+        except re2.error as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise ValueError(f"matcher {name}{_SYMBOLS[kind]}{value!r}: invalid regex: {reason}") from exc
     return Matcher(kind, name, value, pattern)
 
 
