@@ -18,42 +18,33 @@ SAMPLES_PER_CHUNK = 120  # as Prometheus' head cuts chunks
 class _Bits:
     """A big-endian bit stream built in one Python int (a chunk is at most a few kB).
 
-    Its length follows Prometheus' bstream byte for byte: writing whole bytes always leaves a fresh empty byte
-    after them, while single bits open a byte only when they need one. So a chunk whose stream ends on a byte
-    write carries one zero byte more; readers ignore it, but equal bytes make the encoder checkable against
-    Prometheus' own chunks.
+    Its length follows Prometheus' bstream byte for byte. bstream writes a field of 8 bits or more byte by
+    byte, and each byte write leaves a fresh empty byte after it, while single bits open a byte only when
+    they need one. So the stream is ceil(bits / 8) bytes, plus one zero byte when it ends on a byte
+    boundary after a field whose width is a multiple of 8. Readers ignore that byte, but equal bytes make
+    the encoder checkable against Prometheus' own chunks.
     """
 
     def __init__(self) -> None:
         self.value = 0
         self.count = 0
-        self.length = 0  # bytes in the stream
-        self.free = 0  # unwritten bits in its last byte
+        self.last_width = 0
 
     def write(self, bits: int, width: int) -> None:
         self.value = (self.value << width) | (bits & ((1 << width) - 1))
         self.count += width
-        whole, rest = divmod(width, 8)
-        if whole:  # bstream.writeByte, `whole` times
-            if not self.free:
-                self.length, self.free = self.length + 1, 8
-            self.length += whole
-        if rest:  # bstream.writeBit, `rest` times
-            if not self.free:
-                self.length, self.free = self.length + 1, 8
-            if rest <= self.free:
-                self.free -= rest
-            else:
-                spill = rest - self.free
-                self.length += -(-spill // 8)
-                self.free = -spill % 8
+        self.last_width = width
 
     def write_bytes(self, data: bytes) -> None:
-        for byte in data:
-            self.write(byte, 8)
+        self.value = (self.value << (8 * len(data))) | int.from_bytes(data, "big")
+        self.count += 8 * len(data)
+        self.last_width = 8
 
     def to_bytes(self) -> bytes:
-        return (self.value << (self.length * 8 - self.count)).to_bytes(self.length, "big")
+        length = -(-self.count // 8)
+        if self.count % 8 == 0 and self.last_width % 8 == 0:
+            length += 1
+        return (self.value << (length * 8 - self.count)).to_bytes(length, "big")
 
 
 def _uvarint(number: int) -> bytes:
