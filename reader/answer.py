@@ -16,7 +16,7 @@ from transforms.core.read.request import (
 )
 from transforms.core.read.select import Series
 from transforms.core.wire import snappy_block
-from transforms.io.archive_read import ArchiveReader, ArchiveUnreadable, ReadStats, RowLimit
+from transforms.io.archive_read import ArchiveReader, ArchiveUnreadable, ReadStats, SampleLimit
 
 
 class ArchiveError(RemoteWriteError):
@@ -44,7 +44,7 @@ class Answerer:
         query = plan.queries[index]
         try:
             series = self.archive.read(tenant, query.start_ms, query.end_ms, query.matchers, self.max_samples, stats)
-        except RowLimit as exc:
+        except SampleLimit as exc:
             raise LimitExceeded(f"query {index} ({', '.join(map(str, query.matchers))}) selects more than "
                                 f"{self.max_samples} samples (--max-samples-per-query); narrow its matchers or "
                                 f"time range") from exc

@@ -191,3 +191,15 @@ def test_a_range_from_the_epoch_lists_only_existing_folders(tmp_path):
     (result,) = _samples(_read(client, [(0, 2**62, [(EQ, "__name__", "other")])]))
     assert len(result.timeseries) == JOBS and all(len(s.samples) == POINTS for s in result.timeseries)
     assert metrics.files._value.get() == 2  # the two hour files; nothing else opened
+
+
+def test_unknown_special_value_fails_the_query_with_its_reason(tmp_path):
+    import pyarrow as pa
+
+    client, _ = _client(tmp_path)
+    path = tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09" / "part-0.parquet"
+    table = pq.read_table(path)
+    special = pa.array(["Bogus"] * len(table), pa.string())
+    pq.write_table(table.set_column(table.schema.get_field_index("special"), "special", special), path)
+    response = _read(client, [(T0, T0 + 3_600_000, [(EQ, "__name__", "other")])])
+    assert response.status_code == 500 and "unknown special value 'Bogus'" in response.get_json()["error"]

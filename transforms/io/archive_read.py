@@ -13,6 +13,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from transforms.core.archive.parquet import SCHEMA
+from transforms.core.archive.records import RecordError
 from transforms.core.read.matchers import Matcher
 from transforms.core.read.select import (
     COLUMNS,
@@ -67,9 +68,9 @@ class ArchiveReader:
         return found
 
     def read(self, tenant: str, start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
-             max_rows: int, stats: ReadStats) -> list[Series]:
-        """The float-sample rows of matching series in [start_ms, end_ms] (partitions pruned by tenant and
-        hour, row groups by statistics), only the needed columns. Raises RowLimit past max_rows rows."""
+             max_samples: int, stats: ReadStats) -> list[Series]:
+        """The float samples of matching series in [start_ms, end_ms] (partitions pruned by tenant and hour,
+        row groups by statistics), only the needed columns. Raises SampleLimit past max_samples samples."""
         files = self.files(tenant, start_ms, end_ms)
         stats.files += len(files)
         if not files:
@@ -80,9 +81,9 @@ class ArchiveReader:
             for batch in dataset.to_batches(columns=COLUMNS, filter=row_filter(start_ms, end_ms, matchers)):
                 stats.rows += batch.num_rows
                 collector.add(pa.Table.from_batches([batch], schema=_READ_SCHEMA))
-                if collector.samples > max_rows:
-                    raise RowLimit(collector.samples)
-        except (pa.ArrowException, OSError) as exc:
+                if collector.samples > max_samples:
+                    raise SampleLimit(collector.samples)
+        except (pa.ArrowException, OSError, RecordError) as exc:
             # an answer without this file's samples would look complete: fail the query, naming the problem
             raise ArchiveUnreadable(f"archive files of tenant {tenant!r} unreadable: {exc}") from exc
         return collector.series()
@@ -92,9 +93,9 @@ class ArchiveUnreadable(Exception):
     """A file of the query's partitions could not be read (corrupt, foreign or unreachable)."""
 
 
-class RowLimit(Exception):
-    """More rows than allowed matched the time range and name (before the other matchers)."""
+class SampleLimit(Exception):
+    """More samples than allowed matched the query (counted as batches are read, before dedup)."""
 
-    def __init__(self, rows: int) -> None:
-        super().__init__(f"{rows} rows")
-        self.rows = rows
+    def __init__(self, samples: int) -> None:
+        super().__init__(f"{samples} samples")
+        self.samples = samples
