@@ -67,6 +67,8 @@ def read() -> Response:
         kind = "samples" if plan.response_type == SAMPLES else "streamed_xor_chunks"
         answer = state.answerer.answer(tenant, plan)
     except RemoteWriteError as exc:
+        if exc.status >= 500:  # the archive, not the client, is at fault: the operator must see it
+            log.error("read failed: %s", exc.message)
         return error(exc.status, exc.message, kind)
     state.answerer.metrics.seconds.observe(time.perf_counter() - started)
     state.answerer.metrics.requests.labels("200", kind).inc()
