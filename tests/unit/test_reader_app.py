@@ -147,6 +147,13 @@ def test_health_ready_metrics(tmp_path):
     assert missing.get("/-/ready").status_code == 503
 
 
+def test_config_from_the_environment(monkeypatch):
+    monkeypatch.setenv("READER_ARCHIVE_PATH", "/archive")
+    monkeypatch.setenv("READER_MAX_SAMPLES_PER_QUERY", "77")
+    config = parse_config(["--port=9999"])
+    assert (config.archive_path, config.max_samples_per_query, config.port) == ("/archive", 77, 9999)
+
+
 def test_config_errors_are_clear(capsys):
     with pytest.raises(SystemExit, match="--archive-path is required"):
         parse_config([])
