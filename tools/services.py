@@ -227,10 +227,14 @@ def start_reader(log_dir: Path, archive_path: str, port: int | None = None, args
     port = port or free_port()
     if port_in_use(port):
         raise ServiceError(f"port {port} for the reader is already in use")
+    scheme = "https" if "--tls-cert-file" in args else "http"
     service = Service("reader", [sys.executable, "-m", "reader", "--host", LOOPBACK, "--port", str(port),
                                  "--archive-path", archive_path, *args], log_dir, env=env, cwd=ROOT)
-    url = f"http://{LOOPBACK}:{port}"
-    service.wait_ready(_http_ok(f"{url}/-/healthy"), timeout=60)
+    url = f"{scheme}://{LOOPBACK}:{port}"
+    if scheme == "http":
+        service.wait_ready(_http_ok(f"{url}/-/healthy"), timeout=60)
+    else:
+        service.wait_ready(lambda: port_in_use(port), timeout=60)
     return service, url
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+import subprocess
 import time
 from pathlib import Path
 
@@ -209,3 +210,32 @@ def test_local_recent_data_and_archived_older_hours_join_without_gaps(stack, tmp
         assert local_only == _query(stack["source"], "up", time=(boundary + 60_000) / 1000)
     finally:
         mixed.stop()
+
+
+def test_prometheus_reads_over_tls_with_a_bearer_token(stack, tmp_path):
+    cert, key, token = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "token"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    token.write_text("read-token\n")
+    archive = str(stack["files"][0].parents[3])
+    reader, reader_url = services.start_reader(tmp_path, archive, args=[
+        "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--bearer-token-file", str(token)])
+    config = f"""
+remote_read:
+  - url: {reader_url}/api/v1/read
+    read_recent: true
+    authorization: {{credentials_file: {token}}}
+    tls_config: {{ca_file: {cert}}}
+"""
+    reading, reading_url = services.start_prometheus(tmp_path, config, name="tls-prometheus")
+    try:
+        assert reader_url.startswith("https://")
+        assert requests.post(f"{reader_url}/api/v1/read", data=b"", verify=str(cert), timeout=10).status_code == 401
+        moment = (stack["start"] + 20 * 60_000) / 1000
+        query = 'sum by (job) (rate(http_requests_total[5m]))'
+        expected = _query(stack["source"], query, time=moment)
+        assert expected and _query(reading_url, query, time=moment) == expected
+    finally:
+        reading.stop()
+        reader.stop()
