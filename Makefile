@@ -108,7 +108,7 @@ fuzz: fuzz-wire fuzz-http
 
 # Regenerate the protobuf modules from transforms/core/wire/proto/*.proto (a test checks they are current).
 proto: setup
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/core/wire/proto/remote_v1.proto transforms/core/wire/proto/remote_v1_view.proto transforms/core/wire/proto/remote_v2.proto
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. transforms/core/wire/proto/remote_v1.proto transforms/core/wire/proto/remote_v1_view.proto transforms/core/wire/proto/remote_v2.proto transforms/core/wire/proto/remote_read.proto
 
 bench: bench-receiver bench-pipeline bench-forward bench-restore
 

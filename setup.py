@@ -17,7 +17,7 @@ setup(
     version="0.1.0",
     description="Keep every Prometheus remote-write sample: archive to object storage, forward to stores.",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["receiver", "receiver.*", "pipeline", "pipeline.*",
+    packages=find_packages(include=["receiver", "receiver.*", "reader", "reader.*", "pipeline", "pipeline.*",
                                     "transforms", "transforms.*"]),
     package_data={"transforms.core.wire.proto": ["*.proto", "*.pyi"]},
     # The one compiled wire-format module (C, CPython API only); `pip install -e .` builds it in place.
@@ -40,6 +40,8 @@ setup(
         "promql-parser==0.11.0",  # the restore job's --match selectors (PromQL's own grammar)
         "tqdm==4.70.1",  # the restore job's progress bar on a terminal
         "numpy==2.4.6",  # the sinks' columns (sort, merge, route); already a dependency of Beam and pyarrow
+        "google-re2==1.1.20251105",  # the reader's regex matchers: RE2, as Prometheus (Go) uses; linear time
+        "google-crc32c==1.9.0",  # the reader's streamed frames (CRC32-Castagnoli, in C); already a GCS dependency
     ],
     extras_require={
         "test": [
@@ -54,5 +56,6 @@ setup(
             "py-spy==0.4.3",  # bench.cpu --profile: sampling profiles of the measured processes
         ],
     },
-    entry_points={"console_scripts": ["remote-write-receiver=receiver.__main__:main"]},
+    entry_points={"console_scripts": ["remote-write-receiver=receiver.__main__:main",
+                                      "remote-read-archive=reader.__main__:main"]},
 )

@@ -221,6 +221,23 @@ def start_receiver(log_dir: Path, emulator_host: str, topic: str, port: int | No
     return service, url
 
 
+def start_reader(log_dir: Path, archive_path: str, port: int | None = None, args: Sequence[str] = (),
+                 env: dict[str, str] | None = None) -> tuple[Service, str]:
+    """`python -m reader` (remote_read over the archive) under gunicorn. Returns the service and its base URL."""
+    port = port or free_port()
+    if port_in_use(port):
+        raise ServiceError(f"port {port} for the reader is already in use")
+    scheme = "https" if "--tls-cert-file" in args else "http"
+    service = Service("reader", [sys.executable, "-m", "reader", "--host", LOOPBACK, "--port", str(port),
+                                 "--archive-path", archive_path, *args], log_dir, env=env, cwd=ROOT)
+    url = f"{scheme}://{LOOPBACK}:{port}"
+    if scheme == "http":
+        service.wait_ready(_http_ok(f"{url}/-/healthy"), timeout=60)
+    else:
+        service.wait_ready(lambda: port_in_use(port), timeout=60)
+    return service, url
+
+
 def start_node_exporter(log_dir: Path, port: int | None = None) -> tuple[Service, str]:
     binary = require_binary("prometheus-node-exporter", "apt-get install prometheus-node-exporter")
     port = port or free_port()

@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = Path("transforms/core/wire/proto")
-PROTOS = [str(PROTO_DIR / name) for name in ("remote_v1.proto", "remote_v1_view.proto", "remote_v2.proto")]
+PROTOS = [str(PROTO_DIR / name) for name in ("remote_v1.proto", "remote_v1_view.proto", "remote_v2.proto",
+                                                 "remote_read.proto")]
 
 
 @pytest.mark.parametrize("proto", PROTOS)

@@ -1,0 +1,84 @@
+"""Answering one read request, free of Flask: run each query over the archive and encode the response."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from reader.metrics import ReaderMetrics
+from transforms.core.errors import RemoteWriteError
+from transforms.core.read.encode import chunked_frames, query_result_bytes, read_response_bytes
+from transforms.core.read.request import (
+    CONTENT_TYPE_SAMPLES,
+    CONTENT_TYPE_STREAMED,
+    SAMPLES,
+    LimitExceeded,
+    ReadPlan,
+)
+from transforms.core.read.select import Series
+from transforms.core.wire import snappy_block
+from transforms.io.archive_read import ArchiveReader, ArchiveUnreadable, ReadStats, SampleLimit
+
+
+class ArchiveError(RemoteWriteError):
+    """The archive could not be read (500: the data, not the request, is at fault)."""
+
+    status = 500
+
+
+@dataclasses.dataclass
+class Answer:
+    body: bytes
+    content_type: str
+    content_encoding: str | None
+
+
+class Answerer:
+    def __init__(self, archive: ArchiveReader, max_samples_per_query: int, max_bytes_per_response: int,
+                 metrics: ReaderMetrics) -> None:
+        self.archive = archive
+        self.max_samples = max_samples_per_query
+        self.max_bytes = max_bytes_per_response
+        self.metrics = metrics
+
+    def _series(self, tenant: str, index: int, plan: ReadPlan, stats: ReadStats) -> list[Series]:
+        query = plan.queries[index]
+        try:
+            series = self.archive.read(tenant, query.start_ms, query.end_ms, query.matchers, self.max_samples, stats)
+        except SampleLimit as exc:
+            raise LimitExceeded(f"query {index} ({', '.join(map(str, query.matchers))}) selects more than "
+                                f"{self.max_samples} samples (--max-samples-per-query); narrow its matchers or "
+                                f"time range") from exc
+        except ArchiveUnreadable as exc:
+            raise ArchiveError(f"query {index}: {exc}") from exc
+        self.metrics.samples.inc(sum(len(s.timestamps) for s in series))
+        return series
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_bytes:
+            raise LimitExceeded(f"the response would exceed {self.max_bytes} bytes (--max-bytes-per-response); "
+                                f"narrow the query's matchers or time range")
+
+    def answer(self, tenant: str, plan: ReadPlan) -> Answer:
+        stats = ReadStats()
+        parts: list[bytes] = []
+        size = 0
+        try:
+            for index in range(len(plan.queries)):
+                series = self._series(tenant, index, plan, stats)
+                encoded = [query_result_bytes(series)] if plan.response_type == SAMPLES else \
+                    chunked_frames(index, series)
+                for part in encoded:
+                    size += len(part)
+                    self._check_size(size)
+                    parts.append(part)
+                self.metrics.queries.inc()
+        finally:
+            self.metrics.files.inc(stats.files)
+            self.metrics.rows.inc(stats.rows)
+        if plan.response_type == SAMPLES:
+            body = read_response_bytes(parts)
+            self.metrics.response_bytes.inc(len(body))
+            return Answer(snappy_block.compress(body), CONTENT_TYPE_SAMPLES, "snappy")
+        body = b"".join(parts)
+        self.metrics.response_bytes.inc(len(body))
+        return Answer(body, CONTENT_TYPE_STREAMED, None)

@@ -1,0 +1,212 @@
+"""The reader app over a real (temporary) Parquet archive, through Flask's test client."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+import snappy
+
+from reader.app import create_app
+from reader.config import ReaderConfig, parse_config
+from reader.metrics import ReaderMetrics
+from tests.read_helpers import decode_xor_chunk, read_frames, write_archive
+from transforms.core.archive import parquet
+from transforms.core.protocol import STALE_NAN, float_bits
+from transforms.core.read.matchers import EQ, RE
+from transforms.core.read.request import STREAMED_XOR_CHUNKS
+from transforms.core.wire.builders import Series, build_v1
+from transforms.core.wire.proto import remote_read_pb2
+
+T0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z
+JOBS = 20
+POINTS = 100  # 2,000 samples per metric, across two hours
+
+
+def _archive(root):
+    series = []
+    for job in range(JOBS):
+        points = [(T0 + 3_540_000 + i * 1000, float(i * job)) for i in range(POINTS)]
+        if job == 0:
+            points[-1] = (points[-1][0], STALE_NAN)
+        series.append(Series({"__name__": "requests_total", "job": f"j{job:02d}"}, points))
+        series.append(Series({"__name__": "other", "job": f"j{job:02d}"}, points))
+    write_archive(root, build_v1(series), counter_names={"requests_total": "counter"})
+    write_archive(root, build_v1(series[:2]), tenant="team-b")
+
+
+def _client(tmp_path, **limits):
+    _archive(tmp_path)
+    metrics = ReaderMetrics()
+    app = create_app(ReaderConfig(archive_path=str(tmp_path), **limits), metrics)
+    return app.test_client(), metrics
+
+
+def _read(client, queries, accepted=(), headers=None):
+    request = remote_read_pb2.ReadRequest(accepted_response_types=list(accepted), queries=[
+        remote_read_pb2.Query(start_timestamp_ms=start, end_timestamp_ms=end, matchers=[
+            remote_read_pb2.LabelMatcher(type=k, name=n, value=v) for k, n, v in matchers])
+        for start, end, matchers in queries])
+    return client.post("/api/v1/read", data=snappy.compress(request.SerializeToString()),
+                       headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+                                **(headers or {})})
+
+
+def _samples(response) -> list[remote_read_pb2.QueryResult]:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["Content-Encoding"] == "snappy"
+    return list(remote_read_pb2.ReadResponse.FromString(snappy.decompress(response.get_data())).results)
+
+
+def test_samples_over_two_hours_with_several_queries(tmp_path):
+    client, metrics = _client(tmp_path)
+    end = T0 + 3_540_000 + POINTS * 1000
+    results = _samples(_read(client, [
+        (T0, end, [(EQ, "__name__", "requests_total"), (RE, "job", "j0[0-4]")]),
+        (T0 + 3_600_000, end, [(RE, "__name__", "other|none")]),
+    ]))
+    first, second = results
+    assert [dict((lb.name, lb.value) for lb in s.labels)["job"] for s in first.timeseries] == \
+        ["j00", "j01", "j02", "j03", "j04"]
+    assert all(len(s.samples) == POINTS for s in first.timeseries)
+    assert float_bits(first.timeseries[0].samples[-1].value) == float_bits(STALE_NAN)
+    assert [s.value for s in first.timeseries[3].samples[:3]] == [0.0, 3.0, 6.0]
+    assert len(second.timeseries) == JOBS and all(len(s.samples) == 40 for s in second.timeseries)
+    assert metrics.samples._value.get() == 5 * POINTS + JOBS * 40
+
+
+def test_streamed_chunks_answer_the_same(tmp_path):
+    client, _ = _client(tmp_path)
+    query = [(T0, T0 + 7_200_000, [(EQ, "__name__", "requests_total"), (EQ, "job", "j00")])]
+    response = _read(client, query, accepted=[STREAMED_XOR_CHUNKS])
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == \
+        "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"
+    (frame,) = read_frames(response.get_data())
+    (series,) = frame.chunked_series
+    points = [p for chunk in series.chunks for p in decode_xor_chunk(chunk.data)]
+    expected = _samples(_read(client, query))[0].timeseries[0].samples
+    assert points == [(s.timestamp, float_bits(s.value)) for s in expected]
+
+
+def test_tenants_are_separate(tmp_path):
+    client, _ = _client(tmp_path)
+    query = [(T0, T0 + 7_200_000, [(RE, "__name__", ".+")])]
+    assert len(_samples(_read(client, query, headers={"X-Scope-OrgID": "team-b"}))[0].timeseries) == 2
+    assert len(_samples(_read(client, query, headers={"X-Scope-OrgID": "nobody"}))[0].timeseries) == 0
+    bad = _read(client, query, headers={"X-Scope-OrgID": "../etc"})
+    assert bad.status_code == 400 and "not a valid tenant" in bad.get_json()["error"]
+
+
+def test_limits_are_clear_4xx(tmp_path):
+    client, _ = _client(tmp_path, max_samples_per_query=999)
+    query = [(T0, T0 + 7_200_000, [(EQ, "__name__", "other")])]
+    response = _read(client, query)
+    assert response.status_code == 422 and "--max-samples-per-query" in response.get_json()["error"]
+    small = [(T0, T0 + 7_200_000, [(EQ, "__name__", "other"), (EQ, "job", "j01")])]
+    assert len(_samples(_read(client, small))[0].timeseries) == 1
+    client, _ = _client(tmp_path / "again", max_bytes_per_response=2_000)
+    response = _read(client, query, accepted=[STREAMED_XOR_CHUNKS])
+    assert response.status_code == 422 and "--max-bytes-per-response" in response.get_json()["error"]
+
+
+def test_bad_requests(tmp_path):
+    client, _ = _client(tmp_path)
+    assert client.post("/api/v1/read", data=b"not snappy").status_code == 400
+    unknown = _read(client, [(0, 1, [])], accepted=[7])
+    assert unknown.status_code == 400 and "accepted response types" in unknown.get_json()["error"]
+    assert client.get("/api/v1/read").status_code == 405
+
+
+def test_row_groups_are_pruned_by_name(tmp_path):
+    """A file of many small row groups: a pinned name reads only the groups whose statistics allow it."""
+    from transforms.core.archive import metric_to_log
+    from transforms.core.metadata import MetadataStore
+
+    series = [Series({"__name__": f"m{n:02d}", "job": "a"}, [(T0 + i * 1000, float(i)) for i in range(100)])
+              for n in range(30)]
+    (lines,) = metric_to_log.convert_v1(build_v1(series), "default", MetadataStore()).values()
+    folder = tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09"
+    folder.mkdir(parents=True)
+    pq.write_table(parquet.encode_table(lines), folder / "part.parquet", row_group_size=100)
+    metrics = ReaderMetrics()
+    client = create_app(ReaderConfig(archive_path=str(tmp_path)), metrics).test_client()
+    (result,) = _samples(_read(client, [(T0, T0 + 3_599_999, [(EQ, "__name__", "m07")])]))
+    assert len(result.timeseries) == 1 and len(result.timeseries[0].samples) == 100
+    assert metrics.rows._value.get() == 100  # 1 of 30 row groups
+    (result,) = _samples(_read(client, [(T0 + 10_000, T0 + 19_999, [(RE, "__name__", "m0.")])]))
+    assert [len(s.samples) for s in result.timeseries] == [10] * 10
+
+
+def test_health_ready_metrics(tmp_path):
+    client, _ = _client(tmp_path)
+    assert client.get("/-/healthy").status_code == 200
+    assert client.get("/-/ready").status_code == 200
+    _read(client, [(T0, T0 + 1, [(EQ, "__name__", "up")])])
+    assert b'reader_requests_total{code="200",response_type="samples"} 1.0' in client.get("/metrics").data
+    missing = create_app(ReaderConfig(archive_path=str(tmp_path / "nothing"))).test_client()
+    assert missing.get("/-/ready").status_code == 503
+
+
+def test_config_from_the_environment(monkeypatch):
+    monkeypatch.setenv("READER_ARCHIVE_PATH", "/archive")
+    monkeypatch.setenv("READER_MAX_SAMPLES_PER_QUERY", "77")
+    config = parse_config(["--port=9999"])
+    assert (config.archive_path, config.max_samples_per_query, config.port) == ("/archive", 77, 9999)
+
+
+def test_config_errors_are_clear(capsys):
+    with pytest.raises(SystemExit, match="--archive-path is required"):
+        parse_config([])
+    assert parse_config(["--archive_path=/x", "--max-samples-per-query=5"]).max_samples_per_query == 5
+    with pytest.raises(SystemExit, match="must be positive"):
+        parse_config(["--archive-path=/x", "--max-bytes-per-response=0"])
+
+
+def test_native_histograms_are_skipped_and_floats_still_served(tmp_path):
+    from tests.archive_samples import sample_request
+
+    write_archive(tmp_path, sample_request(), counter_names={"requests_total": "counter"})
+    client = create_app(ReaderConfig(archive_path=str(tmp_path))).test_client()
+    (result,) = _samples(_read(client, [(T0 - 1, T0 + 10_000, [(RE, "__name__", ".+")])]))
+    names = sorted({lb.value for s in result.timeseries for lb in s.labels if lb.name == "__name__"})
+    assert names == ["requests_total", "up"]  # "lat" holds only native histograms
+    stamps = [s.timestamp for s in result.timeseries[0].samples]
+    assert stamps == sorted(stamps) and len(stamps) == 5
+
+
+def test_corrupt_file_fails_the_query_with_its_reason(tmp_path):
+    client, _ = _client(tmp_path)
+    (tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09" / "broken.parquet").write_bytes(b"PAR1 no")
+    response = _read(client, [(T0, T0 + 3_600_000, [(EQ, "__name__", "other")])])
+    assert response.status_code == 500 and "unreadable" in response.get_json()["error"]
+
+
+def test_credentials_are_required_when_configured(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    _archive(tmp_path)
+    client = create_app(ReaderConfig(archive_path=str(tmp_path), bearer_token_file=str(token))).test_client()
+    query = [(T0, T0 + 7_200_000, [(EQ, "__name__", "other"), (EQ, "job", "j01")])]
+    refused = _read(client, query)
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert len(_samples(_read(client, query, headers={"Authorization": "Bearer s3cret"}))[0].timeseries) == 1
+
+
+def test_a_range_from_the_epoch_lists_only_existing_folders(tmp_path):
+    client, metrics = _client(tmp_path)
+    (tmp_path / "tenant=default" / "not-a-partition").mkdir()
+    (result,) = _samples(_read(client, [(0, 2**62, [(EQ, "__name__", "other")])]))
+    assert len(result.timeseries) == JOBS and all(len(s.samples) == POINTS for s in result.timeseries)
+    assert metrics.files._value.get() == 2  # the two hour files; nothing else opened
+
+
+def test_unknown_special_value_fails_the_query_with_its_reason(tmp_path):
+    import pyarrow as pa
+
+    client, _ = _client(tmp_path)
+    path = tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09" / "part-0.parquet"
+    table = pq.read_table(path)
+    special = pa.array(["Bogus"] * len(table), pa.string())
+    pq.write_table(table.set_column(table.schema.get_field_index("special"), "special", special), path)
+    response = _read(client, [(T0, T0 + 3_600_000, [(EQ, "__name__", "other")])])
+    assert response.status_code == 500 and "unknown special value 'Bogus'" in response.get_json()["error"]

@@ -1,0 +1,1 @@
+"""Prometheus remote-read over the archive: the pure part (requests, matchers, selection, encodings)."""

@@ -1,0 +1,165 @@
+"""Choosing what to read (partitions, row filter, columns) and turning the rows read into series.
+
+The archive's partitions are tenant=T/date=YYYY-MM-DD/hour=HH, by each sample's own time, so a query
+reads only the hours its [start, end] range touches. Within a file, the filter on timestamp (and on name
+when a matcher pins it) lets pyarrow skip row groups by their statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.core.archive.records import SAMPLE_KINDS, decode_value
+from transforms.core.protocol import METRIC_NAME_LABEL
+from transforms.core.read.matchers import Matcher, required_name, series_matches
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+# Float samples only: native histograms and exemplars in the archive are not served (docs/query.md).
+COLUMNS = ["name", "labels", "timestamp", "value", "special", "type"]
+
+
+@dataclasses.dataclass
+class Series:
+    labels: list[tuple[str, str]]  # sorted by name, __name__ included
+    timestamps: np.ndarray  # int64 ms, strictly increasing
+    values: np.ndarray  # float64, NaN payloads (stale markers) as archived
+
+
+def partition_start_ms(date_folder: str, hour_folder: str | None = None) -> int | None:
+    """Where a `date=YYYY-MM-DD` (and `hour=HH`) folder's time begins, in epoch ms; None for another name."""
+    try:
+        moment = datetime.strptime(date_folder, "date=%Y-%m-%d").replace(tzinfo=UTC)
+        if hour_folder is not None:
+            if not hour_folder.startswith("hour=") or len(hour_folder) != 7:
+                return None
+            hour = int(hour_folder[5:])
+            if not 0 <= hour < 24:
+                return None
+            moment = moment.replace(hour=hour)
+    except ValueError:
+        return None
+    return int(moment.timestamp()) * 1000
+
+
+def overlaps(folder_start_ms: int | None, length_ms: int, start_ms: int, end_ms: int) -> bool:
+    """Whether a partition of [folder_start_ms, folder_start_ms + length_ms) may hold samples of [start, end]."""
+    return folder_start_ms is not None and folder_start_ms <= end_ms and folder_start_ms + length_ms > start_ms
+
+
+def row_filter(start_ms: int, end_ms: int, matchers: Iterable[Matcher]) -> pc.Expression:
+    """The predicate pushed down to the Parquet reader: time range, float samples, and a pinned name."""
+    time_type = pa.timestamp("ms", tz="UTC")
+    expression = ((pc.field("timestamp") >= pa.scalar(start_ms, pa.int64()).cast(time_type))
+                  & (pc.field("timestamp") <= pa.scalar(end_ms, pa.int64()).cast(time_type))
+                  & pc.field("type").isin(list(SAMPLE_KINDS)))
+    name = required_name(matchers)
+    if name is not None:
+        expression = expression & (pc.field("name") == name)
+    return expression
+
+
+def _exact_values(table: pa.Table) -> np.ndarray:
+    """The value column with each special ('StaleNaN', 'NaN:0x...') restored to its exact bits."""
+    values = np.array(table.column("value").to_numpy(zero_copy_only=False), np.float64)
+    special = table.column("special")
+    if special.null_count < len(table):
+        for i in pc.indices_nonzero(pc.is_valid(special)).to_numpy().tolist():
+            values[i] = decode_value(special[i].as_py())
+    return values
+
+
+class SeriesCollector:
+    """Gathers a query's matching samples batch by batch, keeping per sample only its series number, time
+    and value (24 bytes): labels are kept once per series, so memory follows the samples selected, not the
+    rows read or the length of their labels.
+
+    Matchers run once per distinct series: each series' verdict is remembered by its joined key.
+    """
+
+    def __init__(self, matchers: Iterable[Matcher]) -> None:
+        self.matchers = tuple(matchers)
+        self._numbers: dict[bytes, int] = {}  # series key -> its number, or -1 when it does not match
+        self._labels: list[list[tuple[str, str]]] = []
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.samples = 0
+
+    def add(self, table: pa.Table) -> None:
+        if not len(table):
+            return
+        series_ids, keys = _series_ids(table)
+        key_list = keys.to_pylist()
+        unknown = [i for i, key in enumerate(key_list) if key not in self._numbers]
+        if unknown:
+            first_rows = pa.array(_first_row_of_each(series_ids, len(key_list))[unknown])
+            names = table.column("name").take(first_rows).to_pylist()
+            labels = table.column("labels").take(first_rows).to_pylist()
+            for local, name, pairs in zip(unknown, names, labels, strict=True):
+                as_dict = dict(pairs)
+                number = -1
+                if series_matches(self.matchers, name, as_dict):
+                    number = len(self._labels)
+                    self._labels.append(sorted([(METRIC_NAME_LABEL, name), *as_dict.items()]))
+                self._numbers[key_list[local]] = number
+        numbers = np.array([self._numbers[key] for key in key_list], np.int64)[series_ids]
+        rows = np.flatnonzero(numbers >= 0)
+        if not len(rows):
+            return
+        stamps = table.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)[rows]
+        self._parts.append((numbers[rows], stamps, _exact_values(table)[rows]))
+        self.samples += len(rows)
+
+    def series(self) -> list[Series]:
+        """The matching series, sorted by labels, each sorted by time; a sample archived twice (the same series
+        and timestamp in two files) is returned once, as Prometheus needs strictly increasing timestamps."""
+        if not self._parts:
+            return []
+        ids, stamps, values = (np.concatenate(column) for column in zip(*self._parts, strict=True))
+        self._parts = []
+        order = np.lexsort((stamps, ids))
+        ids, stamps, values = ids[order], stamps[order], values[order]
+        keep = np.ones(len(ids), bool)
+        keep[1:] = (ids[1:] != ids[:-1]) | (stamps[1:] != stamps[:-1])
+        ids, stamps, values = ids[keep], stamps[keep], values[keep]
+        bounds = np.flatnonzero(np.diff(ids)) + 1
+        out = [Series(self._labels[int(run_ids[0])], run_stamps, run_values) for run_ids, run_stamps, run_values in
+               zip(np.split(ids, bounds), np.split(stamps, bounds), np.split(values, bounds), strict=True)]
+        out.sort(key=lambda one: one.labels)
+        return out
+
+
+def select_series(table: pa.Table, matchers: Iterable[Matcher]) -> list[Series]:
+    """The matching series of some rows (any order, any number of files), as SeriesCollector returns them."""
+    collector = SeriesCollector(matchers)
+    collector.add(table)
+    return collector.series()
+
+
+def _series_ids(table: pa.Table) -> tuple[np.ndarray, pa.Array]:
+    """A number per row naming its series (name + labels), computed in C by dictionary-encoding a joined key.
+
+    The parts are joined as bytes with 0xFF and 0xFE, which never occur in UTF-8, so the key is injective
+    without escaping anything.
+    """
+    labels = table.column("labels").combine_chunks()
+    as_binary = pa.list_(pa.binary())
+    keys = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, labels.keys.cast(pa.binary())).cast(as_binary),
+                          b"\xff")
+    values = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, labels.items.cast(pa.binary())).cast(as_binary),
+                            b"\xff")
+    name = table.column("name").combine_chunks().cast(pa.binary())
+    joined = pc.binary_join_element_wise(name, keys, values, b"\xfe")
+    encoded = pc.dictionary_encode(joined)
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+
+
+def _first_row_of_each(series_ids: np.ndarray, count: int) -> np.ndarray:
+    first = np.full(count, len(series_ids), np.int64)
+    np.minimum.at(first, series_ids, np.arange(len(series_ids), dtype=np.int64))
+    return first

@@ -1,0 +1,101 @@
+"""Reading the Parquet archive for remote-read: list a query's partitions, read only what it needs.
+
+Local paths, gs:// and s3:// go through pyarrow's filesystems. NDJSON files in the same partitions are not
+read (only *.parquet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from transforms.core.archive.parquet import SCHEMA
+from transforms.core.archive.records import RecordError
+from transforms.core.read.matchers import Matcher
+from transforms.core.read.select import (
+    COLUMNS,
+    DAY_MS,
+    HOUR_MS,
+    Series,
+    SeriesCollector,
+    overlaps,
+    partition_start_ms,
+    row_filter,
+)
+
+_READ_SCHEMA = pa.schema([SCHEMA.field(name) for name in COLUMNS])
+
+
+@dataclasses.dataclass
+class ReadStats:
+    files: int = 0
+    rows: int = 0
+
+
+class ArchiveReader:
+    def __init__(self, archive_path: str) -> None:
+        self.filesystem, root = pafs.FileSystem.from_uri(archive_path) if "://" in archive_path else \
+            (pafs.LocalFileSystem(), archive_path)
+        self.root = root.rstrip("/")
+
+    def reachable(self) -> bool:
+        """The archive root exists (readiness)."""
+        return self.filesystem.get_file_info(self.root).type == pafs.FileType.Directory
+
+    def _folders(self, path: str) -> list[str]:
+        selector = pafs.FileSelector(path, allow_not_found=True)
+        return sorted(info.base_name for info in self.filesystem.get_file_info(selector)
+                      if info.type == pafs.FileType.Directory)
+
+    def files(self, tenant: str, start_ms: int, end_ms: int) -> list[str]:
+        """Every Parquet file in the tenant's hour partitions that [start_ms, end_ms] touches. The date and
+        hour folders that exist are listed (one listing per level), so a wide range costs no more requests
+        than the archive has folders in it."""
+        found = []
+        tenant_path = f"{self.root}/tenant={tenant}"
+        for date in self._folders(tenant_path):
+            if not overlaps(partition_start_ms(date), DAY_MS, start_ms, end_ms):
+                continue
+            for hour in self._folders(f"{tenant_path}/{date}"):
+                if not overlaps(partition_start_ms(date, hour), HOUR_MS, start_ms, end_ms):
+                    continue
+                selector = pafs.FileSelector(f"{tenant_path}/{date}/{hour}")
+                found += sorted(info.path for info in self.filesystem.get_file_info(selector)
+                                if info.type == pafs.FileType.File and info.path.endswith(".parquet"))
+        return found
+
+    def read(self, tenant: str, start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
+             max_samples: int, stats: ReadStats) -> list[Series]:
+        """The float samples of matching series in [start_ms, end_ms] (partitions pruned by tenant and hour,
+        row groups by statistics), only the needed columns. Raises SampleLimit past max_samples samples."""
+        files = self.files(tenant, start_ms, end_ms)
+        stats.files += len(files)
+        if not files:
+            return []
+        collector = SeriesCollector(matchers)
+        try:
+            dataset = ds.dataset(files, schema=_READ_SCHEMA, format="parquet", filesystem=self.filesystem)
+            for batch in dataset.to_batches(columns=COLUMNS, filter=row_filter(start_ms, end_ms, matchers)):
+                stats.rows += batch.num_rows
+                collector.add(pa.Table.from_batches([batch], schema=_READ_SCHEMA))
+                if collector.samples > max_samples:
+                    raise SampleLimit(collector.samples)
+        except (pa.ArrowException, OSError, RecordError) as exc:
+            # an answer without this file's samples would look complete: fail the query, naming the problem
+            raise ArchiveUnreadable(f"archive files of tenant {tenant!r} unreadable: {exc}") from exc
+        return collector.series()
+
+
+class ArchiveUnreadable(Exception):
+    """A file of the query's partitions could not be read (corrupt, foreign or unreachable)."""
+
+
+class SampleLimit(Exception):
+    """More samples than allowed matched the query (counted as batches are read, before dedup)."""
+
+    def __init__(self, samples: int) -> None:
+        super().__init__(f"{samples} samples")
+        self.samples = samples
