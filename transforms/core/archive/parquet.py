@@ -23,7 +23,8 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import struct
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,10 +75,9 @@ METADATA_SCHEMA = pa.schema([("name", pa.string()), ("timestamp", _TIME), ("type
                              ("help", pa.string()), ("unit", pa.string())])
 _DICTIONARY_COLUMNS = ["name", "labels.key_value.key", "labels.key_value.value", "special", "type",
                        "exemplar.labels.key_value.key", "exemplar.labels.key_value.value"]
-_KIND_ORDER = {"counter": 0, "gauge": 0, HISTOGRAM: 1, EXEMPLAR: 2}
 
 
-def _special(value: Any) -> tuple[float | None, str | None]:
+def split_value(value: Any) -> tuple[float | None, str | None]:
     """(value column, special column) of an encoded sample value."""
     if isinstance(value, str) and value not in ("+Inf", "-Inf"):
         decode_value(value)  # rejects what is not a known special value
@@ -85,7 +85,7 @@ def _special(value: Any) -> tuple[float | None, str | None]:
     return decode_value(value), None
 
 
-def _histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
+def histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for key in ("count", "zero_count"):
         value = encoded[key]
@@ -104,12 +104,62 @@ def _histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def encode_table(records: Sequence[str]) -> pa.Table:
-    """JSON records (metric_to_log's) -> one table, rows sorted by series, then time.
+# A block: one partition's rows from one request, as they cross the group-by-partition. Two Arrow IPC
+# streams: the block's distinct series (name, labels, sort key) and its rows, each naming its series by
+# position; a file's blocks are merged and sorted by file_table.
+_BLOCK_SERIES = pa.schema([("name", pa.string()), ("labels", _LABELS), ("key", pa.binary())])
+_BLOCK_ROWS = pa.schema([("series", pa.int32()), ("timestamp", pa.int64()), ("value", pa.float64()),
+                         ("special", pa.string()), ("type", pa.string()), ("start_timestamp", pa.int64()),
+                         ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE)])
+_LENGTH = struct.Struct("<Q")
+# Each string of a series key ends with the terminator and has its NUL bytes escaped, so comparing keys
+# byte by byte orders series as Python orders (name, ((label, value), ...)) tuples: the terminator sorts
+# below any byte that can follow, an escaped NUL (0x00 0xff) above it.
+_TERMINATOR = b"\x00\x01"
 
-    Each series is interned once (its name and sorted labels); rows carry its number, so sorting compares
-    integers and the name and labels columns are built from the distinct series, then repeated by `take`.
-    """
+
+def series_key(name: str, pairs: Iterable[tuple[str, str]]) -> bytes:
+    """The sort key of a series: its name and its (sorted) labels, order-preserving (see _TERMINATOR)."""
+    parts = [name.encode()]
+    for label, value in pairs:
+        parts += (label.encode(), value.encode())
+    return b"".join(part.replace(b"\x00", b"\x00\xff") + _TERMINATOR for part in parts)
+
+
+def pack_block(series: pa.RecordBatch, rows: pa.RecordBatch) -> bytes:
+    streams = []
+    for batch in (series, rows):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        streams.append(sink.getvalue())
+    return _LENGTH.pack(streams[0].size) + streams[0].to_pybytes() + streams[1].to_pybytes()
+
+
+def _unpack_block(data: bytes) -> tuple[pa.Table, pa.Table]:
+    (size,) = _LENGTH.unpack_from(data)
+    buffer = pa.py_buffer(data)
+    return (pa.ipc.open_stream(buffer.slice(_LENGTH.size, size)).read_all(),
+            pa.ipc.open_stream(buffer.slice(_LENGTH.size + size)).read_all())
+
+
+def series_batch(names: pa.Array, labels: pa.Array, keys: pa.Array) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([names, labels, keys], schema=_BLOCK_SERIES)
+
+
+def rows_batch(series: pa.Array, timestamps: pa.Array, values: pa.Array, specials: pa.Array, types: pa.Array,
+               starts: pa.Array, histograms: pa.Array | None = None, exemplars: pa.Array | None = None
+               ) -> pa.RecordBatch:
+    n = len(series)
+    return pa.RecordBatch.from_arrays([
+        series, timestamps, values, specials, types, starts,
+        histograms if histograms is not None else pa.nulls(n, HISTOGRAM_TYPE),
+        exemplars if exemplars is not None else pa.nulls(n, EXEMPLAR_TYPE)], schema=_BLOCK_ROWS)
+
+
+def records_block(records: Sequence[str]) -> bytes:
+    """A block from JSON records (metric_to_log's): the path of requests carrying histograms or exemplars,
+    whose lines the pipeline makes from the protobuf message, and of ArchiveFormat.encode."""
     stamps = Timestamps()
     series: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     rows = []
@@ -122,30 +172,57 @@ def encode_table(records: Sequence[str]) -> pa.Table:
             number = series[key] = len(series)
         value = special = histogram = exemplar = None
         if kind == HISTOGRAM:
-            histogram = _histogram_row(record[kind])
+            histogram = histogram_row(record[kind])
         elif kind == EXEMPLAR:
             ex = record[kind]
             exemplar = {"value": decode_value(ex["value"]), "labels": sorted(ex["labels"].items())}
         else:
-            value, special = _special(record[kind]["value"])
+            value, special = split_value(record[kind]["value"])
         start = record.get("start_timestamp")
-        rows.append((number, stamps.to_ms(record["timestamp"]), _KIND_ORDER[kind], value, special, kind,
+        rows.append((number, stamps.to_ms(record["timestamp"]), value, special, kind,
                      stamps.to_ms(start) if start else None, histogram, exemplar))
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
     keys = list(series)
-    rank = [0] * len(keys)
-    for position, number in enumerate(sorted(range(len(keys)), key=keys.__getitem__)):
-        rank[number] = position
-    rows.sort(key=lambda r: (rank[r[0]], r[1], r[2]))
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(9)]
-    distinct = pa.array(columns[0], pa.int32())
-    names = pa.array([k[0] for k in keys], pa.string()).take(distinct)
-    labels = pa.array([list(k[1]) for k in keys], _LABELS).take(distinct)
+    return pack_block(
+        series_batch(pa.array([k[0] for k in keys], pa.string()), pa.array([list(k[1]) for k in keys], _LABELS),
+                     pa.array([series_key(*k) for k in keys], pa.binary())),
+        rows_batch(*(pa.array(column, field.type) for column, field in zip(columns, _BLOCK_ROWS, strict=True))))
+
+
+def file_table(blocks: Iterable[bytes]) -> pa.Table:
+    """A file's blocks as one table, rows sorted by series (name, then labels), then time, then type
+    (samples, histograms, exemplars); rows that tie keep their order across and within blocks."""
+    series_parts, row_parts, row_series, offset = [], [], [], 0
+    for data in blocks:
+        series, rows = _unpack_block(data)
+        series_parts.append(series)
+        row_parts.append(rows)
+        row_series.append(rows.column("series").to_numpy() + offset)
+        offset += len(series)
+    if not row_parts:
+        return SCHEMA.empty_table()
+    series = pa.concat_tables(series_parts).combine_chunks()
+    rows = pa.concat_tables(row_parts).combine_chunks()
+    slots = np.concatenate(row_series).astype(np.int64)
+    # dense ranks: one series met in several blocks (or under two slots) sorts as one
+    rank = pc.rank(series.column("key"), tiebreaker="dense").to_numpy().astype(np.int64)
+    types = rows.column("type")
+    type_order = (pc.equal(types, HISTOGRAM).to_numpy(zero_copy_only=False).astype(np.int8)
+                  + 2 * pc.equal(types, EXEMPLAR).to_numpy(zero_copy_only=False).astype(np.int8))
+    stamps = rows.column("timestamp").to_numpy()
+    order = np.lexsort((type_order, stamps, rank[slots]))  # stable, last key first
+    by_series = pa.array(slots[order])
+    rows = rows.take(pa.array(order))
     return pa.Table.from_arrays([
-        names, labels, pa.array(columns[1], pa.int64()).cast(_TIME), pa.array(columns[3], pa.float64()),
-        pa.array(columns[4], pa.string()), pa.array(columns[5], pa.string()),
-        pa.array(columns[6], pa.int64()).cast(_TIME), pa.array(columns[7], HISTOGRAM_TYPE),
-        pa.array(columns[8], EXEMPLAR_TYPE),
+        series.column("name").take(by_series), series.column("labels").take(by_series),
+        rows.column("timestamp").cast(_TIME), rows.column("value"), rows.column("special"), rows.column("type"),
+        rows.column("start_timestamp").cast(_TIME), rows.column("histogram"), rows.column("exemplar"),
     ], schema=SCHEMA)
+
+
+def encode_table(records: Sequence[str]) -> pa.Table:
+    """JSON records (metric_to_log's) -> one table, rows sorted by series, then time."""
+    return file_table([records_block(records)])
 
 
 def write_bytes(table: pa.Table) -> bytes:
