@@ -54,7 +54,7 @@ COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 _HINT_NAMES = {number: name for name, number in RESET_HINTS.items()}
 
-_LABELS = pa.map_(pa.string(), pa.string())
+LABELS = pa.map_(pa.string(), pa.string())
 _TIME = pa.timestamp("ms", tz="UTC")
 _SPANS = pa.list_(pa.struct([("offset", pa.int32()), ("length", pa.uint32())]))
 HISTOGRAM_TYPE = pa.struct([
@@ -64,9 +64,9 @@ HISTOGRAM_TYPE = pa.struct([
     ("positive_spans", _SPANS), ("positive_deltas", pa.list_(pa.int64())), ("positive_counts", pa.list_(pa.float64())),
     ("custom_values", pa.list_(pa.float64())), ("reset_hint", pa.string()),
 ])
-EXEMPLAR_TYPE = pa.struct([("value", pa.float64()), ("labels", _LABELS)])
+EXEMPLAR_TYPE = pa.struct([("value", pa.float64()), ("labels", LABELS)])
 SCHEMA = pa.schema([
-    ("name", pa.string()), ("labels", _LABELS), ("timestamp", _TIME), ("value", pa.float64()),
+    ("name", pa.string()), ("labels", LABELS), ("timestamp", _TIME), ("value", pa.float64()),
     ("special", pa.string()), ("type", pa.string()), ("start_timestamp", _TIME),
     ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE),
 ])
@@ -107,7 +107,7 @@ def histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
 # A block: one partition's rows from one request, as they cross the group-by-partition. Two Arrow IPC
 # streams: the block's distinct series (name, labels, sort key) and its rows, each naming its series by
 # position; a file's blocks are merged and sorted by file_table.
-_BLOCK_SERIES = pa.schema([("name", pa.string()), ("labels", _LABELS), ("key", pa.binary())])
+_BLOCK_SERIES = pa.schema([("name", pa.string()), ("labels", LABELS), ("key", pa.binary())])
 _BLOCK_ROWS = pa.schema([("series", pa.int32()), ("timestamp", pa.int64()), ("value", pa.float64()),
                          ("special", pa.string()), ("type", pa.string()), ("start_timestamp", pa.int64()),
                          ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE)])
@@ -184,7 +184,7 @@ def records_block(records: Sequence[str]) -> bytes:
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
     keys = list(series)
     return pack_block(
-        series_batch(pa.array([k[0] for k in keys], pa.string()), pa.array([list(k[1]) for k in keys], _LABELS),
+        series_batch(pa.array([k[0] for k in keys], pa.string()), pa.array([list(k[1]) for k in keys], LABELS),
                      pa.array([series_key(*k) for k in keys], pa.binary())),
         rows_batch(*(pa.array(column, field.type) for column, field in zip(columns, _BLOCK_ROWS, strict=True))))
 
