@@ -163,10 +163,13 @@ def test_series_arrays_take_across_merged_runs() -> None:
         arrays.extend(labels)
         assert len(arrays.runs) <= int(math.log2(len(names))) + 1
         slots = np.unique(rng.integers(0, len(names), 50))
-        taken = arrays.take(slots)
-        assert taken.column(0).to_pylist() == [names[s] for s in slots]
-        assert [dict(p) for p in taken.column(1).to_pylist()] == [{"a": labels[s][2][1], "z": labels[s][0][1]}
-                                                                   for s in slots]
+        taken = arrays.take(slots).column(0)
+        assert taken.to_pylist() == [parquet.series_key(names[s], [("a", labels[s][2][1]), ("z", labels[s][0][1])])
+                                     for s in slots]
+        decoded_names, decoded_labels = parquet.series_columns(taken)
+        assert decoded_names.to_pylist() == [names[s] for s in slots]
+        assert [dict(p) for p in decoded_labels.to_pylist()] == [{"a": labels[s][2][1], "z": labels[s][0][1]}
+                                                                 for s in slots]
 
 
 def test_records_blocks_and_column_blocks_mix_in_one_file() -> None:

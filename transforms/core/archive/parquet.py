@@ -105,12 +105,14 @@ def histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # A block: one partition's rows from one request, as they cross the group-by-partition. Two Arrow IPC
-# streams: the block's distinct series (name, labels, sort key) and its rows, each naming its series by
-# position; a file's blocks are merged and sorted by file_table.
-_BLOCK_SERIES = pa.schema([("name", pa.string()), ("labels", LABELS), ("key", pa.binary())])
+# streams: the block's distinct series, each as its key (series_key: name and labels, decodable), and
+# its rows, each naming its series by position; a file's blocks are merged and sorted by file_table.
+_BLOCK_SERIES = pa.schema([("key", pa.binary())])
 _BLOCK_ROWS = pa.schema([("series", pa.int32()), ("timestamp", pa.int64()), ("value", pa.float64()),
                          ("special", pa.string()), ("type", pa.string()), ("start_timestamp", pa.int64()),
                          ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE)])
+_FLOAT_ROWS = pa.schema(list(_BLOCK_ROWS)[:6])
+_FLOAT_ROW_NAMES = _FLOAT_ROWS.names
 _LENGTH = struct.Struct("<Q")
 # Each string of a series key ends with the terminator and has its NUL bytes escaped, so comparing keys
 # byte by byte orders series as Python orders (name, ((label, value), ...)) tuples: the terminator sorts
@@ -143,17 +145,37 @@ def _unpack_block(data: bytes) -> tuple[pa.Table, pa.Table]:
             pa.ipc.open_stream(buffer.slice(_LENGTH.size + size)).read_all())
 
 
-def series_batch(names: pa.Array, labels: pa.Array, keys: pa.Array) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([names, labels, keys], schema=_BLOCK_SERIES)
+def series_batch(keys: pa.Array) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([keys], schema=_BLOCK_SERIES)
+
+
+def series_columns(keys: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """series_key's inverse, in C over the whole array: the names and the label maps of `keys`."""
+    parts = pc.split_pattern(keys, pattern=_TERMINATOR)  # name, label, value, ..., "" (after the last)
+    strings = pc.replace_substring(parts.flatten(), pattern=b"\x00\xff", replacement=b"\x00").cast(pa.string())
+    offsets = parts.offsets.to_numpy().astype(np.int64)
+    starts, ends = offsets[:-1], offsets[1:]
+    label_part = np.ones(len(strings), bool)
+    label_part[starts] = False
+    label_part[ends - 1] = False
+    pairs = np.flatnonzero(label_part)
+    map_offsets = np.zeros(len(keys) + 1, np.int32)
+    np.cumsum((ends - starts - 2) // 2, out=map_offsets[1:])
+    labels = pa.MapArray.from_arrays(pa.array(map_offsets), strings.take(pa.array(pairs[0::2])),
+                                     strings.take(pa.array(pairs[1::2])))
+    return strings.take(pa.array(starts)), labels.cast(LABELS)
 
 
 def rows_batch(series: pa.Array, timestamps: pa.Array, values: pa.Array, specials: pa.Array, types: pa.Array,
                starts: pa.Array, histograms: pa.Array | None = None, exemplars: pa.Array | None = None
                ) -> pa.RecordBatch:
+    """A block's rows; float blocks leave out the histogram and exemplar columns (all NULL)."""
+    floats = [series, timestamps, values, specials, types, starts]
+    if histograms is None and exemplars is None:
+        return pa.RecordBatch.from_arrays(floats, schema=_FLOAT_ROWS)
     n = len(series)
     return pa.RecordBatch.from_arrays([
-        series, timestamps, values, specials, types, starts,
-        histograms if histograms is not None else pa.nulls(n, HISTOGRAM_TYPE),
+        *floats, histograms if histograms is not None else pa.nulls(n, HISTOGRAM_TYPE),
         exemplars if exemplars is not None else pa.nulls(n, EXEMPLAR_TYPE)], schema=_BLOCK_ROWS)
 
 
@@ -184,8 +206,7 @@ def records_block(records: Sequence[str]) -> bytes:
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
     keys = list(series)
     return pack_block(
-        series_batch(pa.array([k[0] for k in keys], pa.string()), pa.array([list(k[1]) for k in keys], LABELS),
-                     pa.array([series_key(*k) for k in keys], pa.binary())),
+        series_batch(pa.array([series_key(*k) for k in keys], pa.binary())),
         rows_batch(*(pa.array(column, field.type) for column, field in zip(columns, _BLOCK_ROWS, strict=True))))
 
 
@@ -201,23 +222,44 @@ def file_table(blocks: Iterable[bytes]) -> pa.Table:
         offset += len(series)
     if not row_parts:
         return SCHEMA.empty_table()
-    series = pa.concat_tables(series_parts).combine_chunks()
-    rows = pa.concat_tables(row_parts).combine_chunks()
-    slots = np.concatenate(row_series).astype(np.int64)
-    # dense ranks: one series met in several blocks (or under two slots) sorts as one
-    rank = pc.rank(series.column("key"), tiebreaker="dense").to_numpy().astype(np.int64)
-    types = rows.column("type")
-    type_order = (pc.equal(types, HISTOGRAM).to_numpy(zero_copy_only=False).astype(np.int8)
-                  + 2 * pc.equal(types, EXEMPLAR).to_numpy(zero_copy_only=False).astype(np.int8))
+    keys = pa.concat_tables(series_parts).column("key")
+    # one number per distinct series of the file (a series is in many blocks, or under two slots), ranked
+    # by its key: sorting compares integers, and names and labels are decoded once per distinct series
+    encoded = pc.dictionary_encode(keys).combine_chunks()
+    rank = pc.rank(encoded.dictionary, tiebreaker="first").to_numpy()
+    row_distinct = encoded.indices.to_numpy()[np.concatenate(row_series)]
+    rows = pa.concat_tables([part.select(_FLOAT_ROW_NAMES) for part in row_parts]).combine_chunks()
     stamps = rows.column("timestamp").to_numpy()
-    order = np.lexsort((type_order, stamps, rank[slots]))  # stable, last key first
-    by_series = pa.array(slots[order])
-    rows = rows.take(pa.array(order))
+    nested = [part for part in row_parts if part.num_columns > len(_FLOAT_ROW_NAMES)]
+    if nested:  # histograms or exemplars: they sort after the samples of the same series and time
+        types = rows.column("type")
+        type_order = (pc.equal(types, HISTOGRAM).to_numpy(zero_copy_only=False).astype(np.int8)
+                      + 2 * pc.equal(types, EXEMPLAR).to_numpy(zero_copy_only=False).astype(np.int8))
+        order = np.lexsort((type_order, stamps, rank[row_distinct]))  # stable, last key first
+    else:
+        order = np.lexsort((stamps, rank[row_distinct]))
+    take = pa.array(order)
+    by_series = pa.array(row_distinct[order])
+    names, labels = series_columns(encoded.dictionary)
+    rows = rows.take(take)
     return pa.Table.from_arrays([
-        series.column("name").take(by_series), series.column("labels").take(by_series),
+        names.take(by_series), labels.take(by_series),
         rows.column("timestamp").cast(_TIME), rows.column("value"), rows.column("special"), rows.column("type"),
-        rows.column("start_timestamp").cast(_TIME), rows.column("histogram"), rows.column("exemplar"),
+        rows.column("start_timestamp").cast(_TIME), *_nested_columns(row_parts, nested, take, len(rows)),
     ], schema=SCHEMA)
+
+
+def _nested_columns(row_parts: list[pa.Table], nested: list[pa.Table], take: pa.Array, count: int
+                    ) -> list[pa.Array | pa.ChunkedArray]:
+    """The histogram and exemplar columns, in the file's row order; all NULL when no block has them."""
+    if not nested:
+        return [pa.nulls(count, HISTOGRAM_TYPE), pa.nulls(count, EXEMPLAR_TYPE)]
+    columns = []
+    for name, kind in (("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE)):
+        parts = [part.column(name) if name in part.column_names else pa.chunked_array([pa.nulls(len(part), kind)])
+                 for part in row_parts]
+        columns.append(pa.chunked_array([chunk for part in parts for chunk in part.chunks], kind).take(take))
+    return columns
 
 
 def encode_table(records: Sequence[str]) -> pa.Table:

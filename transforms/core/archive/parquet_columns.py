@@ -31,8 +31,8 @@ _SPECIAL_NAMES = ("StaleNaN", "NaN")  # codes 0 and 1; any other NaN payload is 
 
 
 class SeriesArrays:
-    """Per slot of one series table's containers: the name, the labels as the archive holds them (every
-    label but __name__, sorted) and the series' sort key, as Arrow arrays.
+    """Per slot of one series table's containers, the series' key (parquet.series_key: its name and its
+    labels as the archive holds them, every label but __name__, sorted) in Arrow arrays.
 
     Slots are appended in runs, one per request that brought new series; a run as long as the one before
     it is merged into it (like a binary counter), so there are O(log slots) runs to take from and each
@@ -42,27 +42,24 @@ class SeriesArrays:
     def __init__(self, names: list[str]) -> None:
         self.names = names  # the series table's container these slots index
         self.starts: list[int] = []
-        self.runs: list[tuple[pa.Array, pa.Array, pa.Array]] = []
+        self.runs: list[pa.Array] = []
         self.size = 0
 
     def extend(self, labels: list[tuple[tuple[str, str], ...]]) -> None:
-        """Arrays for the slots the table holds beyond those already made."""
+        """Keys for the slots the table holds beyond those already made."""
         end = len(self.names)
         if end <= self.size:
             return
-        names = self.names[self.size:end]
-        pairs = [sorted(pair for pair in labels[slot] if pair[0] != METRIC_NAME_LABEL)
-                 for slot in range(self.size, end)]
-        run = (pa.array(names, pa.string()), pa.array(pairs, parquet.LABELS),
-               pa.array([parquet.series_key(name, sorted_pairs) for name, sorted_pairs in zip(names, pairs,
-                                                                                          strict=True)], pa.binary()))
+        keys = [parquet.series_key(self.names[slot], sorted(pair for pair in labels[slot]
+                                                            if pair[0] != METRIC_NAME_LABEL))
+                for slot in range(self.size, end)]
         self.starts.append(self.size)
-        self.runs.append(run)
+        self.runs.append(pa.array(keys, pa.binary()))
         self.size = end
-        while len(self.runs) > 1 and len(self.runs[-1][0]) >= len(self.runs[-2][0]):
+        while len(self.runs) > 1 and len(self.runs[-1]) >= len(self.runs[-2]):
             last, before = self.runs.pop(), self.runs.pop()
             self.starts.pop()
-            self.runs.append(tuple(pa.concat_arrays([a, b]) for a, b in zip(before, last, strict=True)))
+            self.runs.append(pa.concat_arrays([before, last]))
 
     def take(self, slots: np.ndarray) -> pa.RecordBatch:
         """The series batch of sorted, distinct slots."""
@@ -70,11 +67,9 @@ class SeriesArrays:
         parts, first = [], 0
         for start, run, end in zip(self.starts, self.runs, bounds.tolist(), strict=True):
             if end > first:
-                parts.append([column.take(pa.array(slots[first:end] - start)) for column in run])
+                parts.append(run.take(pa.array(slots[first:end] - start)))
             first = end
-        if len(parts) == 1:
-            return parquet.series_batch(*parts[0])
-        return parquet.series_batch(*(pa.concat_arrays(list(columns)) for columns in zip(*parts, strict=True)))
+        return parquet.series_batch(parts[0] if len(parts) == 1 else pa.concat_arrays(parts))
 
 
 class ParquetBlocks(BatchLines):
