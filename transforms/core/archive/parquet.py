@@ -113,7 +113,7 @@ _BLOCK_ROWS = pa.schema([("series", pa.int32()), ("timestamp", pa.int64()), ("va
                          ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE)])
 _FLOAT_ROWS = pa.schema(list(_BLOCK_ROWS)[:6])
 _FLOAT_ROW_NAMES = _FLOAT_ROWS.names
-_LENGTH = struct.Struct("<Q")
+_HEADER = struct.Struct("<Q?")  # the series message's size; whether rows hold histograms/exemplars
 # Each string of a series key ends with the terminator and has its NUL bytes escaped, so comparing keys
 # byte by byte orders series as Python orders (name, ((label, value), ...)) tuples: the terminator sorts
 # below any byte that can follow, an escaped NUL (0x00 0xff) above it.
@@ -129,20 +129,20 @@ def series_key(name: str, pairs: Iterable[tuple[str, str]]) -> bytes:
 
 
 def pack_block(series: pa.RecordBatch, rows: pa.RecordBatch) -> bytes:
-    streams = []
-    for batch in (series, rows):
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        streams.append(sink.getvalue())
-    return _LENGTH.pack(streams[0].size) + streams[0].to_pybytes() + streams[1].to_pybytes()
+    """The two batches as IPC messages without their schemas (the block's header says which rows schema)."""
+    nested = rows.schema.equals(_BLOCK_ROWS)
+    keys, table = series.serialize(), rows.serialize()
+    return _HEADER.pack(keys.size, nested) + keys.to_pybytes() + table.to_pybytes()
 
 
-def _unpack_block(data: bytes) -> tuple[pa.Table, pa.Table]:
-    (size,) = _LENGTH.unpack_from(data)
-    buffer = pa.py_buffer(data)
-    return (pa.ipc.open_stream(buffer.slice(_LENGTH.size, size)).read_all(),
-            pa.ipc.open_stream(buffer.slice(_LENGTH.size + size)).read_all())
+def _unpack_block(data: bytes) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    try:
+        size, nested = _HEADER.unpack_from(data)
+        buffer = pa.py_buffer(data)
+        return (pa.ipc.read_record_batch(buffer.slice(_HEADER.size, size), _BLOCK_SERIES),
+                pa.ipc.read_record_batch(buffer.slice(_HEADER.size + size), _BLOCK_ROWS if nested else _FLOAT_ROWS))
+    except (struct.error, pa.ArrowException) as exc:
+        raise RecordError(f"not a Parquet archive block: {exc}") from exc
 
 
 def series_batch(keys: pa.Array) -> pa.RecordBatch:
@@ -222,13 +222,13 @@ def file_table(blocks: Iterable[bytes]) -> pa.Table:
         offset += len(series)
     if not row_parts:
         return SCHEMA.empty_table()
-    keys = pa.concat_tables(series_parts).column("key")
+    keys = pa.Table.from_batches(series_parts).column("key")
     # one number per distinct series of the file (a series is in many blocks, or under two slots), ranked
     # by its key: sorting compares integers, and names and labels are decoded once per distinct series
     encoded = pc.dictionary_encode(keys).combine_chunks()
     rank = pc.rank(encoded.dictionary, tiebreaker="first").to_numpy()
     row_distinct = encoded.indices.to_numpy()[np.concatenate(row_series)]
-    rows = pa.concat_tables([part.select(_FLOAT_ROW_NAMES) for part in row_parts]).combine_chunks()
+    rows = pa.Table.from_batches([part.select(_FLOAT_ROW_NAMES) for part in row_parts]).combine_chunks()
     stamps = rows.column("timestamp").to_numpy()
     nested = [part for part in row_parts if part.num_columns > len(_FLOAT_ROW_NAMES)]
     if nested:  # histograms or exemplars: they sort after the samples of the same series and time
@@ -249,17 +249,14 @@ def file_table(blocks: Iterable[bytes]) -> pa.Table:
     ], schema=SCHEMA)
 
 
-def _nested_columns(row_parts: list[pa.Table], nested: list[pa.Table], take: pa.Array, count: int
+def _nested_columns(row_parts: list[pa.RecordBatch], nested: list[pa.RecordBatch], take: pa.Array, count: int
                     ) -> list[pa.Array | pa.ChunkedArray]:
     """The histogram and exemplar columns, in the file's row order; all NULL when no block has them."""
     if not nested:
         return [pa.nulls(count, HISTOGRAM_TYPE), pa.nulls(count, EXEMPLAR_TYPE)]
-    columns = []
-    for name, kind in (("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE)):
-        parts = [part.column(name) if name in part.column_names else pa.chunked_array([pa.nulls(len(part), kind)])
-                 for part in row_parts]
-        columns.append(pa.chunked_array([chunk for part in parts for chunk in part.chunks], kind).take(take))
-    return columns
+    return [pa.chunked_array([part.column(name) if name in part.schema.names else pa.nulls(part.num_rows, kind)
+                              for part in row_parts], kind).take(take)
+            for name, kind in (("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE))]
 
 
 def encode_table(records: Sequence[str]) -> pa.Table:
