@@ -13,6 +13,7 @@ import struct
 from collections import defaultdict
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -187,3 +188,20 @@ def test_records_blocks_and_column_blocks_mix_in_one_file() -> None:
                   FORMAT.pack(LineBlock.of_records(records[half:]))]
         assert b"".join(FORMAT.file_chunks(packed)[0]) == \
             parquet.write_bytes(reference_table(records[:half] + records + records[half:]))
+
+
+tricky_text = st.text(alphabet=st.sampled_from(["\x00", "\x01", "\xff", "\x7f", "a", "é", "名", "\U0001f600"]),
+                      max_size=4)
+series_keys = st.tuples(tricky_text, st.lists(st.tuples(tricky_text, tricky_text), max_size=3).map(sorted))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(series_keys, min_size=2, max_size=8))
+def test_series_keys_sort_as_python_sorts_the_series_and_decode_back(series) -> None:
+    """Keys compared as bytes order series as (name, sorted labels) tuples do, NULs and U+00FF included,
+    and decode (in Arrow) to the same names and labels."""
+    keys = [parquet.series_key(name, pairs) for name, pairs in series]
+    assert sorted(range(len(series)), key=keys.__getitem__) == sorted(range(len(series)), key=series.__getitem__)
+    names, labels = parquet.series_columns(pa.array(keys, pa.binary()))
+    assert names.to_pylist() == [name for name, _ in series]
+    assert labels.to_pylist() == [list(pairs) for _, pairs in series]

@@ -114,18 +114,21 @@ _BLOCK_ROWS = pa.schema([("series", pa.int32()), ("timestamp", pa.int64()), ("va
 _FLOAT_ROWS = pa.schema(list(_BLOCK_ROWS)[:6])
 _FLOAT_ROW_NAMES = _FLOAT_ROWS.names
 _HEADER = struct.Struct("<Q?")  # the series message's size; whether rows hold histograms/exemplars
-# Each string of a series key ends with the terminator and has its NUL bytes escaped, so comparing keys
-# byte by byte orders series as Python orders (name, ((label, value), ...)) tuples: the terminator sorts
-# below any byte that can follow, an escaped NUL (0x00 0xff) above it.
-_TERMINATOR = b"\x00\x01"
+# Each string of a series key ends with the terminator and has its NUL characters escaped, so comparing
+# the UTF-8 keys byte by byte orders series as Python orders (name, ((label, value), ...)) tuples: the
+# terminator (0x00 0x01) sorts below any byte that can follow a string's end, an escaped NUL (0x00, then
+# U+00FF's 0xc3 0xbf) above the terminator and below any other character.
+_TERMINATOR = "\x00\x01"
+_ESCAPED_NUL = "\x00\xff"
 
 
 def series_key(name: str, pairs: Iterable[tuple[str, str]]) -> bytes:
     """The sort key of a series: its name and its (sorted) labels, order-preserving (see _TERMINATOR)."""
-    parts = [name.encode()]
-    for label, value in pairs:
-        parts += (label.encode(), value.encode())
-    return b"".join(part.replace(b"\x00", b"\x00\xff") + _TERMINATOR for part in parts)
+    parts = [name, *(text for pair in pairs for text in pair)]
+    key = _TERMINATOR.join(parts) + _TERMINATOR
+    if key.count("\x00") != len(parts):  # a NUL inside a name or label (rare): escape each string
+        key = "".join(part.replace("\x00", _ESCAPED_NUL) + _TERMINATOR for part in parts)
+    return key.encode()
 
 
 def pack_block(series: pa.RecordBatch, rows: pa.RecordBatch) -> bytes:
@@ -151,8 +154,9 @@ def series_batch(keys: pa.Array) -> pa.RecordBatch:
 
 def series_columns(keys: pa.Array) -> tuple[pa.Array, pa.Array]:
     """series_key's inverse, in C over the whole array: the names and the label maps of `keys`."""
-    parts = pc.split_pattern(keys, pattern=_TERMINATOR)  # name, label, value, ..., "" (after the last)
-    strings = pc.replace_substring(parts.flatten(), pattern=b"\x00\xff", replacement=b"\x00").cast(pa.string())
+    parts = pc.split_pattern(keys, pattern=_TERMINATOR.encode())  # name, label, value, ..., "" (after the last)
+    strings = pc.replace_substring(parts.flatten(), pattern=_ESCAPED_NUL.encode(), replacement=b"\x00")
+    strings = strings.cast(pa.string())
     offsets = parts.offsets.to_numpy().astype(np.int64)
     starts, ends = offsets[:-1], offsets[1:]
     label_part = np.ones(len(strings), bool)
