@@ -205,3 +205,23 @@ def test_series_keys_sort_as_python_sorts_the_series_and_decode_back(series) -> 
     names, labels = parquet.series_columns(pa.array(keys, pa.binary()))
     assert names.to_pylist() == [name for name, _ in series]
     assert labels.to_pylist() == [list(pairs) for _, pairs in series]
+
+
+def test_tenants_keep_their_own_series_and_kinds() -> None:
+    """Two tenants' requests interleaved through one converter: each file has its tenant's kinds (the same
+    family is a counter for one, untyped for the other) and matches the reference."""
+    converter = FORMAT.converter(MetadataStore())
+    typed = [Series({"__name__": "jobs_total"}, metric_type="counter")]
+    counted = {"a": build_v1([Series({"__name__": "jobs_total", "i": str(i)}, [(T0, i)]) for i in range(3)], typed),
+               "b": build_v1([Series({"__name__": "jobs_total", "i": str(i)}, [(T0, i)]) for i in range(5)])}
+    files = {}
+    for tenant in ("a", "b", "a", "b"):
+        body = snappy_block.compress(counted[tenant].SerializeToString())
+        batch = codec.decode(body, Protocol.V1, 1 << 24, table=converter.table(tenant)).batch
+        lines = converter.convert(batch, tenant)
+        for partition, packed in FORMAT.convert(converter, batch, tenant).items():
+            stored = b"".join(FORMAT.file_chunks([packed])[0])
+            assert stored == parquet.write_bytes(reference_table(lines[partition].records()))
+            files[partition.tenant] = pq.read_table(io.BytesIO(stored))
+    assert set(files["a"].column("type").to_pylist()) == {"counter"} and files["a"].num_rows == 3
+    assert set(files["b"].column("type").to_pylist()) == {"gauge"} and files["b"].num_rows == 5

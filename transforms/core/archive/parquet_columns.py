@@ -79,17 +79,17 @@ class ParquetBlocks(BatchLines):
     def __init__(self, store: MetadataStore, series_limit: int = 500_000) -> None:
         super().__init__(store, series_limit)
         self._arrays: dict[str, SeriesArrays] = {}
-        self._codes: tuple[list[bytes] | None, np.ndarray] = (None, np.zeros(0, np.int8))
+        self._codes: dict[str, tuple[list[bytes], np.ndarray]] = {}  # per tenant
 
-    def _kind_codes(self, kinds: list[bytes]) -> np.ndarray:
-        """0 (counter) or 1 (gauge) per kind prefix; 1.0's per-slot list only grows until its metadata
-        changes, so its codes are extended, not remade."""
-        cached, codes = self._codes
+    def _kind_codes(self, tenant: str, kinds: list[bytes]) -> np.ndarray:
+        """0 (counter) or 1 (gauge) per kind prefix; a tenant's 1.0 per-slot list only grows until its
+        metadata changes, so its codes are extended, not remade."""
+        cached, codes = self._codes.get(tenant, (None, np.zeros(0, np.int8)))
         if cached is not kinds or len(codes) > len(kinds):
             codes = np.zeros(0, np.int8)
         if len(codes) < len(kinds):
             codes = np.concatenate([codes, np.fromiter((_KIND_CODES[k] for k in kinds[len(codes):]), np.int8)])
-        self._codes = (kinds, codes)
+        self._codes[tenant] = (kinds, codes)
         return codes
 
     def _series_arrays(self, batch: Batch, tenant: str) -> SeriesArrays:
@@ -103,7 +103,7 @@ class ParquetBlocks(BatchLines):
         """A float-only batch's Parquet blocks by partition (the hour of each sample's own timestamp);
         raises ConversionError for a timestamp the NDJSON lines could not hold either."""
         kinds, kind_index = self.series_kinds(batch, tenant)
-        series_kind = self._kind_codes(kinds)[np.frombuffer(kind_index, np.int32)]
+        series_kind = self._kind_codes(tenant, kinds)[np.frombuffer(kind_index, np.int32)]
         slots = np.frombuffer(batch.series_slot, np.int32)
         sample_series = np.frombuffer(batch.sample_series, np.uint32)
         stamps = np.frombuffer(batch.timestamps, np.int64)
