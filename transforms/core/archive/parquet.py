@@ -70,6 +70,9 @@ SCHEMA = pa.schema([
     ("special", pa.string()), ("type", pa.string()), ("start_timestamp", _TIME),
     ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE),
 ])
+# What file_table builds: SCHEMA, with name and the label strings as dictionary arrays (written alike)
+_DICTIONARY_SCHEMA = SCHEMA.set(0, pa.field("name", pa.dictionary(pa.int32(), pa.string()))).set(
+    1, pa.field("labels", pa.map_(pa.dictionary(pa.int32(), pa.string()), pa.dictionary(pa.int32(), pa.string()))))
 # Companion metadata files (ARCHIVE/_metadata/...): one row per metric family seen in that hour
 METADATA_SCHEMA = pa.schema([("name", pa.string()), ("timestamp", _TIME), ("type", pa.string()),
                              ("help", pa.string()), ("unit", pa.string())])
@@ -249,12 +252,17 @@ def file_table(blocks: Iterable[bytes]) -> pa.Table:
     take = pa.array(order)
     by_series = pa.array(row_distinct[order])
     names, labels = series_columns(encoded.dictionary)
+    # name, label names and label values as dictionaries of the distinct series' strings: the rows take
+    # indices, not strings, and the Parquet writer (which dictionary-encodes these columns anyway) skips
+    # hashing them; the file reads back as the same strings (only its dictionary pages' order may differ)
+    labels = pa.MapArray.from_arrays(labels.offsets, pc.dictionary_encode(labels.keys),
+                                     pc.dictionary_encode(labels.items))
     rows = rows.take(take)
     return pa.Table.from_arrays([
-        names.take(by_series), labels.take(by_series),
+        pc.dictionary_encode(names).take(by_series), labels.take(by_series),
         rows.column("timestamp").cast(_TIME), rows.column("value"), rows.column("special"), rows.column("type"),
         rows.column("start_timestamp").cast(_TIME), *_nested_columns(row_parts, nested, take, len(rows)),
-    ], schema=SCHEMA)
+    ], schema=_DICTIONARY_SCHEMA)
 
 
 def _nested_columns(row_parts: list[pa.RecordBatch], nested: list[pa.RecordBatch], take: pa.Array, count: int
