@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from bench.load import SERIES_PER_REQUEST, SHAPES, build_stream
 from tools import archive, services
 from transforms.beam.archive import DecodeToRecords, WriteArchiveFiles
+from transforms.core.archive.format import FORMATS
 from transforms.core.protocol import MAX_DECOMPRESSED, Protocol
 from transforms.core.wire import codec, snappy_block
 
@@ -96,27 +97,32 @@ def run_pipeline(options: PipelineOptions, expected: int, timeout: float) -> dic
             done.set()
 
     thread = threading.Thread(target=target, name="local-loop", daemon=True)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     thread.start()
     try:
         if not done.wait(timeout):
             raise services.ServiceError(f"pipeline archived {loop.totals.get('samples', 0)} of {expected} "
                                         f"samples within {timeout:.0f}s")
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         loop.stop()
         thread.join(60)
     if errors:
         raise errors[0]
     return {"seconds": elapsed, "runs": runs, "busy": sum(r["seconds"] for r in runs),
-            "samples_per_second": runs[-1]["total_samples"] / elapsed}
+            "samples_per_second": runs[-1]["total_samples"] / elapsed,
+            # CPU time of this process (every thread of the in-process runner): on a shared machine the
+            # steadier measure of what the pipeline costs
+            "samples_per_cpu_second": runs[-1]["total_samples"] / cpu}
 
 
-def conversion_core(bodies: list[bytes], scratch: Path, profiler: cProfile.Profile | None = None) -> float:
-    """Seconds for one bounded run's worth of the core: DecodeToRecords, then WriteArchiveFiles (gzip files)."""
+def conversion_core(bodies: list[bytes], scratch: Path, profiler: cProfile.Profile | None = None,
+                    archive_format: str = "ndjson") -> float:
+    """Seconds for one bounded run's worth of the core: DecodeToRecords, then WriteArchiveFiles."""
     messages = [PubsubMessage(body, {"protocol": "1.0", "tenant": "default"}, message_id=str(i))
                 for i, body in enumerate(bodies)]
-    decode, write = DecodeToRecords(), WriteArchiveFiles(str(scratch), lambda window, pane: "core")
+    decode = DecodeToRecords(archive_format=archive_format)
+    write = WriteArchiveFiles(str(scratch), lambda window, pane: "core", archive_format=archive_format)
     decode.setup()
     started = time.perf_counter()
     if profiler:
@@ -154,21 +160,22 @@ def bench_shape(shape: str, args: argparse.Namespace, beam_args: list[str], host
           f"{' ' + ' '.join(beam_args) if beam_args else ''}", flush=True)
     options = PipelineOptions(["--runner=DirectRunner", f"--input_subscription={subscription}",
                                f"--archive_path={archive_path}", f"--window_size={args.window_size}",
-                               f"--max_batch_samples={args.max_batch_samples}", *beam_args])
+                               f"--max_batch_samples={args.max_batch_samples}",
+                               f"--archive_format={args.archive_format}", *beam_args])
     rss_before = _peak_rss_mib()
     result = run_pipeline(options, expected, args.timeout)
     result["rss_mib"], result["rss_before_mib"] = _peak_rss_mib(), rss_before
-    lines = sum(len(v) for v in archive.read_archive(archive_path).values())
-    files = len(archive.archive_files(archive_path))
+    lines = sum(len(v) for v in archive.read_archive(archive_path, args.archive_format).values())
+    files = len(archive.archive_files(archive_path, args.archive_format))
     shutil.rmtree(archive_path, ignore_errors=True)
     if lines != expected:
         raise SystemExit(f"archive check FAILED: {lines} lines in {files} files, expected {expected}")
     print("-> conversion core (DecodeToRecords + WriteArchiveFiles, no Beam, one core)", flush=True)
-    core = expected / conversion_core(bodies, work / "core")
+    core = expected / conversion_core(bodies, work / "core", archive_format=args.archive_format)
     print(f"   {core:>12,.0f} samples/s", flush=True)
     if args.profile:
         profiler = cProfile.Profile()
-        conversion_core(bodies, work / "profile", profiler)
+        conversion_core(bodies, work / "profile", profiler, args.archive_format)
         print(f"\nprofile of the conversion core over {args.messages} messages (top 15 by cumulative time):")
         pstats.Stats(profiler).strip_dirs().sort_stats("cumulative").print_stats(15)
     return {"shape": shape, "kib": size_kib, "raw": raw, "core": core, "lines": lines, "files": files,
@@ -187,6 +194,8 @@ def main() -> None:
                         help="pipeline --max_batch_samples (default 2000000, the pipeline's default)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the pipeline (default 600)")
     parser.add_argument("--profile", action="store_true", help="also cProfile the conversion core over the bodies")
+    parser.add_argument("--archive_format", default="ndjson", choices=sorted(FORMATS),
+                        help="the pipeline's --archive_format (default ndjson)")
     args, beam_args = parser.parse_known_args()
     shapes = [s for s in args.shapes.split(",") if s]
     unknown = set(shapes) - set(SHAPES)
@@ -205,9 +214,11 @@ def main() -> None:
               f"{r['kib']:.1f} KiB each; same bodies, same run):")
         print(f"  {'pipeline':<18} {rate:>12,.0f}   Pub/Sub backlog -> finalised archive, "
               f"{r['seconds']:.1f}s wall, {len(r['runs'])} runs, {r['busy']:.1f}s in Beam runs")
+        print(f"  {'pipeline, per CPU s':<18} {r['samples_per_cpu_second']:>12,.0f}   "
+              "samples per CPU second of this process (all its threads) over the same run")
         print(f"  {'raw decode':<18} {r['raw']:>12,.0f}   snappy + protobuf parse only, one core")
         print(f"  {'conversion core':<18} {r['core']:>12,.0f}   "
-              "decode + validate + metric-to-log + gzip files, no Beam")
+              f"decode + validate + {args.archive_format} blocks + files, no Beam")
         print(f"  pipeline/raw decode = {rate / r['raw']:.3f}   (goal >= 0.25)")
         print(f"  peak RSS           {r['rss_mib']:>9,.0f} MiB   of this process after the pipeline "
               f"({r['rss_before_mib']:,.0f} MiB before it), largest bounded run "

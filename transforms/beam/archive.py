@@ -18,7 +18,7 @@ from apache_beam.utils.shared import Shared
 
 from transforms.core.archive.format import DEFAULT_FORMAT, UNCOMPRESSED, partition_parts
 from transforms.core.archive.format import archive_format as get_format
-from transforms.core.archive.lines import BatchLines, PackedBlock, hour_partition
+from transforms.core.archive.lines import PackedBlock, hour_partition
 from transforms.core.archive.metric_to_log import ConversionError, Partition, is_metadata_only, message_protocol
 from transforms.core.archive.records import METADATA_DIR, MetadataRecord
 from transforms.core.deadletter import DeadLetter
@@ -106,7 +106,7 @@ class DecodeToRecords(beam.DoFn):
 
     def setup(self) -> None:
         self.store: MetadataStore = self.metadata.acquire(MetadataStore)
-        self.converter = BatchLines(self.store)  # per tenant: series tables and kind prefixes
+        self.converter = self.format.converter(self.store)  # per tenant: series tables and kind prefixes
         self._types_seen: dict[str, dict[str, str]] = {}  # the side input's dicts already applied
         self._bundle_open = False
 
@@ -135,7 +135,7 @@ class DecodeToRecords(beam.DoFn):
             # UTF-8 names: whatever the receiver accepted must be archived, never dead-lettered for its names
             decoded = codec.decode(message.data, protocol, MAX_DECOMPRESSED, NameValidation.UTF8,
                                    table=self.converter.table(tenant))
-            partitions = self.converter.convert(decoded.batch, tenant)
+            partitions = self.format.convert(self.converter, decoded.batch, tenant)
             seen = seen_ms(message)
             hour = seen // 3_600_000
             entries = self.store.unarchived(tenant, hour, self.converter.metadata(decoded.batch, tenant, hour))
@@ -152,9 +152,9 @@ class DecodeToRecords(beam.DoFn):
         self.samples.inc(decoded.counts.samples)
         for partition, block in partitions.items():
             self.lines.inc(block.lines)
-            # packed here (ndjson: gzipped), so the group-by-partition carries the format's smaller bytes;
-            # a plain tuple key has a deterministic coder
-            yield tuple(partition), self.format.pack(block)
+            # packed by the format (ndjson: gzipped lines; Parquet: Arrow blocks), so the group-by-partition
+            # carries the format's smaller bytes; a plain tuple key has a deterministic coder
+            yield tuple(partition), block
         if entries:
             self._archiving.append((tenant, hour, entries))
             key = tuple(hour_partition(tenant, hour))

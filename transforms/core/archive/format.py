@@ -3,8 +3,10 @@ partition, and a format owns everything about the files: their suffix, how recor
 the compression, and how a reader gets the records back.
 
 A record is one sample in the metric_to_log shape (transforms/core/archive/metric_to_log.py), as the JSON object
-text the converter builds. The pipeline hands formats blocks of ndjson lines made in compiled code
-(transforms.core.archive.lines.LineBlock): ndjson writes them as they are, other formats read the records.
+text the converter builds. The pipeline hands formats decoded batches (`convert`): ndjson packs the lines
+made from them in compiled code (transforms.core.archive.lines.LineBlock), Parquet builds Arrow blocks
+from the batch's columns (transforms.core.archive.parquet_columns) and reads the lines' records only for
+requests carrying histograms or exemplars.
 Adding a format means one class here and one entry in FORMATS; the pipeline's `--archive_format`
 picks it, and the tools and tests ask it for its glob.
 """
@@ -20,9 +22,12 @@ from typing import Any, ClassVar
 from isal import isal_zlib
 
 from transforms.core.archive import parquet
-from transforms.core.archive.lines import LineBlock, PackedBlock
+from transforms.core.archive.lines import BatchLines, LineBlock, PackedBlock
 from transforms.core.archive.metric_to_log import Partition
+from transforms.core.archive.parquet_columns import ParquetBlocks
 from transforms.core.archive.records import MetadataRecord, Sample, SampleColumns, metadata_records, record_samples
+from transforms.core.metadata import MetadataStore
+from transforms.core.wire.batch import Batch
 
 GZIP = "gzip"  # the values of Beam's CompressionTypes, so the I/O edge can hand them on unchanged
 UNCOMPRESSED = "uncompressed"
@@ -44,6 +49,16 @@ class ArchiveFormat(abc.ABC):
     @abc.abstractmethod
     def encode(self, records: Sequence[str]) -> bytes:
         """One chunk of a file (before compression); a file is the concatenation of its chunks."""
+
+    def converter(self, store: MetadataStore) -> BatchLines:
+        """The per-worker state `convert` needs (series tables, kinds, metadata), owned by the converting
+        DoFn's setup."""
+        return BatchLines(store)
+
+    def convert(self, converter: BatchLines, batch: Batch, tenant: str) -> dict[Partition, PackedBlock]:
+        """A decoded request's packed blocks by partition, as they cross the group-by-partition. By default
+        its compiled lines, packed; raises ConversionError for what cannot be archived."""
+        return {partition: self.pack(block) for partition, block in converter.convert(batch, tenant).items()}
 
     def pack(self, block: LineBlock) -> PackedBlock:
         """A block of the pipeline's compiled lines (transforms.core.archive.lines) as it crosses the
@@ -128,9 +143,21 @@ class ParquetFormat(ArchiveFormat):
     def encode(self, records: Sequence[str]) -> bytes:
         return parquet.write_bytes(parquet.encode_table(records))
 
+    def converter(self, store: MetadataStore) -> ParquetBlocks:
+        return ParquetBlocks(store)
+
+    def convert(self, converter: BatchLines, batch: Batch, tenant: str) -> dict[Partition, PackedBlock]:
+        if batch.slow or not isinstance(converter, ParquetBlocks):
+            # histograms or exemplars: their rows come from the lines metric_to_log makes of the message
+            return super().convert(converter, batch, tenant)
+        return converter.blocks(batch, tenant)  # floats: Arrow arrays from the batch's columns
+
+    def pack(self, block: LineBlock) -> PackedBlock:
+        return PackedBlock(parquet.records_block(block.records()), block.lines)
+
     def file_chunks(self, packed: Sequence[PackedBlock]) -> tuple[Iterable[bytes], str]:
         # one table for the whole file: rows sorted by series then time across every block
-        return [self.encode([record for block in packed for record in LineBlock(*block).records()])], self.compression
+        return [parquet.write_bytes(parquet.file_table(block.data for block in packed))], self.compression
 
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         return parquet.table_records(parquet.read_table(stored))

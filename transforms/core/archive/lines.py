@@ -51,6 +51,9 @@ def _kind_prefix(kind: str) -> bytes:
     return f'"kind":"absolute","{kind}":{{"value":'.encode()
 
 
+KIND_PREFIXES = {_kind_prefix(kind): kind for kind in ("counter", "gauge")}  # prefix -> 'counter' | 'gauge'
+
+
 class _TenantKinds:
     """Per slot of a tenant's series table, the kind prefix of its lines (from the remembered 1.0 types)."""
 
@@ -135,22 +138,25 @@ class BatchLines:
             records = convert(batch.message, batch.protocol, tenant, self.store, counts=batch.counts)
             # (metric_to_log also lists the partition of a start timestamp's hour, empty: not a file to write)
             return {partition: LineBlock.of_records(lines) for partition, lines in records.items() if lines}
-        if batch.protocol is Protocol.V1:
-            if batch.families:
-                self.store.update(tenant, {family: TYPE_NAMES.get(number, "unknown")
-                                           for family, number in batch.families})
-            self.table(tenant)
-            kinds = self._kinds[tenant].for_batch(batch, self.store, tenant)
-            kind_index, starts, created = batch.series_slot, None, None
-        else:
-            kinds, kind_index = self._v2_kinds(batch)
-            starts, created = batch.starts, batch.created
+        kinds, kind_index = self.series_kinds(batch, tenant)
+        starts, created = (None, None) if batch.protocol is Protocol.V1 else (batch.starts, batch.created)
         try:
             blocks = _wire.format_lines(batch.heads, kinds, batch.series_slot, kind_index, batch.sample_series,
                                         batch.timestamps, batch.values, starts, created)
         except OverflowError as exc:
             raise ConversionError(str(exc)) from exc
         return {hour_partition(tenant, hour): LineBlock(data, lines) for hour, data, lines in blocks}
+
+    def series_kinds(self, batch: Batch, tenant: str) -> tuple[list[bytes], bytes]:
+        """The kind prefixes of a float-only batch and, per series of the request, the index of its prefix
+        (1.0: the remembered types by slot, updated from the request's own metadata first; 2.0: its types)."""
+        if batch.protocol is Protocol.V1:
+            if batch.families:
+                self.store.update(tenant, {family: TYPE_NAMES.get(number, "unknown")
+                                           for family, number in batch.families})
+            self.table(tenant)
+            return self._kinds[tenant].for_batch(batch, self.store, tenant), batch.series_slot
+        return self._v2_kinds(batch)
 
     @staticmethod
     def _v2_kinds(batch: Batch) -> tuple[list[bytes], bytes]:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import struct
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,7 +54,7 @@ COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 _HINT_NAMES = {number: name for name, number in RESET_HINTS.items()}
 
-_LABELS = pa.map_(pa.string(), pa.string())
+LABELS = pa.map_(pa.string(), pa.string())
 _TIME = pa.timestamp("ms", tz="UTC")
 _SPANS = pa.list_(pa.struct([("offset", pa.int32()), ("length", pa.uint32())]))
 HISTOGRAM_TYPE = pa.struct([
@@ -63,21 +64,23 @@ HISTOGRAM_TYPE = pa.struct([
     ("positive_spans", _SPANS), ("positive_deltas", pa.list_(pa.int64())), ("positive_counts", pa.list_(pa.float64())),
     ("custom_values", pa.list_(pa.float64())), ("reset_hint", pa.string()),
 ])
-EXEMPLAR_TYPE = pa.struct([("value", pa.float64()), ("labels", _LABELS)])
+EXEMPLAR_TYPE = pa.struct([("value", pa.float64()), ("labels", LABELS)])
 SCHEMA = pa.schema([
-    ("name", pa.string()), ("labels", _LABELS), ("timestamp", _TIME), ("value", pa.float64()),
+    ("name", pa.string()), ("labels", LABELS), ("timestamp", _TIME), ("value", pa.float64()),
     ("special", pa.string()), ("type", pa.string()), ("start_timestamp", _TIME),
     ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE),
 ])
+# What file_table builds: SCHEMA, with name and the label strings as dictionary arrays (written alike)
+_DICTIONARY_SCHEMA = SCHEMA.set(0, pa.field("name", pa.dictionary(pa.int32(), pa.string()))).set(
+    1, pa.field("labels", pa.map_(pa.dictionary(pa.int32(), pa.string()), pa.dictionary(pa.int32(), pa.string()))))
 # Companion metadata files (ARCHIVE/_metadata/...): one row per metric family seen in that hour
 METADATA_SCHEMA = pa.schema([("name", pa.string()), ("timestamp", _TIME), ("type", pa.string()),
                              ("help", pa.string()), ("unit", pa.string())])
 _DICTIONARY_COLUMNS = ["name", "labels.key_value.key", "labels.key_value.value", "special", "type",
                        "exemplar.labels.key_value.key", "exemplar.labels.key_value.value"]
-_KIND_ORDER = {"counter": 0, "gauge": 0, HISTOGRAM: 1, EXEMPLAR: 2}
 
 
-def _special(value: Any) -> tuple[float | None, str | None]:
+def split_value(value: Any) -> tuple[float | None, str | None]:
     """(value column, special column) of an encoded sample value."""
     if isinstance(value, str) and value not in ("+Inf", "-Inf"):
         decode_value(value)  # rejects what is not a known special value
@@ -85,7 +88,7 @@ def _special(value: Any) -> tuple[float | None, str | None]:
     return decode_value(value), None
 
 
-def _histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
+def histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for key in ("count", "zero_count"):
         value = encoded[key]
@@ -104,12 +107,92 @@ def _histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def encode_table(records: Sequence[str]) -> pa.Table:
-    """JSON records (metric_to_log's) -> one table, rows sorted by series, then time.
+# A block: one partition's rows from one request, as they cross the group-by-partition. Two Arrow IPC
+# streams: the block's distinct series, each as its key (series_key: name and labels, decodable), and
+# its rows, each naming its series by position; a file's blocks are merged and sorted by file_table.
+_BLOCK_SERIES = pa.schema([("key", pa.binary())])
+_BLOCK_ROWS = pa.schema([("series", pa.int32()), ("timestamp", pa.int64()), ("value", pa.float64()),
+                         ("special", pa.string()), ("type", pa.string()), ("start_timestamp", pa.int64()),
+                         ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE)])
+_FLOAT_ROWS = pa.schema(list(_BLOCK_ROWS)[:6])
+_FLOAT_ROW_NAMES = _FLOAT_ROWS.names
+# the series message's size, both messages' size, whether the rows hold histograms/exemplars
+_HEADER = struct.Struct("<QQ?")
+_BLOCK_CODEC = "lz4"
+# Each string of a series key ends with the terminator and has its NUL characters escaped, so comparing
+# the UTF-8 keys byte by byte orders series as Python orders (name, ((label, value), ...)) tuples: the
+# terminator (0x00 0x01) sorts below any byte that can follow a string's end, an escaped NUL (0x00, then
+# U+00FF's 0xc3 0xbf) above the terminator and below any other character.
+_TERMINATOR = "\x00\x01"
+_ESCAPED_NUL = "\x00\xff"
 
-    Each series is interned once (its name and sorted labels); rows carry its number, so sorting compares
-    integers and the name and labels columns are built from the distinct series, then repeated by `take`.
-    """
+
+def series_key(name: str, pairs: Iterable[tuple[str, str]]) -> bytes:
+    """The sort key of a series: its name and its (sorted) labels, order-preserving (see _TERMINATOR)."""
+    parts = [name, *(text for pair in pairs for text in pair)]
+    key = _TERMINATOR.join(parts) + _TERMINATOR
+    if key.count("\x00") != len(parts):  # a NUL inside a name or label (rare): escape each string
+        key = "".join(part.replace("\x00", _ESCAPED_NUL) + _TERMINATOR for part in parts)
+    return key.encode()
+
+
+def pack_block(series: pa.RecordBatch, rows: pa.RecordBatch) -> bytes:
+    """The two batches as IPC messages without their schemas (the header says which rows schema), LZ4
+    compressed: the shuffle then carries about a quarter of the bytes (series keys repeat label names)."""
+    nested = rows.schema.equals(_BLOCK_ROWS)
+    keys, table = series.serialize(), rows.serialize()
+    payload = keys.to_pybytes() + table.to_pybytes()
+    return _HEADER.pack(keys.size, len(payload), nested) + pa.compress(payload, codec=_BLOCK_CODEC, asbytes=True)
+
+
+def _unpack_block(data: bytes) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    try:
+        size, total, nested = _HEADER.unpack_from(data)
+        buffer = pa.decompress(memoryview(data)[_HEADER.size:], total, codec=_BLOCK_CODEC)
+        return (pa.ipc.read_record_batch(buffer.slice(0, size), _BLOCK_SERIES),
+                pa.ipc.read_record_batch(buffer.slice(size), _BLOCK_ROWS if nested else _FLOAT_ROWS))
+    except (struct.error, pa.ArrowException) as exc:
+        raise RecordError(f"not a Parquet archive block: {exc}") from exc
+
+
+def series_batch(keys: pa.Array) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([keys], schema=_BLOCK_SERIES)
+
+
+def series_columns(keys: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """series_key's inverse, in C over the whole array: the names and the label maps of `keys`."""
+    parts = pc.split_pattern(keys, pattern=_TERMINATOR.encode())  # name, label, value, ..., "" (after the last)
+    strings = pc.replace_substring(parts.flatten(), pattern=_ESCAPED_NUL.encode(), replacement=b"\x00")
+    strings = strings.cast(pa.string())
+    offsets = parts.offsets.to_numpy().astype(np.int64)
+    starts, ends = offsets[:-1], offsets[1:]
+    label_part = np.ones(len(strings), bool)
+    label_part[starts] = False
+    label_part[ends - 1] = False
+    pairs = np.flatnonzero(label_part)
+    map_offsets = np.zeros(len(keys) + 1, np.int32)
+    np.cumsum((ends - starts - 2) // 2, out=map_offsets[1:])
+    labels = pa.MapArray.from_arrays(pa.array(map_offsets), strings.take(pa.array(pairs[0::2])),
+                                     strings.take(pa.array(pairs[1::2])))
+    return strings.take(pa.array(starts)), labels.cast(LABELS)
+
+
+def rows_batch(series: pa.Array, timestamps: pa.Array, values: pa.Array, specials: pa.Array, types: pa.Array,
+               starts: pa.Array, histograms: pa.Array | None = None, exemplars: pa.Array | None = None
+               ) -> pa.RecordBatch:
+    """A block's rows; float blocks leave out the histogram and exemplar columns (all NULL)."""
+    floats = [series, timestamps, values, specials, types, starts]
+    if histograms is None and exemplars is None:
+        return pa.RecordBatch.from_arrays(floats, schema=_FLOAT_ROWS)
+    n = len(series)
+    return pa.RecordBatch.from_arrays([
+        *floats, histograms if histograms is not None else pa.nulls(n, HISTOGRAM_TYPE),
+        exemplars if exemplars is not None else pa.nulls(n, EXEMPLAR_TYPE)], schema=_BLOCK_ROWS)
+
+
+def records_block(records: Sequence[str]) -> bytes:
+    """A block from JSON records (metric_to_log's): the path of requests carrying histograms or exemplars,
+    whose lines the pipeline makes from the protobuf message, and of ArchiveFormat.encode."""
     stamps = Timestamps()
     series: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     rows = []
@@ -122,30 +205,79 @@ def encode_table(records: Sequence[str]) -> pa.Table:
             number = series[key] = len(series)
         value = special = histogram = exemplar = None
         if kind == HISTOGRAM:
-            histogram = _histogram_row(record[kind])
+            histogram = histogram_row(record[kind])
         elif kind == EXEMPLAR:
             ex = record[kind]
             exemplar = {"value": decode_value(ex["value"]), "labels": sorted(ex["labels"].items())}
         else:
-            value, special = _special(record[kind]["value"])
+            value, special = split_value(record[kind]["value"])
         start = record.get("start_timestamp")
-        rows.append((number, stamps.to_ms(record["timestamp"]), _KIND_ORDER[kind], value, special, kind,
+        rows.append((number, stamps.to_ms(record["timestamp"]), value, special, kind,
                      stamps.to_ms(start) if start else None, histogram, exemplar))
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
     keys = list(series)
-    rank = [0] * len(keys)
-    for position, number in enumerate(sorted(range(len(keys)), key=keys.__getitem__)):
-        rank[number] = position
-    rows.sort(key=lambda r: (rank[r[0]], r[1], r[2]))
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(9)]
-    distinct = pa.array(columns[0], pa.int32())
-    names = pa.array([k[0] for k in keys], pa.string()).take(distinct)
-    labels = pa.array([list(k[1]) for k in keys], _LABELS).take(distinct)
+    return pack_block(
+        series_batch(pa.array([series_key(*k) for k in keys], pa.binary())),
+        rows_batch(*(pa.array(column, field.type) for column, field in zip(columns, _BLOCK_ROWS, strict=True))))
+
+
+def file_table(blocks: Iterable[bytes]) -> pa.Table:
+    """A file's blocks as one table, rows sorted by series (name, then labels), then time, then type
+    (samples, histograms, exemplars); rows that tie keep their order across and within blocks."""
+    series_parts, row_parts, row_series, offset = [], [], [], 0
+    for data in blocks:
+        series, rows = _unpack_block(data)
+        series_parts.append(series)
+        row_parts.append(rows)
+        row_series.append(rows.column("series").to_numpy() + offset)
+        offset += len(series)
+    if not row_parts:
+        return SCHEMA.empty_table()
+    keys = pa.Table.from_batches(series_parts).column("key")
+    # one number per distinct series of the file (a series is in many blocks, or under two slots), ranked
+    # by its key: sorting compares integers, and names and labels are decoded once per distinct series
+    encoded = pc.dictionary_encode(keys).combine_chunks()
+    rank = pc.rank(encoded.dictionary, tiebreaker="first").to_numpy()
+    row_distinct = encoded.indices.to_numpy()[np.concatenate(row_series)]
+    rows = pa.Table.from_batches([part.select(_FLOAT_ROW_NAMES) for part in row_parts]).combine_chunks()
+    stamps = rows.column("timestamp").to_numpy()
+    nested = [part for part in row_parts if part.num_columns > len(_FLOAT_ROW_NAMES)]
+    if nested:  # histograms or exemplars: they sort after the samples of the same series and time
+        types = rows.column("type")
+        type_order = (pc.equal(types, HISTOGRAM).to_numpy(zero_copy_only=False).astype(np.int8)
+                      + 2 * pc.equal(types, EXEMPLAR).to_numpy(zero_copy_only=False).astype(np.int8))
+        order = np.lexsort((type_order, stamps, rank[row_distinct]))  # stable, last key first
+    else:
+        order = np.lexsort((stamps, rank[row_distinct]))
+    take = pa.array(order)
+    by_series = pa.array(row_distinct[order])
+    names, labels = series_columns(encoded.dictionary)
+    # name, label names and label values as dictionaries of the distinct series' strings: the rows take
+    # indices, not strings, and the Parquet writer (which dictionary-encodes these columns anyway) skips
+    # hashing them; the file reads back as the same strings (only its dictionary pages' order may differ)
+    labels = pa.MapArray.from_arrays(labels.offsets, pc.dictionary_encode(labels.keys),
+                                     pc.dictionary_encode(labels.items))
+    rows = rows.take(take)
     return pa.Table.from_arrays([
-        names, labels, pa.array(columns[1], pa.int64()).cast(_TIME), pa.array(columns[3], pa.float64()),
-        pa.array(columns[4], pa.string()), pa.array(columns[5], pa.string()),
-        pa.array(columns[6], pa.int64()).cast(_TIME), pa.array(columns[7], HISTOGRAM_TYPE),
-        pa.array(columns[8], EXEMPLAR_TYPE),
-    ], schema=SCHEMA)
+        pc.dictionary_encode(names).take(by_series), labels.take(by_series),
+        rows.column("timestamp").cast(_TIME), rows.column("value"), rows.column("special"), rows.column("type"),
+        rows.column("start_timestamp").cast(_TIME), *_nested_columns(row_parts, nested, take, len(rows)),
+    ], schema=_DICTIONARY_SCHEMA)
+
+
+def _nested_columns(row_parts: list[pa.RecordBatch], nested: list[pa.RecordBatch], take: pa.Array, count: int
+                    ) -> list[pa.Array | pa.ChunkedArray]:
+    """The histogram and exemplar columns, in the file's row order; all NULL when no block has them."""
+    if not nested:
+        return [pa.nulls(count, HISTOGRAM_TYPE), pa.nulls(count, EXEMPLAR_TYPE)]
+    return [pa.chunked_array([part.column(name) if name in part.schema.names else pa.nulls(part.num_rows, kind)
+                              for part in row_parts], kind).take(take)
+            for name, kind in (("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE))]
+
+
+def encode_table(records: Sequence[str]) -> pa.Table:
+    """JSON records (metric_to_log's) -> one table, rows sorted by series, then time."""
+    return file_table([records_block(records)])
 
 
 def write_bytes(table: pa.Table) -> bytes:
