@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu template receiver-image deploy check clean
+.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-archive template receiver-image deploy check clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,7 @@ help:
 	@echo "make fuzz-http  1 M mutated HTTP requests to the receiver (FUZZ_REQUESTS=..., FUZZ_HTTP_ARGS=...)"
 	@echo "make soak       10 min at half the measured peak: RSS, lost samples, duplicates (SOAK_MINUTES=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
+	@echo "make bench-archive  the archive encoders alone (NDJSON, Parquet from columns), samples per CPU second"
 	@echo "make bench-cpu  CPU-s per 1 M samples per process (receiver, pipeline variants, restore) against vmagent, with py-spy profiles (~10 min; BENCH_ARGS=--quick)"
 	@echo "make proto      regenerate the protobuf modules"
 	@echo "make template / deploy   the Dataflow Flex Template (gcloud, a GCP project: docs/deploy.md; DRY_RUN=1 prints)"
@@ -126,6 +127,9 @@ bench-restore: setup system-deps
 
 bench-cpu: setup system-deps
 	$(PY) -m bench.cpu $(BENCH_ARGS)
+
+bench-archive: setup
+	$(PY) -m bench.archive_encode $(BENCH_ARGS)
 
 # Dataflow Flex Template and the receiver's image (need gcloud and a GCP project; docs/deploy.md goes from an
 # empty project to data in the bucket). DRY_RUN=1 prints every command, shell-quoted, instead of running it.
