@@ -20,6 +20,7 @@ import collections
 import json
 import os
 import signal
+import struct
 import sys
 import tempfile
 import threading
@@ -65,8 +66,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Bodies:
+    """Request n: SERIES series named soak_stream{i}, one sample each, value n, at time `ms`. Built from
+    bytes: the series' labels are serialised once, and a request shares one Sample across its series, so a
+    paced publisher is not held back by building 1000 protobuf objects per request (~45 ms in Python)."""
+
+    def __init__(self) -> None:
+        from transforms.core.protocol import Protocol
+        from transforms.core.wire import codec
+        from transforms.core.wire.builders import Series, build_v1
+        from transforms.core.wire.proto import remote_v1_pb2
+
+        template = build_v1([Series({"__name__": "soak_stream", "i": str(i)}, [(1, 0.0)]) for i in range(SERIES)])
+        self.attributes = codec.message_attributes(Protocol.V1, "default", "2026-01-01T00:00:00.000Z",
+                                                   codec.count(template))
+        self.labels = [remote_v1_pb2.TimeSeries(labels=series.labels).SerializeToString()
+                       for series in template.timeseries]
+
+    def body(self, n: int, ms: int) -> bytes:
+        import snappy
+        from google.protobuf.internal.encoder import _VarintBytes
+
+        inner = b"\x09" + struct.pack("<d", float(n)) + b"\x10" + _VarintBytes(ms)
+        sample = b"\x12" + _VarintBytes(len(inner)) + inner
+        raw = b"".join(b"\x0a" + _VarintBytes(len(labels) + len(sample)) + labels + sample for labels in self.labels)
+        return snappy.compress(raw)
+
+
 class Publisher(threading.Thread):
-    """Message n: SERIES samples named soak_stream{i}, value n, at its publish time; paced at `rate`/s."""
+    """Publishes Bodies at `rate` requests per second until `until`, a few in flight at once."""
 
     def __init__(self, rate: float, until: float) -> None:
         super().__init__(daemon=True)
@@ -76,23 +104,22 @@ class Publisher(threading.Thread):
     def run(self) -> None:
         from google.cloud import pubsub_v1
 
-        from transforms.core.protocol import Protocol
-        from transforms.core.wire import codec
-        from transforms.core.wire.builders import Series, build_v1
-
+        bodies = Bodies()
         client = pubsub_v1.PublisherClient()
-        n, next_at = 0, time.monotonic()
+        n, next_at, pending = 0, time.monotonic(), []
         while time.monotonic() < self.until:
             now = time.time()
-            message = build_v1([Series({"__name__": "soak_stream", "i": str(i)}, [(int(now * 1000), float(n))])
-                                for i in range(SERIES)])
-            attributes = codec.message_attributes(Protocol.V1, "default", "2026-01-01T00:00:00.000Z",
-                                                  codec.count(message))
-            client.publish(TOPIC, codec.encode(message), **attributes).result(timeout=60)
+            pending.append(client.publish(TOPIC, bodies.body(n, int(now * 1000)), **bodies.attributes))
             self.published[n] = now
             n += 1
+            if len(pending) >= 50:
+                for future in pending:
+                    future.result(timeout=60)
+                pending = []
             next_at += 1 / self.rate
             time.sleep(max(0.0, next_at - time.monotonic()))
+        for future in pending:
+            future.result(timeout=60)
         client.transport.close()
 
 
