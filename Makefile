@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-archive template receiver-image deploy check clean
+.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak soak-streaming proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-archive template receiver-image deploy check clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,7 @@ help:
 	@echo "make fuzz-wire  1 M mutated bodies through the compiled decoder, then 1 M under ASan + UBSan + leak checks"
 	@echo "make fuzz-http  1 M mutated HTTP requests to the receiver (FUZZ_REQUESTS=..., FUZZ_HTTP_ARGS=...)"
 	@echo "make soak       10 min at half the measured peak: RSS, lost samples, duplicates (SOAK_MINUTES=...)"
+	@echo "make soak-streaming  the streaming (Dataflow) graph on the local streaming runner, 10 min (SOAK_MINUTES=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
 	@echo "make bench-archive  the archive encoders alone (NDJSON, Parquet from columns), samples per CPU second"
 	@echo "make bench-cpu  CPU-s per 1 M samples per process (receiver, pipeline variants, restore) against vmagent, with py-spy profiles (~10 min; BENCH_ARGS=--quick)"
@@ -86,6 +87,11 @@ fuzz-http: setup system-deps
 SOAK_MINUTES ?= 10
 soak: setup system-deps
 	$(PY) -m tools.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
+# the streaming graph (build_streaming) on BundleBasedDirectRunner --streaming: archive + VictoriaMetrics for
+# SOAK_MINUTES at half its measured peak; RSS flat within 10 %, 0 lost, 0 duplicates, publish -> file p99 <= window + 15 s
+soak-streaming: setup system-deps
+	$(PY) -m tools.soak_streaming --minutes $(SOAK_MINUTES) $(SOAK_STREAMING_ARGS)
 
 unit: setup
 	$(PY) -m pytest -q tests/unit

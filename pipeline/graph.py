@@ -4,6 +4,8 @@ Elements are timestamped with their Pub/Sub publish time and windowed by it, so 
 not late data; files are partitioned by each sample's own time, so old samples are not either.
 Late panes still fire (allowed lateness), each into files of its own: the label carries the
 window and the pane index, so a re-fired pane never overwrites an earlier file.
+Messages are converted as they arrive, never held for their window: metric types come from the worker's
+store (fed by metadata-only messages as they pass, warmed from the archive's metadata companion files).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def build_streaming(p: beam.Pipeline, options: ArchiveOptions, sinks: Sequence[S
                 | "Archive" >> ArchiveMessages(options.archive_path, dead_letter_path(options),
                                                file_label=window_pane_label,
                                                max_lines_per_file=options.max_lines_per_file,
-                                               archive_format=options.archive_format))
+                                               archive_format=options.archive_format, window_types=False))
     for sink in sinks:
         _ = (p
              | f"ReadPubSub-{sink.name}" >> beam.io.ReadFromPubSub(

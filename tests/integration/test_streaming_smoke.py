@@ -1,7 +1,7 @@
 """The Dataflow path, run and not only drawn: `pipeline.graph.build_streaming` end to end on Beam's
 streaming local runner (BundleBasedDirectRunner --streaming) against the Pub/Sub emulator, with one
 VictoriaMetrics sink. What a --dry_run graph cannot catch (coders, pickling of the DoFns and their
-sink config, the metadata side input, GroupIntoBatches' per-key state) fails here.
+sink config, GroupIntoBatches' per-key state) fails here.
 
 This runner reads 10 messages per pull, moves its watermark only while messages arrive, and fires
 GroupIntoBatches' processing-time flush only when more input comes (platform facts), so the test

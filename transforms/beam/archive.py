@@ -1,4 +1,4 @@
-"""Beam wrappers of the archive: decode + metric-to-log, metadata side input, archive files, dead letters.
+"""Beam wrappers of the archive: decode + metric-to-log, metric types, archive files, dead letters.
 
 Used by both graphs in pipeline/: the local loop of bounded runs and the streaming job on Dataflow.
 """
@@ -27,6 +27,7 @@ from transforms.core.metadata import TYPE_NAMES, MetadataStore
 from transforms.core.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, TENANT_RULE, Protocol, is_valid_tenant
 from transforms.core.wire import codec
 from transforms.core.wire.validation import NameValidation
+from transforms.io.archived_types import recent_types
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import write_atomically
 
@@ -89,7 +90,10 @@ class DecodeToRecords(beam.DoFn):
     by the compiled decoder and line formatter, packed by the archive format; failures go whole to DEAD_LETTER.
 
     `metadata` holds the remembered 1.0 types: one MetadataStore per worker process, shared by every
-    instance of this DoFn and kept alive by whoever holds it (the local loop across its bounded runs).
+    instance of this DoFn and kept alive by whoever holds it (the local loop across its bounded runs). The
+    store learns from the metadata-only messages as they pass through `process`, from the optional `types`
+    side input (bounded runs), and, with `warm_types_from` (an archive path), from the archive's recent
+    metadata companion files when the worker's store is created.
 
     Metric metadata (type, help, unit: 1.0 metadata entries, 2.0 per-series metadata) goes to the METADATA
     output as (partition of the hour it was seen, MetadataRecord): about once per family and hour per
@@ -97,18 +101,27 @@ class DecodeToRecords(beam.DoFn):
     bundle's retry emits its records again).
     """
 
-    def __init__(self, metadata: Shared | None = None, archive_format: str = DEFAULT_FORMAT) -> None:
+    def __init__(self, metadata: Shared | None = None, archive_format: str = DEFAULT_FORMAT,
+                 warm_types_from: str | None = None) -> None:
         self.metadata = metadata or Shared()
         self.format = get_format(archive_format)
+        self.warm_types_from = warm_types_from
         self.samples = Metrics.counter("archive", "samples_converted")
         self.lines = Metrics.counter("archive", "lines")
         self.dead = Metrics.counter("archive", "dead_letters")
 
     def setup(self) -> None:
-        self.store: MetadataStore = self.metadata.acquire(MetadataStore)
+        self.store: MetadataStore = self.metadata.acquire(self._new_store)
         self.converter = self.format.converter(self.store)  # per tenant: series tables and kind prefixes
         self._types_seen: dict[str, dict[str, str]] = {}  # the side input's dicts already applied
         self._bundle_open = False
+
+    def _new_store(self) -> MetadataStore:
+        store = MetadataStore()
+        if self.warm_types_from:  # once per worker process: the store is shared by every instance
+            for tenant, types in recent_types(self.warm_types_from, int(time.time() * 1000)).items():
+                store.update(tenant, types)
+        return store
 
     def start_bundle(self) -> None:
         if self._bundle_open:  # the last bundle failed: what it read may never have reached the archive
@@ -250,8 +263,12 @@ class ArchiveMessages(beam.PTransform):
 
     def __init__(self, archive_path: str, dead_letter_path: str, file_label: Callable[[Any, Any], str],
                  max_lines_per_file: int = 5_000_000, archive_format: str = DEFAULT_FORMAT,
-                 metadata: Shared | None = None) -> None:
+                 metadata: Shared | None = None, window_types: bool = True) -> None:
         super().__init__()
+        # True (bounded runs): the types of the whole run's metadata-only messages reach every message of the
+        # run, a side input that costs no wait in a batch. False (streaming): a per-window side input would
+        # hold every message of a window until the window closes; types come from the worker's store instead.
+        self.window_types = window_types
         self.metadata = metadata or Shared()
         self.archive_format = archive_format
         self.archive_path = archive_path
@@ -260,14 +277,20 @@ class ArchiveMessages(beam.PTransform):
         self.max_lines_per_file = max_lines_per_file
 
     def expand(self, messages):
-        types = (messages
-                 | "MetadataOnly" >> beam.Filter(lambda message: is_metadata_only(message.attributes or {}))
-                 | "ExtractTypes" >> beam.ParDo(ExtractMetadataTypes())
-                 | "MergeTypes" >> beam.CombineGlobally(MergeTypes()).without_defaults())
         # step names are kept as they were: a streaming job's update matches steps by name
-        converted = messages | "DecodeToLines" >> beam.ParDo(
-            DecodeToRecords(self.metadata, self.archive_format), types=beam.pvalue.AsSingleton(types, default_value={})
-        ).with_outputs(DEAD_LETTER, METADATA, main="lines")
+        if self.window_types:
+            types = (messages
+                     | "MetadataOnly" >> beam.Filter(lambda message: is_metadata_only(message.attributes or {}))
+                     | "ExtractTypes" >> beam.ParDo(ExtractMetadataTypes())
+                     | "MergeTypes" >> beam.CombineGlobally(MergeTypes()).without_defaults())
+            converted = messages | "DecodeToLines" >> beam.ParDo(
+                DecodeToRecords(self.metadata, self.archive_format),
+                types=beam.pvalue.AsSingleton(types, default_value={})
+            ).with_outputs(DEAD_LETTER, METADATA, main="lines")
+        else:
+            converted = messages | "DecodeToLines" >> beam.ParDo(
+                DecodeToRecords(self.metadata, self.archive_format, warm_types_from=self.archive_path)
+            ).with_outputs(DEAD_LETTER, METADATA, main="lines")
         files = (converted.lines
                  | "GroupByPartition" >> beam.GroupByKey()
                  | "WriteFiles" >> beam.ParDo(WriteArchiveFiles(self.archive_path, self.file_label,
