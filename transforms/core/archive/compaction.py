@@ -173,7 +173,10 @@ def partition_closed(date: str, hour: str, before_ms: int) -> bool:
 def file_table(name: str, stored: bytes) -> pa.Table:
     """One archive file (as stored) as a table of the Parquet schema; RecordError when it is not readable."""
     if name.endswith(".parquet"):
-        return parquet.read_table(stored).select(parquet.SCHEMA.names).cast(parquet.SCHEMA)
+        try:
+            return parquet.read_table(stored).select(parquet.SCHEMA.names).cast(parquet.SCHEMA)
+        except (RecordError, pa.ArrowException) as exc:
+            raise RecordError(f"{name}: {exc}") from None
     if name.endswith(".ndjson.gz"):
         try:
             text = gzip.decompress(stored).decode()  # every member: the pipeline writes one per block
