@@ -155,6 +155,14 @@ def test_the_compacted_table_is_sorted_by_series_then_time_and_loses_nothing() -
     assert canonical(table) == sorted(itertools.chain.from_iterable(canonical(t) for t in tables))
 
 
+def test_rows_spanning_days_sort_alike_through_the_general_sort() -> None:
+    late = [r.replace("2026-11-25T08:", "2026-11-29T08:") for r in records(300, 3)]  # 4 days: past the packed key
+    tables = [archive_parquet.encode_table(records(300, 2)), archive_parquet.encode_table(late)]
+    table = compaction.compact_table(tables)
+    order = python_order(table)
+    assert order == sorted(order) and len(table) == 600
+
+
 def test_samples_histograms_and_exemplars_of_both_formats_compact_bit_exact() -> None:
     lines = records_of(sample_request())
     blocks = [LineBlock.of_records(lines[:4]), LineBlock.of_records(lines[4:])]
