@@ -13,12 +13,15 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.restore import list_files
 from tests.archive_samples import sample_request
@@ -93,7 +96,7 @@ def write_archive(root: Path) -> None:
         [MetadataRecord("http_requests_total", T8, "counter", "Requests.", "")]))
 
 
-def restored_records(root: Path) -> Counter:
+def restored_records(root: Path | str) -> Counter:
     """Every record restore's file listing leads to, as canonical text (NaN bits ride in the text)."""
     files, _ = list_files(str(root), Selection())
     return Counter(json.dumps(r, sort_keys=True) for path in files for r in format_of(path).read(read_whole(path)))
@@ -211,3 +214,25 @@ def test_duckdb_sees_both_sets_between_steps_2_and_3_and_the_documented_query_do
     assert duckdb.sql(marked_query("duckdb-compaction-safe")).fetchall() == before
     assert compact(archive, "--before=2026-11-25T10:00:00Z", "--tenant=team-a").returncode == 0
     assert duckdb.sql(count).fetchall() == before, "the rerun finished the killed compaction"
+
+
+@pytest.mark.parametrize("store", ["gcs", "s3"])
+def test_compaction_on_object_storage_is_exact_and_survives_a_kill(store, request, original) -> None:
+    extra = request.getfixturevalue(store)
+    FileSystems.set_options(PipelineOptions(extra))
+    archive = f"{'gs' if store == 'gcs' else 's3'}://archive-bucket/compaction/{time.time_ns()}"
+    for path in sorted(p for p in original.rglob("*") if p.is_file()):
+        with FileSystems.create(f"{archive}/{path.relative_to(original)}", compression_type="uncompressed") as handle:
+            handle.write(path.read_bytes())
+    before = restored_records(original)
+    assert restored_records(archive) == before
+
+    killed = compact(archive, "--before=2026-11-25T10:00:00Z", *extra, crash_after="outputs")
+    assert killed.returncode == KILLED, killed.stderr[-2000:]
+    assert restored_records(archive) == before, "between steps 2 and 3 the rule hides the inputs"
+    done = compact(archive, "--before=2026-11-25T10:00:00Z", *extra)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = [m.path[len(archive) + 1:] for m in FileSystems.match([f"{archive}/**"])[0].metadata_list]
+    data = [n for n in names if not n.startswith("_metadata/")]
+    assert len(data) == 4 and all(is_compacted(n) for n in data), names
+    assert restored_records(archive) == before

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.archive.compaction import (
@@ -65,7 +66,7 @@ def _put(path: str, data: bytes) -> None:
     """One file, whole or not at all: a local temp file renamed into place, or one object upload (GCS and S3
     make an object visible only when its upload completes)."""
     if "://" in path:
-        with FileSystems.create(path) as handle:
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             handle.write(data)
     else:
         write_atomically(path, path.rsplit("/", 1)[0], [data], "uncompressed")
