@@ -53,6 +53,11 @@ def selected(archive_path: str, before_ms: int, tenants: Sequence[str] | None) -
             and (tenants is None or partition_of(p + "/")[0] in tenants)]
 
 
+def build(pipeline: beam.Pipeline, chosen: Sequence[str]) -> None:
+    """The job's graph: the selected partition folders, one element each, compacted."""
+    _ = pipeline | "Partitions" >> beam.Create(chosen) | "Compact" >> CompactPartitions()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args_parser = parser()
@@ -81,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (f" for tenant(s) {', '.join(args.tenant)}" if args.tenant else ""))
         return 0
     pipeline = beam.Pipeline(options=options)
-    _ = pipeline | beam.Create(chosen) | CompactPartitions()
+    build(pipeline, chosen)
     result = pipeline.run()
     result.wait_until_finish()
     counts = {c.key.metric.name: (c.committed if c.committed is not None else c.attempted) or 0

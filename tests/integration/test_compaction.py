@@ -17,12 +17,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import apache_beam as beam
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.compact import build
 from pipeline.restore import list_files
 from tests.archive_samples import sample_request
 from tests.readme_helpers import marked_query
@@ -236,3 +238,20 @@ def test_compaction_on_object_storage_is_exact_and_survives_a_kill(store, reques
     data = [n for n in names if not n.startswith("_metadata/")]
     assert len(data) == 4 and all(is_compacted(n) for n in data), names
     assert restored_records(archive) == before
+
+
+def test_the_job_graph_builds_for_dataflow_offline(gcs) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    storage.Client(project="test-project", credentials=AnonymousCredentials()).create_bucket("compact-staging")
+    options = PipelineOptions(["--runner=DataflowRunner", "--dry_run=True", "--project=test-project",
+                               "--region=us-central1", "--temp_location=gs://compact-staging/tmp",
+                               "--staging_location=gs://compact-staging/staging", *gcs])
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, ["gs://archive-bucket/a/tenant=t/date=2026-11-25/hour=08"])
+    transforms = pipeline.run().job.proto_pipeline.components.transforms
+    names = {t.unique_name for t in transforms.values()}
+    assert {"Partitions", "Compact", "Compact/Spread", "Compact/Compact"} <= names
+    assert "beam:transform:group_by_key:v1" in {t.spec.urn for t in transforms.values()}, \
+        "the reshuffle spreads partitions over workers"
