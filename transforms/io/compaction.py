@@ -63,13 +63,15 @@ def partition_files(partition: str) -> tuple[list[str], dict[str, Marker]]:
 
 
 def _put(path: str, data: bytes) -> None:
-    """One file, whole or not at all: a local temp file renamed into place, or one object upload (GCS and S3
-    make an object visible only when its upload completes)."""
+    """One file of a partition, whole or not at all: one object upload (GCS and S3 make an object visible only
+    when its upload completes), or locally a temp file under ARCHIVE/.tmp (where the pipeline's own writes
+    stage) renamed into place."""
     if "://" in path:
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             handle.write(data)
     else:
-        write_atomically(path, path.rsplit("/", 1)[0], [data], "uncompressed")
+        archive = path.rsplit("/", 4)[0]  # ARCHIVE/tenant=T/date=D/hour=H/name
+        write_atomically(path, FileSystems.join(archive, ".tmp"), [data], "uncompressed")
 
 
 def _delete(partition: str, names: list[str], present: set[str]) -> None:
