@@ -39,6 +39,7 @@ from transforms.beam.restore import (
     format_of,
     partition_of,
 )
+from transforms.core.archive.compaction import MARKER_PREFIX, MARKER_SUFFIX, CompactionError, Marker, live_files
 from transforms.core.archive.format import FORMATS, PARTITION_GLOB
 from transforms.core.archive.records import METADATA_DIR
 from transforms.core.flags import respell
@@ -119,11 +120,26 @@ def list_files(archive_path: str, selection: Selection, under: str = "") -> tupl
     companion metadata files."""
     root = FileSystems.join(archive_path, under) if under else archive_path
     patterns = [FileSystems.join(root, *PARTITION_GLOB, fmt.glob()) for fmt in FORMATS.values()]
-    found = []
-    for result in FileSystems.match(patterns):
-        found += [m.path for m in result.metadata_list]
+    patterns.append(FileSystems.join(root, *PARTITION_GLOB, f"{MARKER_PREFIX}*{MARKER_SUFFIX}"))
+    results = FileSystems.match(patterns)
+    found = [m.path for result in results[:-1] for m in result.metadata_list]
+    markers = [m.path for m in results[-1].metadata_list]
+    if markers:  # a compaction in flight or interrupted: each partition's files as the reader rule has them
+        found = live_archive_files(found, markers)
     kept = [p for p in sorted(found) if selection.keeps_partition(*partition_of(p))]
     return kept, len(found)
+
+
+def live_archive_files(paths: Sequence[str], marker_paths: Sequence[str]) -> list[str]:
+    """`paths` less what the compaction markers (transforms/core/archive/compaction.py) hide, partition by
+    partition; CompactionError for a marker that is not one."""
+    markers: dict[str, dict[str, Marker]] = defaultdict(dict)
+    for path in marker_paths:
+        markers[path.rsplit("/", 1)[0]][path] = Marker.from_json(read_whole(path), path)
+    files: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        files[path.rsplit("/", 1)[0]].append(path)
+    return [p for folder, names in files.items() for p in live_files(names, markers.get(folder, {}))]
 
 
 def check_tenants(archive_path: str, selection: Selection, files: Sequence[str]) -> None:
@@ -299,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not total:
             raise Usage(f"no archive files (tenant=*/date=*/hour=*/part-*) under {args.archive_path}")
         check_tenants(args.archive_path, selection, files)
-    except (SelectionError, SinkConfigError, Usage) as exc:
+    except (SelectionError, SinkConfigError, CompactionError, Usage) as exc:
         print(f"restore: {exc}", file=sys.stderr)
         return 2
     if not files:

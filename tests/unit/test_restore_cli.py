@@ -75,3 +75,26 @@ def test_the_rate_limit_waits_for_tokens(monkeypatch) -> None:
     progress.rate = 1000.0
     progress.take(3000)  # three seconds' worth at once: wait about 3 s
     assert slept and 2.9 < slept[0] <= 3.0
+
+
+def test_restore_lists_a_partition_mid_compaction_through_the_reader_rule(tmp_path, capsys) -> None:
+    from transforms.core.archive.compaction import Marker
+    from transforms.core.restore.selection import Selection
+
+    folder = tmp_path / "tenant=t/date=2026-12-05/hour=09"
+    folder.mkdir(parents=True)
+    inputs = ["part-a-0000.ndjson.gz", "part-b-0000.parquet"]
+    marker = Marker.new(inputs, 1)
+    for name in inputs:
+        (folder / name).write_bytes(b"")
+    (folder / marker.name).write_bytes(marker.to_json())
+    listed = [p.rsplit("/", 1)[-1] for p in restore.list_files(str(tmp_path), Selection())[0]]
+    assert listed == inputs, "step 1 done: the inputs are the data"
+    (folder / marker.outputs[0]).write_bytes(b"")
+    listed = [p.rsplit("/", 1)[-1] for p in restore.list_files(str(tmp_path), Selection())[0]]
+    assert listed == list(marker.outputs), "step 2 done: the compacted file is the data"
+
+    (folder / marker.name).write_bytes(b"{not json")
+    code = restore.main([f"--archive_path={tmp_path}", "--dry_run"])
+    err = capsys.readouterr().err
+    assert code == 2 and marker.name in err and "not a compaction marker" in err

@@ -76,7 +76,7 @@ _DICTIONARY_SCHEMA = SCHEMA.set(0, pa.field("name", pa.dictionary(pa.int32(), pa
 # Companion metadata files (ARCHIVE/_metadata/...): one row per metric family seen in that hour
 METADATA_SCHEMA = pa.schema([("name", pa.string()), ("timestamp", _TIME), ("type", pa.string()),
                              ("help", pa.string()), ("unit", pa.string())])
-_DICTIONARY_COLUMNS = ["name", "labels.key_value.key", "labels.key_value.value", "special", "type",
+DICTIONARY_COLUMNS = ["name", "labels.key_value.key", "labels.key_value.value", "special", "type",
                        "exemplar.labels.key_value.key", "exemplar.labels.key_value.value"]
 
 
@@ -283,7 +283,7 @@ def encode_table(records: Sequence[str]) -> pa.Table:
 def write_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION,
-                   compression_level=COMPRESSION_LEVEL, use_dictionary=_DICTIONARY_COLUMNS, write_statistics=True,
+                   compression_level=COMPRESSION_LEVEL, use_dictionary=DICTIONARY_COLUMNS, write_statistics=True,
                    store_schema=False)
     return sink.getvalue()
 
