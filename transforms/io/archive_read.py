@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from transforms.core.archive.compaction import CompactionError, Marker, is_marker, live_files
 from transforms.core.archive.parquet import SCHEMA
 from transforms.core.archive.records import RecordError
 from transforms.core.read.matchers import Matcher
@@ -62,10 +63,22 @@ class ArchiveReader:
             for hour in self._folders(f"{tenant_path}/{date}"):
                 if not overlaps(partition_start_ms(date, hour), HOUR_MS, start_ms, end_ms):
                     continue
-                selector = pafs.FileSelector(f"{tenant_path}/{date}/{hour}")
-                found += sorted(info.path for info in self.filesystem.get_file_info(selector)
-                                if info.type == pafs.FileType.File and info.path.endswith(".parquet"))
+                found += self._live_parquet(f"{tenant_path}/{date}/{hour}")
         return found
+
+    def _live_parquet(self, partition: str) -> list[str]:
+        """A partition's Parquet files as the compaction marker rule has them: the window files or their
+        compacted replacement, never both (transforms/core/archive/compaction.py)."""
+        listed = [info.path for info in self.filesystem.get_file_info(pafs.FileSelector(partition))
+                  if info.type == pafs.FileType.File]
+        markers = {}
+        for path in filter(is_marker, listed):
+            with self.filesystem.open_input_file(path) as handle:
+                try:
+                    markers[path] = Marker.from_json(handle.read(), path)
+                except CompactionError as exc:
+                    raise ArchiveUnreadable(str(exc)) from exc
+        return sorted(live_files([p for p in listed if p.endswith(".parquet")], markers))
 
     def read(self, tenant: str, start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
              max_samples: int, stats: ReadStats) -> list[Series]:
