@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 
 from reader.config import parse_config
 from reader.server import serve
+from receiver.server import serve_with_shared_metrics
 
 
 def main() -> None:
-    config = parse_config(sys.argv[1:])
-    # prometheus_client reads this at import time, so set it before any worker imports metrics.
-    own_dir = None
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        own_dir = tempfile.mkdtemp(prefix="reader-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
-    try:
-        serve(config)
-    finally:
-        if own_dir:
-            shutil.rmtree(own_dir, ignore_errors=True)
+    serve_with_shared_metrics(serve, parse_config(sys.argv[1:]), "reader")
 
 
 if __name__ == "__main__":

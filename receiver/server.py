@@ -5,11 +5,17 @@ thread runs the app, so slow senders cannot hold the threads."""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from gunicorn.app.base import BaseApplication
 
 from receiver.config import ReceiverConfig
+
+Config = TypeVar("Config")
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -53,3 +59,20 @@ class ReceiverServer(BaseApplication):
 
 def serve(config: ReceiverConfig) -> None:
     ReceiverServer(config).run()
+
+
+def serve_with_shared_metrics(serve_config: Callable[[Config], None], config: Config, name: str) -> None:
+    """Run a gunicorn service whose workers share prometheus_client's multiprocess directory.
+
+    prometheus_client reads PROMETHEUS_MULTIPROC_DIR at import time, so it is set before any worker
+    imports metrics; a directory made here is removed when the service stops.
+    """
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix=f"{name}-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    try:
+        serve_config(config)
+    finally:
+        if own_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)
