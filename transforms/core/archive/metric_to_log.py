@@ -92,7 +92,7 @@ def _second_prefix(seconds: int) -> str:
     return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
 
 
-class _Lines:
+class PartitionLines:
     """Collects lines per partition. Per second of sample time it caches the RFC 3339 prefix and the
     partition's list, so a sample costs one dict lookup and one f-string."""
 
@@ -165,8 +165,28 @@ def _exemplar_tail(labels: Sequence[tuple[str, str]], value: float) -> str:
     return f'"kind":"absolute","exemplar":{{"value":{encode_value(value)},"labels":{_dumps(dict(labels))}}}}}'
 
 
-def _start(ms: int, lines: _Lines) -> str:
+def _start(ms: int, lines: PartitionLines) -> str:
     return f',"start_timestamp":"{lines.stamp(ms)}"' if ms else ""
+
+
+def side_lines(head: str, series: remote_v1_pb2.TimeSeries | remote_v2_pb2.TimeSeries, symbols: Sequence[str] | None,
+               lines: PartitionLines) -> None:
+    """The native-histogram and exemplar lines of one series (1.0, or 2.0 with its request's `symbols`), in the
+    order convert_v1/convert_v2 write them after the series' float samples: the pipeline's slower path, taken
+    only by the series of a request that carry them (transforms/core/archive/lines.py)."""
+    if symbols is None:
+        for h in series.histograms:
+            lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{_histogram(h)}}}')
+        for ex in series.exemplars:
+            labels = [(lab.name, lab.value) for lab in ex.labels]  # type: ignore[union-attr]
+            lines.add(head, ex.timestamp, _exemplar_tail(labels, ex.value))
+        return
+    created = series.created_timestamp  # type: ignore[union-attr]
+    for h in series.histograms:
+        start = _start(h.start_timestamp or created, lines)  # type: ignore[union-attr]
+        lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{_histogram(h)}{start}}}')
+    for ex in series.exemplars:
+        lines.add(head, ex.timestamp, _exemplar_tail(ref_pairs(ex.labels_refs, symbols), ex.value))  # type: ignore[union-attr]
 
 
 class SeriesHeads:
@@ -203,7 +223,7 @@ def convert_v1(request: remote_v1_pb2.WriteRequest, tenant: str, store: Metadata
     with_histograms = counts is None or counts.histograms > 0
     with_exemplars = counts is None or counts.exemplars > 0
     store.update_v1(tenant, request.metadata)
-    lines = _Lines(tenant)
+    lines = PartitionLines(tenant)
     kinds: dict[str, str] = {}
     for index, series in enumerate(request.timeseries):
         name, head = heads.head(series, series_keys[index] if series_keys is not None else None)
@@ -226,7 +246,7 @@ def convert_v1(request: remote_v1_pb2.WriteRequest, tenant: str, store: Metadata
 def convert_v2(request: remote_v2_pb2.Request, tenant: str) -> dict[Partition, list[str]]:
     """Lines of a 2.0 request; types come from each series' own metadata."""
     symbols = list(request.symbols)
-    lines = _Lines(tenant)
+    lines = PartitionLines(tenant)
     for series in request.timeseries:
         name, head = _head(ref_pairs(series.labels_refs, symbols))
         kind = value_kind(v2_type(series), name)

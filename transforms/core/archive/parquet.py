@@ -155,6 +155,21 @@ def _unpack_block(data: bytes) -> tuple[pa.RecordBatch, pa.RecordBatch]:
         raise RecordError(f"not a Parquet archive block: {exc}") from exc
 
 
+def merge_blocks(first: bytes, second: bytes) -> bytes:
+    """Two blocks of one partition as one: the series of both (a series in both is listed twice, which
+    file_table allows), then the rows of the first, then those of the second."""
+    series_a, rows_a = _unpack_block(first)
+    series_b, rows_b = _unpack_block(second)
+    rows_b = rows_b.set_column(0, "series", pc.add(rows_b.column("series"), pa.scalar(len(series_a), pa.int32())))
+    nested = [rows.num_columns > len(_FLOAT_ROW_NAMES) for rows in (rows_a, rows_b)]
+    if any(nested):  # float rows gain the histogram and exemplar columns, all NULL
+        rows_a, rows_b = (rows if has else rows_batch(*rows.columns, pa.nulls(rows.num_rows, HISTOGRAM_TYPE))
+                          for rows, has in zip((rows_a, rows_b), nested, strict=True))
+    series = pa.Table.from_batches([series_a, series_b]).combine_chunks().to_batches()[0]
+    rows = pa.Table.from_batches([rows_a, rows_b]).combine_chunks().to_batches()[0]
+    return pack_block(series, rows)
+
+
 def series_batch(keys: pa.Array) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([keys], schema=_BLOCK_SERIES)
 

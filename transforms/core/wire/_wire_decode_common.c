@@ -35,8 +35,11 @@ scan_status read_string(reader *r, span *out) {
     return SCAN_OK;
 }
 
-/* Remember a series that carries histograms or exemplars: the slower path reads it (1.0 and 2.0). */
-scan_status note_slow(decoder *d, Py_ssize_t index) {
+/* Remember a series that carries histograms or exemplars: the slower path reads it (1.0 and 2.0), and only it. */
+scan_status note_slow(decoder *d, Py_ssize_t index, reader series) {
+    int64_t span[2] = {(int64_t)(series.pos - series.start), (int64_t)(series.end - series.start)};
+    if (buffer_add(&d->slow_spans, span, sizeof span) < 0)
+        return nomem();
     PyObject *i = PyLong_FromSsize_t(index);
     int rc = i ? PyList_Append(d->slow, i) : -1;
     Py_XDECREF(i);

@@ -57,7 +57,7 @@ static scan_status v1_series(decoder *d, reader r, Py_ssize_t index) {
     if (buffer_add(&d->series_slot, &slot, 4) < 0)
         return nomem();
     if (slow)
-        CHECK(note_slow(d, index));
+        CHECK(note_slow(d, index, whole));
     return SCAN_OK;
 }
 

@@ -101,6 +101,7 @@ static scan_status v2_labels(decoder *d, Py_ssize_t index, int32_t *slot) {
 }
 
 static scan_status v2_series(decoder *d, reader r, Py_ssize_t index) {
+    reader whole = r;
     Py_ssize_t samples = 0, histograms = 0, exemplars = 0;
     int has_metadata = 0;
     uint64_t type = 0, help = 0, unit = 0, created = 0;
@@ -177,7 +178,7 @@ static scan_status v2_series(decoder *d, reader r, Py_ssize_t index) {
     d->exemplars += exemplars;
     d->metadata += has_metadata;
     if (histograms || exemplars)
-        CHECK(note_slow(d, index));
+        CHECK(note_slow(d, index, whole));
     return SCAN_OK;
 }
 
