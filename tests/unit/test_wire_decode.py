@@ -180,6 +180,10 @@ def assert_same(body: bytes, protocol: Protocol, names: NameValidation, table: S
         assert batch.names[slots[index]] == dict(expected)["__name__"]
     assert _samples_of_batch(batch, protocol) == _samples_of_message(message, protocol)
     assert batch.slow == [i for i, s in enumerate(message.timeseries) if len(s.histograms) or len(s.exemplars)]
+    # the side data: each slow series' own bytes parse to that series; 2.0 symbols read from the payload
+    assert [(i, s) for i, s in batch.side_series()] == [(i, message.timeseries[i]) for i in batch.slow]
+    if protocol is Protocol.V2 and batch.slow:
+        assert [batch.symbols[i] for i in range(len(batch.symbols))] == list(message.symbols)
     if protocol is Protocol.V1:
         assert batch.families == [(m.metric_family_name, m.type) for m in message.metadata]
     else:
