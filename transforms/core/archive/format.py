@@ -150,19 +150,15 @@ class ParquetFormat(ArchiveFormat):
         if not isinstance(converter, ParquetBlocks):
             return super().convert(converter, batch, tenant)
         try:
-            blocks = converter.blocks(batch, tenant)  # every float sample: Arrow arrays from the batch's columns
-            # the slow series' histograms and exemplars: rows from the lines metric_to_log makes of those series
-            sides = converter.side_blocks(batch, tenant)
+            # the slow series' histograms and exemplars: rows from the lines metric_to_log makes of those series,
+            # joined to each partition's float rows (Arrow arrays from the batch's columns) in one block
+            side = {partition: (parquet.records_batches(block.records()), block.lines)
+                    for partition, block in converter.side_blocks(batch, tenant).items()}
+            return converter.blocks(batch, tenant, side)
         except ConversionError:
             if batch.slow:  # the first sample out of range in the request's order, as the lines name it
                 converter.convert(batch, tenant)
             raise
-        for partition, side in sides.items():
-            packed = parquet.records_block(side.records())
-            floats = blocks.get(partition)
-            blocks[partition] = PackedBlock(packed, side.lines) if floats is None else PackedBlock(
-                parquet.merge_blocks(floats.data, packed), floats.lines + side.lines)
-        return blocks
 
     def pack(self, block: LineBlock) -> PackedBlock:
         return PackedBlock(parquet.records_block(block.records()), block.lines)

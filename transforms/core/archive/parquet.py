@@ -155,19 +155,22 @@ def _unpack_block(data: bytes) -> tuple[pa.RecordBatch, pa.RecordBatch]:
         raise RecordError(f"not a Parquet archive block: {exc}") from exc
 
 
-def merge_blocks(first: bytes, second: bytes) -> bytes:
-    """Two blocks of one partition as one: the series of both (a series in both is listed twice, which
-    file_table allows), then the rows of the first, then those of the second."""
-    series_a, rows_a = _unpack_block(first)
-    series_b, rows_b = _unpack_block(second)
+BlockBatches = tuple[pa.RecordBatch, pa.RecordBatch]  # a block before packing: its series, its rows
+
+
+def join_batches(first: BlockBatches, second: BlockBatches) -> BlockBatches:
+    """Two blocks of one partition as one, before packing: the series of both (a series in both is listed
+    twice, which file_table allows), then the rows of the first, then those of the second."""
+    series_a, rows_a = first
+    series_b, rows_b = second
     rows_b = rows_b.set_column(0, "series", pc.add(rows_b.column("series"), pa.scalar(len(series_a), pa.int32())))
-    nested = [rows.num_columns > len(_FLOAT_ROW_NAMES) for rows in (rows_a, rows_b)]
-    if any(nested):  # float rows gain the histogram and exemplar columns, all NULL
-        rows_a, rows_b = (rows if has else rows_batch(*rows.columns, pa.nulls(rows.num_rows, HISTOGRAM_TYPE))
-                          for rows, has in zip((rows_a, rows_b), nested, strict=True))
+    if rows_a.num_columns != rows_b.num_columns:  # float rows gain the histogram and exemplar columns, all NULL
+        rows_a, rows_b = (rows if rows.num_columns > len(_FLOAT_ROW_NAMES)
+                          else rows_batch(*rows.columns, pa.nulls(rows.num_rows, HISTOGRAM_TYPE))
+                          for rows in (rows_a, rows_b))
     series = pa.Table.from_batches([series_a, series_b]).combine_chunks().to_batches()[0]
     rows = pa.Table.from_batches([rows_a, rows_b]).combine_chunks().to_batches()[0]
-    return pack_block(series, rows)
+    return series, rows
 
 
 def series_batch(keys: pa.Array) -> pa.RecordBatch:
@@ -206,8 +209,13 @@ def rows_batch(series: pa.Array, timestamps: pa.Array, values: pa.Array, special
 
 
 def records_block(records: Sequence[str]) -> bytes:
-    """A block from JSON records (metric_to_log's): the path of requests carrying histograms or exemplars,
-    whose lines the pipeline makes from the protobuf message, and of ArchiveFormat.encode."""
+    """A block from JSON records (metric_to_log's): the path of ArchiveFormat.encode."""
+    return pack_block(*records_batches(records))
+
+
+def records_batches(records: Sequence[str]) -> BlockBatches:
+    """A block's batches from JSON records: the rows of the histograms and exemplars of the series that
+    carry them (their lines come from metric_to_log.side_lines), and of records_block."""
     stamps = Timestamps()
     series: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     rows = []
@@ -231,7 +239,7 @@ def records_block(records: Sequence[str]) -> bytes:
                      stamps.to_ms(start) if start else None, histogram, exemplar))
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
     keys = list(series)
-    return pack_block(
+    return (
         series_batch(pa.array([series_key(*k) for k in keys], pa.binary())),
         rows_batch(*(pa.array(column, field.type) for column, field in zip(columns, _BLOCK_ROWS, strict=True))))
 

@@ -120,6 +120,22 @@ def v2_to_v1(request: remote_v2_pb2.Request) -> tuple[list[TimeSeries], list[rem
     return series_out, list(metadata.values())
 
 
+def v2_metadata(batch: Batch) -> list[remote_v1_pb2.MetricMetadata]:
+    """A 2.0 batch's per-series metadata as 1.0 family entries (the last of a family wins), as v2_to_v1 gives
+    them: only the metadata fields are read from the message, the family name is the series table's."""
+    message = batch.message
+    symbols = message.symbols
+    slots = np.frombuffer(batch.series_slot, np.int32).tolist()
+    names = batch.names
+    found: dict[str, tuple[int, int, int]] = {}
+    for slot, series in zip(slots, message.timeseries, strict=True):
+        if series.HasField("metadata"):
+            m = series.metadata
+            found[names[slot]] = (m.type, m.help_ref, m.unit_ref)
+    return [remote_v1_pb2.MetricMetadata(type=kind, metric_family_name=name, help=symbols[help_ref],
+                                         unit=symbols[unit_ref]) for name, (kind, help_ref, unit_ref) in found.items()]
+
+
 def v2_series_to_v1(s: remote_v2_pb2.TimeSeries, symbols: Sequence[str]
                     ) -> tuple[TimeSeries, remote_v1_pb2.MetricMetadata | None]:
     """One 2.0 series (see v2_to_v1) and its metadata entry, if it has one."""
@@ -202,9 +218,9 @@ class Forwarder:
         dead = self.shard_columns(batch, tenant, batches)
         if batch.slow:  # only the series carrying histograms or exemplars take the protobuf path
             dead += self._shard_side_series(batch, tenant, batches)
-        if batch.counts.metadata:  # rare (Prometheus sends 1.0 metadata in requests of their own): upb reads it
+        if batch.counts.metadata:  # 1.0: rare (Prometheus sends it in requests of their own); 2.0: per series
             message = batch.message
-            metadata = list(message.metadata) if protocol is Protocol.V1 else v2_to_v1(message)[1]
+            metadata = list(message.metadata) if protocol is Protocol.V1 else v2_metadata(batch)
             self._add_metadata(self.fallback_tenant(tenant), metadata, batches)
         return dead
 
