@@ -151,8 +151,8 @@ class ParquetFormat(ArchiveFormat):
             return super().convert(converter, batch, tenant)
         try:
             # the slow series' histograms and exemplars: rows from the lines metric_to_log makes of those series,
-            # joined to each partition's float rows (Arrow arrays from the batch's columns) in one block
-            side = {partition: (parquet.records_batches(block.records()), block.lines)
+            # packed after each partition's float rows (Arrow arrays from the batch's columns)
+            side = {partition: (parquet.records_block(block.records()), block.lines)
                     for partition, block in converter.side_blocks(batch, tenant).items()}
             return converter.blocks(batch, tenant, side)
         except ConversionError:

@@ -110,14 +110,16 @@ def histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
 # A block: one partition's rows from one request, as they cross the group-by-partition. Two Arrow IPC
 # streams: the block's distinct series, each as its key (series_key: name and labels, decodable), and
 # its rows, each naming its series by position; a file's blocks are merged and sorted by file_table.
+# A packed block is one or more of them one after the other, each behind its header (a request's float
+# rows, then the rows of its histograms and exemplars).
 _BLOCK_SERIES = pa.schema([("key", pa.binary())])
 _BLOCK_ROWS = pa.schema([("series", pa.int32()), ("timestamp", pa.int64()), ("value", pa.float64()),
                          ("special", pa.string()), ("type", pa.string()), ("start_timestamp", pa.int64()),
                          ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE)])
 _FLOAT_ROWS = pa.schema(list(_BLOCK_ROWS)[:6])
 _FLOAT_ROW_NAMES = _FLOAT_ROWS.names
-# the series message's size, both messages' size, whether the rows hold histograms/exemplars
-_HEADER = struct.Struct("<QQ?")
+# the series message's size, both messages' size, the compressed size, whether the rows hold histograms/exemplars
+_HEADER = struct.Struct("<QQQ?")
 _BLOCK_CODEC = "lz4"
 # Each string of a series key ends with the terminator and has its NUL characters escaped, so comparing
 # the UTF-8 keys byte by byte orders series as Python orders (name, ((label, value), ...)) tuples: the
@@ -142,35 +144,26 @@ def pack_block(series: pa.RecordBatch, rows: pa.RecordBatch) -> bytes:
     nested = rows.schema.equals(_BLOCK_ROWS)
     keys, table = series.serialize(), rows.serialize()
     payload = keys.to_pybytes() + table.to_pybytes()
-    return _HEADER.pack(keys.size, len(payload), nested) + pa.compress(payload, codec=_BLOCK_CODEC, asbytes=True)
+    compressed = pa.compress(payload, codec=_BLOCK_CODEC, asbytes=True)
+    return _HEADER.pack(keys.size, len(payload), len(compressed), nested) + compressed
 
 
-def _unpack_block(data: bytes) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    try:
-        size, total, nested = _HEADER.unpack_from(data)
-        buffer = pa.decompress(memoryview(data)[_HEADER.size:], total, codec=_BLOCK_CODEC)
-        return (pa.ipc.read_record_batch(buffer.slice(0, size), _BLOCK_SERIES),
-                pa.ipc.read_record_batch(buffer.slice(size), _BLOCK_ROWS if nested else _FLOAT_ROWS))
-    except (struct.error, pa.ArrowException) as exc:
-        raise RecordError(f"not a Parquet archive block: {exc}") from exc
-
-
-BlockBatches = tuple[pa.RecordBatch, pa.RecordBatch]  # a block before packing: its series, its rows
-
-
-def join_batches(first: BlockBatches, second: BlockBatches) -> BlockBatches:
-    """Two blocks of one partition as one, before packing: the series of both (a series in both is listed
-    twice, which file_table allows), then the rows of the first, then those of the second."""
-    series_a, rows_a = first
-    series_b, rows_b = second
-    rows_b = rows_b.set_column(0, "series", pc.add(rows_b.column("series"), pa.scalar(len(series_a), pa.int32())))
-    if rows_a.num_columns != rows_b.num_columns:  # float rows gain the histogram and exemplar columns, all NULL
-        rows_a, rows_b = (rows if rows.num_columns > len(_FLOAT_ROW_NAMES)
-                          else rows_batch(*rows.columns, pa.nulls(rows.num_rows, HISTOGRAM_TYPE))
-                          for rows in (rows_a, rows_b))
-    series = pa.Table.from_batches([series_a, series_b]).combine_chunks().to_batches()[0]
-    rows = pa.Table.from_batches([rows_a, rows_b]).combine_chunks().to_batches()[0]
-    return series, rows
+def _unpack_blocks(data: bytes) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
+    """The blocks packed one after the other in `data` (a partition's float rows, then the rows of its
+    histograms and exemplars: two pieces of one packed block, so neither is packed twice)."""
+    view, at = memoryview(data), 0
+    while at < len(view):
+        try:
+            size, total, compressed, nested = _HEADER.unpack_from(view, at)
+            at += _HEADER.size
+            if compressed > len(view) - at:
+                raise RecordError("not a Parquet archive block: truncated")
+            buffer = pa.decompress(view[at:at + compressed], total, codec=_BLOCK_CODEC)
+            at += compressed
+            yield (pa.ipc.read_record_batch(buffer.slice(0, size), _BLOCK_SERIES),
+                   pa.ipc.read_record_batch(buffer.slice(size), _BLOCK_ROWS if nested else _FLOAT_ROWS))
+        except (struct.error, pa.ArrowException) as exc:
+            raise RecordError(f"not a Parquet archive block: {exc}") from exc
 
 
 def series_batch(keys: pa.Array) -> pa.RecordBatch:
@@ -209,13 +202,8 @@ def rows_batch(series: pa.Array, timestamps: pa.Array, values: pa.Array, special
 
 
 def records_block(records: Sequence[str]) -> bytes:
-    """A block from JSON records (metric_to_log's): the path of ArchiveFormat.encode."""
-    return pack_block(*records_batches(records))
-
-
-def records_batches(records: Sequence[str]) -> BlockBatches:
-    """A block's batches from JSON records: the rows of the histograms and exemplars of the series that
-    carry them (their lines come from metric_to_log.side_lines), and of records_block."""
+    """A block from JSON records (metric_to_log's): the rows of the histograms and exemplars of the series that
+    carry them (their lines come from metric_to_log.side_lines, ParquetFormat.convert), and ArchiveFormat.encode."""
     stamps = Timestamps()
     series: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     rows = []
@@ -239,7 +227,7 @@ def records_batches(records: Sequence[str]) -> BlockBatches:
                      stamps.to_ms(start) if start else None, histogram, exemplar))
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(8)]
     keys = list(series)
-    return (
+    return pack_block(
         series_batch(pa.array([series_key(*k) for k in keys], pa.binary())),
         rows_batch(*(pa.array(column, field.type) for column, field in zip(columns, _BLOCK_ROWS, strict=True))))
 
@@ -248,8 +236,7 @@ def file_table(blocks: Iterable[bytes]) -> pa.Table:
     """A file's blocks as one table, rows sorted by series (name, then labels), then time, then type
     (samples, histograms, exemplars); rows that tie keep their order across and within blocks."""
     series_parts, row_parts, row_series, offset = [], [], [], 0
-    for data in blocks:
-        series, rows = _unpack_block(data)
+    for series, rows in (piece for data in blocks for piece in _unpack_blocks(data)):
         series_parts.append(series)
         row_parts.append(rows)
         row_series.append(rows.column("series").to_numpy() + offset)

@@ -100,11 +100,11 @@ class ParquetBlocks(BatchLines):
         arrays.extend(batch.labels)
         return arrays
 
-    def blocks(self, batch: Batch, tenant: str, side: dict[Partition, tuple[parquet.BlockBatches, int]] | None = None
+    def blocks(self, batch: Batch, tenant: str, side: dict[Partition, tuple[bytes, int]] | None = None
                ) -> dict[Partition, PackedBlock]:
         """A batch's Parquet blocks of float samples by partition (the hour of each sample's own timestamp),
-        each joined with that partition's `side` rows (the histograms and exemplars of the batch's slow series,
-        and how many) before it is packed; raises ConversionError for a timestamp the NDJSON lines could not
+        each followed by that partition's `side` block (the rows of the histograms and exemplars of the batch's
+        slow series, packed, and how many); raises ConversionError for a timestamp the NDJSON lines could not
         hold either."""
         side = dict(side or {})
         kinds, kind_index = self.series_kinds(batch, tenant)
@@ -132,12 +132,11 @@ class ParquetBlocks(BatchLines):
                                                      series_kind[series_of_row],
                                                      None if starts is None else starts[rows]))
             partition = hour_partition(tenant, hour)
-            extra, extra_lines = side.pop(partition, (None, 0))
-            if extra is not None:
-                block = parquet.join_batches(block, extra)
-            out[partition] = PackedBlock(parquet.pack_block(*block), len(rows) + extra_lines)
+            data = parquet.pack_block(*block)
+            extra, extra_lines = side.pop(partition, (b"", 0))
+            out[partition] = PackedBlock(data + extra, len(rows) + extra_lines)
         for partition, (extra, extra_lines) in side.items():  # hours with histograms or exemplars only
-            out[partition] = PackedBlock(parquet.pack_block(*extra), extra_lines)
+            out[partition] = PackedBlock(extra, extra_lines)
         return out
 
 
