@@ -1,12 +1,13 @@
 """Archive lines from a columnar batch, in compiled code (transforms/core/wire/_wire_lines.c).
 
-Byte for byte what transforms/core/archive/metric_to_log.py writes, one newline-terminated block per partition
-(tenant, UTC date, UTC hour of each sample's own timestamp): the unit that flows through Beam, never a
-line. Per series, the JSON head is made once by the decoder's series table and the kind prefix once
-per metadata change. In a request whose series carry native histograms or exemplars (the decoder's side data),
-every float sample is still formatted here; only those series' histogram and exemplar lines come from
-metric_to_log's Python (`side_lines`, each from its own TimeSeries bytes), spliced in after the series'
-samples, so every line and its place in the block are what metric_to_log writes for the whole request.
+Byte for byte the whole-request metric_to_log conversion (tests/reference/metric_to_log.py), one
+newline-terminated block per partition (tenant, UTC date, UTC hour of each sample's own timestamp): the unit
+that flows through Beam, never a line. Per series, the JSON head is made once by the decoder's series table
+and the kind prefix once per metadata change. In a request whose series carry native histograms or exemplars
+(the decoder's side data), every float sample is still formatted here; only those series' histogram and
+exemplar lines come from metric_to_log's Python (`side_lines`, each from its own TimeSeries bytes), spliced in
+after the series' samples, so every line and its place in the block are what metric_to_log writes for the
+whole request.
 """
 
 from __future__ import annotations

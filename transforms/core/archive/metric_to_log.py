@@ -10,7 +10,12 @@ What Vector loses, we keep:
 - native histograms, exemplars and start timestamps get documented extra shapes;
 - every sample is a line: nothing is aggregated or de-duplicated.
 
-Lines are grouped by partition (tenant, UTC date, UTC hour of the sample's own timestamp).
+Lines are grouped by partition (tenant, UTC date, UTC hour of the sample's own timestamp), series by series
+in request order: a series' samples, then its native histograms, then its exemplars.
+
+The pipeline writes float lines in compiled code (transforms/core/archive/lines.py, _wire_lines.c) and only the
+histogram and exemplar lines of the series that carry them here (`side_lines`); the whole-request conversion in
+Python, the oracle of both, is tests/reference/metric_to_log.py.
 """
 
 from __future__ import annotations
@@ -158,8 +163,8 @@ def start_field(ms: int, lines: PartitionLines) -> str:
 def side_lines(head: str, series: remote_v1_pb2.TimeSeries | remote_v2_pb2.TimeSeries, symbols: Sequence[str] | None,
                lines: PartitionLines) -> None:
     """The native-histogram and exemplar lines of one series (1.0, or 2.0 with its request's `symbols`), in the
-    order convert_v1/convert_v2 write them after the series' float samples: the pipeline's slower path, taken
-    only by the series of a request that carry them (transforms/core/archive/lines.py)."""
+    order they follow the series' float samples: the pipeline's slower path, taken only by the series of a
+    request that carry them (transforms/core/archive/lines.py)."""
     if symbols is None:
         for h in series.histograms:
             lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{histogram_json(h)}}}')

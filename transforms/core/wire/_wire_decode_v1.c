@@ -1,7 +1,7 @@
 /*
  * Remote-write 1.0 (prometheus.WriteRequest) into the columnar batch: each series' Label fields, as
  * received, are its label-set key; they are parsed into pairs (and validated) only for a key the series
- * table has not seen. Rules and messages: transforms/core/wire/validation.py's validate_v1, in its order.
+ * table has not seen. Rules and messages: tests/reference/validation.py's validate_v1, in its order.
  */
 
 #include "_wire_decode.h"

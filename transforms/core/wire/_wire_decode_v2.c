@@ -2,7 +2,7 @@
  * Remote-write 2.0 (io.prometheus.write.v2.Request) into the columnar batch: the symbols table is
  * collected first (it may follow the series on the wire), then each series' refs are checked and
  * resolved into the same label-set key and table slot a 1.0 series with those labels would get.
- * Rules and messages: transforms/core/wire/validation.py's validate_v2, in its order.
+ * Rules and messages: tests/reference/validation.py's validate_v2, in its order.
  */
 
 #include "_wire_decode.h"
