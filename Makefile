@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak soak-streaming proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-archive template receiver-image deploy check clean
+.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak soak-streaming proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-archive bench-mixed template receiver-image deploy check clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,7 @@ help:
 	@echo "make soak-streaming  the streaming (Dataflow) graph on the local streaming runner, 10 min (SOAK_MINUTES=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
 	@echo "make bench-archive  the archive encoders alone (NDJSON, Parquet from columns), samples per CPU second"
+	@echo "make bench-mixed    a request with one native histogram vs a pure-float one: decode + archive, decode + sink bodies"
 	@echo "make bench-cpu  CPU-s per 1 M samples per process (receiver, pipeline variants, restore) against vmagent, with py-spy profiles (~10 min; BENCH_ARGS=--quick)"
 	@echo "make proto      regenerate the protobuf modules"
 	@echo "make template / deploy   the Dataflow Flex Template (gcloud, a GCP project: docs/deploy.md; DRY_RUN=1 prints)"
@@ -136,6 +137,9 @@ bench-cpu: setup system-deps
 
 bench-archive: setup
 	$(PY) -m bench.archive_encode $(BENCH_ARGS)
+
+bench-mixed: setup
+	$(PY) -m bench.mixed_request $(BENCH_ARGS)
 
 # Dataflow Flex Template and the receiver's image (need gcloud and a GCP project; docs/deploy.md goes from an
 # empty project to data in the bucket). DRY_RUN=1 prints every command, shell-quoted, instead of running it.
