@@ -16,9 +16,9 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.forwarder_helpers import URL, Capture, PythonPath
 from tests.histogram_helpers import make_histogram
 from tests.reference.metric_to_log import convert
-from tests.unit.test_sink_columns import URL, Capture, PythonPath
 from transforms.core.archive.lines import BatchLines
 from transforms.core.metadata import TYPE_NUMBERS, MetadataStore
 from transforms.core.protocol import MAX_DECOMPRESSED, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
