@@ -95,7 +95,9 @@ class ShardBatch:
     carrying histograms or exemplars as protobuf pieces keyed by label bytes, in arrival order.
 
     Each goes its own way (columns compiled, pieces through Python), except a label set that is in both:
-    its column samples join its pieces, so each series' samples are still merged and ordered together.
+    its column samples join its pieces, so each series' samples are still merged and ordered together. They
+    join after the pieces, so samples of that series at the same timestamp with different values (a
+    duplicate Prometheus refuses) keep their arrival order only within the columns and within the pieces.
     """
 
     def __init__(self, columns: ColumnShard | None = None) -> None:
