@@ -30,6 +30,7 @@ from transforms.core.archive.format import archive_format
 from transforms.core.archive.lines import LineBlock
 from transforms.core.archive.metric_to_log import ConversionError
 from transforms.core.archive.parquet_columns import ParquetBlocks, SeriesArrays
+from transforms.core.archive.records import RecordError
 from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import STALE_NAN, Protocol, float_bits
 from transforms.core.wire import codec, snappy_block
@@ -47,10 +48,10 @@ def canonical(stored: bytes) -> bytes:
     return parquet.write_bytes(table)
 
 
-def archive_both_ways(requests, protocol: Protocol) -> tuple[dict, dict]:
+def archive_both_ways(requests, protocol: Protocol, compress_blocks: bool = True) -> tuple[dict, dict]:
     """Each partition's file, from the columns (format.convert, as the pipeline does) and from the
     lines' records (the reference), over several requests (a file holds many requests' blocks)."""
-    converter = FORMAT.converter(MetadataStore())
+    converter = FORMAT.converter(MetadataStore(), compress_blocks=compress_blocks)
     blocks, lines = defaultdict(list), defaultdict(list)
     for request in requests:
         body = snappy_block.compress(request.SerializeToString())
@@ -120,6 +121,20 @@ def test_realistic_requests_across_hours_match_the_reference(protocol) -> None:
     assert from_columns == from_records
     table = pq.read_table(io.BytesIO(from_columns[max(from_columns)]))
     assert table.num_rows > 1000
+
+
+def test_uncompressed_blocks_make_the_same_files_and_a_cut_one_is_refused() -> None:
+    """The local runner's blocks skip the shuffle's LZ4: the files are the same; a block cut short is not read."""
+    requests = [build_v1(realistic_series(500, 4)), build_v1(realistic_series(300, 2)[::-1]), sample_request()]
+    raw_files, reference = archive_both_ways(requests, Protocol.V1, compress_blocks=False)
+    assert raw_files == reference == archive_both_ways(requests, Protocol.V1)[0]
+    batch = codec.decode(snappy_block.compress(requests[0].SerializeToString()), Protocol.V1, 1 << 24).batch
+    raw = FORMAT.convert(FORMAT.converter(MetadataStore(), compress_blocks=False), batch, "t")
+    packed = FORMAT.convert(FORMAT.converter(MetadataStore()), batch, "t")
+    partition = max(raw, key=lambda p: raw[p].lines)
+    assert len(raw[partition].data) > 2 * len(packed[partition].data)  # what the compression saves a shuffle
+    with pytest.raises(RecordError, match="not a Parquet archive block"):
+        parquet.file_table([raw[partition].data[:-10]])
 
 
 def test_start_timestamps_come_from_the_sample_or_else_the_series_created_time() -> None:

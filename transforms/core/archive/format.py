@@ -50,9 +50,10 @@ class ArchiveFormat(abc.ABC):
     def encode(self, records: Sequence[str]) -> bytes:
         """One chunk of a file (before compression); a file is the concatenation of its chunks."""
 
-    def converter(self, store: MetadataStore) -> BatchLines:
+    def converter(self, store: MetadataStore, compress_blocks: bool = True) -> BatchLines:
         """The per-worker state `convert` needs (series tables, kinds, metadata), owned by the converting
-        DoFn's setup."""
+        DoFn's setup. `compress_blocks=False` leaves blocks that some formats compress for the shuffle
+        uncompressed, for a shuffle that stays in memory."""
         return BatchLines(store)
 
     def convert(self, converter: BatchLines, batch: Batch, tenant: str) -> dict[Partition, PackedBlock]:
@@ -143,8 +144,8 @@ class ParquetFormat(ArchiveFormat):
     def encode(self, records: Sequence[str]) -> bytes:
         return parquet.write_bytes(parquet.encode_table(records))
 
-    def converter(self, store: MetadataStore) -> ParquetBlocks:
-        return ParquetBlocks(store)
+    def converter(self, store: MetadataStore, compress_blocks: bool = True) -> ParquetBlocks:
+        return ParquetBlocks(store, compress_blocks=compress_blocks)
 
     def convert(self, converter: BatchLines, batch: Batch, tenant: str) -> dict[Partition, PackedBlock]:
         if batch.slow or not isinstance(converter, ParquetBlocks):

@@ -76,8 +76,9 @@ class ParquetBlocks(BatchLines):
     """BatchLines (series tables, kinds, metadata) plus, per tenant, the series' Arrow arrays: owned by
     whoever converts (a DoFn's setup), like BatchLines."""
 
-    def __init__(self, store: MetadataStore, series_limit: int = 500_000) -> None:
+    def __init__(self, store: MetadataStore, series_limit: int = 500_000, compress_blocks: bool = True) -> None:
         super().__init__(store, series_limit)
+        self.compress_blocks = compress_blocks
         self._arrays: dict[str, SeriesArrays] = {}
         self._codes: dict[str, tuple[list[bytes], np.ndarray]] = {}  # per tenant
 
@@ -125,7 +126,7 @@ class ParquetBlocks(BatchLines):
             block_slots, local = np.unique(slots[series_of_row], return_inverse=True)
             data = parquet.pack_block(arrays.take(block_slots), _rows(
                 local.astype(np.int32), stamps[rows], values[rows], series_kind[series_of_row],
-                None if starts is None else starts[rows]))
+                None if starts is None else starts[rows]), compress=self.compress_blocks)
             out[hour_partition(tenant, hour)] = PackedBlock(data, len(rows))
         return out
 
