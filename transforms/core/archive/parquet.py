@@ -291,7 +291,7 @@ def encode_table(records: Sequence[str]) -> pa.Table:
     return file_table([records_block(records)])
 
 
-def write_bytes(table: pa.Table) -> bytes:
+def table_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION,
                    compression_level=COMPRESSION_LEVEL, use_dictionary=DICTIONARY_COLUMNS,
