@@ -73,7 +73,7 @@ def reference_parquet(bodies: list[bytes]) -> float:
         batch = codec.decode(body, Protocol.V1, MAX_DECOMPRESSED, table=converter.table("default")).batch
         for partition, block in converter.convert(batch, "default").items():
             records[partition] += block.records()
-    return best_of(1, lambda: [parquet.write_bytes(encode_table(r)) for r in records.values()])
+    return best_of(1, lambda: [parquet.table_bytes(encode_table(r)) for r in records.values()])
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ def canonical(stored: bytes) -> bytes:
     """A file as the reference writer writes its contents (see the module docstring)."""
     table = pq.read_table(io.BytesIO(stored))
     assert table.schema.equals(parquet.SCHEMA)
-    return parquet.write_bytes(table)
+    return parquet.table_bytes(table)
 
 
 def archive_both_ways(requests, protocol: Protocol, compress_blocks: bool = True) -> tuple[dict, dict]:
@@ -62,7 +62,7 @@ def archive_both_ways(requests, protocol: Protocol, compress_blocks: bool = True
             blocks[partition].append(packed)
     assert blocks.keys() == lines.keys()
     from_columns = {p: canonical(b"".join(FORMAT.file_chunks(packed)[0])) for p, packed in blocks.items()}
-    from_records = {p: parquet.write_bytes(reference_table(records)) for p, records in lines.items()}
+    from_records = {p: parquet.table_bytes(reference_table(records)) for p, records in lines.items()}
     for partition, packed in blocks.items():
         assert sum(block.lines for block in packed) == len(lines[partition])
     return from_columns, from_records
@@ -212,7 +212,7 @@ def test_records_blocks_and_column_blocks_mix_in_one_file() -> None:
         packed = [FORMAT.pack(LineBlock.of_records(records[:half])), columns[partition],
                   FORMAT.pack(LineBlock.of_records(records[half:]))]
         assert canonical(b"".join(FORMAT.file_chunks(packed)[0])) == \
-            parquet.write_bytes(reference_table(records[:half] + records + records[half:]))
+            parquet.table_bytes(reference_table(records[:half] + records + records[half:]))
 
 
 tricky_text = st.text(alphabet=st.sampled_from(["\x00", "\x01", "\xff", "\x7f", "a", "é", "名", "\U0001f600"]),
@@ -246,7 +246,7 @@ def test_tenants_keep_their_own_series_and_kinds() -> None:
         lines = converter.convert(batch, tenant)
         for partition, packed in FORMAT.convert(converter, batch, tenant).items():
             stored = b"".join(FORMAT.file_chunks([packed])[0])
-            assert canonical(stored) == parquet.write_bytes(reference_table(lines[partition].records()))
+            assert canonical(stored) == parquet.table_bytes(reference_table(lines[partition].records()))
             files[partition.tenant] = pq.read_table(io.BytesIO(stored))
     assert set(files["a"].column("type").to_pylist()) == {"counter"} and files["a"].num_rows == 3
     assert set(files["b"].column("type").to_pylist()) == {"gauge"} and files["b"].num_rows == 5

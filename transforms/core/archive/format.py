@@ -142,7 +142,7 @@ class ParquetFormat(ArchiveFormat):
     compression = UNCOMPRESSED  # Parquet compresses its own pages
 
     def encode(self, records: Sequence[str]) -> bytes:
-        return parquet.write_bytes(parquet.encode_table(records))
+        return parquet.table_bytes(parquet.encode_table(records))
 
     def converter(self, store: MetadataStore, compress_blocks: bool = True) -> ParquetBlocks:
         return ParquetBlocks(store, compress_blocks=compress_blocks)
@@ -158,7 +158,7 @@ class ParquetFormat(ArchiveFormat):
 
     def file_chunks(self, packed: Sequence[PackedBlock]) -> tuple[Iterable[bytes], str]:
         # one table for the whole file: rows sorted by series then time across every block
-        return [parquet.write_bytes(parquet.file_table(block.data for block in packed))], self.compression
+        return [parquet.table_bytes(parquet.file_table(block.data for block in packed))], self.compression
 
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         return parquet.table_records(parquet.read_table(stored))

@@ -25,7 +25,7 @@ import json
 import math
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,6 @@ from transforms.core.archive.metric_to_log import encode_value
 from transforms.core.archive.records import (
     EXEMPLAR,
     HISTOGRAM,
-    RESET_HINTS,
     SAMPLE_KINDS,
     MetadataRecord,
     RecordError,
@@ -48,11 +47,11 @@ from transforms.core.archive.records import (
     histogram_fields,
     record_kind,
 )
+from transforms.core.protocol import format_ms
 
 ROW_GROUP_ROWS = 65_536  # see docs/pipeline.md: pruning granularity vs per-group overhead
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
-_HINT_NAMES = {number: name for name, number in RESET_HINTS.items()}
 
 LABELS = pa.map_(pa.string(), pa.string())
 _TIME = pa.timestamp("ms", tz="UTC")
@@ -292,7 +291,7 @@ def encode_table(records: Sequence[str]) -> pa.Table:
     return file_table([records_block(records)])
 
 
-def write_bytes(table: pa.Table) -> bytes:
+def table_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION,
                    compression_level=COMPRESSION_LEVEL, use_dictionary=DICTIONARY_COLUMNS,
@@ -343,8 +342,11 @@ def _histogram_record(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return format_ms((moment - _EPOCH) // timedelta(milliseconds=1))  # exact: integer arithmetic
 
 
 def table_records(table: pa.Table) -> list[dict[str, Any]]:

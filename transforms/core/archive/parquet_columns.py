@@ -15,9 +15,9 @@ import pyarrow as pa
 
 from transforms.core.archive import parquet
 from transforms.core.archive.lines import KIND_PREFIXES, BatchLines, PackedBlock, hour_partition
-from transforms.core.archive.metric_to_log import PROMETHEUS_NAN_BITS, ConversionError, Partition
+from transforms.core.archive.metric_to_log import ConversionError, Partition
 from transforms.core.metadata import MetadataStore
-from transforms.core.protocol import METRIC_NAME_LABEL, STALE_NAN_BITS, Protocol
+from transforms.core.protocol import METRIC_NAME_LABEL, PROMETHEUS_NAN_BITS, STALE_NAN_BITS, Protocol
 from transforms.core.wire.batch import Batch
 
 # The range of Python's datetime (0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z), as the compiled line
