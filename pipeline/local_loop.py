@@ -17,25 +17,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import pickle
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp.pubsub import PubsubMessage
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.utils.shared import Shared
 
-from pipeline.options import ArchiveOptions, dead_letter_path
-from transforms.beam import ArchiveMessages
+from pipeline.bounded_run import BoundedArchiveRun
+from pipeline.options import ArchiveOptions
 from transforms.core.buckets import RUN_BUCKETS, Buckets
 from transforms.core.metadata import MetadataStore
 from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
@@ -55,12 +50,6 @@ def _int(value: str | None) -> int:
         return max(0, int(value or 0))
     except ValueError:
         return 0
-
-
-def read_batch_file(path: str) -> list[PubsubMessage]:
-    with open(path, "rb") as handle:
-        return [PubsubMessage(data, attributes, message_id=message_id, publish_time=publish_time)
-                for data, attributes, message_id, publish_time in pickle.load(handle)]
 
 
 def run_label(window_start: float, message_ids: list[str]) -> str:
@@ -84,6 +73,7 @@ class LocalLoop:
         # store through Beam's Shared handle, and holding it here keeps it alive between runs.
         self.metadata = Shared()
         self.metadata_store = self.metadata.acquire(MetadataStore)
+        self.bounded: BoundedArchiveRun | None = None  # built on the first window, closed when the loop ends
 
     def stop(self, *_: object) -> None:
         log.info("stop requested: finishing the current window")
@@ -134,28 +124,9 @@ class LocalLoop:
 
     def run_bounded(self, window_start: float, messages: list[Any]) -> dict[str, int]:
         """One bounded run; returns its archive counters once every file is finalised."""
-        label = run_label(window_start, [m.message_id for m in messages])
-        # The batch reaches the run through a local file: beam.Create would pickle it into the
-        # pipeline with bz2, which costs more than archiving it.
-        with tempfile.NamedTemporaryFile(prefix="batch-", suffix=".pickle", delete=False) as handle:
-            pickle.dump([(m.data, m.attributes, m.message_id, m.publish_time) for m in messages], handle,
-                        protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            p = beam.Pipeline(options=self._batch_options())
-            _ = (p
-                 | "Batch" >> beam.Create([handle.name])
-                 | "Messages" >> beam.FlatMap(read_batch_file)
-                 | "Archive" >> ArchiveMessages(self.archive.archive_path, dead_letter_path(self.archive),
-                                                file_label=lambda window, pane: label,
-                                                max_lines_per_file=self.archive.max_lines_per_file,
-                                                archive_format=self.archive.archive_format,
-                                                metadata=self.metadata))
-            result = p.run()
-            result.wait_until_finish()
-        finally:
-            os.unlink(handle.name)
-        counters = result.metrics().query(MetricsFilter().with_namespace("archive"))["counters"]
-        return {c.key.metric.name: c.committed or c.attempted or 0 for c in counters}
+        if self.bounded is None:
+            self.bounded = BoundedArchiveRun(self._batch_options(), self.metadata)
+        return self.bounded.run(run_label(window_start, [m.message_id for m in messages]), messages)
 
     def run(self) -> None:
         FileSystems.set_options(self.options)
@@ -201,3 +172,5 @@ class LocalLoop:
         finally:
             lease.stopped.set()
             subscriber.close()
+            if self.bounded is not None:
+                self.bounded.close()

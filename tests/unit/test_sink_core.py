@@ -17,9 +17,10 @@ from transforms.core.sink.auth import BasicAuth, BearerAuth, NoAuth
 from transforms.core.sink.batching import ShardBatch, TimeSeries, cut, halves, merge, shard_of
 from transforms.core.sink.forwarder import Forwarder, Stopped, label_keys, series_key
 from transforms.core.sink.relabel import apply_rules, parse_rule
-from transforms.core.sink.request import USER_AGENT, build_v2_request, headers_for
+from transforms.core.sink.request import USER_AGENT, headers_for
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1, build_v2
+from transforms.core.wire.convert import build_v2_request
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.io.sink_auth import authorization, authorize
 

@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from transforms.beam.sinks import _SinkMetrics
+from transforms.beam.sinks import NoTransport, SinkMetrics
 from transforms.core.archive.format import FORMATS, ArchiveFormat
 from transforms.core.metadata import TYPE_NUMBERS, FamilyMetadata
 from transforms.core.protocol import DEFAULT_TENANT, Protocol
@@ -203,7 +203,7 @@ class ShardRestored(beam.DoFn):
         self.sink = sink
 
     def setup(self) -> None:
-        self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
+        self.forwarder = Forwarder(self.sink, service=NoTransport())
         self.dropped = Metrics.counter(f"sink/{self.sink.name}", "samples_dropped_by_rules")
 
     def process(self, element: tuple[str, str, list[tuple[bytes, str]]]) -> Iterator[Any]:
@@ -236,7 +236,7 @@ class SendRestored(beam.DoFn):
         self.progress = self.shared.acquire(RestoreProgress, self.tag)
         self.progress.rate = self.rate_limit
         self.forwarder = _RateLimitedForwarder(self.sink, self.progress)
-        self.metrics = _SinkMetrics(self.sink)
+        self.metrics = SinkMetrics(self.sink)
         self.reported = dict.fromkeys(SinkStats.FIELDS, 0)
 
     def _report(self) -> None:

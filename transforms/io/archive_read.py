@@ -1,12 +1,14 @@
 """Reading the Parquet archive for remote-read: list a query's partitions, read only what it needs.
 
-Local paths, gs:// and s3:// go through pyarrow's filesystems. NDJSON files in the same partitions are not
-read (only *.parquet).
+Local paths, gs:// and s3:// go through pyarrow's filesystems (`archive_filesystem`); gs:// folders are
+listed with the Cloud Storage client (`GcsFolders`). NDJSON files in the same partitions are not read
+(only *.parquet).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -36,17 +38,51 @@ class ReadStats:
     rows: int = 0
 
 
+def archive_filesystem(archive_path: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for a local path, gs:// or s3://, and the root inside it. Like the Google Cloud
+    client libraries, gs:// honours STORAGE_EMULATOR_HOST (a GCS emulator, anonymously); s3:// takes
+    AWS_ENDPOINT_URL, as boto3 does."""
+    if "://" not in archive_path:
+        return pafs.LocalFileSystem(), archive_path
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if archive_path.startswith("gs://") and emulator:
+        scheme, _, host = emulator.rpartition("://")
+        return pafs.GcsFileSystem(anonymous=True, scheme=scheme or "http", endpoint_override=host), \
+            archive_path.removeprefix("gs://")
+    return pafs.FileSystem.from_uri(archive_path)
+
+
+class GcsFolders:
+    """The folder names under a gs:// path. pyarrow's GCS listing returns only folders that have marker
+    objects (apache/arrow#35993); the archive's writers create none, so the folders come from a delimiter
+    listing of the JSON API (the common prefixes), as `gsutil ls` finds them."""
+
+    def __init__(self) -> None:
+        from google.cloud import storage  # only for gs:// archives
+
+        self.client = storage.Client()  # STORAGE_EMULATOR_HOST: the emulator, anonymously
+
+    def __call__(self, path: str) -> list[str]:
+        bucket, _, prefix = path.partition("/")
+        listing = self.client.list_blobs(bucket, prefix=f"{prefix.rstrip('/')}/" if prefix else None, delimiter="/")
+        for _ in listing.pages:  # the prefixes are collected page by page
+            pass
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listing.prefixes)
+
+
 class ArchiveReader:
     def __init__(self, archive_path: str) -> None:
-        self.filesystem, root = pafs.FileSystem.from_uri(archive_path) if "://" in archive_path else \
-            (pafs.LocalFileSystem(), archive_path)
+        self.filesystem, root = archive_filesystem(archive_path)
         self.root = root.rstrip("/")
+        self.gcs_folders = GcsFolders() if archive_path.startswith("gs://") else None
 
     def reachable(self) -> bool:
         """The archive root exists (readiness)."""
         return self.filesystem.get_file_info(self.root).type == pafs.FileType.Directory
 
     def _folders(self, path: str) -> list[str]:
+        if self.gcs_folders is not None:
+            return self.gcs_folders(path)
         selector = pafs.FileSelector(path, allow_not_found=True)
         return sorted(info.base_name for info in self.filesystem.get_file_info(selector)
                       if info.type == pafs.FileType.Directory)

@@ -50,9 +50,10 @@ class ArchiveFormat(abc.ABC):
     def encode(self, records: Sequence[str]) -> bytes:
         """One chunk of a file (before compression); a file is the concatenation of its chunks."""
 
-    def converter(self, store: MetadataStore) -> BatchLines:
+    def converter(self, store: MetadataStore, compress_blocks: bool = True) -> BatchLines:
         """The per-worker state `convert` needs (series tables, kinds, metadata), owned by the converting
-        DoFn's setup."""
+        DoFn's setup. `compress_blocks=False` leaves blocks that some formats compress for the shuffle
+        uncompressed, for a shuffle that stays in memory."""
         return BatchLines(store)
 
     def convert(self, converter: BatchLines, batch: Batch, tenant: str) -> dict[Partition, PackedBlock]:
@@ -141,10 +142,10 @@ class ParquetFormat(ArchiveFormat):
     compression = UNCOMPRESSED  # Parquet compresses its own pages
 
     def encode(self, records: Sequence[str]) -> bytes:
-        return parquet.write_bytes(parquet.encode_table(records))
+        return parquet.table_bytes(parquet.encode_table(records))
 
-    def converter(self, store: MetadataStore) -> ParquetBlocks:
-        return ParquetBlocks(store)
+    def converter(self, store: MetadataStore, compress_blocks: bool = True) -> ParquetBlocks:
+        return ParquetBlocks(store, compress_blocks=compress_blocks)
 
     def convert(self, converter: BatchLines, batch: Batch, tenant: str) -> dict[Partition, PackedBlock]:
         if not isinstance(converter, ParquetBlocks):
@@ -152,7 +153,7 @@ class ParquetFormat(ArchiveFormat):
         try:
             # the slow series' histograms and exemplars: rows from the lines metric_to_log makes of those series,
             # packed after each partition's float rows (Arrow arrays from the batch's columns)
-            side = {partition: (parquet.records_block(block.records()), block.lines)
+            side = {partition: (parquet.records_block(block.records(), converter.compress_blocks), block.lines)
                     for partition, block in converter.side_blocks(batch, tenant).items()}
             return converter.blocks(batch, tenant, side)
         except ConversionError:
@@ -165,7 +166,7 @@ class ParquetFormat(ArchiveFormat):
 
     def file_chunks(self, packed: Sequence[PackedBlock]) -> tuple[Iterable[bytes], str]:
         # one table for the whole file: rows sorted by series then time across every block
-        return [parquet.write_bytes(parquet.file_table(block.data for block in packed))], self.compression
+        return [parquet.table_bytes(parquet.file_table(block.data for block in packed))], self.compression
 
     def read(self, stored: bytes) -> list[dict[str, Any]]:
         return parquet.table_records(parquet.read_table(stored))

@@ -12,21 +12,17 @@ import dataclasses
 import json
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from transforms.core.protocol import STALE_NAN
+from transforms.core.protocol import PROMETHEUS_NAN, RESET_HINTS, STALE_NAN, format_ms
 
-PROMETHEUS_NAN_BITS = 0x7FF8000000000001  # kept equal to metric_to_log's (a unit test checks it)
-RESET_HINTS = {"unknown": 0, "yes": 1, "no": 2, "gauge": 3}
 SAMPLE_KINDS = ("counter", "gauge")
 HISTOGRAM = "native_histogram"
 EXEMPLAR = "exemplar"
 # Metric metadata (type, help, unit) goes to a companion tree beside the partitions, never among the samples:
 # ARCHIVE/_metadata/tenant=T/date=D/hour=H/part-*.{ndjson.gz,parquet}
 METADATA_DIR = "_metadata"
-_FIXED = {"+Inf": float("inf"), "-Inf": float("-inf"), "StaleNaN": STALE_NAN,
-          "NaN": struct.unpack("<d", struct.pack("<Q", PROMETHEUS_NAN_BITS))[0]}
+_FIXED = {"+Inf": float("inf"), "-Inf": float("-inf"), "StaleNaN": STALE_NAN, "NaN": PROMETHEUS_NAN}
 
 
 class RecordError(ValueError):
@@ -131,12 +127,6 @@ class MetadataRecord(NamedTuple):
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "timestamp": format_ms(self.ms), "type": self.type,
                            "help": self.help, "unit": self.unit}, ensure_ascii=False, separators=(",", ":"))
-
-
-def format_ms(ms: int) -> str:
-    """Epoch ms -> 'YYYY-MM-DDTHH:MM:SS.mmmZ' (the archive's timestamp text)."""
-    t = datetime.fromtimestamp(ms // 1000, UTC)
-    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{ms % 1000:03d}Z"
 
 
 def metadata_records(records: Iterable[Mapping[str, Any]]) -> list[MetadataRecord]:

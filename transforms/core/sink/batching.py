@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from transforms.core.metadata import MetadataLookup
 from transforms.core.protocol import Protocol, float_bits
-from transforms.core.sink.columns import ColumnChunk, ColumnRequest, ColumnShard, MetadataLookup, SinkSeries, concat
+from transforms.core.sink.columns import ColumnChunk, ColumnRequest, ColumnShard, SinkSeries, concat
 from transforms.core.sink.request import encode_payload
 from transforms.core.wire.proto import remote_v1_pb2
 

@@ -33,13 +33,14 @@ from transforms.core.sink.batching import (
     shard_of,
     tenant_metadata_everywhere,
 )
-from transforms.core.sink.columns import ColumnRequest, Columns, ColumnShard, SinkSeries, label_bytes
+from transforms.core.sink.columns import ColumnRequest, Columns, ColumnShard, SinkSeries
 from transforms.core.sink.config import SinkConfig
 from transforms.core.sink.relabel import apply_rules
 from transforms.core.sink.request import FamilyMetadata, headers_for, metadata_payload, samples_only
 from transforms.core.sink.tenants import bad_tenant_reason, split_tenant
 from transforms.core.wire import codec, snappy_block
 from transforms.core.wire.batch import Batch, SeriesTable, decode
+from transforms.core.wire.convert import label_bytes
 from transforms.core.wire.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
 
 log = logging.getLogger(__name__)
