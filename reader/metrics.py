@@ -18,6 +18,9 @@ class ReaderMetrics:
         self.files = Counter("reader_files_read_total", "Parquet files opened.", registry=r)
         self.rows = Counter("reader_rows_read_total", "Rows read from Parquet after row-group pruning.",
                             registry=r)
+        self.bytes_read = Counter("reader_bytes_read_total",
+                                  "Parquet bytes read: file footers and the read columns' chunks of the row groups "
+                                  "left after pruning.", registry=r)
         self.response_bytes = Counter("reader_response_bytes_total", "Response bytes sent (before snappy).",
                                       registry=r)
         self.seconds = Histogram("reader_request_duration_seconds", "Time to answer a read request.",
