@@ -32,7 +32,7 @@ help:
 	@echo "make bench-archive  the archive encoders alone (NDJSON, Parquet from columns), samples per CPU second"
 	@echo "make bench-cpu  CPU-s per 1 M samples per process (receiver, pipeline variants, restore) against vmagent, with py-spy profiles (~10 min; BENCH_ARGS=--quick)"
 	@echo "make bench-query  PromQL p50/p99, CPU and bytes per query: the reader (archive as written, then compacted) through"
-	@echo "                  Prometheus remote_read vs Prometheus' TSDB vs VictoriaMetrics, 1 h x 10k series (~30 min;"
+	@echo "                  Prometheus remote_read vs Prometheus' TSDB vs VictoriaMetrics, 1 h x 10k series (~15 min;"
 	@echo "                  BENCH_ARGS=\"--series 2000 --minutes 30 --reps 5\")"
 	@echo "make proto      regenerate the protobuf modules"
 	@echo "make template / deploy   the Dataflow Flex Template (gcloud, a GCP project: docs/deploy.md; DRY_RUN=1 prints)"
