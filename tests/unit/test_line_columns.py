@@ -161,6 +161,16 @@ def test_a_line_of_another_shape_reads_as_the_json_path_reads_it(line: str) -> N
     assert_same(f"{good}\n{line}\n{good}\n{line}".encode())  # its place among taken lines is kept
 
 
+def test_declined_float_lines_keep_their_order_among_taken_ones() -> None:
+    good = HEAD + TAIL
+    odd = [HEAD + " " + TAIL.replace("1.5", "2.5"), HEAD + TAIL.replace("1.5", '"\\u004eaN"'),  # json: "NaN"
+           HEAD + TAIL.replace("1.5", "-0")[:-1] + " }"]
+    data = "\n".join([*odd, good, odd[1], good, good, *odd[::-1]]).encode()
+    assert declined(data) == 7
+    assert_same(data)
+    assert [s[4] for s in by_columns(data)[0]][:4] == [float_bits(2.5), 0x7FF8000000000001, 0, float_bits(1.5)]
+
+
 def test_the_pipelines_own_shape_with_escapes_is_taken() -> None:
     data = ('{"name":"\\u00e9\\ud83d\\ude00","tags":{"a":"\\"\\\\\\n\\u0001"},' + TAIL + "\n").encode()
     assert declined(data) == 0
