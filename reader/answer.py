@@ -75,6 +75,7 @@ class Answerer:
         finally:
             self.metrics.files.inc(stats.files)
             self.metrics.rows.inc(stats.rows)
+            self.metrics.bytes_read.inc(stats.bytes)
         if plan.response_type == SAMPLES:
             body = read_response_bytes(parts)
             self.metrics.response_bytes.inc(len(body))

@@ -127,14 +127,50 @@ def test_row_groups_are_pruned_by_name(tmp_path):
     (lines,) = metric_to_log.convert_v1(build_v1(series), "default", MetadataStore()).values()
     folder = tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09"
     folder.mkdir(parents=True)
-    pq.write_table(parquet.encode_table(lines), folder / "part.parquet", row_group_size=100)
+    # written as parquet.write_bytes writes the archive (no stored Arrow schema, so `name` reads as a plain
+    # string: pyarrow 25 ignores the statistics of a column that reads as a dictionary)
+    pq.write_table(parquet.encode_table(lines), folder / "part.parquet", row_group_size=100, store_schema=False,
+                   use_dictionary=parquet.DICTIONARY_COLUMNS)
     metrics = ReaderMetrics()
     client = create_app(ReaderConfig(archive_path=str(tmp_path)), metrics).test_client()
     (result,) = _samples(_read(client, [(T0, T0 + 3_599_999, [(EQ, "__name__", "m07")])]))
     assert len(result.timeseries) == 1 and len(result.timeseries[0].samples) == 100
-    assert metrics.rows._value.get() == 100  # 1 of 30 row groups
+    assert metrics.rows._value.get() == 100
+    # 1 of 30 row groups read: the footer and that group's chunks of the six read columns
+    meta = pq.ParquetFile(folder / "part.parquet").metadata
+    group = next(meta.row_group(g) for g in range(meta.num_row_groups)
+                 if meta.row_group(g).column(0).statistics.min == "m07")
+    read = ("name", "labels", "timestamp", "value", "special", "type")
+    chunks = sum(group.column(c).total_compressed_size for c in range(group.num_columns)
+                 if group.column(c).path_in_schema.split(".")[0] in read)
+    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + chunks
     (result,) = _samples(_read(client, [(T0 + 10_000, T0 + 19_999, [(RE, "__name__", "m0.")])]))
     assert [len(s.samples) for s in result.timeseries] == [10] * 10
+
+
+def test_bytes_read_are_the_footer_and_the_read_columns_of_the_unpruned_row_groups(tmp_path):
+    """reader_bytes_read_total: a time range inside one of ten row groups (cut by time) counts that group's
+    chunks of the six read columns (labels is a map: two leaves) and the footer, not the whole file."""
+    from tests.reference import metric_to_log
+    from transforms.core.metadata import MetadataStore
+
+    series = [Series({"__name__": "m", "job": "a"}, [(T0 + i * 1000, float(i)) for i in range(1000)])]
+    (lines,) = metric_to_log.convert_v1(build_v1(series), "default", MetadataStore()).values()
+    folder = tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09"
+    folder.mkdir(parents=True)
+    path = folder / "part.parquet"
+    pq.write_table(parquet.encode_table(lines), path, row_group_size=100)
+    metrics = ReaderMetrics()
+    client = create_app(ReaderConfig(archive_path=str(tmp_path)), metrics).test_client()
+    (result,) = _samples(_read(client, [(T0 + 310_000, T0 + 320_000, [(EQ, "__name__", "m")])]))
+    assert len(result.timeseries[0].samples) == 11
+    meta = pq.ParquetFile(path).metadata
+    group = meta.row_group(3)  # rows 300..399
+    read = ("name", "labels", "timestamp", "value", "special", "type")
+    chunks = [group.column(c) for c in range(group.num_columns) if group.column(c).path_in_schema.split(".")[0] in read]
+    assert len(chunks) == 7 and len(chunks) < group.num_columns
+    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + sum(c.total_compressed_size for c in chunks)
+    assert metrics.bytes_read._value.get() < path.stat().st_size
 
 
 def test_health_ready_metrics(tmp_path):

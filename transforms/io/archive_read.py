@@ -11,6 +11,7 @@ import dataclasses
 import os
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
@@ -36,6 +37,28 @@ _READ_SCHEMA = pa.schema([SCHEMA.field(name) for name in COLUMNS])
 class ReadStats:
     files: int = 0
     rows: int = 0
+    bytes: int = 0  # Parquet bytes fetched: footers and the read columns' chunks of the unpruned row groups
+
+
+# A Parquet file ends with its footer, a 4-byte footer length and the 4-byte magic "PAR1".
+_FOOTER_TAIL = 8
+
+
+def scanned_bytes(dataset: ds.FileSystemDataset, expression: pc.Expression, columns: list[str]) -> int:
+    """The bytes a finished scan of `dataset` fetched: each file's footer, plus the chunks of `columns` in the
+    row groups the statistics left (the same pruning the scan applied). Read from the footers the scan
+    cached on the dataset's fragments, so this does no I/O (call it only after a complete scan)."""
+    wanted = set(columns)
+    total = 0
+    for fragment in dataset.get_fragments():
+        metadata = fragment.metadata
+        total += metadata.serialized_size + _FOOTER_TAIL
+        for piece in fragment.split_by_row_group(expression):
+            for group in piece.row_groups:
+                row_group = metadata.row_group(group.id)
+                total += sum(row_group.column(i).total_compressed_size for i in range(row_group.num_columns)
+                             if row_group.column(i).path_in_schema.split(".", 1)[0] in wanted)
+    return total
 
 
 def archive_filesystem(archive_path: str) -> tuple[pafs.FileSystem, str]:
@@ -125,13 +148,15 @@ class ArchiveReader:
         if not files:
             return []
         collector = SeriesCollector(matchers)
+        expression = row_filter(start_ms, end_ms, matchers)
         try:
             dataset = ds.dataset(files, schema=_READ_SCHEMA, format="parquet", filesystem=self.filesystem)
-            for batch in dataset.to_batches(columns=COLUMNS, filter=row_filter(start_ms, end_ms, matchers)):
+            for batch in dataset.to_batches(columns=COLUMNS, filter=expression):
                 stats.rows += batch.num_rows
                 collector.add(pa.Table.from_batches([batch], schema=_READ_SCHEMA))
                 if collector.samples > max_samples:
                     raise SampleLimit(collector.samples)
+            stats.bytes += scanned_bytes(dataset, expression, COLUMNS)
         except (pa.ArrowException, OSError, RecordError) as exc:
             # an answer without this file's samples would look complete: fail the query, naming the problem
             raise ArchiveUnreadable(f"archive files of tenant {tenant!r} unreadable: {exc}") from exc
