@@ -36,8 +36,9 @@ SERIES = 1000  # samples per request, as Prometheus sends them
 DEFAULT_RATE = 50.0
 
 
-def run_graph(args: argparse.Namespace) -> None:
-    """The child process: build_streaming on the local streaming runner until SIGTERM."""
+def run_graph(subscription: str, archive: str, window: int, sink_url: str | None) -> None:
+    """The child process: build_streaming on the local streaming runner until SIGTERM. `bench.streaming_cost`
+    runs this too (`--graph --subscription=...`); the sink reads `<subscription>-vm`."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -46,12 +47,12 @@ def run_graph(args: argparse.Namespace) -> None:
     from transforms.core.sink import config
 
     options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming",
-                               f"--input_subscription={SUBSCRIPTION}", f"--archive_path={args.archive}",
-                               f"--window_size={args.window}"])
+                               f"--input_subscription={subscription}", f"--archive_path={archive}",
+                               f"--window_size={window}"])
     sinks = []
-    if args.sink_url:
+    if sink_url:
         sinks = config.from_document(json.dumps({"remote_write": [{
-            "url": args.sink_url, "name": "vm", "queue_config": {"batch_send_deadline": "1s"}}]}))
+            "url": sink_url, "name": "vm", "queue_config": {"batch_send_deadline": "1s"}}]}))
     pipeline = beam.Pipeline(options=options)
     build_streaming(pipeline, options.view_as(ArchiveOptions), sinks)
     pipeline.run()
@@ -175,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graph", action="store_true", help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--archive", help=argparse.SUPPRESS)
     parser.add_argument("--sink-url", help=argparse.SUPPRESS)
+    parser.add_argument("--subscription", default=SUBSCRIPTION, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.graph:
-        run_graph(args)
+        run_graph(args.subscription, args.archive, args.window, args.sink_url)
         return 0
     if args.rate <= 0 or args.minutes <= 0 or args.window <= 0:
         parser.error("--rate, --minutes and --window must be positive")
