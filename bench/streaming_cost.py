@@ -10,6 +10,10 @@ receiver would publish them: each request one message, its body as received. Eac
 stime of its tree (/proc), from the start of the load to the moment its samples are all in finalised archive
 files (lines counted in the files) and/or in its VictoriaMetrics (vm_rows_inserted_total).
 
+Forward only, the streaming graph is its sink branch alone (`pipeline.graph.build_sink_branches`): this
+runner's single executor thread would sit in the idle archive read's 30 s pulls. The local loop runs its archive
+loop on an idle subscription, as in bench-cpu; its idle CPU is printed per variant.
+
 After the load, a metadata-only message a second keeps the streaming runner's watermark and its sink flush
 moving (it moves them only while messages arrive; Dataflow does not need this). These messages count as
 elements; they add no samples and no VictoriaMetrics rows.
@@ -195,8 +199,9 @@ class Bench:
                 subscriber.delete_subscription(request={"subscription": subscription})
 
     def start_processes(self, variant: str) -> list[Process]:
-        """Both runners of one variant, each on subscriptions of its own (forward only: the archive branch,
-        which always runs, reads a topic nobody publishes to, as in bench-cpu)."""
+        """Both runners of one variant, each on subscriptions of its own. Forward only: the local loop's archive
+        loop, which always runs, reads a topic nobody publishes to (as in bench-cpu); the streaming graph runs its
+        sink branch alone (`tools.soak_streaming.run_graph` says why)."""
         from transforms.core.sink.config import from_flags
 
         archives, forwards = VARIANTS[variant]
@@ -211,7 +216,8 @@ class Bench:
                 vm_url = self.start(services.start_victoria_metrics(self.work, name=f"vm-{runner}-{slug(variant)}"))
             if runner == "streaming":
                 argv = [sys.executable, "-m", "tools.soak_streaming", "--graph", f"--subscription={sub}",
-                        f"--archive={archive}", f"--window={self.args.window_size}"]
+                        f"--archive={archive}", f"--window={self.args.window_size}",
+                        *([] if archives else ["--no-archive"])]
                 if vm_url:
                     self.subscribe(TOPIC, f"{sub}-vm", owned)
                     argv.append(f"--sink-url={vm_url}/api/v1/write")
