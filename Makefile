@@ -29,7 +29,7 @@ help:
 	@echo "make soak       10 min at half the measured peak: RSS, lost samples, duplicates (SOAK_MINUTES=...)"
 	@echo "make soak-streaming  the streaming (Dataflow) graph on the local streaming runner, 10 min (SOAK_MINUTES=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
-	@echo "make bench-streaming-cost  the streaming (Dataflow) graph on the local streaming runner beside the local loop: CPU-s per 1 M samples, overhead per message beyond the core, py-spy profiles (~12 min)"
+	@echo "make bench-streaming-cost  the streaming (Dataflow) graph on the local streaming runner beside the local loop: CPU-s per 1 M samples, overhead per message beyond the core, py-spy profiles (~20 min; BENCH_ARGS=--quick)"
 	@echo "make bench-archive  the archive encoders alone (NDJSON, Parquet from columns), samples per CPU second"
 	@echo "make bench-cpu  CPU-s per 1 M samples per process (receiver, pipeline variants, restore) against vmagent, with py-spy profiles (~10 min; BENCH_ARGS=--quick)"
 	@echo "make proto      regenerate the protobuf modules"
