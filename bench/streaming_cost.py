@@ -321,9 +321,9 @@ class Bench:
                          "messages": cost.messages, "samples": samples, "cpu_seconds": round(cost.cpu_seconds, 2),
                          "cpu_per_million": round(cost.per_million, 2),
                          "core_per_million": round(cost.core_per_million, 2),
-                         "cold_core_per_million": round(cost.cold_core_seconds * 1e6 / samples, 2),
+                         "cold_core_per_million": figure(cost.cold_core_seconds * 1e6 / samples, 2),
                          "overhead_ms_per_message": round(cost.overhead_ms, 2),
-                         "overhead_beyond_cold_ms": round(cost.overhead_beyond_cold_ms, 2),
+                         "overhead_beyond_cold_ms": figure(cost.overhead_beyond_cold_ms, 2),
                          "overhead_share": round(cost.overhead_share, 3), "drain_seconds": round(waited, 1),
                          "idle_cpu_per_second": round(idle[p.name], 3)})
         print_rows(rows)
@@ -357,13 +357,19 @@ class Bench:
             service.stop()
 
 
+def figure(value: float, digits: int) -> float | None:
+    """Rounded; None where there is no figure (NaN is not JSON)."""
+    return None if math.isnan(value) else round(value, digits)
+
+
 def print_rows(rows: list[dict]) -> None:
     print(f"  {'process':<28}{'messages':>9}{'CPU-s':>8}{'CPU-s/1M':>10}{'core/1M':>9}{'overhead':>10}"
           f"{'share':>7}{'beyond cold':>13}{'drain s':>9}")
     for r in rows:
+        beyond = "-" if r["overhead_beyond_cold_ms"] is None else f"{r['overhead_beyond_cold_ms']:.2f} ms"
         print(f"  {r['process']:<28}{r['messages']:>9}{r['cpu_seconds']:>8.2f}{r['cpu_per_million']:>10.2f}"
               f"{r['core_per_million']:>9.2f}{r['overhead_ms_per_message']:>7.2f} ms{r['overhead_share']:>7.0%}"
-              f"{r['overhead_beyond_cold_ms']:>10.2f} ms{r['drain_seconds']:>9.1f}", flush=True)
+              f"{beyond:>13}{r['drain_seconds']:>9.1f}", flush=True)
 
 
 def print_summary(results: list[dict]) -> None:
