@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak soak-streaming proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-archive bench-mixed bench-query template receiver-image deploy check clean
+.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak soak-streaming proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-streaming-cost bench-archive bench-mixed bench-query template receiver-image deploy check clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,7 @@ help:
 	@echo "make soak       10 min at half the measured peak: RSS, lost samples, duplicates (SOAK_MINUTES=...)"
 	@echo "make soak-streaming  the streaming (Dataflow) graph on the local streaming runner, 10 min (SOAK_MINUTES=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
+	@echo "make bench-streaming-cost  the streaming (Dataflow) graph on the local streaming runner beside the local loop: CPU-s per 1 M samples, overhead per message beyond the core, py-spy profiles (~20 min; BENCH_ARGS=--quick)"
 	@echo "make bench-archive  the archive encoders alone (NDJSON, Parquet from columns), samples per CPU second"
 	@echo "make bench-mixed    a request with one native histogram vs a pure-float one: decode + archive, decode + sink bodies"
 	@echo "make bench-cpu  CPU-s per 1 M samples per process (receiver, pipeline variants, restore) against vmagent, with py-spy profiles (~10 min; BENCH_ARGS=--quick)"
@@ -137,6 +138,9 @@ bench-restore: setup system-deps
 
 bench-cpu: setup system-deps
 	$(PY) -m bench.cpu $(BENCH_ARGS)
+
+bench-streaming-cost: setup system-deps
+	$(PY) -m bench.streaming_cost $(BENCH_ARGS)
 
 bench-archive: setup
 	$(PY) -m bench.archive_encode $(BENCH_ARGS)

@@ -37,24 +37,31 @@ SERIES = 1000  # samples per request, as Prometheus sends them
 DEFAULT_RATE = 50.0
 
 
-def run_graph(args: argparse.Namespace) -> None:
-    """The child process: build_streaming on the local streaming runner until SIGTERM."""
+def run_graph(subscription: str, archive: str, window: int, sink_url: str | None, archives: bool = True) -> None:
+    """The child process: build_streaming on the local streaming runner until SIGTERM. `bench.streaming_cost`
+    runs this too (`--graph --subscription=...`); the sink reads `<subscription>-vm`. Without `archives`, only
+    the sink branch: this runner runs every step on one executor thread (NUM_WORKERS = 1), and a read of an idle
+    subscription holds that thread for its 30 s pull, so an archive branch with nothing to read would stall
+    the sink's (Dataflow reads each source on its own)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.graph import build_streaming
+    from pipeline.graph import build_sink_branches, build_streaming
     from pipeline.options import ArchiveOptions
     from transforms.core.sink import config
 
     options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming",
-                               f"--input_subscription={SUBSCRIPTION}", f"--archive_path={args.archive}",
-                               f"--window_size={args.window}"])
+                               f"--input_subscription={subscription}", f"--archive_path={archive}",
+                               f"--window_size={window}"])
     sinks = []
-    if args.sink_url:
+    if sink_url:
         sinks = config.from_document(json.dumps({"remote_write": [{
-            "url": args.sink_url, "name": "vm", "queue_config": {"batch_send_deadline": "1s"}}]}))
+            "url": sink_url, "name": "vm", "queue_config": {"batch_send_deadline": "1s"}}]}))
     pipeline = beam.Pipeline(options=options)
-    build_streaming(pipeline, options.view_as(ArchiveOptions), sinks)
+    if archives:
+        build_streaming(pipeline, options.view_as(ArchiveOptions), sinks)
+    else:
+        build_sink_branches(pipeline, options.view_as(ArchiveOptions), sinks)
     pipeline.run()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -198,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graph", action="store_true", help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--archive", help=argparse.SUPPRESS)
     parser.add_argument("--sink-url", help=argparse.SUPPRESS)
+    parser.add_argument("--subscription", default=SUBSCRIPTION, help=argparse.SUPPRESS)
+    parser.add_argument("--no-archive", action="store_true", help=argparse.SUPPRESS)  # the sink branch alone
     args = parser.parse_args(argv)
     if args.graph:
-        run_graph(args)
+        run_graph(args.subscription, args.archive, args.window, args.sink_url, archives=not args.no_archive)
         return 0
     if args.rate <= 0 or args.minutes <= 0 or args.window <= 0:
         parser.error("--rate, --minutes and --window must be positive")

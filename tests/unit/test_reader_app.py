@@ -198,14 +198,18 @@ def test_config_errors_are_clear(capsys):
         parse_config(["--archive-path=/x", "--max-bytes-per-response=0"])
 
 
-def test_native_histograms_are_skipped_and_floats_still_served(tmp_path):
+def test_native_histograms_are_refused_with_a_422_and_floats_beside_them_still_served(tmp_path):
     from tests.archive_samples import sample_request
 
     write_archive(tmp_path, sample_request(), counter_names={"requests_total": "counter"})
     client = create_app(ReaderConfig(archive_path=str(tmp_path))).test_client()
-    (result,) = _samples(_read(client, [(T0 - 1, T0 + 10_000, [(RE, "__name__", ".+")])]))
+    refused = _read(client, [(T0 - 1, T0 + 10_000, [(RE, "__name__", ".+")])])
+    assert refused.status_code == 422  # "lat" holds native histograms: refused, never silently left out
+    message = refused.get_data(as_text=True)
+    assert "native histograms" in message and 'lat{' in message and "__name__" in message
+    (result,) = _samples(_read(client, [(T0 - 1, T0 + 10_000, [(RE, "__name__", "requests_total|up")])]))
     names = sorted({lb.value for s in result.timeseries for lb in s.labels if lb.name == "__name__"})
-    assert names == ["requests_total", "up"]  # "lat" holds only native histograms
+    assert names == ["requests_total", "up"]
     stamps = [s.timestamp for s in result.timeseries[0].samples]
     assert stamps == sorted(stamps) and len(stamps) == 5
 

@@ -156,9 +156,9 @@ class HeaderCapture(Capture):
         super().__init__(written)
         self.sent: list[tuple[dict[str, str], bytes]] = []
 
-    def post(self, body, headers):
+    def post(self, body, headers, points=0):
         self.sent.append((headers, snappy_block.decompress(body, MAX_DECOMPRESSED)))
-        return super().post(body, headers)
+        return super().post(body, headers, points)
 
 
 def run(forwarder_type, sink, written, batch):

@@ -229,7 +229,7 @@ class ScriptedService:
         self.requests: list[tuple[remote_v1_pb2.WriteRequest, dict]] = []
         self.lock = threading.Lock()
 
-    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
         protocol = codec.protocol_for_content_type(headers["Content-Type"])
         decoded = codec.decode(body, protocol, 1 << 24).message
         with self.lock:
@@ -471,7 +471,7 @@ class RefusingService:
     def __init__(self) -> None:
         self.posts = 0
 
-    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
         self.posts += 1
         return Attempt(classify(None, ConnectionRefusedError(111, "Connection refused")), "", 0.0)
 

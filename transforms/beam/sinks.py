@@ -31,7 +31,7 @@ class NoTransport:
     """The service of a forwarder that only shards (`Forwarder.shard_messages`): it never posts, so sharding
     opens no connection pool and resolves no credentials."""
 
-    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
         raise RuntimeError("a sharding-only forwarder never sends")
 
 

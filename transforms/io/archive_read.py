@@ -157,6 +157,8 @@ class ArchiveReader:
                 if collector.samples > max_samples:
                     raise SampleLimit(collector.samples)
             stats.bytes += scanned_bytes(dataset, expression, COLUMNS)
+            if collector.histogram_series:
+                raise NativeHistograms(len(collector.histogram_series), collector.histogram_example())
         except (pa.ArrowException, OSError, RecordError) as exc:
             # an answer without this file's samples would look complete: fail the query, naming the problem
             raise ArchiveUnreadable(f"archive files of tenant {tenant!r} unreadable: {exc}") from exc
@@ -165,6 +167,14 @@ class ArchiveReader:
 
 class ArchiveUnreadable(Exception):
     """A file of the query's partitions could not be read (corrupt, foreign or unreachable)."""
+
+
+class NativeHistograms(Exception):
+    """Matching series hold native histograms, which the reader does not serve yet."""
+
+    def __init__(self, series: int, example: str) -> None:
+        super().__init__(f"{series} series with native histograms, e.g. {example}")
+        self.series, self.example = series, example
 
 
 class SampleLimit(Exception):
