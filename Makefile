@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak soak-streaming proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-streaming-cost bench-archive bench-query template receiver-image deploy check clean
+.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak soak-streaming proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-streaming-cost bench-archive bench-mixed bench-query template receiver-image deploy check clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,7 @@ help:
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
 	@echo "make bench-streaming-cost  the streaming (Dataflow) graph on the local streaming runner beside the local loop: CPU-s per 1 M samples, overhead per message beyond the core, py-spy profiles (~20 min; BENCH_ARGS=--quick)"
 	@echo "make bench-archive  the archive encoders alone (NDJSON, Parquet from columns), samples per CPU second"
+	@echo "make bench-mixed    a request with one native histogram vs a pure-float one: decode + archive, decode + sink bodies"
 	@echo "make bench-cpu  CPU-s per 1 M samples per process (receiver, pipeline variants, restore) against vmagent, with py-spy profiles (~10 min; BENCH_ARGS=--quick)"
 	@echo "make bench-query  PromQL p50/p99, CPU and bytes per query: the reader (archive as written, then compacted) through"
 	@echo "                  Prometheus remote_read vs Prometheus' TSDB vs VictoriaMetrics, 1 h x 10k series (~15 min;"
@@ -143,6 +144,9 @@ bench-streaming-cost: setup system-deps
 
 bench-archive: setup
 	$(PY) -m bench.archive_encode $(BENCH_ARGS)
+
+bench-mixed: setup
+	$(PY) -m bench.mixed_request $(BENCH_ARGS)
 
 # The same data in Prometheus' TSDB, VictoriaMetrics and the archive (before and after pipeline.compact, read by
 # python -m reader through a Prometheus with remote_read); PromQL instant and range queries on each (docs/query.md).

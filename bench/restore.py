@@ -28,10 +28,10 @@ from pathlib import Path
 import duckdb
 import requests
 
+from tests.reference.metric_to_log import convert_v1
 from tools import services
 from transforms.core.archive.format import FORMATS, partition_parts
 from transforms.core.archive.lines import LineBlock
-from transforms.core.archive.metric_to_log import convert_v1
 from transforms.core.metadata import MetadataStore
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1

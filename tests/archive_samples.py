@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import struct
 
-from transforms.core.archive import metric_to_log
+from tests.reference import metric_to_log
 from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import STALE_NAN
 from transforms.core.wire.builders import Series, build_v1

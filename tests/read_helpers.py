@@ -8,7 +8,8 @@ from pathlib import Path
 
 import google_crc32c
 
-from transforms.core.archive import metric_to_log, parquet
+from tests.reference import metric_to_log
+from transforms.core.archive import parquet
 from transforms.core.metadata import MetadataStore
 from transforms.core.wire.proto import remote_read_pb2, remote_v1_pb2
 

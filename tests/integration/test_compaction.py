@@ -28,8 +28,8 @@ from pipeline.compact import build
 from pipeline.restore import list_files
 from tests.archive_samples import sample_request
 from tests.readme_helpers import marked_query
+from tests.reference import metric_to_log
 from transforms.beam.restore import format_of
-from transforms.core.archive import metric_to_log
 from transforms.core.archive.compaction import is_compacted, is_marker
 from transforms.core.archive.format import archive_format, partition_parts
 from transforms.core.archive.lines import LineBlock

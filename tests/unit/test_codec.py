@@ -299,7 +299,7 @@ def test_split_refuses_a_single_series_over_the_limit():
 # --- the receiver's cached validation agrees with the plain one ------------------------------------
 
 def test_cached_v1_validation_matches_plain_validation_and_never_caches_invalid_series():
-    from transforms.core.wire.validation import validate_v1, validate_v1_payload
+    from tests.reference.validation import validate_v1, validate_v1_payload
 
     request = build_v1([
         Series({"__name__": "a", "x": str(i)}, [(t, 1.0) for t in range(i % 3 + 1)],
@@ -320,20 +320,21 @@ def test_cached_v1_validation_matches_plain_validation_and_never_caches_invalid_
 
 
 def test_the_validation_cache_has_an_owner_and_one_naming_mode():
-    """The oracle's cache (codec.decode_with_upb) and the compiled decoder's series table (codec.decode)
-    both belong to a caller: the owner remembers, no owner remembers nothing, one naming mode each."""
+    """The oracle's cache (tests/reference/validation.py's decode_with_upb) and the compiled decoder's series
+    table (codec.decode) both belong to a caller: the owner remembers, no owner remembers nothing, one naming
+    mode each."""
+    from tests.reference.validation import ValidationCache, decode_with_upb
     from transforms.core.wire.batch import SeriesTable
-    from transforms.core.wire.validation import ValidationCache
 
     body = codec.encode(build_v1([Series({"__name__": "a", "x": str(i)}, [(1, 1.0)]) for i in range(5)]))
     owned = ValidationCache(NameValidation.UTF8)
-    assert codec.decode_with_upb(body, Protocol.V1, 1 << 20, cache=owned)[1].series == 5
+    assert decode_with_upb(body, Protocol.V1, 1 << 20, cache=owned)[1].series == 5
     assert len(owned.series) == 5, "the owner remembers the validated label sets"
     other = ValidationCache(NameValidation.UTF8)
-    codec.decode_with_upb(body, Protocol.V1, 1 << 20)  # no owner: nothing is remembered anywhere
+    decode_with_upb(body, Protocol.V1, 1 << 20)  # no owner: nothing is remembered anywhere
     assert len(other.series) == 0
     with pytest.raises(ValueError, match="cannot validate legacy names"):
-        codec.decode_with_upb(body, Protocol.V1, 1 << 20, NameValidation.LEGACY, cache=owned)
+        decode_with_upb(body, Protocol.V1, 1 << 20, NameValidation.LEGACY, cache=owned)
 
     table = SeriesTable(NameValidation.UTF8)
     assert codec.decode(body, Protocol.V1, 1 << 20, table=table).counts.series == 5

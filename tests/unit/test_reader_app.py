@@ -119,7 +119,7 @@ def test_bad_requests(tmp_path):
 
 def test_row_groups_are_pruned_by_name(tmp_path):
     """A file of many small row groups: a pinned name reads only the groups whose statistics allow it."""
-    from transforms.core.archive import metric_to_log
+    from tests.reference import metric_to_log
     from transforms.core.metadata import MetadataStore
 
     series = [Series({"__name__": f"m{n:02d}", "job": "a"}, [(T0 + i * 1000, float(i)) for i in range(100)])
@@ -151,7 +151,7 @@ def test_row_groups_are_pruned_by_name(tmp_path):
 def test_bytes_read_are_the_footer_and_the_read_columns_of_the_unpruned_row_groups(tmp_path):
     """reader_bytes_read_total: a time range inside one of ten row groups (cut by time) counts that group's
     chunks of the six read columns (labels is a map: two leaves) and the footer, not the whole file."""
-    from transforms.core.archive import metric_to_log
+    from tests.reference import metric_to_log
     from transforms.core.metadata import MetadataStore
 
     series = [Series({"__name__": "m", "job": "a"}, [(T0 + i * 1000, float(i)) for i in range(1000)])]

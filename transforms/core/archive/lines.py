@@ -1,21 +1,25 @@
 """Archive lines from a columnar batch, in compiled code (transforms/core/wire/_wire_lines.c).
 
-Byte for byte what transforms/core/archive/metric_to_log.py writes, one newline-terminated block per partition
-(tenant, UTC date, UTC hour of each sample's own timestamp): the unit that flows through Beam, never a
-line. Per series, the JSON head is made once by the decoder's series table and the kind prefix once
-per metadata change. Requests carrying native histograms or exemplars take metric_to_log's path
-(the upb message, parsed only then), so their line order and shapes stay exactly as documented.
+Byte for byte the whole-request metric_to_log conversion (tests/reference/metric_to_log.py), one
+newline-terminated block per partition (tenant, UTC date, UTC hour of each sample's own timestamp): the unit
+that flows through Beam, never a line. Per series, the JSON head is made once by the decoder's series table
+and the kind prefix once per metadata change. In a request whose series carry native histograms or exemplars
+(the decoder's side data), every float sample is still formatted here; only those series' histogram and
+exemplar lines come from metric_to_log's Python (`side_lines`, each from its own TimeSeries bytes), spliced in
+after the series' samples, so every line and its place in the block are what metric_to_log writes for the
+whole request.
 """
 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 import numpy as np
 
-from transforms.core.archive.metric_to_log import ConversionError, Partition, convert, value_kind
+from transforms.core.archive.metric_to_log import ConversionError, Partition, PartitionLines, side_lines, value_kind
 from transforms.core.metadata import TYPE_NAMES, FamilyMetadata, MetadataStore
 from transforms.core.protocol import Protocol
 from transforms.core.wire import _wire
@@ -134,18 +138,66 @@ class BatchLines:
 
     def convert(self, batch: Batch, tenant: str) -> dict[Partition, LineBlock]:
         """The batch's lines by partition; raises ConversionError (timestamps outside datetime's range)."""
-        if batch.slow:  # histograms or exemplars: metric_to_log's path over the message
-            records = convert(batch.message, batch.protocol, tenant, self.store, counts=batch.counts)
-            # (metric_to_log also lists the partition of a start timestamp's hour, empty: not a file to write)
-            return {partition: LineBlock.of_records(lines) for partition, lines in records.items() if lines}
         kinds, kind_index = self.series_kinds(batch, tenant)
         starts, created = (None, None) if batch.protocol is Protocol.V1 else (batch.starts, batch.created)
-        try:
-            blocks = _wire.format_lines(batch.heads, kinds, batch.series_slot, kind_index, batch.sample_series,
-                                        batch.timestamps, batch.values, starts, created)
-        except OverflowError as exc:
-            raise ConversionError(str(exc)) from exc
-        return {hour_partition(tenant, hour): LineBlock(data, lines) for hour, data, lines in blocks}
+
+        def floats(lo: int, hi: int) -> list[tuple[int, bytes, int]]:
+            """Lines of float samples [lo, hi), compiled: views of the columns, no copy."""
+            cut = (slice(4 * lo, 4 * hi), slice(8 * lo, 8 * hi))
+            try:
+                return _wire.format_lines(batch.heads, kinds, batch.series_slot, kind_index,
+                                          memoryview(batch.sample_series)[cut[0]],
+                                          memoryview(batch.timestamps)[cut[1]], memoryview(batch.values)[cut[1]],
+                                          None if starts is None else memoryview(starts)[cut[1]], created)
+            except OverflowError as exc:
+                raise ConversionError(str(exc)) from exc
+
+        if not batch.slow:
+            return {hour_partition(tenant, hour): LineBlock(data, lines)
+                    for hour, data, lines in floats(0, len(batch.timestamps) // 8)}
+        return self._with_side_series(batch, tenant, floats)
+
+    def side_blocks(self, batch: Batch, tenant: str) -> dict[Partition, LineBlock]:
+        """Only the histogram and exemplar lines of the batch's slow series (Parquet takes its float rows
+        from the columns)."""
+        return self._with_side_series(batch, tenant, None) if batch.slow else {}
+
+    @staticmethod
+    def _with_side_series(batch: Batch, tenant: str, floats: Callable[[int, int], list[tuple[int, bytes, int]]] | None
+                          ) -> dict[Partition, LineBlock]:
+        """A request whose slow series carry histograms or exemplars: every float sample is formatted in compiled
+        code (`floats`), in runs that end with a slow series' own samples; after each run, that series' histogram
+        and exemplar lines (metric_to_log.side_lines, from its own TimeSeries bytes). Each partition's lines are
+        thus in metric_to_log's order: series by series, a series' samples, then histograms, then exemplars.
+        Without `floats`, the histogram and exemplar lines alone."""
+        sample_series = np.frombuffer(batch.sample_series, np.uint32)  # ascending: samples come series by series
+        ends = np.searchsorted(sample_series, np.asarray(batch.slow, np.uint32), side="right").tolist()
+        symbols = None if batch.protocol is Protocol.V1 else batch.symbols
+        parts: dict[Partition, list[bytes]] = {}
+        counts: dict[Partition, int] = {}
+        by_hour: dict[int, Partition] = {}
+
+        def add(partition: Partition, data: bytes, lines: int) -> None:
+            parts.setdefault(partition, []).append(data)
+            counts[partition] = counts.get(partition, 0) + lines
+
+        done = 0
+        for (index, series), end in zip(batch.side_series(), ends, strict=True):
+            if floats is not None and end > done:
+                for hour, data, lines in floats(done, end):
+                    partition = by_hour.get(hour) or by_hour.setdefault(hour, hour_partition(tenant, hour))
+                    add(partition, data, lines)
+                done = end
+            side = PartitionLines(tenant)
+            head = batch.heads[batch_slot(batch, index)].decode()
+            side_lines(head, series, symbols, side)
+            for partition, records in side.by_partition.items():
+                if records:  # (a start timestamp's hour is listed too, empty: not a file to write)
+                    add(partition, ("\n".join(records) + "\n").encode(), len(records))
+        if floats is not None and done < len(sample_series):
+            for hour, data, lines in floats(done, len(sample_series)):
+                add(by_hour.get(hour) or hour_partition(tenant, hour), data, lines)
+        return {partition: LineBlock(b"".join(chunks), counts[partition]) for partition, chunks in parts.items()}
 
     def series_kinds(self, batch: Batch, tenant: str) -> tuple[list[bytes], bytes]:
         """The kind prefixes of a float-only batch and, per series of the request, the index of its prefix
@@ -172,6 +224,11 @@ class BatchLines:
                 kinds.append(_kind_prefix(value_kind(TYPE_NAMES.get(number, "unknown"), name)))
             index.append(found)
         return kinds, array("i", index).tobytes()
+
+
+def batch_slot(batch: Batch, index: int) -> int:
+    """The series-table slot of the request's series `index`."""
+    return int.from_bytes(batch.series_slot[4 * index:4 * index + 4], "little", signed=True)
 
 
 def hour_partition(tenant: str, hour: int) -> Partition:

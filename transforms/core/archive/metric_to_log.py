@@ -10,7 +10,12 @@ What Vector loses, we keep:
 - native histograms, exemplars and start timestamps get documented extra shapes;
 - every sample is a line: nothing is aggregated or de-duplicated.
 
-Lines are grouped by partition (tenant, UTC date, UTC hour of the sample's own timestamp).
+Lines are grouped by partition (tenant, UTC date, UTC hour of the sample's own timestamp), series by series
+in request order: a series' samples, then its native histograms, then its exemplars.
+
+The pipeline writes float lines in compiled code (transforms/core/archive/lines.py, _wire_lines.c) and only the
+histogram and exemplar lines of the series that carry them here (`side_lines`); the whole-request conversion in
+Python, the oracle of both, is tests/reference/metric_to_log.py.
 """
 
 from __future__ import annotations
@@ -21,9 +26,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from transforms.core.metadata import MetadataStore, v2_type
 from transforms.core.protocol import (
-    METRIC_NAME_LABEL,
     PROMETHEUS_NAN_BITS,
     RESET_HINT_NAMES,
     STALE_NAN_BITS,
@@ -33,7 +36,6 @@ from transforms.core.protocol import (
     ref_pairs,
 )
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.core.wire.validation import Counts
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
@@ -92,7 +94,7 @@ def _second_prefix(seconds: int) -> str:
         raise ConversionError(f"timestamp {seconds * 1000} ms is outside the representable range") from exc
 
 
-class _Lines:
+class PartitionLines:
     """Collects lines per partition. Per second of sample time it caches the RFC 3339 prefix and the
     partition's list, so a sample costs one dict lookup and one f-string."""
 
@@ -118,19 +120,7 @@ class _Lines:
         out.append(f'{head}"timestamp":"{prefix}.{millis:03d}Z",{tail}')
 
 
-def _head(labels: Sequence[tuple[str, str]]) -> tuple[str, str]:
-    """The series' name and its '{"name":...,"tags":{...},' prefix."""
-    name = ""
-    tags = {}
-    for key, value in labels:
-        if key == METRIC_NAME_LABEL:
-            name = value
-        else:
-            tags[key] = value
-    return name, f'{{"name":{_dumps(name)},"tags":{_dumps(tags)},'
-
-
-def _histogram(h: remote_v1_pb2.Histogram | remote_v2_pb2.Histogram) -> str:
+def histogram_json(h: remote_v1_pb2.Histogram | remote_v2_pb2.Histogram) -> str:
     """A native histogram, kept in its wire encoding (spans + deltas or counts) so it can be restored."""
     out: dict[str, object] = {}
     out["count"] = h.count_float if h.WhichOneof("count") == "count_float" else h.count_int
@@ -161,94 +151,32 @@ def _histogram(h: remote_v1_pb2.Histogram | remote_v2_pb2.Histogram) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def _exemplar_tail(labels: Sequence[tuple[str, str]], value: float) -> str:
+def exemplar_tail(labels: Sequence[tuple[str, str]], value: float) -> str:
     return f'"kind":"absolute","exemplar":{{"value":{encode_value(value)},"labels":{_dumps(dict(labels))}}}}}'
 
 
-def _start(ms: int, lines: _Lines) -> str:
+def start_field(ms: int, lines: PartitionLines) -> str:
     return f',"start_timestamp":"{lines.stamp(ms)}"' if ms else ""
 
 
-class SeriesHeads:
-    """label-set key (from validation) -> (name, JSON head): a series' prefix is built once, not per
-    request. Owned by whoever converts (a DoFn's setup); cleared wholesale at `limit` series."""
-
-    def __init__(self, limit: int = 500_000) -> None:
-        self.limit = limit
-        self._heads: dict[bytes, tuple[str, str]] = {}
-
-    def head(self, series: remote_v1_pb2.TimeSeries, key: bytes | None) -> tuple[str, str]:
-        if key is not None:
-            cached = self._heads.get(key)
-            if cached is not None:
-                return cached
-        found = _head([(lab.name, lab.value) for lab in series.labels])
-        if key is not None:
-            if len(self._heads) >= self.limit:
-                self._heads.clear()
-            self._heads[key] = found
-        return found
-
-
-def convert_v1(request: remote_v1_pb2.WriteRequest, tenant: str, store: MetadataStore,
-               series_keys: Sequence[bytes] | None = None, counts: Counts | None = None,
-               heads: SeriesHeads | None = None) -> dict[Partition, list[str]]:
-    """Lines of a 1.0 request. Its metadata first updates the tenant's remembered types.
-
-    `series_keys` and `counts` (from DecodedRequest), with a `heads` cache, let per-series JSON be
-    reused across requests and skip reading histogram/exemplar fields a request does not have (each
-    read costs a Python object).
-    """
-    heads = heads or SeriesHeads()
-    with_histograms = counts is None or counts.histograms > 0
-    with_exemplars = counts is None or counts.exemplars > 0
-    store.update_v1(tenant, request.metadata)
-    lines = _Lines(tenant)
-    kinds: dict[str, str] = {}
-    for index, series in enumerate(request.timeseries):
-        name, head = heads.head(series, series_keys[index] if series_keys is not None else None)
-        prefix = kinds.get(name)
-        if prefix is None:
-            kind = value_kind(store.type_of(tenant, name), name)
-            prefix = kinds[name] = f'"kind":"absolute","{kind}":{{"value":'
-        for sample in series.samples:
-            lines.add(head, sample.timestamp, f"{prefix}{encode_value(sample.value)}}}}}")
-        if with_histograms:
-            for h in series.histograms:
-                lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{_histogram(h)}}}')
-        if with_exemplars:
-            for ex in series.exemplars:
-                labels = [(lab.name, lab.value) for lab in ex.labels]
-                lines.add(head, ex.timestamp, _exemplar_tail(labels, ex.value))
-    return lines.by_partition
-
-
-def convert_v2(request: remote_v2_pb2.Request, tenant: str) -> dict[Partition, list[str]]:
-    """Lines of a 2.0 request; types come from each series' own metadata."""
-    symbols = list(request.symbols)
-    lines = _Lines(tenant)
-    for series in request.timeseries:
-        name, head = _head(ref_pairs(series.labels_refs, symbols))
-        kind = value_kind(v2_type(series), name)
-        prefix = f'"kind":"absolute","{kind}":{{"value":'
-        created = series.created_timestamp
-        for sample in series.samples:
-            start = _start(sample.start_timestamp or created, lines)
-            lines.add(head, sample.timestamp, f"{prefix}{encode_value(sample.value)}}}{start}}}")
+def side_lines(head: str, series: remote_v1_pb2.TimeSeries | remote_v2_pb2.TimeSeries, symbols: Sequence[str] | None,
+               lines: PartitionLines) -> None:
+    """The native-histogram and exemplar lines of one series (1.0, or 2.0 with its request's `symbols`), in the
+    order they follow the series' float samples: the pipeline's slower path, taken only by the series of a
+    request that carry them (transforms/core/archive/lines.py)."""
+    if symbols is None:
         for h in series.histograms:
-            start = _start(h.start_timestamp or created, lines)
-            lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{_histogram(h)}{start}}}')
+            lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{histogram_json(h)}}}')
         for ex in series.exemplars:
-            lines.add(head, ex.timestamp, _exemplar_tail(ref_pairs(ex.labels_refs, symbols), ex.value))
-    return lines.by_partition
-
-
-def convert(message: remote_v1_pb2.WriteRequest | remote_v2_pb2.Request, protocol: Protocol, tenant: str,
-            store: MetadataStore, series_keys: Sequence[bytes] | None = None,
-            counts: Counts | None = None, heads: SeriesHeads | None = None) -> dict[Partition, list[str]]:
-    if protocol is Protocol.V1:
-        return convert_v1(message, tenant, store, series_keys, counts, heads)  # type: ignore[arg-type]
-    return convert_v2(message, tenant)  # type: ignore[arg-type]
+            labels = [(lab.name, lab.value) for lab in ex.labels]  # type: ignore[union-attr]
+            lines.add(head, ex.timestamp, exemplar_tail(labels, ex.value))
+        return
+    created = series.created_timestamp  # type: ignore[union-attr]
+    for h in series.histograms:
+        start = start_field(h.start_timestamp or created, lines)  # type: ignore[union-attr]
+        lines.add(head, h.timestamp, f'"kind":"absolute","native_histogram":{histogram_json(h)}{start}}}')
+    for ex in series.exemplars:
+        lines.add(head, ex.timestamp, exemplar_tail(ref_pairs(ex.labels_refs, symbols), ex.value))  # type: ignore[union-attr]
 
 
 def message_protocol(attributes: dict[str, str]) -> Protocol:

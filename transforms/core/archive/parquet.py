@@ -112,14 +112,17 @@ def histogram_row(encoded: Mapping[str, Any]) -> dict[str, Any]:
 # A block: one partition's rows from one request, as they cross the group-by-partition. Two Arrow IPC
 # streams: the block's distinct series, each as its key (series_key: name and labels, decodable), and
 # its rows, each naming its series by position; a file's blocks are merged and sorted by file_table.
+# A packed block is one or more of them one after the other, each behind its header (a request's float
+# rows, then the rows of its histograms and exemplars).
 _BLOCK_SERIES = pa.schema([("key", pa.binary())])
 _BLOCK_ROWS = pa.schema([("series", pa.int32()), ("timestamp", pa.int64()), ("value", pa.float64()),
                          ("special", pa.string()), ("type", pa.string()), ("start_timestamp", pa.int64()),
                          ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE)])
 _FLOAT_ROWS = pa.schema(list(_BLOCK_ROWS)[:6])
 _FLOAT_ROW_NAMES = _FLOAT_ROWS.names
-# the series message's size, both messages' size, whether the rows hold histograms/exemplars
-_HEADER = struct.Struct("<QQ?")
+# the series message's size, both messages' size (| _RAW_BLOCK), the bytes stored, whether the rows hold
+# histograms/exemplars
+_HEADER = struct.Struct("<QQQ?")
 _BLOCK_CODEC = "lz4"
 _RAW_BLOCK = 1 << 63  # set in the size of both messages: the payload follows uncompressed
 # Each string of a series key ends with the terminator and has its NUL characters escaped, so comparing
@@ -146,24 +149,31 @@ def pack_block(series: pa.RecordBatch, rows: pa.RecordBatch, compress: bool = Tr
     nested = rows.schema.equals(_BLOCK_ROWS)
     keys, table = series.serialize(), rows.serialize()
     payload = keys.to_pybytes() + table.to_pybytes()
-    if not compress:
-        return _HEADER.pack(keys.size, len(payload) | _RAW_BLOCK, nested) + payload
-    return _HEADER.pack(keys.size, len(payload), nested) + pa.compress(payload, codec=_BLOCK_CODEC, asbytes=True)
+    stored = payload if not compress else pa.compress(payload, codec=_BLOCK_CODEC, asbytes=True)
+    return _HEADER.pack(keys.size, len(payload) | (0 if compress else _RAW_BLOCK), len(stored), nested) + stored
 
 
-def _unpack_block(data: bytes) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    try:
-        size, total, nested = _HEADER.unpack_from(data)
-        if total & _RAW_BLOCK:
-            buffer = pa.py_buffer(memoryview(data)[_HEADER.size:])
-            if buffer.size != total & ~_RAW_BLOCK:
-                raise pa.ArrowInvalid(f"block holds {buffer.size} bytes, its header says {total & ~_RAW_BLOCK}")
-        else:
-            buffer = pa.decompress(memoryview(data)[_HEADER.size:], total, codec=_BLOCK_CODEC)
-        return (pa.ipc.read_record_batch(buffer.slice(0, size), _BLOCK_SERIES),
-                pa.ipc.read_record_batch(buffer.slice(size), _BLOCK_ROWS if nested else _FLOAT_ROWS))
-    except (struct.error, pa.ArrowException) as exc:
-        raise RecordError(f"not a Parquet archive block: {exc}") from exc
+def _unpack_blocks(data: bytes) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
+    """The blocks packed one after the other in `data` (a partition's float rows, then the rows of its
+    histograms and exemplars: two pieces of one packed block, so neither is packed twice)."""
+    view, at = memoryview(data), 0
+    while at < len(view):
+        try:
+            size, total, stored, nested = _HEADER.unpack_from(view, at)
+            at += _HEADER.size
+            if stored > len(view) - at:
+                raise pa.ArrowInvalid(f"block holds {len(view) - at} bytes, its header says {stored}")
+            if total & _RAW_BLOCK:
+                if stored != total & ~_RAW_BLOCK:
+                    raise pa.ArrowInvalid(f"block holds {stored} bytes, its header says {total & ~_RAW_BLOCK}")
+                buffer = pa.py_buffer(view[at:at + stored])
+            else:
+                buffer = pa.decompress(view[at:at + stored], total, codec=_BLOCK_CODEC)
+            at += stored
+            yield (pa.ipc.read_record_batch(buffer.slice(0, size), _BLOCK_SERIES),
+                   pa.ipc.read_record_batch(buffer.slice(size), _BLOCK_ROWS if nested else _FLOAT_ROWS))
+        except (struct.error, pa.ArrowException) as exc:
+            raise RecordError(f"not a Parquet archive block: {exc}") from exc
 
 
 def series_batch(keys: pa.Array) -> pa.RecordBatch:
@@ -201,9 +211,9 @@ def rows_batch(series: pa.Array, timestamps: pa.Array, values: pa.Array, special
         exemplars if exemplars is not None else pa.nulls(n, EXEMPLAR_TYPE)], schema=_BLOCK_ROWS)
 
 
-def records_block(records: Sequence[str]) -> bytes:
-    """A block from JSON records (metric_to_log's): the path of requests carrying histograms or exemplars,
-    whose lines the pipeline makes from the protobuf message, and of ArchiveFormat.encode."""
+def records_block(records: Sequence[str], compress: bool = True) -> bytes:
+    """A block from JSON records (metric_to_log's): the rows of the histograms and exemplars of the series that
+    carry them (their lines come from metric_to_log.side_lines, ParquetFormat.convert), and ArchiveFormat.encode."""
     stamps = Timestamps()
     series: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     rows = []
@@ -229,15 +239,15 @@ def records_block(records: Sequence[str]) -> bytes:
     keys = list(series)
     return pack_block(
         series_batch(pa.array([series_key(*k) for k in keys], pa.binary())),
-        rows_batch(*(pa.array(column, field.type) for column, field in zip(columns, _BLOCK_ROWS, strict=True))))
+        rows_batch(*(pa.array(column, field.type) for column, field in zip(columns, _BLOCK_ROWS, strict=True))),
+        compress)
 
 
 def file_table(blocks: Iterable[bytes]) -> pa.Table:
     """A file's blocks as one table, rows sorted by series (name, then labels), then time, then type
     (samples, histograms, exemplars); rows that tie keep their order across and within blocks."""
     series_parts, row_parts, row_series, offset = [], [], [], 0
-    for data in blocks:
-        series, rows = _unpack_block(data)
+    for series, rows in (piece for data in blocks for piece in _unpack_blocks(data)):
         series_parts.append(series)
         row_parts.append(rows)
         row_series.append(rows.column("series").to_numpy() + offset)

@@ -1,6 +1,7 @@
 """Parquet blocks straight from a columnar batch: Arrow arrays from the numpy columns and the series table.
 
-The pipeline's float path (requests without histograms or exemplars). Per series, its name, labels and
+Every float sample of the pipeline's requests; the histograms and exemplars of the series that carry them join
+as rows built from their lines (parquet.records_batches), in the same blocks. Per series, its name, labels and
 sort key become Arrow arrays once, when its slot is new to the series table; per request, a partition's
 block takes them by the sample -> series index, and timestamps, values, special-value names, kinds and
 start timestamps are numpy columns handed to Arrow. No Python object is made per sample, and only new
@@ -100,9 +101,13 @@ class ParquetBlocks(BatchLines):
         arrays.extend(batch.labels)
         return arrays
 
-    def blocks(self, batch: Batch, tenant: str) -> dict[Partition, PackedBlock]:
-        """A float-only batch's Parquet blocks by partition (the hour of each sample's own timestamp);
-        raises ConversionError for a timestamp the NDJSON lines could not hold either."""
+    def blocks(self, batch: Batch, tenant: str, side: dict[Partition, tuple[bytes, int]] | None = None
+               ) -> dict[Partition, PackedBlock]:
+        """A batch's Parquet blocks of float samples by partition (the hour of each sample's own timestamp),
+        each followed by that partition's `side` block (the rows of the histograms and exemplars of the batch's
+        slow series, packed, and how many); raises ConversionError for a timestamp the NDJSON lines could not
+        hold either."""
+        side = dict(side or {})
         kinds, kind_index = self.series_kinds(batch, tenant)
         series_kind = self._kind_codes(tenant, kinds)[np.frombuffer(kind_index, np.int32)]
         slots = np.frombuffer(batch.series_slot, np.int32)
@@ -124,10 +129,15 @@ class ParquetBlocks(BatchLines):
             rows = np.flatnonzero(hours == hour) if len(distinct) > 1 else np.arange(len(hours))
             series_of_row = sample_series[rows]
             block_slots, local = np.unique(slots[series_of_row], return_inverse=True)
-            data = parquet.pack_block(arrays.take(block_slots), _rows(
-                local.astype(np.int32), stamps[rows], values[rows], series_kind[series_of_row],
-                None if starts is None else starts[rows]), compress=self.compress_blocks)
-            out[hour_partition(tenant, hour)] = PackedBlock(data, len(rows))
+            block = (arrays.take(block_slots), _rows(local.astype(np.int32), stamps[rows], values[rows],
+                                                     series_kind[series_of_row],
+                                                     None if starts is None else starts[rows]))
+            partition = hour_partition(tenant, hour)
+            data = parquet.pack_block(*block, compress=self.compress_blocks)
+            extra, extra_lines = side.pop(partition, (b"", 0))
+            out[partition] = PackedBlock(data + extra, len(rows) + extra_lines)
+        for partition, (extra, extra_lines) in side.items():  # hours with histograms or exemplars only
+            out[partition] = PackedBlock(extra, extra_lines)
         return out
 
 

@@ -8,13 +8,16 @@ sorted by timestamp. Parallelism is across shards only.
 
 from __future__ import annotations
 
+import typing
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from transforms.core.metadata import MetadataLookup
 from transforms.core.protocol import Protocol, float_bits
-from transforms.core.sink.columns import ColumnChunk, ColumnRequest, ColumnShard, SinkSeries
+from transforms.core.sink.columns import ColumnChunk, ColumnRequest, ColumnShard, SinkSeries, concat
 from transforms.core.sink.request import encode_payload
 from transforms.core.wire.proto import remote_v1_pb2
 
@@ -89,11 +92,13 @@ def tenant_metadata_everywhere(batches: dict[tuple[str, int], ShardBatch]) -> No
 
 
 class ShardBatch:
-    """One (tenant, shard) in a flush: float-only series as columns (`columns`, the common case), and
-    series carrying histograms or exemplars as protobuf pieces keyed by label bytes, in arrival order.
+    """One (tenant, shard) in a flush: float series as columns (`columns`, the common case), and series
+    carrying histograms or exemplars as protobuf pieces keyed by label bytes, in arrival order.
 
-    When a flush has both, the columns join the protobuf pieces (one series' samples must be merged
-    and ordered together), and the whole shard takes the Python path.
+    Each goes its own way (columns compiled, pieces through Python), except a label set that is in both:
+    its column samples join its pieces, so each series' samples are still merged and ordered together. They
+    join after the pieces, so samples of that series at the same timestamp with different values (a
+    duplicate Prometheus refuses) keep their arrival order only within the columns and within the pieces.
     """
 
     def __init__(self, columns: ColumnShard | None = None) -> None:
@@ -133,16 +138,32 @@ class ShardBatch:
             self.columns.add_chunk(columns)
 
     def plan(self, max_points: int, max_bytes: int) -> Iterator[SeriesRequest | ColumnRequest]:
-        """What the shard sends, request by request: compiled from the columns unless protobuf pieces are here."""
+        """What the shard sends, request by request: the columns compiled, then the protobuf pieces."""
         if self.columns is not None and len(self.columns):
-            if not self.series:
+            if self.series:
+                self._join_shared_series()
+            if len(self.columns):
                 yield from self.columns.requests(max_points, max_bytes)
-                return
-            for key, piece in self.columns.to_series():
-                self.add(key, piece)
-            self.columns = None
         for series in self.requests(max_points, max_bytes):
             yield SeriesRequest(series)
+
+    def _join_shared_series(self) -> None:
+        """Column samples of a label set that also came as protobuf pieces become pieces of it."""
+        columns = typing.cast(ColumnShard, self.columns)
+        index = columns.sink_series.index
+        shared_ids = [found for found in (index.get(key) for key in self.series) if found is not None]
+        if not shared_ids:
+            return
+        cols = concat(columns.parts)
+        shared = np.isin(cols.series, np.asarray(shared_ids, np.uint32))
+        if not shared.any():
+            return
+        moved = ColumnShard(columns.sink_series)
+        moved.add(cols.take(shared))
+        for key, piece in moved.to_series():
+            self.add(key, piece)
+        columns.parts = []
+        columns.add(cols.take(~shared))
 
     def requests(self, max_points: int, max_bytes: int) -> Iterator[list[TimeSeries]]:
         """Request-sized lists of merged series; a series too big for one request is cut in time order."""

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,7 @@ from transforms.core.sink.request import FamilyMetadata, headers_for, metadata_p
 from transforms.core.sink.tenants import bad_tenant_reason, split_tenant
 from transforms.core.wire import codec, snappy_block
 from transforms.core.wire.batch import Batch, SeriesTable, decode
+from transforms.core.wire.convert import label_bytes
 from transforms.core.wire.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
 
 log = logging.getLogger(__name__)
@@ -111,27 +112,51 @@ def v2_to_v1(request: remote_v2_pb2.Request) -> tuple[list[TimeSeries], list[rem
     gets them back. The older per-series `created_timestamp` (2.0 before rc.4) becomes the start
     timestamp of each sample and histogram that has none: rc.4 receivers no longer read field 6.
     """
-    symbols = request.symbols
     series_out, metadata = [], {}
     for s in request.timeseries:
-        out = TimeSeries()
-        out.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(s.labels_refs, symbols))
-        if s.created_timestamp:
-            for point in (*s.samples, *s.histograms):
-                point.start_timestamp = point.start_timestamp or s.created_timestamp
-        if s.samples:
-            out.MergeFromString(samples_only(s.samples, remote_v2_pb2.TimeSeries()))
-        out.histograms.extend(remote_v1_pb2.Histogram.FromString(h.SerializeToString()) for h in s.histograms)
-        for ex in s.exemplars:
-            e = out.exemplars.add(timestamp=ex.timestamp, value=ex.value)
-            e.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(ex.labels_refs, symbols))
-        if s.HasField("metadata"):
-            name = next((lab.value for lab in out.labels if lab.name == "__name__"), "")
-            metadata[name] = remote_v1_pb2.MetricMetadata(
-                type=s.metadata.type, metric_family_name=name, help=symbols[s.metadata.help_ref],
-                unit=symbols[s.metadata.unit_ref])
+        out, entry = v2_series_to_v1(s, request.symbols)
+        if entry is not None:
+            metadata[entry.metric_family_name] = entry
         series_out.append(out)
     return series_out, list(metadata.values())
+
+
+def v2_metadata(batch: Batch) -> list[remote_v1_pb2.MetricMetadata]:
+    """A 2.0 batch's per-series metadata as 1.0 family entries (the last of a family wins), as v2_to_v1 gives
+    them: only the metadata fields are read from the message, the family name is the series table's."""
+    message = batch.message
+    symbols = message.symbols
+    slots = np.frombuffer(batch.series_slot, np.int32).tolist()
+    names = batch.names
+    found: dict[str, tuple[int, int, int]] = {}
+    for slot, series in zip(slots, message.timeseries, strict=True):
+        if series.HasField("metadata"):
+            m = series.metadata
+            found[names[slot]] = (m.type, m.help_ref, m.unit_ref)
+    return [remote_v1_pb2.MetricMetadata(type=kind, metric_family_name=name, help=symbols[help_ref],
+                                         unit=symbols[unit_ref]) for name, (kind, help_ref, unit_ref) in found.items()]
+
+
+def v2_series_to_v1(s: remote_v2_pb2.TimeSeries, symbols: Sequence[str]
+                    ) -> tuple[TimeSeries, remote_v1_pb2.MetricMetadata | None]:
+    """One 2.0 series (see v2_to_v1) and its metadata entry, if it has one."""
+    out = TimeSeries()
+    out.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(s.labels_refs, symbols))
+    if s.created_timestamp:
+        for point in (*s.samples, *s.histograms):
+            point.start_timestamp = point.start_timestamp or s.created_timestamp
+    if s.samples:
+        out.MergeFromString(samples_only(s.samples, remote_v2_pb2.TimeSeries()))
+    out.histograms.extend(remote_v1_pb2.Histogram.FromString(h.SerializeToString()) for h in s.histograms)
+    for ex in s.exemplars:
+        e = out.exemplars.add(timestamp=ex.timestamp, value=ex.value)
+        e.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(ex.labels_refs, symbols))
+    entry = None
+    if s.HasField("metadata"):
+        name = next((lab.value for lab in out.labels if lab.name == "__name__"), "")
+        entry = remote_v1_pb2.MetricMetadata(type=s.metadata.type, metric_family_name=name,
+                                             help=symbols[s.metadata.help_ref], unit=symbols[s.metadata.unit_ref])
+    return out, entry
 
 
 class SinkService(typing.Protocol):
@@ -191,12 +216,14 @@ class Forwarder:
             batch = decode(payload, protocol, self.table)
         except InvalidPayload:  # the receiver's rules are not ours to enforce here: forward it as it came
             batch = None
-        if batch is None or batch.slow:
+        if batch is None:
             return self._shard_message(payload, codec.parse(payload, protocol), protocol, tenant, batches)
         dead = self.shard_columns(batch, tenant, batches)
-        if batch.counts.metadata:  # rare (Prometheus sends 1.0 metadata in requests of their own): upb reads it
+        if batch.slow:  # only the series carrying histograms or exemplars take the protobuf path
+            dead += self._shard_side_series(batch, tenant, batches)
+        if batch.counts.metadata:  # 1.0: rare (Prometheus sends it in requests of their own); 2.0: per series
             message = batch.message
-            metadata = list(message.metadata) if protocol is Protocol.V1 else v2_to_v1(message)[1]
+            metadata = list(message.metadata) if protocol is Protocol.V1 else v2_metadata(batch)
             self._add_metadata(self.fallback_tenant(tenant), metadata, batches)
         return dead
 
@@ -217,7 +244,8 @@ class Forwarder:
                             snappy_block.compress(body_v1), reason)
 
     def shard_columns(self, batch: Batch, tenant: str, batches: dict[ShardKey, ShardBatch]) -> list[str]:
-        """A float-only batch's samples onto its shards' columns; the sink's rules run once per label set.
+        """A batch's float samples onto its shards' columns (but those of its slow series, which go whole
+        through the protobuf path); the sink's rules run once per label set.
 
         With a tenant label, each sample goes under its series' tenant; returns dead-letter records for
         series whose label names an invalid tenant.
@@ -225,12 +253,16 @@ class Forwarder:
         slots = np.frombuffer(batch.series_slot, np.int32)
         route = self.series.route(slots, batch.labels, self.table.generation)
         sample_series = np.frombuffer(batch.sample_series, np.uint32)
+        timestamps, values = np.frombuffer(batch.timestamps, np.int64), np.frombuffer(batch.values, np.uint64)
+        starts = None if batch.starts is None else np.frombuffer(batch.starts, np.int64)
+        if batch.slow:
+            fast = ~np.isin(sample_series, np.asarray(batch.slow, np.uint32))
+            sample_series, timestamps, values = sample_series[fast], timestamps[fast], values[fast]
+            starts = None if starts is None else starts[fast]
         out = route[sample_series]
         sample_tenant = self.series.slot_tenant[slots][sample_series] if self.sink.tenant_label else None
-        cols = Columns(out.astype(np.uint32), np.frombuffer(batch.timestamps, np.int64),
-                       np.frombuffer(batch.values, np.uint64), None)
-        if batch.starts is not None:
-            starts = np.frombuffer(batch.starts, np.int64)
+        cols = Columns(out.astype(np.uint32), timestamps, values, None)
+        if starts is not None:
             if batch.created is not None:  # before rc.4: the series' created timestamp starts each sample without one
                 created = np.frombuffer(batch.created, np.int64)[sample_series]
                 starts = np.where(starts == 0, created, starts)
@@ -275,15 +307,35 @@ class Forwarder:
             known[entry.metric_family_name] = (entry.type, entry.help, entry.unit)
             batches.setdefault((tenant, 0), ShardBatch()).add_metadata(entry)
 
+    def _shard_side_series(self, batch: Batch, tenant: str, batches: dict[ShardKey, ShardBatch]) -> list[str]:
+        """The protobuf path for a batch's slow series only, each parsed from its own bytes (the decoder's side
+        data); their key is the label bytes of their table labels, as the columns' output series have."""
+        slots = np.frombuffer(batch.series_slot, np.int32)
+        if batch.protocol is Protocol.V1:
+            pairs: Iterable[tuple[bytes, TimeSeries]] = (
+                (label_bytes(batch.labels[slots[index]]), series) for index, series in batch.side_series())
+        else:
+            symbols = batch.symbols
+            pairs = ((label_bytes(batch.labels[slots[index]]), v2_series_to_v1(series, symbols)[0])  # type: ignore[arg-type]
+                     for index, series in batch.side_series())
+        return self._shard_series(pairs, tenant, batches)
+
     def _shard_message(self, payload: bytes, message: Any, protocol: Protocol, tenant: str,
                        batches: dict[ShardKey, ShardBatch]) -> list[str]:
-        """The Python path, for requests carrying histograms or exemplars."""
+        """The Python path, for a request the compiled decoder refused (the receiver's rules are not ours)."""
         if protocol is Protocol.V1:
             pairs = zip(label_keys(payload), message.timeseries, strict=True)
             metadata = list(message.metadata)
         else:
             series, metadata = v2_to_v1(message)
             pairs = ((series_key(s), s) for s in series)
+        dead = self._shard_series(pairs, tenant, batches)
+        self._add_metadata(self.fallback_tenant(tenant), metadata, batches)
+        return dead
+
+    def _shard_series(self, pairs: Iterable[tuple[bytes, TimeSeries]], tenant: str,
+                      batches: dict[ShardKey, ShardBatch]) -> list[str]:
+        """Protobuf series (keyed by their label bytes) onto their shards: the sink's rules, the tenant label."""
         shards = self.sink.queue.shards
         refused: dict[str, list[TimeSeries]] = {}  # invalid tenant label value -> its series
         for key, series in pairs:
@@ -304,7 +356,6 @@ class Forwarder:
             if batch is None:
                 batch = batches[shard] = ShardBatch()
             batch.add(key, series)
-        self._add_metadata(self.fallback_tenant(tenant), metadata, batches)
         return [self._bad_tenant(value, tenant, sum(points(s) for s in refused_series),
                                  SeriesRequest(refused_series).encode(Protocol.V1, self._lookup(tenant)))
                 for value, refused_series in refused.items()]

@@ -5,6 +5,22 @@
 
 static PyObject *column(buffer *b) { return PyBytes_FromStringAndSize(b->data, b->len); }
 
+/* 2.0 with slow series: int64 (offset, length) of each symbol in the payload, so the slower path reads the
+ * symbols its series refer to without parsing the request; None otherwise. */
+static PyObject *symbol_spans(const decoder *d, const uint8_t *payload) {
+    if (!d->v2 || !PyList_GET_SIZE(d->slow))
+        return Py_NewRef(Py_None);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, d->n_symbols * 16);
+    if (!out)
+        return NULL;
+    int64_t *spans = (int64_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < d->n_symbols; i++) {
+        spans[2 * i] = (int64_t)(d->symbols[i].ptr - payload);
+        spans[2 * i + 1] = (int64_t)d->symbols[i].len;
+    }
+    return out;
+}
+
 static PyObject *decode(PyObject *args, PyObject *kwargs, int v2) {
     static char *keywords[] = {"data", "slots", "names", "labels", "heads", "legacy", "samples_hint", NULL};
     Py_buffer view;
@@ -28,12 +44,14 @@ static PyObject *decode(PyObject *args, PyObject *kwargs, int v2) {
         goto done;
     PyObject *none = Py_None;
     result = Py_BuildValue(
-        "{s:n,s:n,s:n,s:n,s:n,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:O,s:O,s:O}", "series", d.series, "samples",
+        "{s:n,s:n,s:n,s:n,s:n,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:O,s:N,s:N,s:O,s:O}", "series", d.series, "samples",
         d.timestamps.len / 8, "histograms", d.histograms, "exemplars", d.exemplars, "metadata", d.metadata,
         "series_slot", column(&d.series_slot), "sample_series", column(&d.sample_series), "timestamps",
         column(&d.timestamps), "values", column(&d.values), "starts", v2 ? column(&d.starts) : Py_NewRef(none),
         "types", v2 ? column(&d.types) : Py_NewRef(none), "created", v2 ? column(&d.created) : Py_NewRef(none),
-        "slow", d.slow, "families", d.families ? d.families : none, "error", d.pending ? d.pending : none);
+        "slow", d.slow, "slow_spans", column(&d.slow_spans), "symbol_spans",
+        symbol_spans(&d, (const uint8_t *)view.buf), "families", d.families ? d.families : none, "error",
+        d.pending ? d.pending : none);
 done:
     PyBuffer_Release(&view);
     buffer_free(&d.series_slot);
@@ -43,6 +61,7 @@ done:
     buffer_free(&d.starts);
     buffer_free(&d.types);
     buffer_free(&d.created);
+    buffer_free(&d.slow_spans);
     buffer_free(&d.key);
     buffer_free(&d.pairs);
     buffer_free(&d.refs);

@@ -26,6 +26,7 @@ typedef struct {
     buffer created;       /* 2.0: int64 per series, TimeSeries.created_timestamp (before rc.4) */
     Py_ssize_t series, histograms, exemplars, metadata;
     PyObject *slow;     /* series indices carrying histograms or exemplars */
+    buffer slow_spans;  /* int64 (start, end) per slow series: its TimeSeries message's bytes in the payload */
     PyObject *families; /* 1.0: (metric_family_name, type) per metadata entry */
     PyObject *pending;  /* the first broken rule's message (str) */
     buffer key, pairs, refs;
@@ -40,7 +41,9 @@ extern const uint8_t EMPTY[1];
 
 /* Keeps the first broken rule's message (takes the reference; a later one is dropped). */
 void pend(decoder *d, PyObject *message);
-scan_status note_slow(decoder *d, Py_ssize_t index);
+/* A series carrying histograms or exemplars, and its TimeSeries message's bytes (the slower path parses only
+ * those). */
+scan_status note_slow(decoder *d, Py_ssize_t index, reader series);
 scan_status read_string(reader *r, span *out);
 scan_status read_label(reader r, label_pair *out);
 scan_status read_sample(decoder *d, reader r, uint32_t series);

@@ -6,9 +6,10 @@
  * the start timestamp); each series gets a slot in the caller's series table (_wire_series.c), so label
  * strings, validation and JSON heads cost something only for label sets never seen before. Histograms,
  * exemplars and metadata are walked (bounds, UTF-8, 2.0 refs) and counted; the series that carry them
- * are listed so a slower path can read them, leaving floats untouched.
+ * are listed with the bytes of their TimeSeries (and, for 2.0, of each symbol), so a slower path can parse
+ * those series alone; their float samples are in the columns like any other.
  *
- * Errors keep upb + transforms/core/wire/validation.py's precedence: malformed bytes anywhere (ValueError,
+ * Errors keep upb + tests/reference/validation.py's precedence: malformed bytes anywhere (ValueError,
  * "protobuf: ...") win over a rule broken by a series (InvalidPayload's message, raised as
  * transforms.core.errors' text through a ValueError subclass-free path: the first broken rule is kept in
  * `pending` while the walk goes on, and returned as the result's `error`).
@@ -35,8 +36,11 @@ scan_status read_string(reader *r, span *out) {
     return SCAN_OK;
 }
 
-/* Remember a series that carries histograms or exemplars: the slower path reads it (1.0 and 2.0). */
-scan_status note_slow(decoder *d, Py_ssize_t index) {
+/* Remember a series that carries histograms or exemplars: the slower path reads it (1.0 and 2.0), and only it. */
+scan_status note_slow(decoder *d, Py_ssize_t index, reader series) {
+    int64_t span[2] = {(int64_t)(series.pos - series.start), (int64_t)(series.end - series.start)};
+    if (buffer_add(&d->slow_spans, span, sizeof span) < 0)
+        return nomem();
     PyObject *i = PyLong_FromSsize_t(index);
     int rc = i ? PyList_Append(d->slow, i) : -1;
     Py_XDECREF(i);

@@ -1,7 +1,7 @@
 /*
  * Remote-write 1.0 (prometheus.WriteRequest) into the columnar batch: each series' Label fields, as
  * received, are its label-set key; they are parsed into pairs (and validated) only for a key the series
- * table has not seen. Rules and messages: transforms/core/wire/validation.py's validate_v1, in its order.
+ * table has not seen. Rules and messages: tests/reference/validation.py's validate_v1, in its order.
  */
 
 #include "_wire_decode.h"
@@ -57,7 +57,7 @@ static scan_status v1_series(decoder *d, reader r, Py_ssize_t index) {
     if (buffer_add(&d->series_slot, &slot, 4) < 0)
         return nomem();
     if (slow)
-        CHECK(note_slow(d, index));
+        CHECK(note_slow(d, index, whole));
     return SCAN_OK;
 }
 

@@ -2,7 +2,7 @@
  * Remote-write 2.0 (io.prometheus.write.v2.Request) into the columnar batch: the symbols table is
  * collected first (it may follow the series on the wire), then each series' refs are checked and
  * resolved into the same label-set key and table slot a 1.0 series with those labels would get.
- * Rules and messages: transforms/core/wire/validation.py's validate_v2, in its order.
+ * Rules and messages: tests/reference/validation.py's validate_v2, in its order.
  */
 
 #include "_wire_decode.h"
@@ -101,6 +101,7 @@ static scan_status v2_labels(decoder *d, Py_ssize_t index, int32_t *slot) {
 }
 
 static scan_status v2_series(decoder *d, reader r, Py_ssize_t index) {
+    reader whole = r;
     Py_ssize_t samples = 0, histograms = 0, exemplars = 0;
     int has_metadata = 0;
     uint64_t type = 0, help = 0, unit = 0, created = 0;
@@ -177,7 +178,7 @@ static scan_status v2_series(decoder *d, reader r, Py_ssize_t index) {
     d->exemplars += exemplars;
     d->metadata += has_metadata;
     if (histograms || exemplars)
-        CHECK(note_slow(d, index));
+        CHECK(note_slow(d, index, whole));
     return SCAN_OK;
 }
 

@@ -3,7 +3,7 @@
  *
  * A series is looked up by its label-set key (1.0: the Label fields' bytes as received; 2.0: the resolved
  * pairs encoded as 1.0 Label fields). Equal keys are equal label sets, so only a key never seen before
- * is validated (the rules and messages of transforms/core/wire/validation.py) and turned into Python strings and
+ * is validated (the rules and messages of tests/reference/validation.py) and turned into Python strings and
  * its archive JSON head. The containers belong to a Python object the caller holds (transforms.core.wire.batch).
  */
 

@@ -18,7 +18,7 @@ from transforms.core.wire.batch import Batch, SeriesTable
 from transforms.core.wire.batch import decode as batch_decode
 from transforms.core.wire.builders import SymbolTable
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.core.wire.validation import Counts, NameValidation, ValidationCache, validate_v1_payload, validate_v2
+from transforms.core.wire.validation import Counts, NameValidation
 
 WriteMessage = remote_v1_pb2.WriteRequest | remote_v2_pb2.Request
 
@@ -105,27 +105,6 @@ def decode(
         raise ValueError(f"a {table.validation} series table cannot validate {names} names")
     decoded = batch_decode(payload, protocol, table, hint)
     return DecodedRequest(protocol, decoded, decoded.counts, len(payload))
-
-
-def decode_with_upb(
-    body: bytes,
-    protocol: Protocol,
-    max_uncompressed: int,
-    names: NameValidation = NameValidation.UTF8,
-    limits: prescan.RequestLimits | None = None,
-    cache: ValidationCache | None = None,
-) -> tuple[WriteMessage, Counts]:
-    """The reference decode: upb parse + transforms.core.wire.validation (remembering in the caller's `cache`).
-    The test oracle of `decode`: same acceptance, counts and errors."""
-    payload = snappy_block.decompress(body, max_uncompressed)
-    if limits is not None:
-        prescan.check(payload, protocol, limits)
-    message = parse(payload, protocol)
-    if protocol is Protocol.V1:
-        counts, _ = validate_v1_payload(payload, message, names, cache)  # type: ignore[arg-type]
-    else:
-        counts = validate_v2(message, names, cache)  # type: ignore[arg-type]
-    return message, counts
 
 
 def encode(message: WriteMessage) -> bytes:
