@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.core.sink.config import SinkConfig
 from transforms.core.sink.forwarder import Forwarder, Stopped
 from transforms.io.deadletters import write_dead_letters
+from transforms.io.delivered_state import DeliveredState, state_path
 from transforms.io.http_sink import HttpService
 from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
 
@@ -43,7 +44,10 @@ class ForwardLoop(threading.Thread):
         self.dead_letter_path = dead_letter_path
         self.stopping = stopping
         self.on_batch = on_batch or (lambda stats: None)
-        self.forwarder = Forwarder(sink, service=HttpService(sink), stopping=stopping)
+        # What the sink accepted, per series, across restarts: tells a redelivery from a real loss.
+        self.delivered_state = DeliveredState(state_path(dead_letter_path, sink.name))
+        self.forwarder = Forwarder(sink, service=HttpService(sink), stopping=stopping,
+                                   delivered=self.delivered_state.load())
         self.error: BaseException | None = None
         self.pull_stats = PullStats()  # replaced by the running Puller's own
         self.lease: Lease | None = None  # the running one: what is held, and the backlog's age
@@ -100,6 +104,7 @@ class ForwardLoop(threading.Thread):
                     lease.nack()
                     break
                 write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
+                self.delivered_state.save_if_due(self.forwarder.delivered)
                 acknowledge(subscriber, self.subscription, ack_ids)  # only now: delivered or dead-lettered
                 lease.release()
                 stats = {**self.forwarder.stats.snapshot(), "pull_failures": puller.stats.failed_pulls,
@@ -110,6 +115,8 @@ class ForwardLoop(threading.Thread):
         finally:
             lease.stopped.set()
             self.forwarder.close()
+            if self.forwarder.delivered.changes:
+                self.delivered_state.save(self.forwarder.delivered)
             subscriber.close()
 
 

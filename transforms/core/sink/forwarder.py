@@ -35,6 +35,7 @@ from transforms.core.sink.batching import (
 )
 from transforms.core.sink.columns import ColumnRequest, Columns, ColumnShard, SinkSeries
 from transforms.core.sink.config import SinkConfig
+from transforms.core.sink.delivered import DeliveredLog, refused_for_order, series_runs
 from transforms.core.sink.relabel import apply_rules
 from transforms.core.sink.request import FamilyMetadata, headers_for, metadata_payload, samples_only
 from transforms.core.sink.tenants import bad_tenant_reason, split_tenant
@@ -63,7 +64,7 @@ class SinkStats:
 
     FIELDS = ("requests", "samples_sent", "samples_failed", "samples_retried", "samples_dead_lettered",
               "requests_dead_lettered", "metadata_dead_lettered", "samples_dropped_by_rules", "metadata_sent",
-              "samples_not_written", "protocol_fallbacks")
+              "samples_not_written", "protocol_fallbacks", "samples_already_delivered")
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys(self.FIELDS, 0)
@@ -142,8 +143,12 @@ class SinkService(typing.Protocol):
 
 class Forwarder:
     def __init__(self, sink: SinkConfig, *, service: SinkService, stats: SinkStats | None = None,
-                 stopping: threading.Event | None = None, policy: RetryPolicy | None = None) -> None:
+                 stopping: threading.Event | None = None, policy: RetryPolicy | None = None,
+                 delivered: DeliveredLog | None = None) -> None:
         self.sink = sink
+        # What this sink accepted, per series: redelivered samples are dropped before sending, and a refusal
+        # "out of order" tells a redelivery from a real loss (transforms/core/sink/delivered.py).
+        self.delivered = delivered if delivered is not None else DeliveredLog()
         self.stats = stats or SinkStats()
         self.stopping = stopping or threading.Event()
         self.service = service
@@ -376,8 +381,71 @@ class Forwarder:
         if batch.metadata and self.protocol is Protocol.V1:
             dead += self.deliver(tenant, SeriesRequest([]), list(batch.metadata.values()))
         for request in batch.plan(self.sink.queue.max_samples_per_request, self.sink.queue.max_bytes_per_request):
-            dead += self.deliver(tenant, request)
+            unsent = self._without_delivered(tenant, request) if isinstance(request, ColumnRequest) else request
+            if unsent is not None:
+                dead += self.deliver(tenant, unsent)
         return dead
+
+    def _without_delivered(self, tenant: str, request: ColumnRequest) -> ColumnRequest | None:
+        """The request without samples this sink already accepted (a redelivery); None if nothing is left."""
+        cols = request.cols
+        part = cols.take(slice(request.lo, request.hi))
+        known = self.delivered.already_delivered(tenant, request.sink_series.keys, part.series, part.timestamps)
+        count = int(known.sum())
+        if not count:
+            return request
+        self.stats.add(samples_already_delivered=count)
+        log.info("sink %s: %d of %d samples already delivered (a redelivery): not sent again", self.sink.name,
+                 count, len(part))
+        if count == len(part):
+            return None
+        kept = part.take(~known)
+        return ColumnRequest(request.sink_series, kept, 0, len(kept))
+
+    def _record_delivered(self, tenant: str, request: Request) -> None:
+        if isinstance(request, ColumnRequest):
+            cols = request.cols
+            self.delivered.record(tenant, request.sink_series.keys, cols.series[request.lo:request.hi],
+                                  cols.timestamps[request.lo:request.hi])
+            return
+        for series in request.series:
+            stamps = [s.timestamp for s in series.samples] + [h.timestamp for h in series.histograms]
+            self.delivered.record_series(tenant, series_key(series), stamps)
+
+    def _order_refusal(self, tenant: str, request: ColumnRequest, metadata: list[remote_v1_pb2.MetricMetadata]
+                       ) -> tuple[list[str], str | None]:
+        """A request refused for its samples' order: (dead-letter records, None) when handled here by splitting
+        by series or at the series' newest delivered sample, else ([], why) to dead-letter it with that reason.
+
+        Never split into single samples: a series' samples are either already delivered (counted), newer than
+        what was delivered (sent again on their own), or older and never delivered (a real loss).
+        """
+        cols = request.cols
+        part = cols.take(slice(request.lo, request.hi))
+        if len(series_runs(part.series)) > 1:
+            split = typing.cast(tuple[Request, Request], request.halves())
+            return self.deliver(tenant, split[0], metadata) + self.deliver(tenant, split[1]), None
+        key = request.sink_series.keys[int(part.series[0])]
+        known = self.delivered.already_delivered(tenant, request.sink_series.keys, part.series, part.timestamps)
+        if known.any():  # delivered by another shard thread or flush meanwhile: drop those and try the rest
+            self.stats.add(samples_already_delivered=int(known.sum()))
+            rest = part.take(~known)
+            return ([] if not len(rest) else self.deliver(tenant, ColumnRequest(request.sink_series, rest, 0,
+                                                                                 len(rest)), metadata)), None
+        newest = self.delivered.newest(tenant, key)
+        if newest is None:
+            return [], ("no sample of this series was delivered by this forwarder as far as it remembers "
+                        "(the sink holds newer ones from elsewhere, or a forgotten delivery): maybe a real loss")
+        older = part.timestamps < newest
+        if older.all():
+            return [], (f"never delivered, and older than the newest sample delivered for its series "
+                        f"({newest} ms): a real loss unless replayed into a sink with an out-of-order window")
+        if not older.any():
+            return [], (f"newer than the newest sample delivered for its series ({newest} ms), yet refused: "
+                        "the sink holds newer samples from elsewhere")
+        first, second = part.take(older), part.take(~older)
+        return (self.deliver(tenant, ColumnRequest(request.sink_series, first, 0, len(first)), metadata)
+                + self.deliver(tenant, ColumnRequest(request.sink_series, second, 0, len(second)))), None
 
     def _lookup(self, tenant: str):
         known = self.families.get(self._family_key(tenant), {})
@@ -415,6 +483,7 @@ class Forwarder:
             decision = self.policy.decide(attempt, result.outcome, now - min(started, failing_since or started),
                                           datetime.now(UTC))
             if decision.action is Action.SUCCESS:
+                self._record_delivered(tenant, request)
                 self.stats.add(samples_sent=count, metadata_sent=len(metadata))
                 if protocol is Protocol.V2 and result.written is not None:
                     self._check_written(request.sent_counts(), result.written)
@@ -434,17 +503,25 @@ class Forwarder:
                     raise Stopped(f"sink {self.sink.name}: stopping while it still fails ({decision.reason})")
                 self.stats.add(samples_retried=count)
                 continue
-            split = request.halves() if result.outcome.status in SPLITTABLE_STATUSES else None
+            splittable = result.outcome.status in SPLITTABLE_STATUSES
+            reason = decision.reason
+            if splittable and isinstance(request, ColumnRequest) and refused_for_order(result.answer):
+                handled, why = self._order_refusal(tenant, request, metadata)
+                if why is None:
+                    return handled
+                reason = f"{reason}; {why}"
+                splittable = False
+            split = request.halves() if splittable else None
             if split:
                 return self.deliver(tenant, split[0], metadata) + self.deliver(tenant, split[1])
             self.stats.add(samples_dead_lettered=count, requests_dead_lettered=1, metadata_dead_lettered=len(metadata))
             what = f"{count} sample{'' if count == 1 else 's'}" + (f", {len(metadata)} metadata entries" if metadata
                                                                  else "")
-            log.error("sink %s: %s; %s dead-lettered%s", self.sink.name, decision.reason, what, answer)
+            log.error("sink %s: %s; %s dead-lettered%s", self.sink.name, reason, what, answer)
             body_v1 = snappy_block.compress(request.encode(Protocol.V1, self._lookup(tenant))
                                             + metadata_payload(metadata))
             return [self._record({"protocol": Protocol.V1.value, "tenant": tenant, "samples": str(count)}, body_v1,
-                                 f"sink {self.sink.name}: {decision.reason}: {result.answer}",
+                                 f"sink {self.sink.name}: {reason}: {result.answer}",
                                  status=result.outcome.status, answer=result.answer)]
 
     def _answered_like_v1(self, result: Attempt) -> bool:
