@@ -1,0 +1,196 @@
+"""Order-safe delivery: the delivered-timestamps log (pure) and the forwarder against a strict sink model."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from transforms.core.retry import Attempt, classify
+from transforms.core.sink import config
+from transforms.core.sink.delivered import DeliveredLog, refused_for_order, series_runs
+from transforms.core.sink.forwarder import Forwarder
+from transforms.core.wire import codec
+from transforms.core.wire.builders import Series, build_v1
+from transforms.io.delivered_state import DeliveredState
+
+URL = "http://127.0.0.1:9/api/v1/write"
+BASE = 1_700_000_000_000
+
+
+class StrictSink:
+    """Prometheus without an out-of-order window, as a model: one sample older than the newest held for its
+    series (or at the same timestamp with another value) refuses the whole request with 400."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple, dict[int, float]] = {}
+        self.posts = 0
+        self.lock = threading.Lock()
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+        request = codec.decode(body, codec.protocol_for_content_type(headers["Content-Type"]), 1 << 24).message
+        with self.lock:
+            self.posts += 1
+            for s in request.timeseries:
+                held = self.held.get(tuple((lab.name, lab.value) for lab in s.labels), {})
+                newest = max(held, default=None)
+                for sample in s.samples:
+                    if newest is not None and (sample.timestamp < newest or (
+                            sample.timestamp == newest and held[newest] != sample.value)):
+                        return Attempt(classify(400, None), "out of order sample", 0.001)
+            for s in request.timeseries:
+                held = self.held.setdefault(tuple((lab.name, lab.value) for lab in s.labels), {})
+                held.update((x.timestamp, x.value) for x in s.samples)
+        return Attempt(classify(204, None), "", 0.001)
+
+    def samples(self) -> int:
+        return sum(len(h) for h in self.held.values())
+
+
+def message(request) -> tuple[bytes, dict[str, str]]:
+    return codec.encode(request), codec.message_attributes(codec.Protocol.V1, "default", "now", codec.count(request))
+
+
+def scrape(step: int, series: int = 100, per: int = 5) -> tuple[bytes, dict[str, str]]:
+    """One message: `series` series with `per` samples each, at the step's timestamps (1 s apart)."""
+    request = build_v1([Series({"__name__": "order_metric", "i": str(i)},
+                               [(BASE + (step * per + k) * 1000, float(step * per + k + i)) for k in range(per)])
+                        for i in range(series)])
+    return message(request)
+
+
+def strict_forwarder(delivered: DeliveredLog | None = None, sink: StrictSink | None = None
+                     ) -> tuple[Forwarder, StrictSink]:
+    sink = sink or StrictSink()
+    return Forwarder(config.from_flags([URL], shards=2)[0], service=sink, delivered=delivered), sink
+
+
+# -- the log ---------------------------------------------------------------------------------------
+
+def test_the_log_knows_exact_delivered_timestamps_not_only_the_newest():
+    log = DeliveredLog()
+    keys = [b"a", b"b"]
+    log.record("t", keys, np.array([0, 0, 1], np.uint32), np.array([10, 30, 5], np.int64))
+    mask = log.already_delivered("t", keys, np.array([0, 0, 0, 1, 1], np.uint32),
+                                 np.array([10, 20, 30, 5, 6], np.int64))
+    assert mask.tolist() == [True, False, True, True, False]  # 20 is older than 30 but was never delivered
+    assert log.newest("t", b"a") == 30 and log.newest("other-tenant", b"a") is None
+
+
+def test_the_log_is_bounded_per_series_and_in_series_least_recently_delivered_first():
+    log = DeliveredLog(max_series=2, per_series=3)
+    log.record("t", [b"a"], np.zeros(5, np.uint32), np.arange(5, dtype=np.int64))
+    assert log.timestamps("t", b"a").tolist() == [2, 3, 4]
+    log.record("t", [b"b"], np.zeros(1, np.uint32), np.array([1], np.int64))
+    log.record("t", [b"a"], np.zeros(1, np.uint32), np.array([9], np.int64))  # a is now the most recent
+    log.record("t", [b"c"], np.zeros(1, np.uint32), np.array([1], np.int64))
+    assert len(log) == 2 and log.newest("t", b"b") is None and log.newest("t", b"a") == 9
+
+
+def test_the_log_round_trips_through_bytes_and_refuses_garbage_with_a_clear_error():
+    log = DeliveredLog()
+    log.record("tenant-ä", [b"\x0a\x03abc", b""], np.array([0, 0, 1], np.uint32), np.array([3, 1, 7], np.int64))
+    again = DeliveredLog.from_bytes(log.to_bytes())
+    assert again.timestamps("tenant-ä", b"\x0a\x03abc").tolist() == [1, 3]
+    assert again.newest("tenant-ä", b"") == 7
+    with pytest.raises(ValueError, match="bad header"):
+        DeliveredLog.from_bytes(b"something else")
+    with pytest.raises(ValueError, match="truncated"):
+        DeliveredLog.from_bytes(log.to_bytes()[:-3])
+
+
+@pytest.mark.parametrize("answer", ["out of order sample", "duplicate sample for timestamp",
+                                    "err-mimir-sample-out-of-order", "err-mimir-sample-timestamp-too-old",
+                                    "out of bounds", "err-mimir-sample-duplicate-timestamp"])
+def test_order_refusals_are_recognised(answer):
+    assert refused_for_order(f"write: {answer}; series {{a=\"b\"}}")
+
+
+def test_other_refusals_are_not_order_refusals():
+    assert not refused_for_order("label name not valid") and not refused_for_order("duplicate label names")
+
+
+def test_series_runs():
+    assert series_runs(np.array([4, 4, 1, 7, 7, 7], np.uint32)) == [(0, 2), (2, 3), (3, 6)]
+    assert series_runs(np.zeros(0, np.uint32)) == []
+
+
+# -- the forwarder against a strict sink -----------------------------------------------------------
+
+def test_a_redelivered_older_message_after_a_newer_one_is_already_delivered_not_dead_lettered():
+    fwd, sink = strict_forwarder()
+    assert fwd.forward([scrape(0)]) == [] and fwd.forward([scrape(1)]) == []
+    posts = sink.posts
+    dead = fwd.forward([scrape(0)])  # Pub/Sub brings the older message back
+    stats = fwd.stats.snapshot()
+    assert dead == [] and stats["samples_dead_lettered"] == 0
+    assert stats["samples_already_delivered"] == 500 and stats["samples_sent"] == 1000
+    assert sink.posts == posts  # dropped before sending: the sink never saw it
+    assert sink.samples() == 1000
+
+
+def test_a_mixed_redelivery_sends_only_what_is_new():
+    fwd, sink = strict_forwarder()
+    fwd.forward([scrape(0)])
+    dead = fwd.forward([scrape(0), scrape(1)])
+    stats = fwd.stats.snapshot()
+    assert dead == [] and (stats["samples_already_delivered"], stats["samples_sent"]) == (500, 1000)
+    assert stats["samples_failed"] == 0 and sink.samples() == 1000
+
+
+def test_a_never_delivered_older_sample_is_a_dead_letter_with_its_reason_and_no_per_sample_split():
+    fwd, sink = strict_forwarder()
+    fwd.forward([scrape(1, series=50)])  # every series up to BASE + 9 s
+    late = build_v1([Series({"__name__": "order_metric", "i": "7"}, [(BASE + 1000, 1.0), (BASE + 2000, 2.0),
+                                                                     (BASE + 20_000, 3.0), (BASE + 21_000, 4.0)])])
+    posts = sink.posts
+    dead = fwd.forward([message(late)])
+    assert sink.posts - posts == 3  # refused; then the never-delivered older part and the newer part, once each
+    (record,) = [json.loads(d) for d in dead]
+    assert record["status"] == 400 and "never delivered" in record["error"] and str(BASE + 9000) in record["error"]
+    assert record["attributes"]["samples"] == "2"
+    stats = fwd.stats.snapshot()
+    assert (stats["samples_dead_lettered"], stats["samples_already_delivered"]) == (2, 0)
+    assert sink.held[(("__name__", "order_metric"), ("i", "7"))][BASE + 21_000] == 4.0
+
+
+def test_a_refusal_for_a_series_this_forwarder_never_delivered_says_so():
+    sink = StrictSink()
+    other, _ = strict_forwarder(sink=sink)
+    other.forward([scrape(1, series=3)])  # another writer put newer samples there
+    fwd, _ = strict_forwarder(sink=sink)
+    (record,) = [json.loads(d) for d in fwd.forward([scrape(0, series=1)])]
+    assert "no sample of this series was delivered by this forwarder" in record["error"]
+
+
+def test_a_refused_request_of_many_series_splits_by_series_only():
+    fwd, sink = strict_forwarder()
+    fwd.forward([scrape(1, series=64)])
+    late = build_v1([Series({"__name__": "order_metric", "i": str(i)}, [(BASE + 100_000 + k, 1.0) for k in range(5)])
+                     for i in range(64) if i != 9]
+                    + [Series({"__name__": "order_metric", "i": "9"}, [(BASE + k, 1.0) for k in range(5)])])
+    posts = sink.posts
+    dead = fwd.forward([message(late)])
+    assert len(dead) == 1 and fwd.stats.snapshot()["samples_dead_lettered"] == 5
+    assert sink.posts - posts < 2 * 64  # a bisection over series, not one POST per sample (320)
+
+
+def test_the_state_survives_a_restart_of_the_forwarder(tmp_path):
+    state = DeliveredState(str(tmp_path / "state" / "sink.delivered"))
+    fwd, sink = strict_forwarder(state.load())
+    fwd.forward([scrape(0)])
+    fwd.forward([scrape(1)])
+    state.save(fwd.delivered)
+    fwd.close()
+    restarted, _ = strict_forwarder(DeliveredState(state.path).load(), sink=sink)
+    assert restarted.forward([scrape(0), scrape(1)]) == []
+    assert restarted.stats.snapshot()["samples_already_delivered"] == 1000 and sink.samples() == 1000
+
+
+def test_an_unreadable_state_file_starts_empty_with_an_error_in_the_log(tmp_path, caplog):
+    path = tmp_path / "sink.delivered"
+    path.write_bytes(b"not a state file")
+    assert len(DeliveredState(str(path)).load()) == 0
+    assert "unreadable" in caplog.text
