@@ -104,7 +104,8 @@ class ForwardLoop(threading.Thread):
                     lease.nack()
                     break
                 write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
-                self.delivered_state.save_if_due(self.forwarder.delivered)
+                # before the ack: a kill -9 forgets no delivery whose message was acked
+                self.delivered_state.after_flush(self.forwarder.delivered)
                 acknowledge(subscriber, self.subscription, ack_ids)  # only now: delivered or dead-lettered
                 lease.release()
                 stats = {**self.forwarder.stats.snapshot(), "pull_failures": puller.stats.failed_pulls,

@@ -92,7 +92,8 @@ def test_the_log_is_bounded_per_series_and_in_series_least_recently_delivered_fi
 def test_the_log_round_trips_through_bytes_and_refuses_garbage_with_a_clear_error():
     log = DeliveredLog()
     log.record("tenant-ä", [b"\x0a\x03abc", b""], np.array([0, 0, 1], np.uint32), np.array([3, 1, 7], np.int64))
-    again = DeliveredLog.from_bytes(log.to_bytes())
+    again, torn = DeliveredLog.from_bytes(log.to_bytes())
+    assert torn is None
     assert again.timestamps("tenant-ä", b"\x0a\x03abc").tolist() == [1, 3]
     assert again.newest("tenant-ä", b"") == 7
     with pytest.raises(ValueError, match="bad header"):
@@ -194,3 +195,27 @@ def test_an_unreadable_state_file_starts_empty_with_an_error_in_the_log(tmp_path
     path.write_bytes(b"not a state file")
     assert len(DeliveredState(str(path)).load()) == 0
     assert "unreadable" in caplog.text
+
+
+def test_the_ring_keeps_the_newest_per_series_across_requests():
+    log = DeliveredLog(per_series=4)
+    for start in (0, 3, 6):
+        log.record("t", [b"a"], np.zeros(3, np.uint32), np.arange(start, start + 3, dtype=np.int64))
+    assert log.timestamps("t", b"a").tolist() == [5, 6, 7, 8] and log.newest("t", b"a") == 8
+
+
+def test_each_flush_is_journaled_and_a_kill_mid_append_loses_only_the_partial_entry(tmp_path):
+    state = DeliveredState(str(tmp_path / "s.delivered"))
+    log = state.load()
+    log.record("t", [b"a", b"b"], np.array([0, 0, 1], np.uint32), np.array([1, 2, 5], np.int64))
+    state.after_flush(log)  # appended to the journal, no snapshot yet
+    assert not (tmp_path / "s.delivered").exists()
+    log.record("t", [b"c"], np.zeros(1, np.uint32), np.array([9], np.int64))
+    state.after_flush(log)
+    journal = tmp_path / "s.journal"
+    journal.write_bytes(journal.read_bytes()[:-4])  # the process died while appending the last flush
+    again = DeliveredState(state.path).load()
+    assert again.timestamps("t", b"a").tolist() == [1, 2] and again.newest("t", b"b") == 5
+    assert again.newest("t", b"c") is None
+    state.save(again)  # a snapshot empties the journal
+    assert not journal.exists() and DeliveredState(state.path).load().newest("t", b"b") == 5

@@ -1,15 +1,17 @@
-"""A sink's delivered-timestamps log (transforms/core/sink/delivered.py) kept in a file across restarts.
+"""A sink's delivered-timestamps log (transforms/core/sink/delivered.py) kept in files across restarts.
 
-One file per sink, `<dead-letter path>/_sink_state/<sink>.delivered` by default, on any Beam filesystem,
-replaced whole (atomic write). The forward loop saves it after a flush when `save_seconds` have passed
-and when it stops. A delivery acknowledged by the sink but not yet saved when the process dies is not
-remembered: if Pub/Sub redelivers it, the strict sink refuses it and it is dead-lettered (replaying it
-is harmless), so the window for such a false dead letter is `save_seconds` wide.
+Per sink, under `<dead-letter path>/_sink_state/` by default: `<sink>.delivered`, the whole log, replaced
+atomically at most once a minute, and on local disk `<sink>.journal`, to which each flush's deliveries
+are appended (and fsynced) before its messages are acked. A kill -9 therefore forgets at most the
+deliveries of the flush it interrupts, whose messages Pub/Sub redelivers: a strict sink refuses those it
+already holds and they are dead-lettered (replaying them is harmless). On an object store (gs://, s3://)
+there is no append: the whole log is written every `save_seconds` instead, and a kill forgets up to that.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -19,7 +21,8 @@ from transforms.core.sink.delivered import DEFAULT_MAX_SERIES, DEFAULT_PER_SERIE
 from transforms.io.files import read_whole, write_atomically
 
 log = logging.getLogger(__name__)
-SAVE_SECONDS = 5.0
+SNAPSHOT_SECONDS = 60.0  # with a journal: how often the whole log is rewritten and the journal emptied
+SAVE_SECONDS = 5.0  # without one (object stores): how often the whole log is rewritten
 STATE_DIR = "_sink_state"
 
 
@@ -28,38 +31,63 @@ def state_path(dead_letter_path: str, sink: str) -> str:
 
 
 class DeliveredState:
-    """Loads and saves one sink's DeliveredLog at `path`."""
+    """Loads and saves one sink's DeliveredLog at `path` (and its journal beside it, on local disk)."""
 
     def __init__(self, path: str, *, max_series: int = DEFAULT_MAX_SERIES, per_series: int = DEFAULT_PER_SERIES,
-                 save_seconds: float = SAVE_SECONDS) -> None:
+                 save_seconds: float | None = None) -> None:
         self.path = path
+        self.local = "://" not in path
+        self.journal_path = path.rsplit(".", 1)[0] + ".journal" if self.local else None
         self.max_series = max_series
         self.per_series = per_series
-        self.save_seconds = save_seconds
+        self.save_seconds = save_seconds if save_seconds is not None else (
+            SNAPSHOT_SECONDS if self.local else SAVE_SECONDS)
         self._saved_at = time.monotonic()
 
     def load(self) -> DeliveredLog:
         """The saved log; an empty one if there is none, or if the file is unreadable (said in the log)."""
-        if not FileSystems.exists(self.path):
-            return DeliveredLog(self.max_series, self.per_series)
+        journal = b""
+        if self.journal_path and os.path.exists(self.journal_path):
+            with open(self.journal_path, "rb") as handle:
+                journal = handle.read()
         try:
-            loaded = DeliveredLog.from_bytes(read_whole(self.path), self.max_series, self.per_series)
+            snapshot = read_whole(self.path) if FileSystems.exists(self.path) else b""
+            loaded, torn = DeliveredLog.from_bytes(snapshot, self.max_series, self.per_series, journal,
+                                                   keep_journal=self.local)
         except (OSError, ValueError) as exc:
             log.error("delivered-timestamps state %s is unreadable (%s): starting empty; redelivered samples a "
                       "strict sink refuses will be dead-lettered until it fills again", self.path, exc)
-            return DeliveredLog(self.max_series, self.per_series)
-        log.info("delivered-timestamps state %s: %d series", self.path, len(loaded))
+            return DeliveredLog(self.max_series, self.per_series, journal=self.local)
+        if torn:
+            log.warning("delivered-timestamps journal %s ends in a partial entry (%s): read up to it",
+                        self.journal_path, torn)
+        if snapshot or journal:
+            log.info("delivered-timestamps state %s: %d series", self.path, len(loaded))
         return loaded
 
     def save(self, delivered: DeliveredLog) -> None:
+        """The whole log, atomically; then the journal it includes is emptied."""
+        delivered.take_journal()  # all of it is in the snapshot
         directory = self.path.rsplit("/", 1)[0]
         write_atomically(self.path, FileSystems.join(directory, ".tmp"), [delivered.to_bytes()],
                          CompressionTypes.UNCOMPRESSED)
+        if self.journal_path and os.path.exists(self.journal_path):
+            os.remove(self.journal_path)
         self._saved_at = time.monotonic()
 
-    def save_if_due(self, delivered: DeliveredLog) -> bool:
-        """Save when something changed and save_seconds have passed since the last save."""
-        if not delivered.changes or time.monotonic() - self._saved_at < self.save_seconds:
-            return False
-        self.save(delivered)
-        return True
+    def after_flush(self, delivered: DeliveredLog) -> None:
+        """Before a flush's messages are acked: append its deliveries to the journal, or save when due."""
+        if not delivered.changes:
+            return
+        if time.monotonic() - self._saved_at >= self.save_seconds:
+            self.save(delivered)
+            return
+        if self.journal_path is None:
+            return
+        entries = delivered.take_journal()
+        if entries:
+            os.makedirs(os.path.dirname(self.journal_path) or ".", exist_ok=True)
+            with open(self.journal_path, "ab") as handle:
+                handle.write(entries)
+                handle.flush()
+                os.fsync(handle.fileno())

@@ -65,7 +65,8 @@ class DeliveredLog:
     Each call's `series` must hold each series in one run, as a request's ordered columns do.
     """
 
-    def __init__(self, max_series: int = DEFAULT_MAX_SERIES, per_series: int = DEFAULT_PER_SERIES) -> None:
+    def __init__(self, max_series: int = DEFAULT_MAX_SERIES, per_series: int = DEFAULT_PER_SERIES,
+                 journal: bool = False) -> None:
         if max_series < 1 or per_series < 1:
             raise ValueError("max_series and per_series must be >= 1")
         self.max_series = max_series
@@ -80,6 +81,10 @@ class DeliveredLog:
         self._tick = 0
         self._lock = threading.Lock()
         self.changes = 0  # deliveries recorded since the last to_bytes(): whether saving is worth it
+        # With `journal`, each delivery is also kept as encoded entries until take_journal(): a file can then be
+        # appended to after every flush instead of rewritten whole.
+        self.journal = journal
+        self._journal: list[bytes] = []
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self._rows.values())
@@ -110,6 +115,8 @@ class DeliveredLog:
             return
         timestamps = np.asarray(timestamps, np.int64)
         with self._lock:
+            if self.journal:
+                self._journal.append(_entries(tenant, keys, series, timestamps))
             rows = self._sample_rows(tenant, keys, series, create=True)
             fresh = ~self._known(rows, timestamps)
             fresh[1:] &= (rows[1:] != rows[:-1]) | (timestamps[1:] != timestamps[:-1])  # a repeat in the request
@@ -190,6 +197,12 @@ class DeliveredLog:
         self._next[oldest] = 0
         self._used[oldest] = 0
 
+    def take_journal(self) -> bytes:
+        """The deliveries recorded since the last call, as entries to append to a saved log (see from_bytes)."""
+        with self._lock:
+            out, self._journal = b"".join(self._journal), []
+        return out
+
     def to_bytes(self) -> bytes:
         """The whole log, least recently delivered series first (loading keeps the same eviction order)."""
         with self._lock:
@@ -206,28 +219,57 @@ class DeliveredLog:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, data: bytes, max_series: int = DEFAULT_MAX_SERIES,
-                   per_series: int = DEFAULT_PER_SERIES) -> DeliveredLog:
-        """A log saved by to_bytes; ValueError (saying where) if the bytes are not one."""
+    def from_bytes(cls, data: bytes, max_series: int = DEFAULT_MAX_SERIES, per_series: int = DEFAULT_PER_SERIES,
+                   journal: bytes = b"", keep_journal: bool = False) -> tuple[DeliveredLog, str | None]:
+        """A log saved by to_bytes (b"" for none), then the entries appended after it (`journal`).
+
+        ValueError (saying where) if `data` is not a saved log. A journal cut short (the process died while
+        appending) is read up to its last whole entry; the second value then says what was left out.
+        """
         log = cls(max_series, per_series)
-        if not data.startswith(MAGIC):
-            raise ValueError("not a delivered-timestamps file (bad header)")
-        at = len(MAGIC)
+        if data:
+            if not data.startswith(MAGIC):
+                raise ValueError("not a delivered-timestamps file (bad header)")
+            log._apply(data, len(MAGIC), strict=True)
+        torn = log._apply(journal, 0, strict=False)
+        log.changes = 0
+        log.journal = keep_journal
+        return log, torn
+
+    def _apply(self, data: bytes, at: int, strict: bool) -> str | None:
         while at < len(data):
+            problem = None
             if at + _ENTRY.size > len(data):
-                raise ValueError(f"truncated entry header at byte {at}")
-            tenant_len, key_len, count = _ENTRY.unpack_from(data, at)
+                problem = f"truncated entry header at byte {at}"
+            else:
+                tenant_len, key_len, count = _ENTRY.unpack_from(data, at)
+                end = at + _ENTRY.size + tenant_len + key_len + 8 * count
+                if end > len(data):
+                    problem = f"truncated entry at byte {at}: needs {end - at} bytes, {len(data) - at} left"
+            if problem:
+                if strict:
+                    raise ValueError(problem)
+                return problem
             at += _ENTRY.size
-            end = at + tenant_len + key_len + 8 * count
-            if end > len(data):
-                raise ValueError(f"truncated entry at byte {at}: needs {end - at} bytes, {len(data) - at} left")
             try:
                 tenant = data[at:at + tenant_len].decode()
             except UnicodeDecodeError as exc:
                 raise ValueError(f"bad tenant at byte {at}: {exc}") from None
             key = data[at + tenant_len:at + tenant_len + key_len]
             stamps = np.unique(np.frombuffer(data, "<i8", count, at + tenant_len + key_len))
-            log.record(tenant, [key], np.zeros(len(stamps), np.uint32), stamps)
+            self.record(tenant, [key], np.zeros(len(stamps), np.uint32), stamps)
             at = end
-        log.changes = 0
-        return log
+        return None
+
+
+def _entries(tenant: str, keys: list[bytes], series: np.ndarray, timestamps: np.ndarray) -> bytes:
+    """Samples as saved-log entries: one per series run (its tenant, label bytes and timestamps)."""
+    encoded = tenant.encode()
+    starts = np.flatnonzero(np.r_[True, series[1:] != series[:-1]]) if len(series) else np.zeros(0, np.int64)
+    bounds = np.r_[starts, len(series)].tolist()
+    stamps = timestamps.astype("<i8")
+    parts = []
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        key = keys[int(series[lo])]
+        parts += [_ENTRY.pack(len(encoded), len(key), hi - lo), encoded, key, stamps[lo:hi].tobytes()]
+    return b"".join(parts)
