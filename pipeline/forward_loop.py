@@ -104,7 +104,7 @@ class ForwardLoop(threading.Thread):
                     lease.nack()
                     break
                 write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
-                # before the ack: a kill -9 forgets no delivery whose message was acked
+                # before the ack: what the sink accepted is on disk (each 2xx was journaled at once)
                 self.delivered_state.after_flush(self.forwarder.delivered)
                 acknowledge(subscriber, self.subscription, ack_ids)  # only now: delivered or dead-lettered
                 lease.release()
@@ -118,6 +118,7 @@ class ForwardLoop(threading.Thread):
             self.forwarder.close()
             if self.forwarder.delivered.changes:
                 self.delivered_state.save(self.forwarder.delivered)
+            self.delivered_state.close()
             subscriber.close()
 
 

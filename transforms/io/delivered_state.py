@@ -1,11 +1,11 @@
 """A sink's delivered-timestamps log (transforms/core/sink/delivered.py) kept in files across restarts.
 
 Per sink, under `<dead-letter path>/_sink_state/` by default: `<sink>.delivered`, the whole log, replaced
-atomically at most once a minute, and on local disk `<sink>.journal`, to which each flush's deliveries
-are appended (and fsynced) before its messages are acked. A kill -9 therefore forgets at most the
-deliveries of the flush it interrupts, whose messages Pub/Sub redelivers: a strict sink refuses those it
-already holds and they are dead-lettered (replaying them is harmless). On an object store (gs://, s3://)
-there is no append: the whole log is written every `save_seconds` instead, and a kill forgets up to that.
+atomically once a minute and when the loop stops, and on local disk `<sink>.journal`, to which every
+delivery is appended the moment the sink answers 2xx (fsynced before the flush's messages are acked). A
+kill -9 therefore forgets nothing the sink accepted; only a machine crash can lose the unsynced tail of
+the journal. On an object store (gs://, s3://) there is no append: the whole log is written every
+`save_seconds` instead, and a kill forgets the deliveries since.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import BinaryIO
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -43,51 +44,60 @@ class DeliveredState:
         self.save_seconds = save_seconds if save_seconds is not None else (
             SNAPSHOT_SECONDS if self.local else SAVE_SECONDS)
         self._saved_at = time.monotonic()
+        self._handle: BinaryIO | None = None
 
     def load(self) -> DeliveredLog:
-        """The saved log; an empty one if there is none, or if the file is unreadable (said in the log)."""
+        """The saved log, journaling from now on; empty if there is none or it is unreadable (said in the log)."""
         journal = b""
         if self.journal_path and os.path.exists(self.journal_path):
             with open(self.journal_path, "rb") as handle:
                 journal = handle.read()
         try:
             snapshot = read_whole(self.path) if FileSystems.exists(self.path) else b""
-            loaded, torn = DeliveredLog.from_bytes(snapshot, self.max_series, self.per_series, journal,
-                                                   keep_journal=self.local)
+            loaded, torn = DeliveredLog.from_bytes(snapshot, self.max_series, self.per_series, journal)
         except (OSError, ValueError) as exc:
             log.error("delivered-timestamps state %s is unreadable (%s): starting empty; redelivered samples a "
                       "strict sink refuses will be dead-lettered until it fills again", self.path, exc)
-            return DeliveredLog(self.max_series, self.per_series, journal=self.local)
+            loaded, torn = DeliveredLog(self.max_series, self.per_series), None
         if torn:
             log.warning("delivered-timestamps journal %s ends in a partial entry (%s): read up to it",
                         self.journal_path, torn)
         if snapshot or journal:
             log.info("delivered-timestamps state %s: %d series", self.path, len(loaded))
+        if self.local:
+            if torn or journal:
+                self.save(loaded)  # a clean start: no partial entry left for appends to follow
+            loaded.journal = self._append
         return loaded
+
+    def _append(self, entries: bytes) -> None:
+        """One delivery, written at once (unbuffered): the kernel keeps it even if the process is killed next."""
+        if self._handle is None:
+            assert self.journal_path is not None
+            os.makedirs(os.path.dirname(self.journal_path) or ".", exist_ok=True)
+            self._handle = open(self.journal_path, "ab", buffering=0)  # noqa: SIM115 (held open between appends)
+        self._handle.write(entries)
 
     def save(self, delivered: DeliveredLog) -> None:
         """The whole log, atomically; then the journal it includes is emptied."""
-        delivered.take_journal()  # all of it is in the snapshot
         directory = self.path.rsplit("/", 1)[0]
         write_atomically(self.path, FileSystems.join(directory, ".tmp"), [delivered.to_bytes()],
                          CompressionTypes.UNCOMPRESSED)
+        self.close()
         if self.journal_path and os.path.exists(self.journal_path):
             os.remove(self.journal_path)
         self._saved_at = time.monotonic()
 
     def after_flush(self, delivered: DeliveredLog) -> None:
-        """Before a flush's messages are acked: append its deliveries to the journal, or save when due."""
+        """Before a flush's messages are acked: the journal on disk, or the whole log when due."""
         if not delivered.changes:
             return
         if time.monotonic() - self._saved_at >= self.save_seconds:
             self.save(delivered)
-            return
-        if self.journal_path is None:
-            return
-        entries = delivered.take_journal()
-        if entries:
-            os.makedirs(os.path.dirname(self.journal_path) or ".", exist_ok=True)
-            with open(self.journal_path, "ab") as handle:
-                handle.write(entries)
-                handle.flush()
-                os.fsync(handle.fileno())
+        elif self._handle is not None:
+            os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

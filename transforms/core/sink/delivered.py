@@ -27,6 +27,7 @@ import operator
 import re
 import struct
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -66,7 +67,7 @@ class DeliveredLog:
     """
 
     def __init__(self, max_series: int = DEFAULT_MAX_SERIES, per_series: int = DEFAULT_PER_SERIES,
-                 journal: bool = False) -> None:
+                 journal: Callable[[bytes], None] | None = None) -> None:
         if max_series < 1 or per_series < 1:
             raise ValueError("max_series and per_series must be >= 1")
         self.max_series = max_series
@@ -81,10 +82,9 @@ class DeliveredLog:
         self._tick = 0
         self._lock = threading.Lock()
         self.changes = 0  # deliveries recorded since the last to_bytes(): whether saving is worth it
-        # With `journal`, each delivery is also kept as encoded entries until take_journal(): a file can then be
-        # appended to after every flush instead of rewritten whole.
+        # Told each delivery as saved-log entries the moment it is recorded (transforms/io/delivered_state.py
+        # appends them to a file), so a process killed right after a 2xx still remembers it.
         self.journal = journal
-        self._journal: list[bytes] = []
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self._rows.values())
@@ -115,8 +115,8 @@ class DeliveredLog:
             return
         timestamps = np.asarray(timestamps, np.int64)
         with self._lock:
-            if self.journal:
-                self._journal.append(_entries(tenant, keys, series, timestamps))
+            if self.journal is not None:
+                self.journal(_entries(tenant, keys, series, timestamps))
             rows = self._sample_rows(tenant, keys, series, create=True)
             fresh = ~self._known(rows, timestamps)
             fresh[1:] &= (rows[1:] != rows[:-1]) | (timestamps[1:] != timestamps[:-1])  # a repeat in the request
@@ -197,12 +197,6 @@ class DeliveredLog:
         self._next[oldest] = 0
         self._used[oldest] = 0
 
-    def take_journal(self) -> bytes:
-        """The deliveries recorded since the last call, as entries to append to a saved log (see from_bytes)."""
-        with self._lock:
-            out, self._journal = b"".join(self._journal), []
-        return out
-
     def to_bytes(self) -> bytes:
         """The whole log, least recently delivered series first (loading keeps the same eviction order)."""
         with self._lock:
@@ -220,7 +214,7 @@ class DeliveredLog:
 
     @classmethod
     def from_bytes(cls, data: bytes, max_series: int = DEFAULT_MAX_SERIES, per_series: int = DEFAULT_PER_SERIES,
-                   journal: bytes = b"", keep_journal: bool = False) -> tuple[DeliveredLog, str | None]:
+                   journal: bytes = b"") -> tuple[DeliveredLog, str | None]:
         """A log saved by to_bytes (b"" for none), then the entries appended after it (`journal`).
 
         ValueError (saying where) if `data` is not a saved log. A journal cut short (the process died while
@@ -233,7 +227,6 @@ class DeliveredLog:
             log._apply(data, len(MAGIC), strict=True)
         torn = log._apply(journal, 0, strict=False)
         log.changes = 0
-        log.journal = keep_journal
         return log, torn
 
     def _apply(self, data: bytes, at: int, strict: bool) -> str | None:
