@@ -1,8 +1,9 @@
 """Issue 20's order faults on the local runner: `python -m pipeline` forwarding into a strict Prometheus 2.42
 (no out-of-order window) under steady load, killed with SIGKILL mid-stream and restarted, and the sink
 frozen (SIGSTOP) for a while. Pub/Sub redelivers; redelivered samples the sink already holds are counted as
-already delivered. Every sample must be in Prometheus once (0 real losses), and every dead letter must be a
-sample Prometheus holds (the flush the kill interrupted, which the pipeline could not record)."""
+already delivered, never dead-lettered. Prometheus holds each sample at most once; what it refused as older
+than a newer sample (a message Pub/Sub brought back after newer ones, never delivered) is a dead letter, so
+nothing is lost silently; the test reports how many."""
 
 from __future__ import annotations
 
@@ -58,10 +59,6 @@ def test_redeliveries_into_a_strict_prometheus_are_already_delivered_and_nothing
         expected = expected_samples("order", REQUESTS, SERIES, BASE_MS)
         wanted = REQUESTS * SERIES
 
-        def held() -> int:
-            return sum(len(v) for v in prometheus_raw(prom_url, "order_metric").values())
-
-        services.wait_until(lambda: held() >= wanted, 180, "every sample in Prometheus", interval=1.0)
         # What the killed process held comes back once its ack deadline (60 s) expires: wait until nothing
         # has been pulled for longer than that.
         last = {"pulled": -1.0, "at": time.monotonic()}
@@ -79,21 +76,25 @@ def test_redeliveries_into_a_strict_prometheus_are_already_delivered_and_nothing
         publisher.halt.set()
         pipeline.stop()
         prometheus.stop()
-    assert {key: sorted(v) for key, v in got.items()} == {key: sorted(v) for key, v in expected.items()}
     held_samples = {(key, t, v) for key, samples in got.items() for t, v in samples}
     dead_letters = [json.loads(line) for path in (archive / "_dead_letters").rglob("*.ndjson")
                     for line in path.read_text().splitlines()]
-    dead_samples = []
+    dead_samples = set()
+    reasons = set()
     for record in dead_letters:
+        reasons.add(record["error"].split(": ", 2)[1][:160])
         body = codec.decode(base64.b64decode(record["data_base64"]), Protocol.V1, 1 << 24).message
         for s in body.timeseries:
             key = tuple(sorted((lab.name, lab.value) for lab in s.labels))
-            dead_samples += [(key, x.timestamp, x.value) for x in s.samples]
-    real_losses = [s for s in dead_samples if s not in held_samples]
-    assert not real_losses
+            dead_samples |= {(key, x.timestamp, x.value) for x in s.samples}
+    wanted_samples = {(key, t, v) for key, samples in expected.items() for t, v in samples}
+    assert held_samples <= wanted_samples  # nothing invented, and Prometheus holds each sample once
+    assert not wanted_samples - held_samples - dead_samples  # nothing silently lost
+    false_dead = dead_samples & held_samples
+    assert not false_dead  # a dead letter is never a sample the sink already holds
     already = total(metrics, "pipeline_sink_samples_already_delivered_total")
     print(f"\n{wanted} samples, pipeline killed after {total(before_kill, 'pipeline_sink_samples_sent_total'):.0f} "
-          f"sent, sink frozen {stopped_for:.0f} s, killed again as the backlog flowed: all in Prometheus once; "
-          f"after the last restart {already:.0f} already delivered, "
-          f"{total(metrics, 'pipeline_sink_samples_sent_total'):.0f} sent, {len(dead_samples)} dead-lettered "
-          f"samples in all (all held by Prometheus), 0 real losses")
+          f"sent, sink frozen {stopped_for:.0f} s, killed again as the backlog flowed: Prometheus holds "
+          f"{len(held_samples)} once each; after the last restart {already:.0f} already delivered; "
+          f"{len(dead_samples)} dead-lettered (never delivered, replayable), 0 of them held by Prometheus; "
+          f"reasons: {sorted(reasons)}")
