@@ -218,3 +218,18 @@ def test_each_delivery_is_journaled_at_once_and_a_kill_mid_append_loses_only_the
     assert again.newest("t", b"c") is None
     assert not journal.exists() and (tmp_path / "s.delivered").exists()  # loading started a clean snapshot
     assert DeliveredState(state.path).load().newest("t", b"b") == 5
+
+
+def test_the_protobuf_path_drops_redelivered_points_too():
+    def with_exemplars(step: int):
+        return message(build_v1([Series({"__name__": "ex_metric", "i": str(i)}, [(BASE + step * 1000, 1.0)],
+                                        exemplars=[({"trace_id": "t"}, BASE + step * 1000, 1.0)])
+                                 for i in range(10)]))
+
+    fwd, sink = strict_forwarder()
+    assert fwd.forward([with_exemplars(0)]) == [] and fwd.forward([with_exemplars(1)]) == []
+    posts = sink.posts
+    assert fwd.forward([with_exemplars(0), with_exemplars(2)]) == []
+    stats = fwd.stats.snapshot()
+    assert (stats["samples_already_delivered"], stats["samples_sent"], stats["samples_dead_lettered"]) == (10, 30, 0)
+    assert sink.posts == posts + posts // 2 and sink.samples() == 30  # one request per shard, as any flush

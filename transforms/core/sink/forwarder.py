@@ -381,7 +381,8 @@ class Forwarder:
         if batch.metadata and self.protocol is Protocol.V1:
             dead += self.deliver(tenant, SeriesRequest([]), list(batch.metadata.values()))
         for request in batch.plan(self.sink.queue.max_samples_per_request, self.sink.queue.max_bytes_per_request):
-            unsent = self._without_delivered(tenant, request) if isinstance(request, ColumnRequest) else request
+            unsent = (self._without_delivered(tenant, request) if isinstance(request, ColumnRequest)
+                      else self._series_without_delivered(tenant, request))
             if unsent is not None:
                 dead += self.deliver(tenant, unsent)
         return dead
@@ -401,6 +402,36 @@ class Forwarder:
             return None
         kept = part.take(~known)
         return ColumnRequest(request.sink_series, kept, 0, len(kept))
+
+    def _series_without_delivered(self, tenant: str, request: SeriesRequest) -> SeriesRequest | None:
+        """The protobuf path's request (histograms, exemplars) without points this sink already accepted."""
+        kept: list[TimeSeries] = []
+        count = 0
+        for series in request.series:
+            known = self.delivered.timestamps(tenant, series_key(series))
+            if not len(known):
+                kept.append(series)
+                continue
+            stamps = set(known.tolist())
+            samples = [s for s in series.samples if s.timestamp not in stamps]
+            histograms = [h for h in series.histograms if h.timestamp not in stamps]
+            dropped = len(series.samples) + len(series.histograms) - len(samples) - len(histograms)
+            if not dropped:
+                kept.append(series)
+                continue
+            count += dropped
+            if samples or histograms:
+                out = TimeSeries(labels=series.labels)
+                out.samples.extend(samples)
+                out.histograms.extend(histograms)
+                out.exemplars.extend(e for e in series.exemplars if e.timestamp not in stamps)
+                kept.append(out)
+        if not count:
+            return request
+        self.stats.add(samples_already_delivered=count)
+        log.info("sink %s: %d of %d samples already delivered (a redelivery): not sent again", self.sink.name,
+                 count, request.points)
+        return SeriesRequest(kept) if kept else None
 
     def _record_delivered(self, tenant: str, request: Request) -> None:
         if isinstance(request, ColumnRequest):
