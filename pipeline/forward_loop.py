@@ -27,12 +27,13 @@ from transforms.core.sink.forwarder import Forwarder, Stopped
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.delivered_state import DeliveredState, state_path
 from transforms.io.http_sink import HttpService
-from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
+from transforms.io.pubsub import LEASE_SECONDS, Lease, Puller, PullStats, acknowledge, subscriber_client
 
 log = logging.getLogger(__name__)
 # Bound memory per flush (a backlog drains in batches of this size): messages, and their bytes.
 MAX_BATCH_MESSAGES = 5000
 MAX_BATCH_BYTES = 64 << 20
+LEASE_MARGIN = 5  # seconds past a killed run's last lease extension before its messages are surely back
 
 
 class ForwardLoop(threading.Thread):
@@ -52,19 +53,25 @@ class ForwardLoop(threading.Thread):
         self.pull_stats = PullStats()  # replaced by the running Puller's own
         self.lease: Lease | None = None  # the running one: what is held, and the backlog's age
 
-    def pull_batch(self, puller: Puller) -> tuple[list[Any], list[str]]:
-        """Wait for a first message, then take what arrives until the flush deadline or a drained queue."""
+    def pull_batch(self, puller: Puller, hold_until: float | None = None) -> tuple[list[Any], list[str]]:
+        """Wait for a first message, then take what arrives until the flush deadline or a drained queue.
+
+        With `hold_until` (a monotonic time), keep taking what arrives until then: after an unclean stop,
+        the killed run's leased messages come back only when their ack deadline expires, and delivering
+        newer ones first would make a strict sink refuse them as out of order.
+        """
         messages: list[Any] = []
         ack_ids: list[str] = []
         seen: set[str] = set()
         first = None
         size = 0
         while not self.stopping.is_set() and len(messages) < MAX_BATCH_MESSAGES and size < MAX_BATCH_BYTES:
-            if first is not None and time.monotonic() - first >= self.sink.queue.flush_seconds:
+            holding = hold_until is not None and time.monotonic() < hold_until
+            if not holding and first is not None and time.monotonic() - first >= self.sink.queue.flush_seconds:
                 break
             received = puller.pull()
             if not received:
-                if messages:
+                if messages and not holding:
                     break  # nothing more waiting: send now rather than sit on fresh data
                 self.stopping.wait(0.05)
                 continue
@@ -91,9 +98,16 @@ class ForwardLoop(threading.Thread):
         lease.start()
         puller = Puller(subscriber, self.subscription, lease, self.stopping)
         self.pull_stats = puller.stats
+        hold_until = None
+        if self.delivered_state.begin():
+            hold_until = time.monotonic() + LEASE_SECONDS + LEASE_MARGIN
+            log.warning("sink %s: the previous run did not stop cleanly; gathering messages for %d s before "
+                        "delivering, until its leased messages come back, so they are sent in order",
+                        self.sink.name, LEASE_SECONDS + LEASE_MARGIN)
         try:
             while not self.stopping.is_set():
-                messages, ack_ids = self.pull_batch(puller)
+                messages, ack_ids = self.pull_batch(puller, hold_until)
+                hold_until = None
                 if not messages:
                     continue
                 started = time.time()
@@ -119,6 +133,8 @@ class ForwardLoop(threading.Thread):
             if self.forwarder.delivered.changes:
                 self.delivered_state.save(self.forwarder.delivered)
             self.delivered_state.close()
+            if not lease.ack_ids:  # nothing left leased (acked or nacked): the next run need not wait
+                self.delivered_state.end()
             subscriber.close()
 
 

@@ -69,7 +69,7 @@ def test_redeliveries_into_a_strict_prometheus_are_already_delivered_and_nothing
                 last.update(pulled=pulled, at=time.monotonic())
             return time.monotonic() - last["at"] > QUIET_SECONDS
 
-        services.wait_until(quiet, 240, "the redeliveries to be over", interval=1.0)
+        services.wait_until(quiet, 300, "the redeliveries to be over", interval=1.0)
         metrics = scrape(metrics_url)
         got = prometheus_raw(prom_url, "order_metric")
     finally:

@@ -233,3 +233,12 @@ def test_the_protobuf_path_drops_redelivered_points_too():
     stats = fwd.stats.snapshot()
     assert (stats["samples_already_delivered"], stats["samples_sent"], stats["samples_dead_lettered"]) == (10, 30, 0)
     assert sink.posts == posts + posts // 2 and sink.samples() == 30  # one request per shard, as any flush
+
+
+def test_a_run_that_never_said_it_stopped_is_seen_by_the_next(tmp_path):
+    state = DeliveredState(str(tmp_path / "s.delivered"))
+    assert state.begin() is False  # a first run
+    assert DeliveredState(state.path).begin() is True  # killed: the marker is still there
+    state.end()
+    assert DeliveredState(state.path).begin() is False
+    assert DeliveredState("gs://bucket/_sink_state/s.delivered").begin() is False  # no marker on object stores

@@ -39,6 +39,7 @@ class DeliveredState:
         self.path = path
         self.local = "://" not in path
         self.journal_path = path.rsplit(".", 1)[0] + ".journal" if self.local else None
+        self.marker_path = path.rsplit(".", 1)[0] + ".running" if self.local else None
         self.max_series = max_series
         self.per_series = per_series
         self.save_seconds = save_seconds if save_seconds is not None else (
@@ -96,6 +97,24 @@ class DeliveredState:
             self.save(delivered)
         elif self._handle is not None:
             os.fsync(self._handle.fileno())
+
+    def begin(self) -> bool:
+        """Mark this sink's loop as running; True if the previous run never said it stopped (killed, crashed).
+
+        Only on local disk (an object store path answers False): a marker file beside the record.
+        """
+        if self.marker_path is None:
+            return False
+        unclean = os.path.exists(self.marker_path)
+        os.makedirs(os.path.dirname(self.marker_path) or ".", exist_ok=True)
+        with open(self.marker_path, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return unclean
+
+    def end(self) -> None:
+        """The loop stopped holding no message: the next run need not wait for leases to expire."""
+        if self.marker_path and os.path.exists(self.marker_path):
+            os.remove(self.marker_path)
 
     def close(self) -> None:
         if self._handle is not None:
