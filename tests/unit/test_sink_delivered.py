@@ -11,7 +11,7 @@ import pytest
 from transforms.core.retry import Attempt, classify
 from transforms.core.sink import config
 from transforms.core.sink.delivered import DeliveredLog, refused_for_order, series_runs
-from transforms.core.sink.forwarder import Forwarder
+from transforms.core.sink.forwarder import Forwarder, series_key
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1
 from transforms.io.delivered_state import DeliveredState
@@ -242,3 +242,26 @@ def test_a_run_that_never_said_it_stopped_is_seen_by_the_next(tmp_path):
     state.end()
     assert DeliveredState(state.path).begin() is False
     assert DeliveredState("gs://bucket/_sink_state/s.delivered").begin() is False  # no marker on object stores
+
+
+def test_requests_in_flight_at_a_kill_are_already_delivered_when_the_sink_refuses_them_for_order(tmp_path):
+    sink = StrictSink()
+    state = DeliveredState(str(tmp_path / "s.delivered"))
+    fwd, _ = strict_forwarder(state.load(), sink=sink)
+    fwd.forward([scrape(0, series=10)])
+    state.after_flush(fwd.delivered)  # the flush is over: nothing in flight
+    assert (tmp_path / "s.sending").stat().st_size == 0
+    # A request the sink writes while its answer never arrives (the process is killed right then): the
+    # forwarder records it as being sent, the sink stores it, and no 2xx is ever recorded.
+    request = codec.decode(scrape(1, series=10)[0], codec.Protocol.V1, 1 << 24).message
+    for s in request.timeseries:
+        fwd.delivered.about_to_send("default", [series_key(s)], np.zeros(len(s.samples), np.uint32),
+                                    np.array([x.timestamp for x in s.samples], np.int64))
+    assert sink.post(codec.encode(request), {"Content-Type": "application/x-protobuf"}).outcome.status == 204
+    state.close()  # killed: no 2xx was recorded
+
+    restarted, _ = strict_forwarder(DeliveredState(state.path).load(), sink=sink)
+    assert restarted.forward([scrape(1, series=10), scrape(2, series=10)]) == []
+    stats = restarted.stats.snapshot()
+    assert (stats["samples_already_delivered"], stats["samples_dead_lettered"], stats["samples_sent"]) == (50, 0, 50)
+    assert sink.samples() == 150

@@ -85,6 +85,11 @@ class DeliveredLog:
         # Told each delivery as saved-log entries the moment it is recorded (transforms/io/delivered_state.py
         # appends them to a file), so a process killed right after a 2xx still remembers it.
         self.journal = journal
+        # Told each request's samples before it is sent (the io layer appends them to a file), and, after a
+        # restart, what the previous run sent without living to see the answer: a strict sink that refuses
+        # those for their order holds them (requests of a series go one at a time, in time order).
+        self.sending: Callable[[bytes], None] | None = None
+        self.unconfirmed: DeliveredLog | None = None
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self._rows.values())
@@ -133,6 +138,24 @@ class DeliveredLog:
                 self._next[first] = (self._next[first] + np.minimum(counts, self.per_series)) % self.per_series
                 np.maximum.at(self._newest, rows, stamps)
             self.changes += 1
+
+    def about_to_send(self, tenant: str, keys: list[bytes], series: np.ndarray, timestamps: np.ndarray) -> None:
+        if self.sending is not None and len(series):
+            self.sending(_entries(tenant, keys, series, np.asarray(timestamps, np.int64)))
+
+    def sent_unconfirmed(self, tenant: str, keys: list[bytes], series: np.ndarray, timestamps: np.ndarray
+                         ) -> np.ndarray:
+        """A mask: True where a previous run sent the sample and died before the sink's answer."""
+        if self.unconfirmed is None:
+            return np.zeros(len(series), bool)
+        return self.unconfirmed.already_delivered(tenant, keys, series, timestamps)
+
+    def newest_sent(self, tenant: str, key: bytes) -> int | None:
+        """The newest timestamp delivered, or sent by a previous run that never saw the answer."""
+        found = [t for t in (self.newest(tenant, key),
+                             self.unconfirmed.newest(tenant, key) if self.unconfirmed is not None else None)
+                 if t is not None]
+        return max(found) if found else None
 
     def record_series(self, tenant: str, key: bytes, timestamps: list[int]) -> None:
         """One protobuf series' delivered timestamps (the path for histograms and exemplars)."""

@@ -433,6 +433,17 @@ class Forwarder:
                  count, request.points)
         return SeriesRequest(kept) if kept else None
 
+    def _about_to_send(self, tenant: str, request: Request) -> None:
+        if isinstance(request, ColumnRequest):
+            cols = request.cols
+            self.delivered.about_to_send(tenant, request.sink_series.keys, cols.series[request.lo:request.hi],
+                                         cols.timestamps[request.lo:request.hi])
+            return
+        for series in request.series:
+            stamps = sorted([s.timestamp for s in series.samples] + [h.timestamp for h in series.histograms])
+            self.delivered.about_to_send(tenant, [series_key(series)], np.zeros(len(stamps), np.uint32),
+                                         np.asarray(stamps, np.int64))
+
     def _record_delivered(self, tenant: str, request: Request) -> None:
         if isinstance(request, ColumnRequest):
             cols = request.cols
@@ -463,7 +474,16 @@ class Forwarder:
             rest = part.take(~known)
             return ([] if not len(rest) else self.deliver(tenant, ColumnRequest(request.sink_series, rest, 0,
                                                                                  len(rest)), metadata)), None
-        newest = self.delivered.newest(tenant, key)
+        unconfirmed = self.delivered.sent_unconfirmed(tenant, request.sink_series.keys, part.series, part.timestamps)
+        if unconfirmed.any():  # sent by a run killed before the answer, refused for order now: the sink has them
+            count = int(unconfirmed.sum())
+            self.stats.add(samples_already_delivered=count)
+            log.info("sink %s: %d samples sent by a previous run that died before the answer are refused as out of "
+                     "order: the sink holds them (already delivered)", self.sink.name, count)
+            rest = part.take(~unconfirmed)
+            return ([] if not len(rest) else self.deliver(tenant, ColumnRequest(request.sink_series, rest, 0,
+                                                                                 len(rest)), metadata)), None
+        newest = self.delivered.newest_sent(tenant, key)
         if newest is None:
             return [], ("no sample of this series was delivered by this forwarder as far as it remembers "
                         "(the sink holds newer ones from elsewhere, or a forgotten delivery): maybe a real loss")
@@ -492,6 +512,8 @@ class Forwarder:
             request = SeriesRequest(request)
         metadata = metadata or []
         protocol = self.protocol
+        if self.delivered.sending is not None:
+            self._about_to_send(tenant, request)
         payload = request.encode(protocol, self._lookup(tenant))
         if protocol is Protocol.V1 and metadata:
             payload += metadata_payload(metadata)
