@@ -265,3 +265,11 @@ def test_requests_in_flight_at_a_kill_are_already_delivered_when_the_sink_refuse
     stats = restarted.stats.snapshot()
     assert (stats["samples_already_delivered"], stats["samples_dead_lettered"], stats["samples_sent"]) == (50, 0, 50)
     assert sink.samples() == 150
+
+
+def test_a_refused_sample_older_than_what_is_remembered_says_it_may_have_been_delivered():
+    fwd, sink = strict_forwarder(DeliveredLog(per_series=4))
+    assert fwd.forward([scrape(0, series=1, per=10)]) == []  # 10 delivered, only the newest 4 remembered
+    (record,) = [json.loads(d) for d in fwd.forward([scrape(0, series=1, per=10)])]
+    assert "maybe already delivered" in record["error"] and "6 of them older" in record["error"]
+    assert fwd.stats.snapshot()["samples_already_delivered"] == 4 and sink.samples() == 10

@@ -150,6 +150,11 @@ class DeliveredLog:
             return np.zeros(len(series), bool)
         return self.unconfirmed.already_delivered(tenant, keys, series, timestamps)
 
+    def horizon(self, tenant: str, key: bytes) -> int | None:
+        """The oldest timestamp remembered for a series once its ring is full (older ones were forgotten)."""
+        found = self.timestamps(tenant, key)
+        return int(found[0]) if len(found) >= self.per_series else None
+
     def newest_sent(self, tenant: str, key: bytes) -> int | None:
         """The newest timestamp delivered, or sent by a previous run that never saw the answer."""
         found = [t for t in (self.newest(tenant, key),

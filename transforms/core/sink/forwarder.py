@@ -489,6 +489,12 @@ class Forwarder:
                         "(the sink holds newer ones from elsewhere, or a forgotten delivery): maybe a real loss")
         older = part.timestamps < newest
         if older.all():
+            horizon = self.delivered.horizon(tenant, key)
+            forgotten = 0 if horizon is None else int((part.timestamps < horizon).sum())
+            if forgotten:
+                return [], (f"older than the newest sample delivered for its series ({newest} ms); {forgotten} of "
+                            f"them older than the {self.delivered.per_series} delivered timestamps remembered for it "
+                            f"(from {horizon} ms): maybe already delivered, maybe a loss; replaying is harmless")
             return [], (f"never delivered, and older than the newest sample delivered for its series "
                         f"({newest} ms): a real loss unless replayed into a sink with an out-of-order window")
         if not older.any():
