@@ -151,9 +151,13 @@ class DeliveredLog:
         return self.unconfirmed.already_delivered(tenant, keys, series, timestamps)
 
     def horizon(self, tenant: str, key: bytes) -> int | None:
-        """The oldest timestamp remembered for a series once its ring is full (older ones were forgotten)."""
+        """The oldest timestamp remembered for a series once its ring is full (older ones were forgotten), in
+        what was delivered or what a previous run sent unconfirmed, whichever reaches less far back."""
         found = self.timestamps(tenant, key)
-        return int(found[0]) if len(found) >= self.per_series else None
+        mine = int(found[0]) if len(found) >= self.per_series else None
+        theirs = self.unconfirmed.horizon(tenant, key) if self.unconfirmed is not None else None
+        known = [t for t in (mine, theirs) if t is not None]
+        return max(known) if known else None
 
     def newest_sent(self, tenant: str, key: bytes) -> int | None:
         """The newest timestamp delivered, or sent by a previous run that never saw the answer."""
