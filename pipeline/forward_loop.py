@@ -45,10 +45,12 @@ class ForwardLoop(threading.Thread):
         self.dead_letter_path = dead_letter_path
         self.stopping = stopping
         self.on_batch = on_batch or (lambda stats: None)
-        # What the sink accepted, per series, across restarts: tells a redelivery from a real loss.
-        self.delivered_state = DeliveredState(state_path(dead_letter_path, sink.name))
+        # `order: strict`: what the sink accepted, per series, across restarts, to tell a redelivery from a real
+        # loss. With `any` (the default) no record, no files, no gathering after a kill.
+        self.delivered_state = (DeliveredState(state_path(dead_letter_path, sink.name)) if sink.order == "strict"
+                                else None)
         self.forwarder = Forwarder(sink, service=HttpService(sink), stopping=stopping,
-                                   delivered=self.delivered_state.load())
+                                   delivered=None if self.delivered_state is None else self.delivered_state.load())
         self.error: BaseException | None = None
         self.pull_stats = PullStats()  # replaced by the running Puller's own
         self.lease: Lease | None = None  # the running one: what is held, and the backlog's age
@@ -99,7 +101,7 @@ class ForwardLoop(threading.Thread):
         puller = Puller(subscriber, self.subscription, lease, self.stopping)
         self.pull_stats = puller.stats
         hold_until = None
-        if self.delivered_state.begin():
+        if self.delivered_state is not None and self.delivered_state.begin():
             hold_until = time.monotonic() + LEASE_SECONDS + LEASE_MARGIN
             log.warning("sink %s: the previous run did not stop cleanly; gathering messages for %d s before "
                         "delivering, until its leased messages come back, so they are sent in order",
@@ -118,8 +120,9 @@ class ForwardLoop(threading.Thread):
                     lease.nack()
                     break
                 write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
-                # before the ack: what the sink accepted is on disk (each 2xx was journaled at once)
-                self.delivered_state.after_flush(self.forwarder.delivered)
+                if self.delivered_state is not None and self.forwarder.order is not None:
+                    # before the ack: what the sink accepted is on disk (each 2xx was journaled at once)
+                    self.delivered_state.after_flush(self.forwarder.order.delivered)
                 acknowledge(subscriber, self.subscription, ack_ids)  # only now: delivered or dead-lettered
                 lease.release()
                 stats = {**self.forwarder.stats.snapshot(), "pull_failures": puller.stats.failed_pulls,
@@ -130,11 +133,12 @@ class ForwardLoop(threading.Thread):
         finally:
             lease.stopped.set()
             self.forwarder.close()
-            if self.forwarder.delivered.changes:
-                self.delivered_state.save(self.forwarder.delivered)
-            self.delivered_state.close()
-            if not lease.ack_ids:  # nothing left leased (acked or nacked): the next run need not wait
-                self.delivered_state.end()
+            if self.delivered_state is not None and self.forwarder.order is not None:
+                if self.forwarder.order.delivered.changes:
+                    self.delivered_state.save(self.forwarder.order.delivered)
+                self.delivered_state.close()
+                if not lease.ack_ids:  # nothing left leased (acked or nacked): the next run need not wait
+                    self.delivered_state.end()
             subscriber.close()
 
 

@@ -59,7 +59,7 @@ def test_a_redelivered_older_message_after_a_newer_one_is_already_delivered(topi
                                                                              strict_prometheus, tmp_path):
     topic, _ = topic_and_subscription
     dead = tmp_path / "dead"
-    with forwarding(topic, [sink(f"{strict_prometheus}/api/v1/write", shards=2)], dead) as (loop,):
+    with forwarding(topic, [sink(f"{strict_prometheus}/api/v1/write", shards=2, order="strict")], dead) as (loop,):
         stats = loop.forwarder.stats
         publish_requests(topic, [(scrape("redeliver", 0), "default")])
         wait_for(lambda: stats.snapshot()["samples_sent"] == 500, 30, "the older message")
@@ -77,18 +77,31 @@ def test_a_redelivered_older_message_after_a_newer_one_is_already_delivered(topi
     assert (dead / "_sink_state").is_dir()  # the loop saved what was delivered when it stopped
 
 
+def test_a_sink_left_at_order_any_keeps_no_record_and_no_files(topic_and_subscription, strict_prometheus, tmp_path):
+    topic, _ = topic_and_subscription
+    dead = tmp_path / "dead"
+    with forwarding(topic, [sink(f"{strict_prometheus}/api/v1/write", shards=2)], dead) as (loop,):
+        publish_requests(topic, [(scrape("anyorder", 0), "default")])
+        wait_for(lambda: loop.forwarder.stats.snapshot()["samples_sent"] == 500, 30, "the message")
+        assert loop.forwarder.order is None and loop.delivered_state is None
+    assert not (dead / "_sink_state").exists()
+
+
 def test_a_never_delivered_older_sample_is_dead_lettered_and_replays_into_an_out_of_order_window(
         strict_prometheus, tolerant_prometheus, topic_and_subscription, tmp_path):
-    strict = Forwarder(sink(f"{strict_prometheus}/api/v1/write", shards=2),
+    strict = Forwarder(sink(f"{strict_prometheus}/api/v1/write", shards=2, order="strict"),
                        service=HttpService(sink(f"{strict_prometheus}/api/v1/write")))
     newer = scrape("late", 1)
     assert strict.forward([message(newer)]) == []
-    # Step 0 of three series was never sent before step 1 (a parallel bundle, a message held back): a real loss.
-    late = scrape("late", 0, series=3)
+    # Half-second samples of three series, between those delivered, never sent before them (a parallel bundle,
+    # a message held back): a real loss.
+    late = build_v1([Series({"__name__": "late_metric", "i": str(i), "job": "ordertest"},
+                            [(BASE_MS + (PER + k) * 1000 + 500, float(k)) for k in range(PER - 1)])
+                     for i in range(3)])
     records = strict.forward([message(late)])
     strict.close()
     stats = strict.stats.snapshot()
-    assert (stats["samples_dead_lettered"], stats["samples_already_delivered"]) == (3 * PER, 0)
+    assert (stats["samples_dead_lettered"], stats["samples_already_delivered"]) == (3 * (PER - 1), 0)
     assert stats["requests"] < 1 + 2 * 3 * 2  # bisection over 3 series, never one request per sample
     reasons = [json.loads(r)["error"] for r in records]
     assert reasons and all("never delivered" in r and "out of order" in r for r in reasons)
@@ -104,23 +117,26 @@ def test_a_never_delivered_older_sample_is_dead_lettered_and_replays_into_an_out
         pattern = str(dead / "sink=strict" / "date=*" / "*.ndjson")
         assert len(read_dead_letters(pattern)) == len(records)
         assert replay(["--dead_letters", pattern, "--topic", topic]) == 0
-        wait_for(lambda: loop.forwarder.stats.snapshot()["samples_sent"] == (SERIES + 3) * PER, 30, "the replay")
+        wait_for(lambda: loop.forwarder.stats.snapshot()["samples_sent"] == SERIES * PER + 3 * (PER - 1), 30,
+                 "the replay")
         assert loop.forwarder.stats.snapshot()["samples_dead_lettered"] == 0
     got = prometheus_raw(tolerant_prometheus, "late_metric")
     for i in range(3):
         key = (("__name__", "late_metric"), ("i", str(i)), ("job", "ordertest"))
-        assert [t for t, _ in got[key]] == [BASE_MS + k * 1000 for k in range(2 * PER)]
+        assert [t for t, _ in got[key]] == sorted([BASE_MS + (PER + k) * 1000 for k in range(PER)]
+                                                  + [BASE_MS + (PER + k) * 1000 + 500 for k in range(PER - 1)])
 
 
 def test_what_was_delivered_survives_a_restart_of_the_forwarder(strict_prometheus, tmp_path):
     url = f"{strict_prometheus}/api/v1/write"
     state = DeliveredState(str(tmp_path / "_sink_state" / "prom.delivered"))
-    first = Forwarder(sink(url, shards=2), service=HttpService(sink(url)), delivered=state.load())
+    first = Forwarder(sink(url, shards=2, order="strict"), service=HttpService(sink(url)), delivered=state.load())
     assert first.forward([message(scrape("restart", 0)), message(scrape("restart", 1))]) == []
-    state.save(first.delivered)
+    assert first.order is not None
+    state.save(first.order.delivered)
     first.close()
 
-    again = Forwarder(sink(url, shards=2), service=HttpService(sink(url)),
+    again = Forwarder(sink(url, shards=2, order="strict"), service=HttpService(sink(url)),
                       delivered=DeliveredState(state.path).load())
     assert again.forward([message(scrape("restart", 0)), message(scrape("restart", 2))]) == []
     stats = again.stats.snapshot()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 
@@ -64,7 +65,7 @@ def scrape(step: int, series: int = 100, per: int = 5) -> tuple[bytes, dict[str,
 def strict_forwarder(delivered: DeliveredLog | None = None, sink: StrictSink | None = None
                      ) -> tuple[Forwarder, StrictSink]:
     sink = sink or StrictSink()
-    return Forwarder(config.from_flags([URL], shards=2)[0], service=sink, delivered=delivered), sink
+    return Forwarder(config.from_flags([URL], shards=2, order="strict")[0], service=sink, delivered=delivered), sink
 
 
 # -- the log ---------------------------------------------------------------------------------------
@@ -79,23 +80,46 @@ def test_the_log_knows_exact_delivered_timestamps_not_only_the_newest():
     assert log.newest("t", b"a") == 30 and log.newest("other-tenant", b"a") is None
 
 
-def test_the_log_is_bounded_per_series_and_in_series_least_recently_delivered_first():
-    log = DeliveredLog(max_series=2, per_series=3)
+def test_the_log_is_bounded_in_samples_oldest_timestamps_first_and_the_floor_says_what_is_forgotten():
+    log = DeliveredLog(max_samples=8)
+    log.record("t", [b"a", b"b"], np.array([0] * 5 + [1] * 5, np.uint32), np.r_[np.arange(5), np.arange(10, 15)])
+    assert log.samples == 10 - 4  # over 8: down to 3/4 of it, the oldest first
+    assert log.timestamps("t", b"a").tolist() == [4] and log.timestamps("t", b"b").tolist() == list(range(10, 15))
+    assert log.floor("t", b"a") == 4 and log.floor("t", b"b") == 10 and log.floor("t", b"c") is None
+    assert log.newest("t", b"a") == 4
+
+
+def test_the_log_is_bounded_in_series_least_recently_delivered_first():
+    log = DeliveredLog(max_series=2)
     log.record("t", [b"a"], np.zeros(5, np.uint32), np.arange(5, dtype=np.int64))
-    assert log.timestamps("t", b"a").tolist() == [2, 3, 4]
     log.record("t", [b"b"], np.zeros(1, np.uint32), np.array([1], np.int64))
     log.record("t", [b"a"], np.zeros(1, np.uint32), np.array([9], np.int64))  # a is now the most recent
     log.record("t", [b"c"], np.zeros(1, np.uint32), np.array([1], np.int64))
     assert len(log) == 2 and log.newest("t", b"b") is None and log.newest("t", b"a") == 9
+    assert log.timestamps("t", b"c").tolist() == [1] and log.samples == 7  # b's timestamp went with it
+
+
+def test_a_backlog_of_hundreds_of_samples_per_series_is_remembered_whole():
+    """After an outage the backlog goes out in requests of hundreds of samples per series: every one of
+    them must be known when Pub/Sub brings the messages back."""
+    log = DeliveredLog()
+    series = np.repeat(np.arange(100, dtype=np.uint32), 240)
+    stamps = np.tile(BASE + 1000 * np.arange(240, dtype=np.int64), 100)
+    keys = [f"s{i}".encode() for i in range(100)]
+    log.record("t", keys, series, stamps)
+    assert log.already_delivered("t", keys, series, stamps).all()
+    assert not log.already_delivered("t", keys, series, stamps + 500).any()  # in between: never delivered
 
 
 def test_the_log_round_trips_through_bytes_and_refuses_garbage_with_a_clear_error():
     log = DeliveredLog()
     log.record("tenant-ä", [b"\x0a\x03abc", b""], np.array([0, 0, 1], np.uint32), np.array([3, 1, 7], np.int64))
+    log.record("other", [b"x"], np.zeros(2, np.uint32), np.array([40, 50], np.int64))
     again, torn = DeliveredLog.from_bytes(log.to_bytes())
     assert torn is None
     assert again.timestamps("tenant-ä", b"\x0a\x03abc").tolist() == [1, 3]
-    assert again.newest("tenant-ä", b"") == 7
+    assert again.newest("tenant-ä", b"") == 7 and again.floor("tenant-ä", b"") == 7
+    assert again.timestamps("other", b"x").tolist() == [40, 50] and again.samples == 5
     with pytest.raises(ValueError, match="bad header"):
         DeliveredLog.from_bytes(b"something else")
     with pytest.raises(ValueError, match="truncated"):
@@ -143,8 +167,8 @@ def test_a_mixed_redelivery_sends_only_what_is_new():
 
 def test_a_never_delivered_older_sample_is_a_dead_letter_with_its_reason_and_no_per_sample_split():
     fwd, sink = strict_forwarder()
-    fwd.forward([scrape(1, series=50)])  # every series up to BASE + 9 s
-    late = build_v1([Series({"__name__": "order_metric", "i": "7"}, [(BASE + 1000, 1.0), (BASE + 2000, 2.0),
+    fwd.forward([scrape(0, series=50), scrape(1, series=50)])  # every series from BASE to BASE + 9 s, each second
+    late = build_v1([Series({"__name__": "order_metric", "i": "7"}, [(BASE + 1500, 1.0), (BASE + 2500, 2.0),
                                                                      (BASE + 20_000, 3.0), (BASE + 21_000, 4.0)])])
     posts = sink.posts
     dead = fwd.forward([message(late)])
@@ -157,13 +181,15 @@ def test_a_never_delivered_older_sample_is_a_dead_letter_with_its_reason_and_no_
     assert sink.held[(("__name__", "order_metric"), ("i", "7"))][BASE + 21_000] == 4.0
 
 
-def test_a_refusal_for_a_series_this_forwarder_never_delivered_says_so():
+def test_a_refusal_for_a_series_the_record_does_not_know_splits_as_any_refusal():
     sink = StrictSink()
     other, _ = strict_forwarder(sink=sink)
     other.forward([scrape(1, series=3)])  # another writer put newer samples there
     fwd, _ = strict_forwarder(sink=sink)
-    (record,) = [json.loads(d) for d in fwd.forward([scrape(0, series=1)])]
-    assert "no sample of this series was delivered by this forwarder" in record["error"]
+    records = [json.loads(d) for d in fwd.forward([scrape(0, series=1)])]
+    assert sum(int(r["attributes"]["samples"]) for r in records) == 5
+    assert all("out of order" in r["error"] for r in records)
+    assert fwd.stats.snapshot()["samples_already_delivered"] == 0
 
 
 def test_a_refused_request_of_many_series_splits_by_series_only():
@@ -183,7 +209,7 @@ def test_the_state_survives_a_restart_of_the_forwarder(tmp_path):
     fwd, sink = strict_forwarder(state.load())
     fwd.forward([scrape(0)])
     fwd.forward([scrape(1)])
-    state.save(fwd.delivered)
+    state.save(fwd.order.delivered)
     fwd.close()
     restarted, _ = strict_forwarder(DeliveredState(state.path).load(), sink=sink)
     assert restarted.forward([scrape(0), scrape(1)]) == []
@@ -197,11 +223,12 @@ def test_an_unreadable_state_file_starts_empty_with_an_error_in_the_log(tmp_path
     assert "unreadable" in caplog.text
 
 
-def test_the_ring_keeps_the_newest_per_series_across_requests():
-    log = DeliveredLog(per_series=4)
+def test_timestamps_across_requests_are_all_kept():
+    log = DeliveredLog()
     for start in (0, 3, 6):
         log.record("t", [b"a"], np.zeros(3, np.uint32), np.arange(start, start + 3, dtype=np.int64))
-    assert log.timestamps("t", b"a").tolist() == [5, 6, 7, 8] and log.newest("t", b"a") == 8
+    assert log.timestamps("t", b"a").tolist() == list(range(9)) and log.newest("t", b"a") == 8
+    assert log.floor("t", b"a") == 0
 
 
 def test_each_delivery_is_journaled_at_once_and_a_kill_mid_append_loses_only_the_partial_entry(tmp_path):
@@ -249,13 +276,13 @@ def test_requests_in_flight_at_a_kill_are_already_delivered_when_the_sink_refuse
     state = DeliveredState(str(tmp_path / "s.delivered"))
     fwd, _ = strict_forwarder(state.load(), sink=sink)
     fwd.forward([scrape(0, series=10)])
-    state.after_flush(fwd.delivered)  # the flush is over: nothing in flight
+    state.after_flush(fwd.order.delivered)  # the flush is over: nothing in flight
     assert (tmp_path / "s.sending").stat().st_size == 0
     # A request the sink writes while its answer never arrives (the process is killed right then): the
     # forwarder records it as being sent, the sink stores it, and no 2xx is ever recorded.
     request = codec.decode(scrape(1, series=10)[0], codec.Protocol.V1, 1 << 24).message
     for s in request.timeseries:
-        fwd.delivered.about_to_send("default", [series_key(s)], np.zeros(len(s.samples), np.uint32),
+        fwd.order.delivered.about_to_send("default", [series_key(s)], np.zeros(len(s.samples), np.uint32),
                                     np.array([x.timestamp for x in s.samples], np.int64))
     assert sink.post(codec.encode(request), {"Content-Type": "application/x-protobuf"}).outcome.status == 204
     state.close()  # killed: no 2xx was recorded
@@ -268,8 +295,43 @@ def test_requests_in_flight_at_a_kill_are_already_delivered_when_the_sink_refuse
 
 
 def test_a_refused_sample_older_than_what_is_remembered_says_it_may_have_been_delivered():
-    fwd, sink = strict_forwarder(DeliveredLog(per_series=4))
-    assert fwd.forward([scrape(0, series=1, per=10)]) == []  # 10 delivered, only the newest 4 remembered
+    fwd, sink = strict_forwarder(DeliveredLog(max_samples=8))
+    assert fwd.forward([scrape(0, series=1, per=10)]) == []  # 10 delivered, the newest 6 remembered
     (record,) = [json.loads(d) for d in fwd.forward([scrape(0, series=1, per=10)])]
-    assert "maybe already delivered" in record["error"] and "6 of them older" in record["error"]
-    assert fwd.stats.snapshot()["samples_already_delivered"] == 4 and sink.samples() == 10
+    assert "maybe already delivered" in record["error"] and f"every delivery from {BASE + 4000} ms" in record["error"]
+    assert record["attributes"]["samples"] == "4"
+    assert fwd.stats.snapshot()["samples_already_delivered"] == 6 and sink.samples() == 10
+
+
+def test_an_older_sample_partly_remembered_is_split_into_maybe_and_never_delivered():
+    fwd, sink = strict_forwarder()
+    fwd.forward([scrape(1, series=1)])  # BASE + 5..9 s: the series' record starts at 5 s
+    late = build_v1([Series({"__name__": "order_metric", "i": "0"}, [(BASE + 1000, 1.0), (BASE + 6500, 2.0)])])
+    maybe, never = [json.loads(d) for d in fwd.forward([message(late)])]
+    assert "maybe already delivered" in maybe["error"] and f"every delivery from {BASE + 5000} ms" in maybe["error"]
+    assert "never delivered" in never["error"]
+    assert [codec.decode(base64.b64decode(r["data_base64"]), codec.Protocol.V1, 1 << 20).message.timeseries[0]
+            .samples[0].timestamp for r in (maybe, never)] == [BASE + 1000, BASE + 6500]
+    assert sink.samples() == 5
+
+
+# -- opt-in ------------------------------------------------------------------------------------------
+
+def test_order_is_any_by_default_with_no_record_and_a_bad_value_is_a_clear_error():
+    fwd = Forwarder(config.from_flags([URL])[0], service=StrictSink())
+    assert config.from_flags([URL])[0].order == "any" and fwd.order is None
+    with pytest.raises(config.SinkConfigError, match="order must be any .* or strict .* got 'strickt'"):
+        config.from_document(f"remote_write:\n  - {{url: {URL}, order: strickt}}\n")
+    assert config.from_document(f"remote_write:\n  - {{url: {URL}, order: strict}}\n")[0].order == "strict"
+
+
+def test_an_any_sink_that_refuses_for_order_gets_a_record_from_then_on(caplog):
+    sink = StrictSink()
+    fwd = Forwarder(config.from_flags([URL], shards=2)[0], service=sink)
+    fwd.forward([scrape(1)])
+    assert fwd.order is None and fwd.forward([scrape(0, series=1)]) != []  # older: refused, dead-lettered
+    assert fwd.order is not None and "Set `order: strict`" in caplog.text
+    fwd.forward([scrape(2)])
+    posts = sink.posts
+    assert fwd.forward([scrape(2)]) == [] and sink.posts == posts  # a redelivery now: already delivered
+    assert fwd.stats.snapshot()["samples_already_delivered"] == 500

@@ -21,7 +21,7 @@ from typing import BinaryIO
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.core.sink.delivered import DEFAULT_MAX_SERIES, DEFAULT_PER_SERIES, DeliveredLog
+from transforms.core.sink.delivered import DEFAULT_MAX_SAMPLES, DEFAULT_MAX_SERIES, DeliveredLog
 from transforms.io.files import read_whole, write_atomically
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def state_path(dead_letter_path: str, sink: str) -> str:
 class DeliveredState:
     """Loads and saves one sink's DeliveredLog at `path` (and its journal beside it, on local disk)."""
 
-    def __init__(self, path: str, *, max_series: int = DEFAULT_MAX_SERIES, per_series: int = DEFAULT_PER_SERIES,
+    def __init__(self, path: str, *, max_samples: int = DEFAULT_MAX_SAMPLES, max_series: int = DEFAULT_MAX_SERIES,
                  save_seconds: float | None = None) -> None:
         self.path = path
         self.local = "://" not in path
@@ -46,8 +46,8 @@ class DeliveredState:
         self.marker_path = path.rsplit(".", 1)[0] + ".running" if self.local else None
         self.sending_path = path.rsplit(".", 1)[0] + ".sending" if self.local else None
         self._sending: BinaryIO | None = None
+        self.max_samples = max_samples
         self.max_series = max_series
-        self.per_series = per_series
         self.save_seconds = save_seconds if save_seconds is not None else (
             SNAPSHOT_SECONDS if self.local else SAVE_SECONDS)
         self._saved_at = time.monotonic()
@@ -62,11 +62,11 @@ class DeliveredState:
                 journal = handle.read()
         try:
             snapshot = read_whole(self.path) if FileSystems.exists(self.path) else b""
-            loaded, torn = DeliveredLog.from_bytes(snapshot, self.max_series, self.per_series, journal)
+            loaded, torn = DeliveredLog.from_bytes(snapshot, self.max_samples, self.max_series, journal)
         except (OSError, ValueError) as exc:
             log.error("delivered-timestamps state %s is unreadable (%s): starting empty; redelivered samples a "
                       "strict sink refuses will be dead-lettered until it fills again", self.path, exc)
-            loaded, torn = DeliveredLog(self.max_series, self.per_series), None
+            loaded, torn = DeliveredLog(self.max_samples, self.max_series), None
         if torn:
             log.warning("delivered-timestamps journal %s ends in a partial entry (%s): read up to it",
                         self.journal_path, torn)
@@ -74,7 +74,7 @@ class DeliveredState:
             log.info("delivered-timestamps state %s: %d series", self.path, len(loaded))
         if self.sending_path and os.path.exists(self.sending_path):
             with open(self.sending_path, "rb") as handle:
-                sent, _ = DeliveredLog.from_bytes(b"", self.max_series, self.per_series, handle.read())
+                sent, _ = DeliveredLog.from_bytes(b"", self.max_samples, self.max_series, handle.read())
             if len(sent):
                 loaded.unconfirmed = sent
                 log.info("delivered-timestamps state %s: %d series sent by the previous run", self.path, len(sent))

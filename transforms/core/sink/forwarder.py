@@ -35,7 +35,8 @@ from transforms.core.sink.batching import (
 )
 from transforms.core.sink.columns import ColumnRequest, Columns, ColumnShard, SinkSeries
 from transforms.core.sink.config import SinkConfig
-from transforms.core.sink.delivered import DeliveredLog, refused_for_order, series_runs
+from transforms.core.sink.delivered import DeliveredLog, refused_for_order
+from transforms.core.sink.order import OrderGuard
 from transforms.core.sink.relabel import apply_rules
 from transforms.core.sink.request import FamilyMetadata, headers_for, metadata_payload, samples_only
 from transforms.core.sink.tenants import bad_tenant_reason, split_tenant
@@ -146,10 +147,12 @@ class Forwarder:
                  stopping: threading.Event | None = None, policy: RetryPolicy | None = None,
                  delivered: DeliveredLog | None = None) -> None:
         self.sink = sink
-        # What this sink accepted, per series: redelivered samples are dropped before sending, and a refusal
-        # "out of order" tells a redelivery from a real loss (transforms/core/sink/delivered.py).
-        self.delivered = delivered if delivered is not None else DeliveredLog()
         self.stats = stats or SinkStats()
+        # `order: strict`: what the sink accepted per series, to tell a redelivery from a real loss
+        # (transforms/core/sink/order.py). With `any`, nothing, until the sink refuses a sample for its order.
+        self.order: OrderGuard | None = None
+        if sink.order == "strict" or delivered is not None:
+            self.order = OrderGuard(sink.name, self.stats, delivered if delivered is not None else DeliveredLog())
         self.stopping = stopping or threading.Event()
         self.service = service
         self.policy = policy or RetryPolicy(initial_delay=sink.queue.min_backoff, max_delay=sink.queue.max_backoff,
@@ -381,128 +384,12 @@ class Forwarder:
         if batch.metadata and self.protocol is Protocol.V1:
             dead += self.deliver(tenant, SeriesRequest([]), list(batch.metadata.values()))
         for request in batch.plan(self.sink.queue.max_samples_per_request, self.sink.queue.max_bytes_per_request):
-            unsent = (self._without_delivered(tenant, request) if isinstance(request, ColumnRequest)
-                      else self._series_without_delivered(tenant, request))
+            unsent: Request | None = request
+            if self.order is not None:
+                unsent = self.order.unsent(tenant, request)
             if unsent is not None:
                 dead += self.deliver(tenant, unsent)
         return dead
-
-    def _without_delivered(self, tenant: str, request: ColumnRequest) -> ColumnRequest | None:
-        """The request without samples this sink already accepted (a redelivery); None if nothing is left."""
-        cols = request.cols
-        part = cols.take(slice(request.lo, request.hi))
-        known = self.delivered.already_delivered(tenant, request.sink_series.keys, part.series, part.timestamps)
-        count = int(known.sum())
-        if not count:
-            return request
-        self.stats.add(samples_already_delivered=count)
-        log.info("sink %s: %d of %d samples already delivered (a redelivery): not sent again", self.sink.name,
-                 count, len(part))
-        if count == len(part):
-            return None
-        kept = part.take(~known)
-        return ColumnRequest(request.sink_series, kept, 0, len(kept))
-
-    def _series_without_delivered(self, tenant: str, request: SeriesRequest) -> SeriesRequest | None:
-        """The protobuf path's request (histograms, exemplars) without points this sink already accepted."""
-        kept: list[TimeSeries] = []
-        count = 0
-        for series in request.series:
-            known = self.delivered.timestamps(tenant, series_key(series))
-            if not len(known):
-                kept.append(series)
-                continue
-            stamps = set(known.tolist())
-            samples = [s for s in series.samples if s.timestamp not in stamps]
-            histograms = [h for h in series.histograms if h.timestamp not in stamps]
-            dropped = len(series.samples) + len(series.histograms) - len(samples) - len(histograms)
-            if not dropped:
-                kept.append(series)
-                continue
-            count += dropped
-            if samples or histograms:
-                out = TimeSeries(labels=series.labels)
-                out.samples.extend(samples)
-                out.histograms.extend(histograms)
-                out.exemplars.extend(e for e in series.exemplars if e.timestamp not in stamps)
-                kept.append(out)
-        if not count:
-            return request
-        self.stats.add(samples_already_delivered=count)
-        log.info("sink %s: %d of %d samples already delivered (a redelivery): not sent again", self.sink.name,
-                 count, request.points)
-        return SeriesRequest(kept) if kept else None
-
-    def _about_to_send(self, tenant: str, request: Request) -> None:
-        if isinstance(request, ColumnRequest):
-            cols = request.cols
-            self.delivered.about_to_send(tenant, request.sink_series.keys, cols.series[request.lo:request.hi],
-                                         cols.timestamps[request.lo:request.hi])
-            return
-        for series in request.series:
-            stamps = sorted([s.timestamp for s in series.samples] + [h.timestamp for h in series.histograms])
-            self.delivered.about_to_send(tenant, [series_key(series)], np.zeros(len(stamps), np.uint32),
-                                         np.asarray(stamps, np.int64))
-
-    def _record_delivered(self, tenant: str, request: Request) -> None:
-        if isinstance(request, ColumnRequest):
-            cols = request.cols
-            self.delivered.record(tenant, request.sink_series.keys, cols.series[request.lo:request.hi],
-                                  cols.timestamps[request.lo:request.hi])
-            return
-        for series in request.series:
-            stamps = [s.timestamp for s in series.samples] + [h.timestamp for h in series.histograms]
-            self.delivered.record_series(tenant, series_key(series), stamps)
-
-    def _order_refusal(self, tenant: str, request: ColumnRequest, metadata: list[remote_v1_pb2.MetricMetadata]
-                       ) -> tuple[list[str], str | None]:
-        """A request refused for its samples' order: (dead-letter records, None) when handled here by splitting
-        by series or at the series' newest delivered sample, else ([], why) to dead-letter it with that reason.
-
-        Never split into single samples: a series' samples are either already delivered (counted), newer than
-        what was delivered (sent again on their own), or older and never delivered (a real loss).
-        """
-        cols = request.cols
-        part = cols.take(slice(request.lo, request.hi))
-        if len(series_runs(part.series)) > 1:
-            split = typing.cast(tuple[Request, Request], request.halves())
-            return self.deliver(tenant, split[0], metadata) + self.deliver(tenant, split[1]), None
-        key = request.sink_series.keys[int(part.series[0])]
-        known = self.delivered.already_delivered(tenant, request.sink_series.keys, part.series, part.timestamps)
-        if known.any():  # delivered by another shard thread or flush meanwhile: drop those and try the rest
-            self.stats.add(samples_already_delivered=int(known.sum()))
-            rest = part.take(~known)
-            return ([] if not len(rest) else self.deliver(tenant, ColumnRequest(request.sink_series, rest, 0,
-                                                                                 len(rest)), metadata)), None
-        unconfirmed = self.delivered.sent_unconfirmed(tenant, request.sink_series.keys, part.series, part.timestamps)
-        if unconfirmed.any():  # sent by a run killed before the answer, refused for order now: the sink has them
-            count = int(unconfirmed.sum())
-            self.stats.add(samples_already_delivered=count)
-            log.info("sink %s: %d samples sent by a previous run that died before the answer are refused as out of "
-                     "order: the sink holds them (already delivered)", self.sink.name, count)
-            rest = part.take(~unconfirmed)
-            return ([] if not len(rest) else self.deliver(tenant, ColumnRequest(request.sink_series, rest, 0,
-                                                                                 len(rest)), metadata)), None
-        newest = self.delivered.newest_sent(tenant, key)
-        if newest is None:
-            return [], ("no sample of this series was delivered by this forwarder as far as it remembers "
-                        "(the sink holds newer ones from elsewhere, or a forgotten delivery): maybe a real loss")
-        older = part.timestamps < newest
-        if older.all():
-            horizon = self.delivered.horizon(tenant, key)
-            forgotten = 0 if horizon is None else int((part.timestamps < horizon).sum())
-            if forgotten:
-                return [], (f"older than the newest sample delivered for its series ({newest} ms); {forgotten} of "
-                            f"them older than the {self.delivered.per_series} delivered timestamps remembered for it "
-                            f"(from {horizon} ms): maybe already delivered, maybe a loss; replaying is harmless")
-            return [], (f"never delivered, and older than the newest sample delivered for its series "
-                        f"({newest} ms): a real loss unless replayed into a sink with an out-of-order window")
-        if not older.any():
-            return [], (f"newer than the newest sample delivered for its series ({newest} ms), yet refused: "
-                        "the sink holds newer samples from elsewhere")
-        first, second = part.take(older), part.take(~older)
-        return (self.deliver(tenant, ColumnRequest(request.sink_series, first, 0, len(first)), metadata)
-                + self.deliver(tenant, ColumnRequest(request.sink_series, second, 0, len(second)))), None
 
     def _lookup(self, tenant: str):
         known = self.families.get(self._family_key(tenant), {})
@@ -518,8 +405,8 @@ class Forwarder:
             request = SeriesRequest(request)
         metadata = metadata or []
         protocol = self.protocol
-        if self.delivered.sending is not None:
-            self._about_to_send(tenant, request)
+        if self.order is not None:
+            self.order.sending(tenant, request)
         payload = request.encode(protocol, self._lookup(tenant))
         if protocol is Protocol.V1 and metadata:
             payload += metadata_payload(metadata)
@@ -542,7 +429,8 @@ class Forwarder:
             decision = self.policy.decide(attempt, result.outcome, now - min(started, failing_since or started),
                                           datetime.now(UTC))
             if decision.action is Action.SUCCESS:
-                self._record_delivered(tenant, request)
+                if self.order is not None:
+                    self.order.accepted(tenant, request)
                 self.stats.add(samples_sent=count, metadata_sent=len(metadata))
                 if protocol is Protocol.V2 and result.written is not None:
                     self._check_written(request.sent_counts(), result.written)
@@ -562,26 +450,46 @@ class Forwarder:
                     raise Stopped(f"sink {self.sink.name}: stopping while it still fails ({decision.reason})")
                 self.stats.add(samples_retried=count)
                 continue
-            splittable = result.outcome.status in SPLITTABLE_STATUSES
-            reason = decision.reason
-            if splittable and isinstance(request, ColumnRequest) and refused_for_order(result.answer):
-                handled, why = self._order_refusal(tenant, request, metadata)
-                if why is None:
+            if result.outcome.status in SPLITTABLE_STATUSES and refused_for_order(result.answer):
+                handled = self._order_refused(tenant, request, metadata, decision.reason, result)
+                if handled is not None:
                     return handled
-                reason = f"{reason}; {why}"
-                splittable = False
-            split = request.halves() if splittable else None
+            split = request.halves() if result.outcome.status in SPLITTABLE_STATUSES else None
             if split:
                 return self.deliver(tenant, split[0], metadata) + self.deliver(tenant, split[1])
-            self.stats.add(samples_dead_lettered=count, requests_dead_lettered=1, metadata_dead_lettered=len(metadata))
-            what = f"{count} sample{'' if count == 1 else 's'}" + (f", {len(metadata)} metadata entries" if metadata
-                                                                 else "")
-            log.error("sink %s: %s; %s dead-lettered%s", self.sink.name, reason, what, answer)
-            body_v1 = snappy_block.compress(request.encode(Protocol.V1, self._lookup(tenant))
-                                            + metadata_payload(metadata))
-            return [self._record({"protocol": Protocol.V1.value, "tenant": tenant, "samples": str(count)}, body_v1,
-                                 f"sink {self.sink.name}: {reason}: {result.answer}",
-                                 status=result.outcome.status, answer=result.answer)]
+            return self._give_up(tenant, request, metadata, decision.reason, result)
+
+    def _give_up(self, tenant: str, request: Request, metadata: list[remote_v1_pb2.MetricMetadata], reason: str,
+                 result: Attempt) -> list[str]:
+        """A request the sink refused for good: counted, logged, and its dead-letter record."""
+        count = request.points
+        self.stats.add(samples_dead_lettered=count, requests_dead_lettered=1, metadata_dead_lettered=len(metadata))
+        what = f"{count} sample{'' if count == 1 else 's'}" + (f", {len(metadata)} metadata entries" if metadata
+                                                             else "")
+        answer = f": {result.answer[:200]}" if result.outcome.status is not None else ""
+        log.error("sink %s: %s; %s dead-lettered%s", self.sink.name, reason, what, answer)
+        body_v1 = snappy_block.compress(request.encode(Protocol.V1, self._lookup(tenant)) + metadata_payload(metadata))
+        return [self._record({"protocol": Protocol.V1.value, "tenant": tenant, "samples": str(count)}, body_v1,
+                             f"sink {self.sink.name}: {reason}: {result.answer}",
+                             status=result.outcome.status, answer=result.answer)]
+
+    def _order_refused(self, tenant: str, request: Request, metadata: list[remote_v1_pb2.MetricMetadata],
+                       reason: str, result: Attempt) -> list[str] | None:
+        """A final refusal for order: handled by the order guard, or None to split it as any refusal.
+
+        A sink configured `order: any` that refuses a sample for its order is strict after all: from then on,
+        for this process, it gets a record in memory (a restart forgets it; `order: strict` keeps it on disk).
+        """
+        if self.order is None:
+            with self._fallback_lock:
+                if self.order is None:
+                    log.warning("sink %s: refused samples for their order (%s); remembering what it accepts from now "
+                                "on, in memory, so redeliveries are not dead-lettered. Set `order: strict` for this "
+                                "sink (or give the store an out-of-order window) to keep that across restarts",
+                                self.sink.name, result.answer[:120])
+                    self.order = OrderGuard(self.sink.name, self.stats, DeliveredLog())
+        return self.order.refused(tenant, request, metadata, self.deliver,
+                                  lambda part, md, why: self._give_up(tenant, part, md, f"{reason}; {why}", result))
 
     def _answered_like_v1(self, result: Attempt) -> bool:
         """Spec 2.0: a 415 MAY, and a 2xx without any *-Written header SHOULD, make a sender fall back to 1.0.
