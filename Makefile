@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PEERS := prometheus victoria-metrics prometheus-node-exporter
 
-.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak soak-streaming proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-archive template receiver-image deploy check clean
+.PHONY: help setup system-deps run pubsub test unit lint chaos fuzz fuzz-wire fuzz-http soak soak-streaming proto bench bench-receiver bench-pipeline bench-forward bench-restore bench-cpu bench-streaming-cost bench-archive bench-query template receiver-image deploy check clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,12 @@ help:
 	@echo "make soak       10 min at half the measured peak: RSS, lost samples, duplicates (SOAK_MINUTES=...)"
 	@echo "make soak-streaming  the streaming (Dataflow) graph on the local streaming runner, 10 min (SOAK_MINUTES=...)"
 	@echo "make bench      bench-receiver, bench-pipeline, bench-forward, bench-restore"
+	@echo "make bench-streaming-cost  the streaming (Dataflow) graph on the local streaming runner beside the local loop: CPU-s per 1 M samples, overhead per message beyond the core, py-spy profiles (~20 min; BENCH_ARGS=--quick)"
 	@echo "make bench-archive  the archive encoders alone (NDJSON, Parquet from columns), samples per CPU second"
 	@echo "make bench-cpu  CPU-s per 1 M samples per process (receiver, pipeline variants, restore) against vmagent, with py-spy profiles (~10 min; BENCH_ARGS=--quick)"
+	@echo "make bench-query  PromQL p50/p99, CPU and bytes per query: the reader (archive as written, then compacted) through"
+	@echo "                  Prometheus remote_read vs Prometheus' TSDB vs VictoriaMetrics, 1 h x 10k series (~15 min;"
+	@echo "                  BENCH_ARGS=\"--series 2000 --minutes 30 --reps 5\")"
 	@echo "make proto      regenerate the protobuf modules"
 	@echo "make template / deploy   the Dataflow Flex Template (gcloud, a GCP project: docs/deploy.md; DRY_RUN=1 prints)"
 	@echo "make receiver-image      the receiver's image in Artifact Registry (DRY_RUN=1 prints)"
@@ -134,8 +138,16 @@ bench-restore: setup system-deps
 bench-cpu: setup system-deps
 	$(PY) -m bench.cpu $(BENCH_ARGS)
 
+bench-streaming-cost: setup system-deps
+	$(PY) -m bench.streaming_cost $(BENCH_ARGS)
+
 bench-archive: setup
 	$(PY) -m bench.archive_encode $(BENCH_ARGS)
+
+# The same data in Prometheus' TSDB, VictoriaMetrics and the archive (before and after pipeline.compact, read by
+# python -m reader through a Prometheus with remote_read); PromQL instant and range queries on each (docs/query.md).
+bench-query: setup system-deps
+	$(PY) -m bench.query $(BENCH_ARGS)
 
 # Dataflow Flex Template and the receiver's image (need gcloud and a GCP project; docs/deploy.md goes from an
 # empty project to data in the bucket). DRY_RUN=1 prints every command, shell-quoted, instead of running it.

@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from bench.load import SERIES_PER_REQUEST, SHAPES, build_stream
 from tools import archive, services
 from transforms.beam.archive import DecodeToRecords, WriteArchiveFiles
 from transforms.core.archive.format import FORMATS
-from transforms.core.protocol import MAX_DECOMPRESSED, Protocol
+from transforms.core.protocol import MAX_DECOMPRESSED, Protocol, format_ms
 from transforms.core.wire import codec, snappy_block
 
 PROJECT = "bench-project"
@@ -58,7 +57,7 @@ def publish_backlog(topic: str, bodies: list[bytes]) -> None:
     """Publish every body with the attributes the receiver would give it, and wait for all."""
     from google.cloud import pubsub_v1  # after create_topic_and_subscription set PUBSUB_EMULATOR_HOST
 
-    received_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    received_at = format_ms(time.time_ns() // 1_000_000)
     publisher = pubsub_v1.PublisherClient()
     try:
         futures = []

@@ -28,7 +28,8 @@ from transforms.beam.compaction import NAMESPACE, CompactPartitions
 from transforms.beam.restore import partition_of
 from transforms.core.archive.compaction import partition_closed
 from transforms.core.flags import respell
-from transforms.core.restore.selection import SelectionError, format_ms, parse_time
+from transforms.core.protocol import format_ms
+from transforms.core.restore.selection import SelectionError, parse_time
 from transforms.io.compaction import partitions
 
 PROG = "python -m pipeline.compact"

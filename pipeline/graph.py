@@ -53,9 +53,14 @@ def build_streaming(p: beam.Pipeline, options: ArchiveOptions, sinks: Sequence[S
                                                file_label=window_pane_label,
                                                max_lines_per_file=options.max_lines_per_file,
                                                archive_format=options.archive_format, window_types=False))
+    build_sink_branches(p, options, sinks)
+    return archived
+
+
+def build_sink_branches(p: beam.Pipeline, options: ArchiveOptions, sinks: Sequence[SinkConfig]) -> None:
+    """One branch per sink, reading the sink's own subscription (named by the sink)."""
     for sink in sinks:
         _ = (p
              | f"ReadPubSub-{sink.name}" >> beam.io.ReadFromPubSub(
                  subscription=sink.subscription_for(options.input_subscription), with_attributes=True)
              | f"Forward-{sink.name}" >> ForwardToSink(sink, dead_letter_path(options)))
-    return archived

@@ -43,7 +43,8 @@ from transforms.core.archive.compaction import MARKER_PREFIX, MARKER_SUFFIX, Com
 from transforms.core.archive.format import FORMATS, PARTITION_GLOB
 from transforms.core.archive.records import METADATA_DIR
 from transforms.core.flags import respell
-from transforms.core.restore.selection import Selection, SelectionError, format_ms, to_request
+from transforms.core.protocol import format_ms
+from transforms.core.restore.selection import Selection, SelectionError, to_request
 from transforms.core.sink.config import SinkConfig, SinkConfigError, parse_duration
 from transforms.io.files import read_whole
 from transforms.io.http_sink import unreachable

@@ -16,13 +16,19 @@ from transforms.core.read.request import (
 )
 from transforms.core.read.select import Series
 from transforms.core.wire import snappy_block
-from transforms.io.archive_read import ArchiveReader, ArchiveUnreadable, ReadStats, SampleLimit
+from transforms.io.archive_read import ArchiveReader, ArchiveUnreadable, NativeHistograms, ReadStats, SampleLimit
 
 
 class ArchiveError(RemoteWriteError):
     """The archive could not be read (500: the data, not the request, is at fault)."""
 
     status = 500
+
+
+class NotServed(RemoteWriteError):
+    """The query selects data the reader cannot return faithfully (native histograms): 422, not retried."""
+
+    status = 422
 
 
 @dataclasses.dataclass
@@ -48,6 +54,10 @@ class Answerer:
             raise LimitExceeded(f"query {index} ({', '.join(map(str, query.matchers))}) selects more than "
                                 f"{self.max_samples} samples (--max-samples-per-query); narrow its matchers or "
                                 f"time range") from exc
+        except NativeHistograms as exc:
+            raise NotServed(f"query {index} ({', '.join(map(str, query.matchers))}) selects {exc.series} series "
+                            f"holding native histograms (e.g. {exc.example}), which this reader does not serve "
+                            f"yet; exclude them with a matcher on __name__") from exc
         except ArchiveUnreadable as exc:
             raise ArchiveError(f"query {index}: {exc}") from exc
         self.metrics.samples.inc(sum(len(s.timestamps) for s in series))
@@ -75,6 +85,7 @@ class Answerer:
         finally:
             self.metrics.files.inc(stats.files)
             self.metrics.rows.inc(stats.rows)
+            self.metrics.bytes_read.inc(stats.bytes)
         if plan.response_type == SAMPLES:
             body = read_response_bytes(parts)
             self.metrics.response_bytes.inc(len(body))

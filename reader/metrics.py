@@ -16,8 +16,11 @@ class ReaderMetrics:
         self.queries = Counter("reader_queries_total", "Queries answered.", registry=r)
         self.samples = Counter("reader_samples_returned_total", "Samples returned.", registry=r)
         self.files = Counter("reader_files_read_total", "Parquet files opened.", registry=r)
-        self.rows = Counter("reader_rows_read_total", "Rows read from Parquet after row-group pruning.",
-                            registry=r)
+        self.rows = Counter("reader_rows_read_total", "Rows read from Parquet that passed the pushed-down filter "
+                            "(time range, float samples, a pinned name).", registry=r)
+        self.bytes_read = Counter("reader_bytes_read_total",
+                                  "Parquet bytes read: file footers and the read columns' chunks of the row groups "
+                                  "left after pruning.", registry=r)
         self.response_bytes = Counter("reader_response_bytes_total", "Response bytes sent (before snappy).",
                                       registry=r)
         self.seconds = Histogram("reader_request_duration_seconds", "Time to answer a read request.",

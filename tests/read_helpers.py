@@ -23,7 +23,7 @@ def write_archive(root: Path, request: remote_v1_pb2.WriteRequest, tenant: str =
         folder = root / f"tenant={partition.tenant}" / f"date={partition.date}" / f"hour={partition.hour}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{file_stem}.parquet"
-        path.write_bytes(parquet.write_bytes(parquet.encode_table(lines)))
+        path.write_bytes(parquet.table_bytes(parquet.encode_table(lines)))
         written.append(path)
     return written
 

@@ -15,8 +15,13 @@ trap 'kill "$outage" 2>/dev/null; rm -rf "$scratch"' EXIT
 CHAOS_SINK_DOWN=${CHAOS_SINK_DOWN:-300} "$PY" -m pytest -q -s -p no:cacheprovider --basetemp="$scratch/tmp" \
     "$OUTAGE_TEST" >"$scratch/outage.log" 2>&1 &
 outage=$!
-"$PY" -m pytest -q --durations=15 tests --ignore="$OUTAGE_TEST" --ignore="$ORDER_FAULTS" "$@"
+FAULT_FIGURES="$scratch/faults.txt" "$PY" -m pytest -q --durations=15 tests --ignore="$OUTAGE_TEST" \
+    --ignore="$ORDER_FAULTS" "$@"
 suite=$?
+if [ -s "$scratch/faults.txt" ]; then
+    echo "== what the fault tests measured:"
+    cat "$scratch/faults.txt"
+fi
 wait "$outage"
 outage_status=$?
 echo "== $OUTAGE_TEST (ran alongside, exit $outage_status):"

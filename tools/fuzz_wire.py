@@ -4,7 +4,9 @@ A seed corpus of valid 1.0 and 2.0 payloads (every field kind: labels, 2 KiB val
 with special values, start timestamps, histograms, exemplars, metadata) is mutated at random (byte flips,
 cuts, inserts, duplicated spans, varint bombs, lengths past the end). Each body goes through the pre-scan
 with the receiver's limits and the compiled decoder; an accepted one also through the compiled archive
-lines and the sink path (requests planned, encoded, and decoded again to the same label sets and samples).
+lines and the sink path (requests planned, encoded, and decoded again to the same label sets and samples),
+and its lines, as they are and mutated, through the restore's compiled line parser (every line of a float
+batch taken back, a mutated one taken or declined).
 The only acceptable outcomes are acceptance, a documented client error (InvalidPayload 400, PayloadTooLarge
 413) or a dead letter (ConversionError). Anything else, or one body taking over a second, is a failure.
 `--sanitize` rebuilds the module with AddressSanitizer and UndefinedBehaviorSanitizer (any undefined behaviour
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import math
 import os
 import random
 import shutil
@@ -38,7 +41,7 @@ from transforms.core.errors import InvalidPayload, PayloadTooLarge
 from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import STALE_NAN, Protocol
 from transforms.core.sink.columns import DROPPED, Columns, ColumnShard, SinkSeries
-from transforms.core.wire import batch, prescan
+from transforms.core.wire import batch, line_columns, prescan
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.core.wire.validation import NameValidation
 
@@ -126,7 +129,8 @@ def fail_each_allocation(limit: int = 100_000) -> int:
             try:
                 decoded = batch.decode(payload, protocol, table)
                 if not decoded.slow:  # the slower path's upb parse turns a failed allocation into other errors
-                    lines.convert(decoded, "fuzz")
+                    for block in lines.convert(decoded, "fuzz").values():
+                        line_columns.parse(block.data, SPECIALS)
             except MemoryError:
                 failed += 1
             else:
@@ -136,6 +140,26 @@ def fail_each_allocation(limit: int = 100_000) -> int:
         else:
             raise AssertionError(f"{protocol.value}: still failing after {limit} allocations")
     return failed
+
+
+# the line parser's value strings (records.py has the archive's full table; any table exercises the parser)
+SPECIALS = {"+Inf": math.inf, "-Inf": -math.inf, "StaleNaN": STALE_NAN}
+MUTATED_BLOCKS = 10  # mutated copies of each block of lines (few bodies are accepted: each gives several)
+
+
+def parse_back(blocks: dict, float_only: bool, rng: random.Random) -> None:
+    """A batch's archive lines through the restore's compiled line parser: as written, a float-only batch's
+    lines are all taken (one sample each); mutated, each line is taken or declined, and nothing crashes."""
+    for block in blocks.values():
+        parsed = line_columns.parse(block.data, SPECIALS)
+        if len(parsed.timestamps) + len(parsed.declined) != block.lines or (float_only and len(parsed.declined)):
+            raise AssertionError(f"{block.lines} lines parsed back as {len(parsed.timestamps)} samples and "
+                                 f"{len(parsed.declined)} declined")
+        for _ in range(MUTATED_BLOCKS):
+            data = mutate(block.data, rng)
+            mutated = line_columns.parse(data, SPECIALS)
+            if (mutated.runs >= len(mutated.names)).any() or (mutated.declined[:, :2] > len(data)).any():
+                raise AssertionError("the line parser's output points past its input")
 
 
 REQUEST_SAMPLES = 3  # small sink requests, so most accepted bodies are cut into several
@@ -181,6 +205,7 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
     tables = {NameValidation.LEGACY: batch.SeriesTable(NameValidation.LEGACY, limit=10_000),
               NameValidation.UTF8: lines.table("fuzz")}
     sinks = {mode: SinkSeries(rules=(), shards=1, limit=10_000) for mode in tables}
+    line_rng = random.Random(seed ^ 0x5EED)  # apart from the bodies' own, so their sequence stays the seed's
     outcomes = {"accepted": 0, "400": 0, "413": 0, "dead-lettered": 0, "sink requests": 0}
     slowest = 0.0
     for n in range(bodies):
@@ -195,7 +220,7 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
             sinks[mode].make_room()
             outcomes["sink requests"] += forward(decoded, tables[mode], sinks[mode])
             if mode is NameValidation.UTF8:  # what the pipeline archives: the compiled lines too
-                lines.convert(decoded, "fuzz")
+                parse_back(lines.convert(decoded, "fuzz"), not decoded.slow, line_rng)
         except InvalidPayload:
             outcomes["400"] += 1
         except PayloadTooLarge:

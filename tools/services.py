@@ -247,14 +247,15 @@ def start_node_exporter(log_dir: Path, port: int | None = None) -> tuple[Service
 
 
 def start_prometheus(log_dir: Path, config: str, *, receiver: bool = False, port: int | None = None,
-                     name: str = "prometheus", args: Sequence[str] = ()) -> tuple[Service, str]:
+                     name: str = "prometheus", args: Sequence[str] = (),
+                     data_dir: Path | None = None) -> tuple[Service, str]:
     """Debian's Prometheus with the given YAML config, lifecycle API on (for /-/reload), plus `args`
-    (e.g. --enable-feature=native-histograms)."""
+    (e.g. --enable-feature=native-histograms). `data_dir`: an existing TSDB to open (default: a new one)."""
     binary = require_binary("prometheus", "apt-get install prometheus")
     port = port or free_port()
     work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir))
     (work / "prometheus.yml").write_text(config)
-    argv = [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+    argv = [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={data_dir or work / 'data'}",
             f"--web.listen-address={LOOPBACK}:{port}", "--web.enable-lifecycle"]
     if receiver:
         argv.append("--web.enable-remote-write-receiver")
@@ -265,12 +266,14 @@ def start_prometheus(log_dir: Path, config: str, *, receiver: bool = False, port
 
 
 def start_victoria_metrics(log_dir: Path, name: str = "victoria-metrics", port: int | None = None,
-                           data_dir: str | None = None) -> tuple[Service, str]:
-    """VictoriaMetrics; pass the same port and data_dir again to restart it after an outage."""
+                           data_dir: str | None = None, args: Sequence[str] = ()) -> tuple[Service, str]:
+    """VictoriaMetrics, plus `args` (e.g. -search.disableCache); pass the same port and data_dir again to
+    restart it after an outage."""
     binary = require_binary("victoria-metrics", "apt-get install victoria-metrics")
     port = port or free_port()
     work = data_dir or tempfile.mkdtemp(prefix=f"{name}-", dir=log_dir)
-    service = Service(name, [binary, f"-httpListenAddr={LOOPBACK}:{port}", f"-storageDataPath={work}"], log_dir)
+    service = Service(name, [binary, f"-httpListenAddr={LOOPBACK}:{port}", f"-storageDataPath={work}", *args],
+                      log_dir)
     service.wait_ready(_http_ok(f"http://{LOOPBACK}:{port}/health"), timeout=60)
     return service, f"http://{LOOPBACK}:{port}"
 

@@ -16,7 +16,6 @@ the archive, publish -> file p99 <= window + 15 s. Exit code 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import signal
@@ -27,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from tools import services
 
 TOPIC, SUBSCRIPTION = "projects/soak-streaming/topics/soak", "projects/soak-streaming/subscriptions/soak"
@@ -36,24 +37,31 @@ SERIES = 1000  # samples per request, as Prometheus sends them
 DEFAULT_RATE = 50.0
 
 
-def run_graph(args: argparse.Namespace) -> None:
-    """The child process: build_streaming on the local streaming runner until SIGTERM."""
+def run_graph(subscription: str, archive: str, window: int, sink_url: str | None, archives: bool = True) -> None:
+    """The child process: build_streaming on the local streaming runner until SIGTERM. `bench.streaming_cost`
+    runs this too (`--graph --subscription=...`); the sink reads `<subscription>-vm`. Without `archives`, only
+    the sink branch: this runner runs every step on one executor thread (NUM_WORKERS = 1), and a read of an idle
+    subscription holds that thread for its 30 s pull, so an archive branch with nothing to read would stall
+    the sink's (Dataflow reads each source on its own)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.graph import build_streaming
+    from pipeline.graph import build_sink_branches, build_streaming
     from pipeline.options import ArchiveOptions
     from transforms.core.sink import config
 
     options = PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming",
-                               f"--input_subscription={SUBSCRIPTION}", f"--archive_path={args.archive}",
-                               f"--window_size={args.window}"])
+                               f"--input_subscription={subscription}", f"--archive_path={archive}",
+                               f"--window_size={window}"])
     sinks = []
-    if args.sink_url:
+    if sink_url:
         sinks = config.from_document(json.dumps({"remote_write": [{
-            "url": args.sink_url, "name": "vm", "queue_config": {"batch_send_deadline": "1s"}}]}))
+            "url": sink_url, "name": "vm", "queue_config": {"batch_send_deadline": "1s"}}]}))
     pipeline = beam.Pipeline(options=options)
-    build_streaming(pipeline, options.view_as(ArchiveOptions), sinks)
+    if archives:
+        build_streaming(pipeline, options.view_as(ArchiveOptions), sinks)
+    else:
+        build_sink_branches(pipeline, options.view_as(ArchiveOptions), sinks)
     pipeline.run()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -133,8 +141,31 @@ def feed(stop: threading.Event) -> None:
                                   "default")])
 
 
-def archived(archive: Path, seen: dict[str, float], first_file: dict[int, float],
-             lines: collections.Counter) -> None:
+class SampleCounts:
+    """How often each (request, series) sample was seen: one byte each (a 10-minute soak has 30 M samples,
+    which a Counter of tuples would hold in several GB)."""
+
+    def __init__(self, requests: int) -> None:
+        self.counts = np.zeros((requests, SERIES), np.uint8)
+
+    def add(self, request: int, series: int, times: int = 1) -> None:
+        if 0 <= request < len(self.counts):
+            self.counts[request, series] = min(255, int(self.counts[request, series]) + times)
+
+    def add_values(self, series: int, requests: np.ndarray) -> None:
+        known = requests[(requests >= 0) & (requests < len(self.counts))]
+        np.add.at(self.counts[:, series], known, 1)
+
+    @property
+    def distinct(self) -> int:
+        return int(np.count_nonzero(self.counts))
+
+    @property
+    def duplicates(self) -> int:
+        return int(self.counts.sum(dtype=np.int64)) - self.distinct
+
+
+def archived(archive: Path, seen: dict[str, float], first_file: dict[int, float], lines: SampleCounts) -> None:
     """Reads the archive files not read yet: sequence -> earliest file mtime, and (sequence, i) line counts."""
     from tools.archive import archive_files, read_lines
 
@@ -146,17 +177,16 @@ def archived(archive: Path, seen: dict[str, float], first_file: dict[int, float]
             if line["name"] == "soak_stream":
                 n = int(line["gauge"]["value"])
                 first_file[n] = min(mtime, first_file.get(n, mtime))
-                lines[(n, line["tags"]["i"])] += 1
+                lines.add(n, int(line["tags"]["i"]))
 
 
-def delivered(vm_url: str) -> collections.Counter:
+def delivered(vm_url: str, requests: int) -> SampleCounts:
     status, body = services.http_get(f"{vm_url}/api/v1/export?match[]=soak_stream", timeout=300)
-    found: collections.Counter = collections.Counter()
+    found = SampleCounts(requests)
     if status == 200:
         for row in body.decode().splitlines():
             record = json.loads(row)
-            for value in record["values"]:
-                found[(int(value), record["metric"]["i"])] += 1
+            found.add_values(int(record["metric"]["i"]), np.asarray(record["values"], np.float64).astype(np.int64))
     return found
 
 
@@ -175,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graph", action="store_true", help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--archive", help=argparse.SUPPRESS)
     parser.add_argument("--sink-url", help=argparse.SUPPRESS)
+    parser.add_argument("--subscription", default=SUBSCRIPTION, help=argparse.SUPPRESS)
+    parser.add_argument("--no-archive", action="store_true", help=argparse.SUPPRESS)  # the sink branch alone
     args = parser.parse_args(argv)
     if args.graph:
-        run_graph(args)
+        run_graph(args.subscription, args.archive, args.window, args.sink_url, archives=not args.no_archive)
         return 0
     if args.rate <= 0 or args.minutes <= 0 or args.window <= 0:
         parser.error("--rate, --minutes and --window must be positive")
@@ -221,34 +253,36 @@ def main(argv: list[str] | None = None) -> int:
         feeder.start()
         seen: dict[str, float] = {}
         first_file: dict[int, float] = {}
-        lines: collections.Counter = collections.Counter()
         expected = len(publisher.published)
-        sent: collections.Counter = collections.Counter()
+        lines = SampleCounts(expected)
+        sent = SampleCounts(expected)
 
         def complete() -> bool:
             nonlocal sent
             archived(archive, seen, first_file, lines)
             if len(first_file) < expected:
                 return False
-            sent = delivered(vm_url) if vm_url else sent
-            return not vm_url or len(sent) >= expected * SERIES
+            sent = delivered(vm_url, expected) if vm_url else sent
+            return not vm_url or sent.distinct >= expected * SERIES
 
         try:
             services.wait_until(complete, args.window + 180, "every sample archived and delivered", interval=2.0)
         except services.ServiceError as exc:
             print(f"soak-streaming: {exc}", flush=True)
         stop_feeding.set()
+        if vm_url and not sent.distinct:  # timed out before the archive was complete: count the sink anyway
+            sent = delivered(vm_url, expected)
         latencies = [first_file[n] - at for n, at in publisher.published.items() if n in first_file]
-        lost = expected * SERIES - len(lines)
-        duplicates = sum(lines.values()) - len(lines)
+        lost = expected * SERIES - lines.distinct
+        duplicates = lines.duplicates
         p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
         print(f"published {expected} requests ({expected * SERIES:,} samples) at {args.rate:g}/s for "
               f"{args.minutes:g} min, window {args.window} s")
         print(f"archive: lost {lost}, duplicates {duplicates}; publish -> file p50 {p50:.1f} s, p99 {p99:.1f} s, "
               f"max {max(latencies, default=float('nan')):.1f} s")
-        vm_lost = expected * SERIES - len(sent) if vm_url else 0
+        vm_lost = expected * SERIES - sent.distinct if vm_url else 0
         if vm_url:
-            print(f"VictoriaMetrics: lost {vm_lost}, duplicates {sum(sent.values()) - len(sent)}")
+            print(f"VictoriaMetrics: lost {vm_lost}, duplicates {sent.duplicates}")
         judged = [size for at, size in rss if at >= min(args.warmup, args.minutes * 30)]
         growth = (judged[-1] - judged[0]) / judged[0] * 100 if len(judged) > 1 else 0.0
         peak = max((size for _, size in rss), default=0)

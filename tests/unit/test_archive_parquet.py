@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import struct
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,11 +12,10 @@ import pytest
 
 from tests.archive_samples import ODD_NAN, T0, records_of, sample_request
 from transforms.core.archive import metric_to_log
-from transforms.core.archive import records as archive_records
 from transforms.core.archive.format import archive_format
 from transforms.core.archive.lines import LineBlock
 from transforms.core.archive.records import RecordError, decode_value
-from transforms.core.protocol import STALE_NAN, float_bits
+from transforms.core.protocol import PROMETHEUS_NAN, STALE_NAN, float_bits
 from transforms.core.wire.builders import Series, build_v1
 
 
@@ -68,10 +66,9 @@ def test_rows_group_by_the_chosen_row_group_size(monkeypatch) -> None:
 
 
 def test_decode_value_is_encode_values_inverse_bit_for_bit() -> None:
-    for value in (0.1, -0.0, 1e300, math.inf, -math.inf, STALE_NAN, ODD_NAN, float("nan"),
-                  struct.unpack("<d", struct.pack("<Q", metric_to_log.PROMETHEUS_NAN_BITS))[0]):
+    for value in (0.1, -0.0, 1e300, math.inf, -math.inf, STALE_NAN, ODD_NAN, float("nan"), PROMETHEUS_NAN):
         assert float_bits(decode_value(json.loads(metric_to_log.encode_value(value)))) == float_bits(value)
-    assert archive_records.PROMETHEUS_NAN_BITS == metric_to_log.PROMETHEUS_NAN_BITS
+    assert metric_to_log.encode_value(PROMETHEUS_NAN) == '"NaN"'
     with pytest.raises(RecordError, match="unknown special value"):
         decode_value("NaN:0x12")
 

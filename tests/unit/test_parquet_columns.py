@@ -30,6 +30,7 @@ from transforms.core.archive.format import archive_format
 from transforms.core.archive.lines import LineBlock
 from transforms.core.archive.metric_to_log import ConversionError
 from transforms.core.archive.parquet_columns import ParquetBlocks, SeriesArrays
+from transforms.core.archive.records import RecordError
 from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import STALE_NAN, Protocol, float_bits
 from transforms.core.wire import codec, snappy_block
@@ -44,13 +45,13 @@ def canonical(stored: bytes) -> bytes:
     """A file as the reference writer writes its contents (see the module docstring)."""
     table = pq.read_table(io.BytesIO(stored))
     assert table.schema.equals(parquet.SCHEMA)
-    return parquet.write_bytes(table)
+    return parquet.table_bytes(table)
 
 
-def archive_both_ways(requests, protocol: Protocol) -> tuple[dict, dict]:
+def archive_both_ways(requests, protocol: Protocol, compress_blocks: bool = True) -> tuple[dict, dict]:
     """Each partition's file, from the columns (format.convert, as the pipeline does) and from the
     lines' records (the reference), over several requests (a file holds many requests' blocks)."""
-    converter = FORMAT.converter(MetadataStore())
+    converter = FORMAT.converter(MetadataStore(), compress_blocks=compress_blocks)
     blocks, lines = defaultdict(list), defaultdict(list)
     for request in requests:
         body = snappy_block.compress(request.SerializeToString())
@@ -61,7 +62,7 @@ def archive_both_ways(requests, protocol: Protocol) -> tuple[dict, dict]:
             blocks[partition].append(packed)
     assert blocks.keys() == lines.keys()
     from_columns = {p: canonical(b"".join(FORMAT.file_chunks(packed)[0])) for p, packed in blocks.items()}
-    from_records = {p: parquet.write_bytes(reference_table(records)) for p, records in lines.items()}
+    from_records = {p: parquet.table_bytes(reference_table(records)) for p, records in lines.items()}
     for partition, packed in blocks.items():
         assert sum(block.lines for block in packed) == len(lines[partition])
     return from_columns, from_records
@@ -120,6 +121,20 @@ def test_realistic_requests_across_hours_match_the_reference(protocol) -> None:
     assert from_columns == from_records
     table = pq.read_table(io.BytesIO(from_columns[max(from_columns)]))
     assert table.num_rows > 1000
+
+
+def test_uncompressed_blocks_make_the_same_files_and_a_cut_one_is_refused() -> None:
+    """The local runner's blocks skip the shuffle's LZ4: the files are the same; a block cut short is not read."""
+    requests = [build_v1(realistic_series(500, 4)), build_v1(realistic_series(300, 2)[::-1]), sample_request()]
+    raw_files, reference = archive_both_ways(requests, Protocol.V1, compress_blocks=False)
+    assert raw_files == reference == archive_both_ways(requests, Protocol.V1)[0]
+    batch = codec.decode(snappy_block.compress(requests[0].SerializeToString()), Protocol.V1, 1 << 24).batch
+    raw = FORMAT.convert(FORMAT.converter(MetadataStore(), compress_blocks=False), batch, "t")
+    packed = FORMAT.convert(FORMAT.converter(MetadataStore()), batch, "t")
+    partition = max(raw, key=lambda p: raw[p].lines)
+    assert len(raw[partition].data) > 2 * len(packed[partition].data)  # what the compression saves a shuffle
+    with pytest.raises(RecordError, match="not a Parquet archive block"):
+        parquet.file_table([raw[partition].data[:-10]])
 
 
 def test_start_timestamps_come_from_the_sample_or_else_the_series_created_time() -> None:
@@ -197,7 +212,7 @@ def test_records_blocks_and_column_blocks_mix_in_one_file() -> None:
         packed = [FORMAT.pack(LineBlock.of_records(records[:half])), columns[partition],
                   FORMAT.pack(LineBlock.of_records(records[half:]))]
         assert canonical(b"".join(FORMAT.file_chunks(packed)[0])) == \
-            parquet.write_bytes(reference_table(records[:half] + records + records[half:]))
+            parquet.table_bytes(reference_table(records[:half] + records + records[half:]))
 
 
 tricky_text = st.text(alphabet=st.sampled_from(["\x00", "\x01", "\xff", "\x7f", "a", "é", "名", "\U0001f600"]),
@@ -231,7 +246,7 @@ def test_tenants_keep_their_own_series_and_kinds() -> None:
         lines = converter.convert(batch, tenant)
         for partition, packed in FORMAT.convert(converter, batch, tenant).items():
             stored = b"".join(FORMAT.file_chunks([packed])[0])
-            assert canonical(stored) == parquet.write_bytes(reference_table(lines[partition].records()))
+            assert canonical(stored) == parquet.table_bytes(reference_table(lines[partition].records()))
             files[partition.tenant] = pq.read_table(io.BytesIO(stored))
     assert set(files["a"].column("type").to_pylist()) == {"counter"} and files["a"].num_rows == 3
     assert set(files["b"].column("type").to_pylist()) == {"gauge"} and files["b"].num_rows == 5

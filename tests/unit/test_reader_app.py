@@ -127,14 +127,50 @@ def test_row_groups_are_pruned_by_name(tmp_path):
     (lines,) = metric_to_log.convert_v1(build_v1(series), "default", MetadataStore()).values()
     folder = tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09"
     folder.mkdir(parents=True)
-    pq.write_table(parquet.encode_table(lines), folder / "part.parquet", row_group_size=100)
+    # written as parquet.write_bytes writes the archive (no stored Arrow schema, so `name` reads as a plain
+    # string: pyarrow 25 ignores the statistics of a column that reads as a dictionary)
+    pq.write_table(parquet.encode_table(lines), folder / "part.parquet", row_group_size=100, store_schema=False,
+                   use_dictionary=parquet.DICTIONARY_COLUMNS)
     metrics = ReaderMetrics()
     client = create_app(ReaderConfig(archive_path=str(tmp_path)), metrics).test_client()
     (result,) = _samples(_read(client, [(T0, T0 + 3_599_999, [(EQ, "__name__", "m07")])]))
     assert len(result.timeseries) == 1 and len(result.timeseries[0].samples) == 100
-    assert metrics.rows._value.get() == 100  # 1 of 30 row groups
+    assert metrics.rows._value.get() == 100
+    # 1 of 30 row groups read: the footer and that group's chunks of the six read columns
+    meta = pq.ParquetFile(folder / "part.parquet").metadata
+    group = next(meta.row_group(g) for g in range(meta.num_row_groups)
+                 if meta.row_group(g).column(0).statistics.min == "m07")
+    read = ("name", "labels", "timestamp", "value", "special", "type")
+    chunks = sum(group.column(c).total_compressed_size for c in range(group.num_columns)
+                 if group.column(c).path_in_schema.split(".")[0] in read)
+    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + chunks
     (result,) = _samples(_read(client, [(T0 + 10_000, T0 + 19_999, [(RE, "__name__", "m0.")])]))
     assert [len(s.samples) for s in result.timeseries] == [10] * 10
+
+
+def test_bytes_read_are_the_footer_and_the_read_columns_of_the_unpruned_row_groups(tmp_path):
+    """reader_bytes_read_total: a time range inside one of ten row groups (cut by time) counts that group's
+    chunks of the six read columns (labels is a map: two leaves) and the footer, not the whole file."""
+    from transforms.core.archive import metric_to_log
+    from transforms.core.metadata import MetadataStore
+
+    series = [Series({"__name__": "m", "job": "a"}, [(T0 + i * 1000, float(i)) for i in range(1000)])]
+    (lines,) = metric_to_log.convert_v1(build_v1(series), "default", MetadataStore()).values()
+    folder = tmp_path / "tenant=default" / "date=2026-11-25" / "hour=09"
+    folder.mkdir(parents=True)
+    path = folder / "part.parquet"
+    pq.write_table(parquet.encode_table(lines), path, row_group_size=100)
+    metrics = ReaderMetrics()
+    client = create_app(ReaderConfig(archive_path=str(tmp_path)), metrics).test_client()
+    (result,) = _samples(_read(client, [(T0 + 310_000, T0 + 320_000, [(EQ, "__name__", "m")])]))
+    assert len(result.timeseries[0].samples) == 11
+    meta = pq.ParquetFile(path).metadata
+    group = meta.row_group(3)  # rows 300..399
+    read = ("name", "labels", "timestamp", "value", "special", "type")
+    chunks = [group.column(c) for c in range(group.num_columns) if group.column(c).path_in_schema.split(".")[0] in read]
+    assert len(chunks) == 7 and len(chunks) < group.num_columns
+    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + sum(c.total_compressed_size for c in chunks)
+    assert metrics.bytes_read._value.get() < path.stat().st_size
 
 
 def test_health_ready_metrics(tmp_path):
@@ -162,14 +198,18 @@ def test_config_errors_are_clear(capsys):
         parse_config(["--archive-path=/x", "--max-bytes-per-response=0"])
 
 
-def test_native_histograms_are_skipped_and_floats_still_served(tmp_path):
+def test_native_histograms_are_refused_with_a_422_and_floats_beside_them_still_served(tmp_path):
     from tests.archive_samples import sample_request
 
     write_archive(tmp_path, sample_request(), counter_names={"requests_total": "counter"})
     client = create_app(ReaderConfig(archive_path=str(tmp_path))).test_client()
-    (result,) = _samples(_read(client, [(T0 - 1, T0 + 10_000, [(RE, "__name__", ".+")])]))
+    refused = _read(client, [(T0 - 1, T0 + 10_000, [(RE, "__name__", ".+")])])
+    assert refused.status_code == 422  # "lat" holds native histograms: refused, never silently left out
+    message = refused.get_data(as_text=True)
+    assert "native histograms" in message and 'lat{' in message and "__name__" in message
+    (result,) = _samples(_read(client, [(T0 - 1, T0 + 10_000, [(RE, "__name__", "requests_total|up")])]))
     names = sorted({lb.value for s in result.timeseries for lb in s.labels if lb.name == "__name__"})
-    assert names == ["requests_total", "up"]  # "lat" holds only native histograms
+    assert names == ["requests_total", "up"]
     stamps = [s.timestamp for s in result.timeseries[0].samples]
     assert stamps == sorted(stamps) and len(stamps) == 5
 

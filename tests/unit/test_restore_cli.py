@@ -68,13 +68,27 @@ def test_files_are_told_apart_by_suffix_and_partition() -> None:
     assert partition_of("gs://b/p/tenant=a/date=2026-11-25/hour=09/part-1.parquet") == ("a", "2026-11-25", "09")
 
 
-def test_the_rate_limit_waits_for_tokens(monkeypatch) -> None:
+def test_the_rate_limit_is_a_service_layer_that_waits_for_each_attempts_tokens(monkeypatch) -> None:
+    from transforms.core.retry import Attempt, classify
+    from transforms.io.rate_limit import RateLimitedService
+
     slept: list[float] = []
-    monkeypatch.setattr("transforms.beam.restore.time.sleep", slept.append)
+    monkeypatch.setattr("transforms.io.rate_limit.time.sleep", slept.append)
+    posted: list[int] = []
+
+    class Sink:
+        def post(self, body: bytes, headers: dict[str, str], points: int) -> Attempt:
+            posted.append(points)
+            return Attempt(classify(204, None), "", 0.0)
+
     progress = RestoreProgress()
-    progress.rate = 1000.0
-    progress.take(3000)  # three seconds' worth at once: wait about 3 s
-    assert slept and 2.9 < slept[0] <= 3.0
+    progress.bucket.rate = 1000.0
+    service = RateLimitedService(Sink(), progress.bucket)
+    assert service.post(b"x", {}, 3000).outcome.status == 204  # three seconds' worth at once: about 3 s
+    assert posted == [3000] and slept and 2.9 < slept[0] <= 3.0
+    progress.bucket.rate = None
+    service.post(b"x", {}, 10**9)
+    assert len(slept) == 1  # unlimited: no wait
 
 
 def test_restore_lists_a_partition_mid_compaction_through_the_reader_rule(tmp_path, capsys) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -97,12 +98,16 @@ def test_the_selection_filters_series_and_time() -> None:
     assert isinstance(only.request, remote_v1_pb2.WriteRequest) and len(only.request.metadata) == 1
 
 
+@pytest.mark.parametrize("name", ["parquet", "ndjson"])
 @pytest.mark.parametrize("start, end, matches", [(None, None, None), (T0 + 1, T0 + 5, None),
                                                  (None, None, ['{__name__="requests_total"}'])])
-def test_parquet_columns_give_the_request_its_samples_give(start, end, matches) -> None:
-    """The restore reads Parquet as columns (float rows never become Python objects): same request, same counts."""
-    fmt = archive_format("parquet")
+def test_columns_give_the_request_its_samples_give(name, start, end, matches) -> None:
+    """The restore reads both formats as columns (float rows never become Python objects): same request, same
+    counts as the samples path (for NDJSON: json.loads of every line)."""
+    fmt = archive_format(name)
     stored = fmt.encode(records_of(sample_request()))
+    if name == "ndjson":
+        stored = gzip.compress(stored)
     selection = Selection(start_ms=start, end_ms=end, selectors=tuple(parse_selector(m) for m in matches or ()))
     by_columns, by_samples = to_request(fmt.points(stored), selection), to_request(fmt.samples(stored), selection)
 
@@ -143,11 +148,13 @@ def start_request() -> remote_v2_pb2.Request:
     return request
 
 
-@pytest.mark.parametrize("path", ["ndjson", "parquet-samples", "parquet-columns"])
+@pytest.mark.parametrize("path", ["ndjson", "ndjson-columns", "parquet-samples", "parquet-columns"])
 def test_start_timestamps_go_out_as_2_0_requests_and_metadata_as_a_1_0_one(path: str) -> None:
     lines = [r for rs in metric_to_log.convert_v2(start_request(), "t").values() for r in rs]
     if path == "ndjson":
         points = record_samples(json.loads(line) for line in lines)
+    elif path == "ndjson-columns":
+        points = archive_format("ndjson").points(gzip.compress(archive_format("ndjson").encode(lines)))
     else:
         fmt = archive_format("parquet")
         stored = fmt.encode(lines)

@@ -4,14 +4,19 @@ so every shard gets the metadata entries; a 1.0 sink sends them once, from shard
 from __future__ import annotations
 
 import pytest
+from apache_beam.io.gcp.pubsub import PubsubMessage
 
 from tests.archive_samples import T0
+from transforms.beam import restore as beam_restore
+from transforms.beam import sinks as beam_sinks
 from transforms.beam.restore import MergeMetadata, ShardRestored
 from transforms.core.archive.records import Sample
 from transforms.core.metadata import TYPE_NUMBERS
 from transforms.core.protocol import Protocol
 from transforms.core.restore.selection import Selection, to_request
 from transforms.core.sink.config import QueueConfig, SinkConfig
+from transforms.core.wire import codec, snappy_block
+from transforms.core.wire.builders import Series, build_v1
 from transforms.core.wire.proto import remote_v1_pb2
 
 
@@ -45,3 +50,22 @@ def test_metadata_files_merge_per_tenant_with_the_latest_seen_winning() -> None:
     assert merge.extract_output(merge.merge_accumulators(parts)) == {
         "team-m": {"rpc_seconds": (5, "New help.", "seconds"), "up": (2, "Up.", "")},
         "team-n": {"up": (1, "Another tenant's.", "")}}
+
+
+def test_sharding_steps_open_no_http_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ShardForSink and ShardRestored only shard: they build no connection pool and resolve no credentials."""
+    def no_http(sink: SinkConfig) -> None:
+        raise AssertionError(f"a sharding step built an HTTP service for {sink.url}")
+
+    monkeypatch.setattr(beam_sinks, "HttpService", no_http)
+    monkeypatch.setattr(beam_restore, "HttpService", no_http)
+    sink = SinkConfig(url="http://127.0.0.1:9/push", name="s", queue=QueueConfig(shards=2))
+    body = codec.encode(build_v1([Series({"__name__": "up", "job": "a"}, [(T0, 1.0)])]))
+    streaming = beam_sinks.ShardForSink(sink)
+    streaming.setup()
+    assert [key for key, _ in streaming.process(PubsubMessage(body, {"protocol": "1.0"}))]
+    restoring = ShardRestored(sink)
+    restoring.setup()
+    assert list(restoring.process(("2026-11-25T09", "team-m", [(snappy_block.decompress(body, 1 << 20), "1.0")])))
+    with pytest.raises(RuntimeError, match="never sends"):
+        streaming.forwarder.service.post(b"", {})

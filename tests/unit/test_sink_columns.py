@@ -20,9 +20,10 @@ from transforms.core.metadata import TYPE_NUMBERS
 from transforms.core.protocol import MAX_DECOMPRESSED, STALE_NAN_BITS, Protocol, float_bits
 from transforms.core.retry import Attempt, classify
 from transforms.core.sink import config
-from transforms.core.sink.columns import Columns, ColumnShard, SinkSeries, label_bytes
+from transforms.core.sink.columns import Columns, ColumnShard, SinkSeries
 from transforms.core.sink.forwarder import Forwarder
 from transforms.core.wire import _wire, codec, snappy_block
+from transforms.core.wire.convert import label_bytes
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 URL = "http://127.0.0.1:9/api/v1/write"
@@ -44,7 +45,7 @@ class Capture:
         self.written = written
         self.bodies: list[tuple[str, bytes]] = []
 
-    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
         raw = snappy_block.decompress(body, MAX_DECOMPRESSED)
         self.bodies.append((headers["Content-Type"], raw))
         status = 400 if b"\x03bad" in raw else 200

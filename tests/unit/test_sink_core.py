@@ -17,9 +17,10 @@ from transforms.core.sink.auth import BasicAuth, BearerAuth, NoAuth
 from transforms.core.sink.batching import ShardBatch, TimeSeries, cut, halves, merge, shard_of
 from transforms.core.sink.forwarder import Forwarder, Stopped, label_keys, series_key
 from transforms.core.sink.relabel import apply_rules, parse_rule
-from transforms.core.sink.request import USER_AGENT, build_v2_request, headers_for
+from transforms.core.sink.request import USER_AGENT, headers_for
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1, build_v2
+from transforms.core.wire.convert import build_v2_request
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.io.sink_auth import authorization, authorize
 
@@ -228,7 +229,7 @@ class ScriptedService:
         self.requests: list[tuple[remote_v1_pb2.WriteRequest, dict]] = []
         self.lock = threading.Lock()
 
-    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
         protocol = codec.protocol_for_content_type(headers["Content-Type"])
         decoded = codec.decode(body, protocol, 1 << 24).message
         with self.lock:
@@ -467,7 +468,7 @@ class RefusingService:
     def __init__(self) -> None:
         self.posts = 0
 
-    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
         self.posts += 1
         return Attempt(classify(None, ConnectionRefusedError(111, "Connection refused")), "", 0.0)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -24,19 +23,19 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from transforms.beam.sinks import _SinkMetrics
+from transforms.beam.sinks import NoTransport, SinkMetrics
 from transforms.core.archive.format import FORMATS, ArchiveFormat
 from transforms.core.metadata import TYPE_NUMBERS, FamilyMetadata
 from transforms.core.protocol import DEFAULT_TENANT, Protocol
 from transforms.core.restore.selection import Selection, to_request
-from transforms.core.sink.batching import ShardBatch, ShardChunk, TimeSeries, points, spread_metadata
+from transforms.core.sink.batching import ShardBatch, ShardChunk, spread_metadata
 from transforms.core.sink.config import SinkConfig
-from transforms.core.sink.forwarder import Forwarder, Request, SinkStats
+from transforms.core.sink.forwarder import Forwarder, SinkStats
 from transforms.core.wire import snappy_block
-from transforms.core.wire.proto import remote_v1_pb2
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import read_whole
 from transforms.io.http_sink import HttpService
+from transforms.io.rate_limit import RateLimitedService, TokenBucket
 
 __all__ = ["CorruptArchiveFile", "MergeMetadata", "ReadArchiveFile", "ReadMetadataFile", "RestoreProgress",
            "RestoreToSink", "format_of", "partition_of"]
@@ -68,44 +67,20 @@ def partition_of(path: str) -> tuple[str, str, str]:
 
 class RestoreProgress:
     """Live counters of one restore, shared by the DoFns of a worker process (Beam's Shared) and, on a
-    local runner, by the launcher's progress bar. Also the process's rate limiter (a token bucket)."""
+    local runner, by the launcher's progress bar. Also the process's rate limiter (a token bucket, applied
+    by the sink service layer of transforms/io/rate_limit.py)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.files_read = 0
         self.samples_selected = 0
         self.stats = SinkStats()
-        self.rate: float | None = None
-        self._allowance = 0.0
-        self._stamp = time.monotonic()
+        self.bucket = TokenBucket()
 
     def add_read(self, samples: int) -> None:
         with self.lock:
             self.files_read += 1
             self.samples_selected += samples
-
-    def take(self, samples: int) -> None:
-        """Block until `samples` may be sent under --rate_limit (samples per second, per worker process)."""
-        if not self.rate:
-            return
-        with self.lock:
-            now = time.monotonic()
-            self._allowance = min(self.rate, self._allowance + (now - self._stamp) * self.rate) - samples
-            self._stamp = now
-            wait = -self._allowance / self.rate if self._allowance < 0 else 0.0
-        if wait > 0:
-            time.sleep(wait)
-
-
-class _RateLimitedForwarder(Forwarder):
-    def __init__(self, sink: SinkConfig, progress: RestoreProgress) -> None:
-        super().__init__(sink, service=HttpService(sink))
-        self.progress = progress
-
-    def deliver(self, tenant: str, request: Request | list[TimeSeries],
-                metadata: list[remote_v1_pb2.MetricMetadata] | None = None) -> list[str]:
-        self.progress.take(request.points if not isinstance(request, list) else sum(points(s) for s in request))
-        return super().deliver(tenant, request, metadata)
 
 
 class ReadMetadataFile(beam.DoFn):
@@ -203,7 +178,7 @@ class ShardRestored(beam.DoFn):
         self.sink = sink
 
     def setup(self) -> None:
-        self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
+        self.forwarder = Forwarder(self.sink, service=NoTransport())
         self.dropped = Metrics.counter(f"sink/{self.sink.name}", "samples_dropped_by_rules")
 
     def process(self, element: tuple[str, str, list[tuple[bytes, str]]]) -> Iterator[Any]:
@@ -234,9 +209,9 @@ class SendRestored(beam.DoFn):
 
     def setup(self) -> None:
         self.progress = self.shared.acquire(RestoreProgress, self.tag)
-        self.progress.rate = self.rate_limit
-        self.forwarder = _RateLimitedForwarder(self.sink, self.progress)
-        self.metrics = _SinkMetrics(self.sink)
+        self.progress.bucket.rate = self.rate_limit
+        self.forwarder = Forwarder(self.sink, service=RateLimitedService(HttpService(self.sink), self.progress.bucket))
+        self.metrics = SinkMetrics(self.sink)
         self.reported = dict.fromkeys(SinkStats.FIELDS, 0)
 
     def _report(self) -> None:

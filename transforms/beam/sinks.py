@@ -15,18 +15,27 @@ from apache_beam.metrics import Metrics
 
 from transforms.beam.archive import DEAD_LETTER
 from transforms.core.protocol import Protocol
+from transforms.core.retry import Attempt
 from transforms.core.sink.batching import ShardBatch, ShardChunk, spread_metadata
 from transforms.core.sink.config import SinkConfig
 from transforms.core.sink.forwarder import Forwarder, SinkStats
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
 
-__all__ = ["ForwardToSink", "SendToSink", "ShardForSink", "WriteUndecodable"]
+__all__ = ["ForwardToSink", "NoTransport", "SendToSink", "ShardForSink", "SinkMetrics", "WriteUndecodable"]
 
 CHUNKS_PER_BATCH = 200  # shard chunks per GroupIntoBatches output (the send step re-cuts into requests)
 
 
-class _SinkMetrics:
+class NoTransport:
+    """The service of a forwarder that only shards (`Forwarder.shard_messages`): it never posts, so sharding
+    opens no connection pool and resolves no credentials."""
+
+    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
+        raise RuntimeError("a sharding-only forwarder never sends")
+
+
+class SinkMetrics:
     """Mirrors a Forwarder's SinkStats into Beam counters (namespace sink/NAME)."""
 
     def __init__(self, sink: SinkConfig) -> None:
@@ -58,8 +67,8 @@ class ShardForSink(beam.DoFn):
         self.sink = sink
 
     def setup(self) -> None:
-        self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
-        self.metrics = _SinkMetrics(self.sink)  # what sharding counts: samples_dropped_by_rules
+        self.forwarder = Forwarder(self.sink, service=NoTransport())
+        self.metrics = SinkMetrics(self.sink)  # what sharding counts: samples_dropped_by_rules
 
     def process(self, message: Any) -> Iterator[Any]:
         batches, dead = self.forwarder.shard_messages([(message.data, dict(message.attributes or {}))])
@@ -81,7 +90,7 @@ class SendToSink(beam.DoFn):
 
     def setup(self) -> None:
         self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
-        self.metrics = _SinkMetrics(self.sink)
+        self.metrics = SinkMetrics(self.sink)
 
     def process(self, element: tuple[tuple[str, int], Iterable[ShardChunk]]) -> Iterator[str]:
         (tenant, _), chunks = element

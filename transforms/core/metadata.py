@@ -8,7 +8,7 @@ request, and everything becomes a gauge; we remember what each tenant told us.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
@@ -17,6 +17,7 @@ TYPE_NAMES = {0: "unknown", 1: "counter", 2: "gauge", 3: "histogram", 4: "gaugeh
               5: "summary", 6: "info", 7: "stateset"}
 TYPE_NUMBERS = {name: number for number, name in TYPE_NAMES.items()}
 FamilyMetadata = tuple[int, str, str]  # (type number, help, unit) of a metric family
+MetadataLookup = Callable[[str], FamilyMetadata | None]  # family name -> its metadata, if known
 # Suffixes a sample name may add to its family name (text format and OpenMetrics).
 _SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created", "_gcount", "_gsum", "_info")
 

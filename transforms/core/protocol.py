@@ -6,6 +6,7 @@ import enum
 import re
 import struct
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 
 class Protocol(enum.StrEnum):
@@ -74,6 +75,26 @@ METRIC_NAME_LABEL = "__name__"
 # Any other NaN is an ordinary sample value; the two must never be confused.
 STALE_NAN_BITS = 0x7FF0000000000002
 STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
+# Prometheus' own NaN (Go's math.NaN()), an ordinary sample value; the archive names it "NaN".
+PROMETHEUS_NAN_BITS = 0x7FF8000000000001
+PROMETHEUS_NAN: float = struct.unpack("<d", struct.pack("<Q", PROMETHEUS_NAN_BITS))[0]
+
+# Histogram.ResetHint by number (1.0 and 2.0 number it alike): the names the archive writes.
+RESET_HINT_NAMES = ("unknown", "yes", "no", "gauge")
+RESET_HINTS = {name: number for number, name in enumerate(RESET_HINT_NAMES)}
+
+
+def format_seconds(seconds: int) -> str:
+    """Epoch seconds -> 'YYYY-MM-DDTHH:MM:SS' (UTC); OverflowError, OSError or ValueError out of range."""
+    t = datetime.fromtimestamp(seconds, UTC)
+    # zero-padded by hand: strftime's %Y does not pad years before 1000 on every platform
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+
+
+def format_ms(ms: int) -> str:
+    """A Prometheus timestamp (epoch ms) as RFC 3339 'YYYY-MM-DDTHH:MM:SS.mmmZ': the archive's timestamp
+    text, and how the receiver and the jobs print a moment."""
+    return f"{format_seconds(ms // 1000)}.{ms % 1000:03d}Z"
 
 
 def float_bits(value: float) -> int:

@@ -1,14 +1,17 @@
 """Reading the Parquet archive for remote-read: list a query's partitions, read only what it needs.
 
-Local paths, gs:// and s3:// go through pyarrow's filesystems. NDJSON files in the same partitions are not
-read (only *.parquet).
+Local paths, gs:// and s3:// go through pyarrow's filesystems (`archive_filesystem`); gs:// folders are
+listed with the Cloud Storage client (`GcsFolders`). NDJSON files in the same partitions are not read
+(only *.parquet).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
@@ -34,19 +37,75 @@ _READ_SCHEMA = pa.schema([SCHEMA.field(name) for name in COLUMNS])
 class ReadStats:
     files: int = 0
     rows: int = 0
+    bytes: int = 0  # Parquet bytes fetched: footers and the read columns' chunks of the unpruned row groups
+
+
+# A Parquet file ends with its footer, a 4-byte footer length and the 4-byte magic "PAR1".
+_FOOTER_TAIL = 8
+
+
+def scanned_bytes(dataset: ds.FileSystemDataset, expression: pc.Expression, columns: list[str]) -> int:
+    """The bytes a finished scan of `dataset` fetched: each file's footer, plus the chunks of `columns` in the
+    row groups the statistics left (the same pruning the scan applied). Read from the footers the scan
+    cached on the dataset's fragments, so this does no I/O (call it only after a complete scan)."""
+    wanted = set(columns)
+    total = 0
+    for fragment in dataset.get_fragments():
+        metadata = fragment.metadata
+        total += metadata.serialized_size + _FOOTER_TAIL
+        for piece in fragment.split_by_row_group(expression):
+            for group in piece.row_groups:
+                row_group = metadata.row_group(group.id)
+                total += sum(row_group.column(i).total_compressed_size for i in range(row_group.num_columns)
+                             if row_group.column(i).path_in_schema.split(".", 1)[0] in wanted)
+    return total
+
+
+def archive_filesystem(archive_path: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for a local path, gs:// or s3://, and the root inside it. Like the Google Cloud
+    client libraries, gs:// honours STORAGE_EMULATOR_HOST (a GCS emulator, anonymously); s3:// takes
+    AWS_ENDPOINT_URL, as boto3 does."""
+    if "://" not in archive_path:
+        return pafs.LocalFileSystem(), archive_path
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if archive_path.startswith("gs://") and emulator:
+        scheme, _, host = emulator.rpartition("://")
+        return pafs.GcsFileSystem(anonymous=True, scheme=scheme or "http", endpoint_override=host), \
+            archive_path.removeprefix("gs://")
+    return pafs.FileSystem.from_uri(archive_path)
+
+
+class GcsFolders:
+    """The folder names under a gs:// path. pyarrow's GCS listing returns only folders that have marker
+    objects (apache/arrow#35993); the archive's writers create none, so the folders come from a delimiter
+    listing of the JSON API (the common prefixes), as `gsutil ls` finds them."""
+
+    def __init__(self) -> None:
+        from google.cloud import storage  # only for gs:// archives
+
+        self.client = storage.Client()  # STORAGE_EMULATOR_HOST: the emulator, anonymously
+
+    def __call__(self, path: str) -> list[str]:
+        bucket, _, prefix = path.partition("/")
+        listing = self.client.list_blobs(bucket, prefix=f"{prefix.rstrip('/')}/" if prefix else None, delimiter="/")
+        for _ in listing.pages:  # the prefixes are collected page by page
+            pass
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listing.prefixes)
 
 
 class ArchiveReader:
     def __init__(self, archive_path: str) -> None:
-        self.filesystem, root = pafs.FileSystem.from_uri(archive_path) if "://" in archive_path else \
-            (pafs.LocalFileSystem(), archive_path)
+        self.filesystem, root = archive_filesystem(archive_path)
         self.root = root.rstrip("/")
+        self.gcs_folders = GcsFolders() if archive_path.startswith("gs://") else None
 
     def reachable(self) -> bool:
         """The archive root exists (readiness)."""
         return self.filesystem.get_file_info(self.root).type == pafs.FileType.Directory
 
     def _folders(self, path: str) -> list[str]:
+        if self.gcs_folders is not None:
+            return self.gcs_folders(path)
         selector = pafs.FileSelector(path, allow_not_found=True)
         return sorted(info.base_name for info in self.filesystem.get_file_info(selector)
                       if info.type == pafs.FileType.Directory)
@@ -89,13 +148,17 @@ class ArchiveReader:
         if not files:
             return []
         collector = SeriesCollector(matchers)
+        expression = row_filter(start_ms, end_ms, matchers)
         try:
             dataset = ds.dataset(files, schema=_READ_SCHEMA, format="parquet", filesystem=self.filesystem)
-            for batch in dataset.to_batches(columns=COLUMNS, filter=row_filter(start_ms, end_ms, matchers)):
+            for batch in dataset.to_batches(columns=COLUMNS, filter=expression):
                 stats.rows += batch.num_rows
                 collector.add(pa.Table.from_batches([batch], schema=_READ_SCHEMA))
                 if collector.samples > max_samples:
                     raise SampleLimit(collector.samples)
+            stats.bytes += scanned_bytes(dataset, expression, COLUMNS)
+            if collector.histogram_series:
+                raise NativeHistograms(len(collector.histogram_series), collector.histogram_example())
         except (pa.ArrowException, OSError, RecordError) as exc:
             # an answer without this file's samples would look complete: fail the query, naming the problem
             raise ArchiveUnreadable(f"archive files of tenant {tenant!r} unreadable: {exc}") from exc
@@ -104,6 +167,14 @@ class ArchiveReader:
 
 class ArchiveUnreadable(Exception):
     """A file of the query's partitions could not be read (corrupt, foreign or unreachable)."""
+
+
+class NativeHistograms(Exception):
+    """Matching series hold native histograms, which the reader does not serve yet."""
+
+    def __init__(self, series: int, example: str) -> None:
+        super().__init__(f"{series} series with native histograms, e.g. {example}")
+        self.series, self.example = series, example
 
 
 class SampleLimit(Exception):

@@ -72,7 +72,7 @@ class HttpService:
                 self._aws_credentials = aws_credentials(self.sink.auth)
             return self._aws_credentials
 
-    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
         started = time.monotonic()
         try:
             signed = authorize(self.sink.auth, self.sink.url, body, headers, credentials=self._credentials())

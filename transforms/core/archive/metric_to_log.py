@@ -19,21 +19,23 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import NamedTuple
 
 from transforms.core.metadata import MetadataStore, v2_type
-from transforms.core.protocol import METRIC_NAME_LABEL, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
+from transforms.core.protocol import (
+    METRIC_NAME_LABEL,
+    PROMETHEUS_NAN_BITS,
+    RESET_HINT_NAMES,
+    STALE_NAN_BITS,
+    Protocol,
+    float_bits,
+    format_seconds,
+    ref_pairs,
+)
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.core.wire.validation import Counts
 
-# Prometheus' own NaN (Go's math.NaN()); any other NaN payload is written with its bits.
-PROMETHEUS_NAN_BITS = 0x7FF8000000000001
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
-
-
-# Histogram.ResetHint, numbered alike in 1.0 and 2.0.
-_RESET_HINTS = {0: "unknown", 1: "yes", 2: "no", 3: "gauge"}
 
 
 class ConversionError(ValueError):
@@ -85,11 +87,9 @@ def value_kind(family_type: str, name: str) -> str:
 
 def _second_prefix(seconds: int) -> str:
     try:
-        t = datetime.fromtimestamp(seconds, UTC)
+        return format_seconds(seconds)
     except (OverflowError, OSError, ValueError) as exc:
         raise ConversionError(f"timestamp {seconds * 1000} ms is outside the representable range") from exc
-    # zero-padded by hand: strftime's %Y does not pad years before 1000 on every platform
-    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
 
 
 class _Lines:
@@ -148,7 +148,7 @@ def _histogram(h: remote_v1_pb2.Histogram | remote_v2_pb2.Histogram) -> str:
                 out[f"{side}_{kind}"] = list(values)
     if h.custom_values:
         out["custom_values"] = list(h.custom_values)
-    out["reset_hint"] = _RESET_HINTS.get(h.reset_hint, "unknown")
+    out["reset_hint"] = RESET_HINT_NAMES[h.reset_hint] if 0 <= h.reset_hint < len(RESET_HINT_NAMES) else "unknown"
     # JSON has no NaN/Inf: encode those floats the same way as sample values
     parts = []
     for key, value in out.items():

@@ -15,9 +15,9 @@ import pyarrow as pa
 
 from transforms.core.archive import parquet
 from transforms.core.archive.lines import KIND_PREFIXES, BatchLines, PackedBlock, hour_partition
-from transforms.core.archive.metric_to_log import PROMETHEUS_NAN_BITS, ConversionError, Partition
+from transforms.core.archive.metric_to_log import ConversionError, Partition
 from transforms.core.metadata import MetadataStore
-from transforms.core.protocol import METRIC_NAME_LABEL, STALE_NAN_BITS, Protocol
+from transforms.core.protocol import METRIC_NAME_LABEL, PROMETHEUS_NAN_BITS, STALE_NAN_BITS, Protocol
 from transforms.core.wire.batch import Batch
 
 # The range of Python's datetime (0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z), as the compiled line
@@ -76,8 +76,9 @@ class ParquetBlocks(BatchLines):
     """BatchLines (series tables, kinds, metadata) plus, per tenant, the series' Arrow arrays: owned by
     whoever converts (a DoFn's setup), like BatchLines."""
 
-    def __init__(self, store: MetadataStore, series_limit: int = 500_000) -> None:
+    def __init__(self, store: MetadataStore, series_limit: int = 500_000, compress_blocks: bool = True) -> None:
         super().__init__(store, series_limit)
+        self.compress_blocks = compress_blocks
         self._arrays: dict[str, SeriesArrays] = {}
         self._codes: dict[str, tuple[list[bytes], np.ndarray]] = {}  # per tenant
 
@@ -125,7 +126,7 @@ class ParquetBlocks(BatchLines):
             block_slots, local = np.unique(slots[series_of_row], return_inverse=True)
             data = parquet.pack_block(arrays.take(block_slots), _rows(
                 local.astype(np.int32), stamps[rows], values[rows], series_kind[series_of_row],
-                None if starts is None else starts[rows]))
+                None if starts is None else starts[rows]), compress=self.compress_blocks)
             out[hour_partition(tenant, hour)] = PackedBlock(data, len(rows))
         return out
 

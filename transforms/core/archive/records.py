@@ -12,21 +12,20 @@ import dataclasses
 import json
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from transforms.core.protocol import STALE_NAN
+import numpy as np
 
-PROMETHEUS_NAN_BITS = 0x7FF8000000000001  # kept equal to metric_to_log's (a unit test checks it)
-RESET_HINTS = {"unknown": 0, "yes": 1, "no": 2, "gauge": 3}
+from transforms.core.protocol import PROMETHEUS_NAN, RESET_HINTS, STALE_NAN, format_ms
+from transforms.core.wire import line_columns
+
 SAMPLE_KINDS = ("counter", "gauge")
 HISTOGRAM = "native_histogram"
 EXEMPLAR = "exemplar"
 # Metric metadata (type, help, unit) goes to a companion tree beside the partitions, never among the samples:
 # ARCHIVE/_metadata/tenant=T/date=D/hour=H/part-*.{ndjson.gz,parquet}
 METADATA_DIR = "_metadata"
-_FIXED = {"+Inf": float("inf"), "-Inf": float("-inf"), "StaleNaN": STALE_NAN,
-          "NaN": struct.unpack("<d", struct.pack("<Q", PROMETHEUS_NAN_BITS))[0]}
+_FIXED = {"+Inf": float("inf"), "-Inf": float("-inf"), "StaleNaN": STALE_NAN, "NaN": PROMETHEUS_NAN}
 
 
 class RecordError(ValueError):
@@ -133,12 +132,6 @@ class MetadataRecord(NamedTuple):
                            "help": self.help, "unit": self.unit}, ensure_ascii=False, separators=(",", ":"))
 
 
-def format_ms(ms: int) -> str:
-    """Epoch ms -> 'YYYY-MM-DDTHH:MM:SS.mmmZ' (the archive's timestamp text)."""
-    t = datetime.fromtimestamp(ms // 1000, UTC)
-    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{ms % 1000:03d}Z"
-
-
 def metadata_records(records: Iterable[Mapping[str, Any]]) -> list[MetadataRecord]:
     """NDJSON-shaped metadata records -> MetadataRecords (RecordError if not in the shape)."""
     stamps = Timestamps()
@@ -190,3 +183,41 @@ def record_samples(records: Iterable[Mapping[str, Any]]) -> Iterator[Sample]:
                          stamps.to_ms(start) if start else 0)
         except (KeyError, TypeError, AttributeError) as exc:
             raise RecordError(f"record not in the archive's shape: {exc!r}") from exc
+
+
+def ndjson_columns(data: bytes) -> SampleColumns:
+    """A decompressed NDJSON file's points as columns (the restore's input). Float-sample lines go through
+    the compiled parser (transforms.core.wire.line_columns); every line it declines goes through json.loads
+    and record_samples as before, so the samples are the same either way. A declined float sample keeps its
+    place among the parsed ones (one run of its own); histograms and exemplars become `others`."""
+    parsed = line_columns.parse(data, _FIXED)
+    names, labels = parsed.names, parsed.labels
+    runs, stamps, values, kinds, starts = (parsed.runs.astype(np.int64), parsed.timestamps, parsed.values,
+                                           parsed.kinds, parsed.starts)
+    others: list[Sample] = []
+    if len(parsed.declined):
+        spans = parsed.declined.tolist()
+        # split on "\n" only (as the json path does): JSON strings may hold U+2028 etc.
+        records = [json.loads(data[start:end].decode()) for start, end, _ in spans]
+        rows: list[int] = []
+        floats: list[Sample] = []
+        for (_, _, row), sample in zip(spans, record_samples(records), strict=True):
+            if sample.kind in SAMPLE_KINDS:
+                rows.append(row)
+                floats.append(sample)
+            else:
+                others.append(sample)
+        if floats:
+            first = len(names)
+            names.extend(s.name for s in floats)
+            labels.extend(s.labels for s in floats)
+            # np.insert puts each before the row it names, several before one row in their own order
+            runs = np.insert(runs, rows, np.arange(first, first + len(floats), dtype=np.int64))
+            stamps = np.insert(stamps, rows, np.array([s.ms for s in floats], np.int64))
+            values = np.insert(values, rows, np.array([s.payload for s in floats], np.float64))
+            kinds = np.insert(kinds, rows, np.array([SAMPLE_KINDS.index(s.kind) + 1 for s in floats], np.int8))
+            if starts is None and any(s.start for s in floats):
+                starts = np.zeros(len(parsed.timestamps), np.int64)
+            if starts is not None:
+                starts = np.insert(starts, rows, np.array([s.start for s in floats], np.int64))
+    return SampleColumns(names, labels, runs, stamps, values, kinds, others, starts)

@@ -15,13 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.core.archive.records import SAMPLE_KINDS, decode_value
+from transforms.core.archive.records import HISTOGRAM, SAMPLE_KINDS, decode_value
 from transforms.core.protocol import METRIC_NAME_LABEL
 from transforms.core.read.matchers import Matcher, required_name, series_matches
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-# Float samples only: native histograms and exemplars in the archive are not served (docs/query.md).
+# Float samples are served; a query whose series hold native histograms is refused (docs/query.md), so their
+# rows are read too (the type column tells them apart); exemplars are left out.
 COLUMNS = ["name", "labels", "timestamp", "value", "special", "type"]
 
 
@@ -54,11 +55,12 @@ def overlaps(folder_start_ms: int | None, length_ms: int, start_ms: int, end_ms:
 
 
 def row_filter(start_ms: int, end_ms: int, matchers: Iterable[Matcher]) -> pc.Expression:
-    """The predicate pushed down to the Parquet reader: time range, float samples, and a pinned name."""
+    """The predicate pushed down to the Parquet reader: time range, float samples and native histograms (to
+    refuse them), and a pinned name."""
     time_type = pa.timestamp("ms", tz="UTC")
     expression = ((pc.field("timestamp") >= pa.scalar(start_ms, pa.int64()).cast(time_type))
                   & (pc.field("timestamp") <= pa.scalar(end_ms, pa.int64()).cast(time_type))
-                  & pc.field("type").isin(list(SAMPLE_KINDS)))
+                  & pc.field("type").isin([*SAMPLE_KINDS, HISTOGRAM]))
     name = required_name(matchers)
     if name is not None:
         expression = expression & (pc.field("name") == name)
@@ -89,6 +91,7 @@ class SeriesCollector:
         self._labels: list[list[tuple[str, str]]] = []
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.samples = 0
+        self.histogram_series: set[int] = set()  # matching series with native histogram rows (not served)
 
     def add(self, table: pa.Table) -> None:
         if not len(table):
@@ -108,12 +111,22 @@ class SeriesCollector:
                     self._labels.append(sorted([(METRIC_NAME_LABEL, name), *as_dict.items()]))
                 self._numbers[key_list[local]] = number
         numbers = np.array([self._numbers[key] for key in key_list], np.int64)[series_ids]
+        histograms = pc.equal(table.column("type"), HISTOGRAM).to_numpy(zero_copy_only=False)
+        if histograms.any():
+            self.histogram_series.update(np.unique(numbers[histograms & (numbers >= 0)]).tolist())
+            numbers = np.where(histograms, -1, numbers)
         rows = np.flatnonzero(numbers >= 0)
         if not len(rows):
             return
         stamps = table.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)[rows]
         self._parts.append((numbers[rows], stamps, _exact_values(table)[rows]))
         self.samples += len(rows)
+
+    def histogram_example(self) -> str:
+        """One matching series that holds native histograms, as name{labels}, for the refusal's message."""
+        labels = dict(self._labels[min(self.histogram_series)])
+        name = labels.pop(METRIC_NAME_LABEL, "")
+        return name + "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
     def series(self) -> list[Series]:
         """The matching series, sorted by labels, each sorted by time; a sample archived twice (the same series

@@ -35,7 +35,7 @@ class _Bits:
         self.count += width
         self.last_width = width
 
-    def write_bytes(self, data: bytes) -> None:
+    def add_bytes(self, data: bytes) -> None:
         self.value = (self.value << (8 * len(data))) | int.from_bytes(data, "big")
         self.count += 8 * len(data)
         self.last_width = 8
@@ -71,12 +71,12 @@ def encode_chunk(timestamps: list[int], value_bits: list[int]) -> bytes:
     previous_delta = 0
     for i, (stamp, current) in enumerate(zip(timestamps, value_bits, strict=True)):
         if i == 0:
-            bits.write_bytes(_varint(stamp))
+            bits.add_bytes(_varint(stamp))
             bits.write(current, 64)
             continue
         if i == 1:
             previous_delta = stamp - timestamps[0]
-            bits.write_bytes(_uvarint(previous_delta))
+            bits.add_bytes(_uvarint(previous_delta))
         else:
             delta = stamp - timestamps[i - 1]
             dod = delta - previous_delta

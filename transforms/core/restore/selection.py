@@ -21,10 +21,9 @@ import promql_parser
 from transforms.core.archive.records import EXEMPLAR, HISTOGRAM, SAMPLE_KINDS, Sample, SampleColumns
 from transforms.core.metadata import TYPE_NUMBERS, FamilyMetadata, family_candidates
 from transforms.core.protocol import Protocol
-from transforms.core.sink.columns import label_bytes
-from transforms.core.sink.forwarder import v2_to_v1
-from transforms.core.sink.request import build_v2_request
-from transforms.core.wire import _wire
+from transforms.core.sink.forwarder import v2_to_v1  # to transforms.core.wire.convert (tests/unit/test_layers.py)
+from transforms.core.wire import bodies
+from transforms.core.wire.convert import build_v2_request, label_bytes
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 HOUR_MS = 3_600_000
@@ -300,13 +299,14 @@ class _Series:
         metadata = remote_v1_pb2.WriteRequest(metadata=self.metadata(known)).SerializeToString()
         slow_ids = sorted(self.slow)
         if not with_starts:
-            body = _wire.encode_v1(self.keys, owner[order], stamps[order], values[order].view(np.uint64), 0, len(order))
+            body = bodies.encode_v1(self.keys, owner[order], stamps[order], values[order].view(np.uint64), 0,
+                                    len(order))
             return [(body + b"".join(remote_v1_pb2.WriteRequest(timeseries=[self.slow[i]]).SerializeToString()
                                      for i in slow_ids) + metadata, Protocol.V1)]
         out = []
         if len(order):
-            out.append((_wire.encode_v2(self.labels, {}, owner[order], stamps[order], values[order].view(np.uint64),
-                                        starts[order], 0, len(order)), Protocol.V2))
+            out.append((bodies.encode_v2(self.labels, {}, owner[order], stamps[order], values[order].view(np.uint64),
+                                         starts[order], 0, len(order)), Protocol.V2))
         if slow_ids:
             request = build_v2_request([self.slow[i] for i in slow_ids], lambda name: None)
             for series, i in zip(request.timeseries, slow_ids, strict=True):
@@ -331,8 +331,3 @@ def to_request(points: Iterable[Sample] | SampleColumns, selection: Selection,
     messages = table.messages(metadata or {})
     return Restored(messages, table.sent, table.count, table.first, table.last)
 
-
-def format_ms(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -12,8 +12,9 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+from transforms.core.metadata import MetadataLookup
 from transforms.core.protocol import Protocol, float_bits
-from transforms.core.sink.columns import ColumnChunk, ColumnRequest, ColumnShard, MetadataLookup, SinkSeries
+from transforms.core.sink.columns import ColumnChunk, ColumnRequest, ColumnShard, SinkSeries
 from transforms.core.sink.request import encode_payload
 from transforms.core.wire.proto import remote_v1_pb2
 

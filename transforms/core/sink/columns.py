@@ -11,39 +11,33 @@ without a Python object per sample or per series of a request:
 - `ColumnShard` gathers one (tenant, shard)'s samples of a flush: output-series id, timestamp, value
   bits (uint64: NaN payloads and the stale marker are never touched as floats) and start timestamp.
   `requests()` orders them (series by first arrival, each series' samples by time, exact repeats
-  once) with numpy sorts and cuts them into requests in C (`_wire.plan_requests`).
-- `ColumnRequest` is one request: a range of those sorted columns, encoded by `_wire.encode_v1` or
-  `_wire.encode_v2`; a refused one splits in halves by series, then by samples, like the Python path.
+  once) with numpy sorts and cuts them into requests in C (`bodies.plan_requests`).
+- `ColumnRequest` is one request: a range of those sorted columns, encoded by `bodies.encode_v1` or
+  `bodies.encode_v2`; a refused one splits in halves by series, then by samples, like the Python path.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from transforms.core.metadata import MetadataLookup
 from transforms.core.protocol import METRIC_NAME_LABEL, Protocol
 from transforms.core.sink.relabel import Rule, apply_rules
 from transforms.core.sink.tenants import split_tenant
-from transforms.core.wire import _wire
+from transforms.core.wire import bodies
+from transforms.core.wire.convert import label_bytes
 from transforms.core.wire.proto import remote_v1_pb2
 
 Labels = tuple[tuple[str, str], ...]
-FamilyMetadata = tuple[int, str, str]
-MetadataLookup = Callable[[str], FamilyMetadata | None]
 DROPPED, UNSEEN = -1, -2
 # A shard's columns between workers: (1.0 label bytes per series, uint32 series index, int64 timestamps,
 # uint64 value bits, int64 start timestamps or None), all bytes: pickles without a Python object per sample.
 ColumnChunk = tuple[list[bytes], bytes, bytes, bytes, bytes | None]
-
-
-def label_bytes(labels: Labels) -> bytes:
-    """A label set's 1.0 Label fields (a TimeSeries holding only them), as upb writes them: the series key."""
-    return remote_v1_pb2.TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in labels]
-                                    ).SerializeToString()
 
 
 class SinkSeries:
@@ -209,7 +203,7 @@ class ColumnShard:
         if not len(cols):
             return
         keys = self.sink_series.keys
-        body = _wire.encode_v1(keys, cols.series, cols.timestamps, cols.bits, 0, len(cols), starts=cols.starts)
+        body = bodies.encode_v1(keys, cols.series, cols.timestamps, cols.bits, 0, len(cols), starts=cols.starts)
         runs = np.concatenate(([0], np.flatnonzero(np.diff(cols.series.astype(np.int64))) + 1))
         pieces = remote_v1_pb2.WriteRequest.FromString(body).timeseries
         for s, piece in zip(cols.series[runs].tolist(), pieces, strict=True):
@@ -238,8 +232,8 @@ class ColumnShard:
         cols = self.ordered()
         if not len(cols):
             return
-        cuts = _wire.plan_requests(self.sink_series.keys, cols.series, cols.timestamps, cols.bits, cols.starts,
-                                   max_points, max_bytes)
+        cuts = bodies.plan_requests(self.sink_series.keys, cols.series, cols.timestamps, cols.bits, cols.starts,
+                                    max_points, max_bytes)
         bounds = [0, *cuts, len(cols)]
         for lo, hi in zip(bounds, bounds[1:], strict=False):
             yield ColumnRequest(self.sink_series, cols, lo, hi)
@@ -265,13 +259,13 @@ class ColumnRequest:
         """The uncompressed body: 1.0 (start timestamps dropped) or 2.0 with each series' family metadata."""
         c = self.cols
         if protocol is Protocol.V1:
-            return _wire.encode_v1(self.sink_series.keys, c.series, c.timestamps, c.bits, self.lo, self.hi)
+            return bodies.encode_v1(self.sink_series.keys, c.series, c.timestamps, c.bits, self.lo, self.hi)
         names = self.sink_series.names
         metadata: dict[int, Any] = {}
         for s in np.unique(c.series[self.lo:self.hi]).tolist():  # per series of the request: its family's metadata
             metadata[s] = lookup(names[s])
-        return _wire.encode_v2(self.sink_series.labels, metadata, c.series, c.timestamps, c.bits, c.starts,
-                               self.lo, self.hi)
+        return bodies.encode_v2(self.sink_series.labels, metadata, c.series, c.timestamps, c.bits, c.starts,
+                                self.lo, self.hi)
 
     def halves(self) -> tuple[ColumnRequest, ColumnRequest] | None:
         """By series first (the first half holds n // 2 of them), then by samples."""

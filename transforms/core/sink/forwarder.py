@@ -139,7 +139,9 @@ def v2_to_v1(request: remote_v2_pb2.Request) -> tuple[list[TimeSeries], list[rem
 class SinkService(typing.Protocol):
     """What the forwarder needs from a transport (transforms/io/http_sink.HttpService in production)."""
 
-    def post(self, body: bytes, headers: dict[str, str]) -> Attempt: ...
+    def post(self, body: bytes, headers: dict[str, str], points: int) -> Attempt:
+        """One attempt. `points`: the samples and histograms the body carries, for layers that meter them
+        (transforms/io/rate_limit.py)."""
 
 
 class Forwarder:
@@ -417,7 +419,7 @@ class Forwarder:
         attempt = 0
         while True:
             attempt += 1
-            result: Attempt = self.service.post(body, headers)
+            result: Attempt = self.service.post(body, headers, count)
             self.stats.request(result.seconds)
             if protocol is Protocol.V2 and self._answered_like_v1(result):
                 return self.deliver(tenant, request, metadata)  # the same series again, now as 1.0

@@ -23,6 +23,13 @@ static PyMethodDef methods[] = {
      "             created=None) -> [(utc_hour, ndjson bytes, lines), ...]\n\n"
      "metric_to_log's archive lines for float samples, one block per UTC hour. A timestamp outside\n"
      "datetime's range raises OverflowError."},
+    {"parse_lines", (PyCFunction)(void (*)(void))wire_parse_lines, METH_VARARGS | METH_KEYWORDS,
+     "parse_lines(data, specials) -> (names, labels, runs, timestamps, values, kinds, starts, declined)\n\n"
+     "format_lines' float-sample lines (newline-separated, as decompressed) back into columns: per distinct\n"
+     "series head its name (str) and [(tag, value), ...]; per sample its run (int32), ms (int64), value bits\n"
+     "(uint64), kind (int8: 1 counter, 2 gauge) and start ms (int64, or None when no line has one). specials\n"
+     "is ((b'+Inf', float), ...). Lines of any other shape are declined: (start, end, row) int64 triples, row\n"
+     "being the number of samples taken before the line."},
     {"plan_requests", (PyCFunction)(void (*)(void))wire_plan_requests, METH_VARARGS | METH_KEYWORDS,
      "plan_requests(keys, series, timestamps, values, starts, max_points, max_bytes) -> [cut, ...]\n\n"
      "Sample positions where a new request starts: each series' run (columns grouped by series, in time\n"

@@ -8,6 +8,7 @@
  *   _wire_series.c  the series table: label-set keys, label validation, names and JSON heads made once
  *   _wire_columns.c typed views of the columns Python hands in (type, length and alignment checked)
  *   _wire_lines.c   archive lines (metric_to_log's ndjson) from a batch's columns, by UTC hour
+ *   _wire_parse_lines.c  those lines read back into columns (the restore), declining any other shape
  *   _wire_encode.c  a sink's request bodies (1.0/2.0) from its columns, and where to cut them into requests
  *
  * Every read is bounds-checked: a truncated or overlong varint, a length past the end of its message,
@@ -254,6 +255,7 @@ PyObject *wire_scan_v2(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_decode_v1(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_decode_v2(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_format_lines(PyObject *self, PyObject *args, PyObject *kwargs);
+PyObject *wire_parse_lines(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_plan_requests(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_encode_v1(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_encode_v2(PyObject *self, PyObject *args, PyObject *kwargs);
