@@ -30,7 +30,7 @@ class StrictSink:
         self.posts = 0
         self.lock = threading.Lock()
 
-    def post(self, body: bytes, headers: dict[str, str]) -> Attempt:
+    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
         request = codec.decode(body, codec.protocol_for_content_type(headers["Content-Type"]), 1 << 24).message
         with self.lock:
             self.posts += 1
