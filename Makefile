@@ -76,7 +76,7 @@ test: setup system-deps lint
 	PY=$(PY) tests/run_suite.sh
 
 # The fault tests with longer outages than `make test` runs: receiver down 30 s, Pub/Sub unreachable
-# 120 s, a sink down 30 minutes (make test: 5 minutes).
+# 120 s, a sink down 30 minutes (make test: 5 minutes), and the strict-sink order faults (only here).
 SINK_DOWN ?= 1800
 chaos: setup system-deps
 	CHAOS_RECEIVER_DOWN=30 CHAOS_PUBSUB_DOWN=120 CHAOS_SINK_DOWN=$(SINK_DOWN) $(PY) -m pytest -q -s tests/faults
@@ -179,6 +179,7 @@ TEMPLATE_PARAMETERS := input_subscription:SUBSCRIPTION archive_path:DEPLOY_ARCHI
   remote_write_max_samples_per_request:REMOTE_WRITE_MAX_SAMPLES_PER_REQUEST \
   remote_write_max_bytes_per_request:REMOTE_WRITE_MAX_BYTES_PER_REQUEST \
   remote_write_shards:REMOTE_WRITE_SHARDS remote_write_healthcheck_url:REMOTE_WRITE_HEALTHCHECK_URL \
+  remote_write_order:REMOTE_WRITE_ORDER \
   remote_write_sigv4_region:REMOTE_WRITE_SIGV4_REGION remote_write_sigv4_service:REMOTE_WRITE_SIGV4_SERVICE \
   remote_write_sigv4_role_arn:REMOTE_WRITE_SIGV4_ROLE_ARN remote_write_sigv4_profile:REMOTE_WRITE_SIGV4_PROFILE \
   remote_write_tenant_label:REMOTE_WRITE_TENANT_LABEL remote_write_tenant_label_drop:REMOTE_WRITE_TENANT_LABEL_DROP

@@ -25,13 +25,15 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.core.sink.config import SinkConfig
 from transforms.core.sink.forwarder import Forwarder, Stopped
 from transforms.io.deadletters import write_dead_letters
+from transforms.io.delivered_state import DeliveredState, state_path
 from transforms.io.http_sink import HttpService
-from transforms.io.pubsub import Lease, Puller, PullStats, acknowledge, subscriber_client
+from transforms.io.pubsub import LEASE_SECONDS, Lease, Puller, PullStats, acknowledge, subscriber_client
 
 log = logging.getLogger(__name__)
 # Bound memory per flush (a backlog drains in batches of this size): messages, and their bytes.
 MAX_BATCH_MESSAGES = 5000
 MAX_BATCH_BYTES = 64 << 20
+LEASE_MARGIN = 5  # seconds past a killed run's last lease extension before its messages are surely back
 
 
 class ForwardLoop(threading.Thread):
@@ -43,24 +45,35 @@ class ForwardLoop(threading.Thread):
         self.dead_letter_path = dead_letter_path
         self.stopping = stopping
         self.on_batch = on_batch or (lambda stats: None)
-        self.forwarder = Forwarder(sink, service=HttpService(sink), stopping=stopping)
+        # `order: strict`: what the sink accepted, per series, across restarts, to tell a redelivery from a real
+        # loss. With `any` (the default) no record, no files, no gathering after a kill.
+        self.delivered_state = (DeliveredState(state_path(dead_letter_path, sink.name)) if sink.order == "strict"
+                                else None)
+        self.forwarder = Forwarder(sink, service=HttpService(sink), stopping=stopping,
+                                   delivered=None if self.delivered_state is None else self.delivered_state.load())
         self.error: BaseException | None = None
         self.pull_stats = PullStats()  # replaced by the running Puller's own
         self.lease: Lease | None = None  # the running one: what is held, and the backlog's age
 
-    def pull_batch(self, puller: Puller) -> tuple[list[Any], list[str]]:
-        """Wait for a first message, then take what arrives until the flush deadline or a drained queue."""
+    def pull_batch(self, puller: Puller, hold_until: float | None = None) -> tuple[list[Any], list[str]]:
+        """Wait for a first message, then take what arrives until the flush deadline or a drained queue.
+
+        With `hold_until` (a monotonic time), keep taking what arrives until then: after an unclean stop,
+        the killed run's leased messages come back only when their ack deadline expires, and delivering
+        newer ones first would make a strict sink refuse them as out of order.
+        """
         messages: list[Any] = []
         ack_ids: list[str] = []
         seen: set[str] = set()
         first = None
         size = 0
         while not self.stopping.is_set() and len(messages) < MAX_BATCH_MESSAGES and size < MAX_BATCH_BYTES:
-            if first is not None and time.monotonic() - first >= self.sink.queue.flush_seconds:
+            holding = hold_until is not None and time.monotonic() < hold_until
+            if not holding and first is not None and time.monotonic() - first >= self.sink.queue.flush_seconds:
                 break
             received = puller.pull()
             if not received:
-                if messages:
+                if messages and not holding:
                     break  # nothing more waiting: send now rather than sit on fresh data
                 self.stopping.wait(0.05)
                 continue
@@ -87,9 +100,16 @@ class ForwardLoop(threading.Thread):
         lease.start()
         puller = Puller(subscriber, self.subscription, lease, self.stopping)
         self.pull_stats = puller.stats
+        hold_until = None
+        if self.delivered_state is not None and self.delivered_state.begin():
+            hold_until = time.monotonic() + LEASE_SECONDS + LEASE_MARGIN
+            log.warning("sink %s: the previous run did not stop cleanly; gathering messages for %d s before "
+                        "delivering, until its leased messages come back, so they are sent in order",
+                        self.sink.name, LEASE_SECONDS + LEASE_MARGIN)
         try:
             while not self.stopping.is_set():
-                messages, ack_ids = self.pull_batch(puller)
+                messages, ack_ids = self.pull_batch(puller, hold_until)
+                hold_until = None
                 if not messages:
                     continue
                 started = time.time()
@@ -100,6 +120,9 @@ class ForwardLoop(threading.Thread):
                     lease.nack()
                     break
                 write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
+                if self.delivered_state is not None and self.forwarder.order is not None:
+                    # before the ack: what the sink accepted is on disk (each 2xx was journaled at once)
+                    self.delivered_state.after_flush(self.forwarder.order.delivered)
                 acknowledge(subscriber, self.subscription, ack_ids)  # only now: delivered or dead-lettered
                 lease.release()
                 stats = {**self.forwarder.stats.snapshot(), "pull_failures": puller.stats.failed_pulls,
@@ -110,6 +133,12 @@ class ForwardLoop(threading.Thread):
         finally:
             lease.stopped.set()
             self.forwarder.close()
+            if self.delivered_state is not None and self.forwarder.order is not None:
+                if self.forwarder.order.delivered.changes:
+                    self.delivered_state.save(self.forwarder.order.delivered)
+                self.delivered_state.close()
+                if not lease.ack_ids:  # nothing left leased (acked or nacked): the next run need not wait
+                    self.delivered_state.end()
             subscriber.close()
 
 

@@ -47,6 +47,9 @@ SINK_COUNTERS = {
     "samples_retried": ("pipeline_sink_samples_retried", "Samples sent again after a retryable failure."),
     "samples_dead_lettered": ("pipeline_sink_samples_dead_lettered",
                               "Samples the sink refused for good, written to the dead-letter store."),
+    "samples_already_delivered": ("pipeline_sink_samples_already_delivered",
+                                  "Redelivered samples the sink had already accepted (2xx): not sent again, "
+                                  "not dead-lettered."),
     "samples_dropped_by_rules": ("pipeline_sink_samples_dropped_by_rules",
                                  "Samples dropped by the sink's write_relabel_configs."),
     "samples_not_written": ("pipeline_sink_samples_not_written",

@@ -155,6 +155,12 @@ class SinkOptions(PipelineOptions):
         parser.add_argument("--remote_write_shards", type=int, default=QueueConfig.shards,
                             help="Parallel senders per sink; a series always uses the same one, so its "
                                  f"samples stay in order (default {QueueConfig.shards}).")
+        parser.add_argument("--remote_write_order", default="any", choices=("any", "strict"),
+                            help="any: the stores take samples in any order (VictoriaMetrics, or an "
+                                 "out_of_order_time_window); strict: they refuse samples older than the newest "
+                                 "they hold (Prometheus, Mimir by default), so each sink remembers what it accepted "
+                                 "and counts redelivered samples as already delivered instead of dead-lettering "
+                                 "them (default any).")
         parser.add_argument("--remote_write_healthcheck_url", default=None,
                             help="Optional: a URL that must answer 2xx to GET at launch (e.g. "
                                  "http://vm:8428/health). Off by default: many stores answer GET with 405.")
@@ -177,7 +183,7 @@ def sinks_from_options(options: SinkOptions) -> list:
         tenant_label=options.remote_write_tenant_label, tenant_label_drop=options.remote_write_tenant_label_drop,
         max_samples_per_request=options.remote_write_max_samples_per_request,
         max_bytes_per_request=options.remote_write_max_bytes_per_request, shards=options.remote_write_shards,
-        healthcheck_url=options.remote_write_healthcheck_url)
+        healthcheck_url=options.remote_write_healthcheck_url, order=options.remote_write_order)
     file_sinks = []
     if options.remote_write_config:
         try:

@@ -22,6 +22,7 @@ The sinks file is YAML (JSON is YAML too) in the spirit of Prometheus' `remote_w
           - {action: labeldrop, regex: "instance"}
         subscription: projects/P/subscriptions/S   # default: <input subscription>-<name>
         healthcheck: {enabled: true, url: http://127.0.0.1:8428/health}
+        order: strict              # the store refuses older samples (Prometheus, Mimir): see docs/sinks.md; default any
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from transforms.core.sink.auth import SIGV4_DEFAULT_SERVICE, Auth, BasicAuth, Be
 from transforms.core.sink.relabel import Rule, RuleError, parse_rule
 
 TENANT_MODES = ("forward", "drop")
+# any: the store takes samples in any order (VictoriaMetrics, or an out_of_order_time_window), nothing is kept;
+# strict: it refuses a sample older than the newest it holds, so what it accepted is remembered (order.py)
+ORDER_MODES = ("any", "strict")
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)?\Z")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _NAME = re.compile(r"[A-Za-z0-9_.~+%-]{1,100}\Z")  # usable as a Pub/Sub subscription-name suffix
@@ -89,6 +93,7 @@ class SinkConfig:
     rules: tuple[Rule, ...] = ()
     subscription: str | None = None
     healthcheck: Healthcheck = Healthcheck()
+    order: str = "any"
 
     def subscription_for(self, input_subscription: str) -> str:
         """This sink's own Pub/Sub subscription: a broken sink then holds back nothing else."""
@@ -158,6 +163,10 @@ def _check(sink: SinkConfig) -> SinkConfig:
             raise SinkConfigError(f"{where}: tenant_label sends {HEADER_TENANT}; it cannot go with tenant_header: drop")
     elif sink.tenant_label_drop:
         raise SinkConfigError(f"{where}: tenant_label_drop needs tenant_label")
+    if sink.order not in ORDER_MODES:
+        raise SinkConfigError(f"{where}: order must be any (the store accepts samples in any order: VictoriaMetrics, "
+                              "or one with out_of_order_time_window) or strict (it refuses samples older than the "
+                              f"newest it holds: Prometheus, Mimir by default), got {sink.order!r}")
     queue = sink.queue
     if min(queue.max_samples_per_request, queue.max_bytes_per_request, queue.shards) < 1:
         raise SinkConfigError(f"{where}: max_samples_per_send, max_bytes_per_send and shards must be >= 1")
@@ -174,7 +183,8 @@ def from_flags(urls: Sequence[str], *, protocol: str = "1.0", timeout: float | N
                tenant_header: str | None = None, tenant: str | None = None, tenant_label: str | None = None,
                tenant_label_drop: bool = False,
                max_samples_per_request: int | None = None, max_bytes_per_request: int | None = None,
-               shards: int | None = None, healthcheck_url: str | None = None) -> list[SinkConfig]:
+               shards: int | None = None, healthcheck_url: str | None = None, order: str | None = None
+               ) -> list[SinkConfig]:
     """One sink per URL (a value may hold several, comma-separated), all with the same settings.
 
     The flags become sinks-file entries and go through the sinks file's parser; None means the default.
@@ -193,7 +203,7 @@ def from_flags(urls: Sequence[str], *, protocol: str = "1.0", timeout: float | N
         "basic_auth": {"username": basic_auth_username, "password_file": basic_auth_password_file}
         if basic_auth_username else None,
         "sigv4": _flag_sigv4(sigv4_region, sigv4_service, sigv4_role_arn, sigv4_profile),
-        "healthcheck": {"enabled": True, "url": healthcheck_url} if healthcheck_url else None,
+        "healthcheck": {"enabled": True, "url": healthcheck_url} if healthcheck_url else None, "order": order,
     }
     common = {k: v for k, v in common.items() if v is not None}
     every = [u.strip() for value in urls for u in value.split(",") if u.strip()]
@@ -224,7 +234,7 @@ def _sink_from_mapping(entry: Mapping[str, Any], where: str) -> SinkConfig:
         raise SinkConfigError(f"{where}: each sink needs a url")
     known = {"url", "name", "protocol", "remote_timeout", "headers", "basic_auth", "bearer_token_file", "sigv4",
              "tenant_header", "tenant", "tenant_label", "tenant_label_drop", "queue_config", "write_relabel_configs",
-             "subscription", "healthcheck"}
+             "subscription", "healthcheck", "order"}
     unknown = sorted(set(entry) - known)
     if unknown:
         raise SinkConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
@@ -260,7 +270,8 @@ def _sink_from_mapping(entry: Mapping[str, Any], where: str) -> SinkConfig:
             max_retry_duration=None if retry_limit is None else parse_duration(retry_limit,
                                                                                f"{where}.max_retry_duration")),
         rules=rules, subscription=entry.get("subscription"),
-        healthcheck=Healthcheck(enabled=bool(health.get("enabled", bool(health))), url=health.get("url"))))
+        healthcheck=Healthcheck(enabled=bool(health.get("enabled", bool(health))), url=health.get("url")),
+        order=str(entry.get("order", SinkConfig.order))))
 
 
 def parse_auth(entry: Mapping[str, Any], where: str) -> Auth:

@@ -35,6 +35,8 @@ from transforms.core.sink.batching import (
 )
 from transforms.core.sink.columns import ColumnRequest, Columns, ColumnShard, SinkSeries
 from transforms.core.sink.config import SinkConfig
+from transforms.core.sink.delivered import DeliveredLog, refused_for_order
+from transforms.core.sink.order import OrderGuard
 from transforms.core.sink.relabel import apply_rules
 from transforms.core.sink.request import FamilyMetadata, headers_for, metadata_payload, samples_only
 from transforms.core.sink.tenants import bad_tenant_reason, split_tenant
@@ -64,7 +66,7 @@ class SinkStats:
 
     FIELDS = ("requests", "samples_sent", "samples_failed", "samples_retried", "samples_dead_lettered",
               "requests_dead_lettered", "metadata_dead_lettered", "samples_dropped_by_rules", "metadata_sent",
-              "samples_not_written", "protocol_fallbacks")
+              "samples_not_written", "protocol_fallbacks", "samples_already_delivered")
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys(self.FIELDS, 0)
@@ -169,9 +171,15 @@ class SinkService(typing.Protocol):
 
 class Forwarder:
     def __init__(self, sink: SinkConfig, *, service: SinkService, stats: SinkStats | None = None,
-                 stopping: threading.Event | None = None, policy: RetryPolicy | None = None) -> None:
+                 stopping: threading.Event | None = None, policy: RetryPolicy | None = None,
+                 delivered: DeliveredLog | None = None) -> None:
         self.sink = sink
         self.stats = stats or SinkStats()
+        # `order: strict`: what the sink accepted per series, to tell a redelivery from a real loss
+        # (transforms/core/sink/order.py). With `any`, nothing, until the sink refuses a sample for its order.
+        self.order: OrderGuard | None = None
+        if sink.order == "strict" or delivered is not None:
+            self.order = OrderGuard(sink.name, self.stats, delivered if delivered is not None else DeliveredLog())
         self.stopping = stopping or threading.Event()
         self.service = service
         self.policy = policy or RetryPolicy(initial_delay=sink.queue.min_backoff, max_delay=sink.queue.max_backoff,
@@ -429,7 +437,11 @@ class Forwarder:
         if batch.metadata and self.protocol is Protocol.V1:
             dead += self.deliver(tenant, SeriesRequest([]), list(batch.metadata.values()))
         for request in batch.plan(self.sink.queue.max_samples_per_request, self.sink.queue.max_bytes_per_request):
-            dead += self.deliver(tenant, request)
+            unsent: Request | None = request
+            if self.order is not None:
+                unsent = self.order.unsent(tenant, request)
+            if unsent is not None:
+                dead += self.deliver(tenant, unsent)
         return dead
 
     def _lookup(self, tenant: str):
@@ -446,6 +458,8 @@ class Forwarder:
             request = SeriesRequest(request)
         metadata = metadata or []
         protocol = self.protocol
+        if self.order is not None:
+            self.order.sending(tenant, request)
         payload = request.encode(protocol, self._lookup(tenant))
         if protocol is Protocol.V1 and metadata:
             payload += metadata_payload(metadata)
@@ -468,6 +482,8 @@ class Forwarder:
             decision = self.policy.decide(attempt, result.outcome, now - min(started, failing_since or started),
                                           datetime.now(UTC))
             if decision.action is Action.SUCCESS:
+                if self.order is not None:
+                    self.order.accepted(tenant, request)
                 self.stats.add(samples_sent=count, metadata_sent=len(metadata))
                 if protocol is Protocol.V2 and result.written is not None:
                     self._check_written(request.sent_counts(), result.written)
@@ -487,18 +503,46 @@ class Forwarder:
                     raise Stopped(f"sink {self.sink.name}: stopping while it still fails ({decision.reason})")
                 self.stats.add(samples_retried=count)
                 continue
+            if result.outcome.status in SPLITTABLE_STATUSES and refused_for_order(result.answer):
+                handled = self._order_refused(tenant, request, metadata, decision.reason, result)
+                if handled is not None:
+                    return handled
             split = request.halves() if result.outcome.status in SPLITTABLE_STATUSES else None
             if split:
                 return self.deliver(tenant, split[0], metadata) + self.deliver(tenant, split[1])
-            self.stats.add(samples_dead_lettered=count, requests_dead_lettered=1, metadata_dead_lettered=len(metadata))
-            what = f"{count} sample{'' if count == 1 else 's'}" + (f", {len(metadata)} metadata entries" if metadata
-                                                                 else "")
-            log.error("sink %s: %s; %s dead-lettered%s", self.sink.name, decision.reason, what, answer)
-            body_v1 = snappy_block.compress(request.encode(Protocol.V1, self._lookup(tenant))
-                                            + metadata_payload(metadata))
-            return [self._record({"protocol": Protocol.V1.value, "tenant": tenant, "samples": str(count)}, body_v1,
-                                 f"sink {self.sink.name}: {decision.reason}: {result.answer}",
-                                 status=result.outcome.status, answer=result.answer)]
+            return self._give_up(tenant, request, metadata, decision.reason, result)
+
+    def _give_up(self, tenant: str, request: Request, metadata: list[remote_v1_pb2.MetricMetadata], reason: str,
+                 result: Attempt) -> list[str]:
+        """A request the sink refused for good: counted, logged, and its dead-letter record."""
+        count = request.points
+        self.stats.add(samples_dead_lettered=count, requests_dead_lettered=1, metadata_dead_lettered=len(metadata))
+        what = f"{count} sample{'' if count == 1 else 's'}" + (f", {len(metadata)} metadata entries" if metadata
+                                                             else "")
+        answer = f": {result.answer[:200]}" if result.outcome.status is not None else ""
+        log.error("sink %s: %s; %s dead-lettered%s", self.sink.name, reason, what, answer)
+        body_v1 = snappy_block.compress(request.encode(Protocol.V1, self._lookup(tenant)) + metadata_payload(metadata))
+        return [self._record({"protocol": Protocol.V1.value, "tenant": tenant, "samples": str(count)}, body_v1,
+                             f"sink {self.sink.name}: {reason}: {result.answer}",
+                             status=result.outcome.status, answer=result.answer)]
+
+    def _order_refused(self, tenant: str, request: Request, metadata: list[remote_v1_pb2.MetricMetadata],
+                       reason: str, result: Attempt) -> list[str] | None:
+        """A final refusal for order: handled by the order guard, or None to split it as any refusal.
+
+        A sink configured `order: any` that refuses a sample for its order is strict after all: from then on,
+        for this process, it gets a record in memory (a restart forgets it; `order: strict` keeps it on disk).
+        """
+        if self.order is None:
+            with self._fallback_lock:
+                if self.order is None:
+                    log.warning("sink %s: refused samples for their order (%s); remembering what it accepts from now "
+                                "on, in memory, so redeliveries are not dead-lettered. Set `order: strict` for this "
+                                "sink (or give the store an out-of-order window) to keep that across restarts",
+                                self.sink.name, result.answer[:120])
+                    self.order = OrderGuard(self.sink.name, self.stats, DeliveredLog())
+        return self.order.refused(tenant, request, metadata, self.deliver,
+                                  lambda part, md, why: self._give_up(tenant, part, md, f"{reason}; {why}", result))
 
     def _answered_like_v1(self, result: Attempt) -> bool:
         """Spec 2.0: a 415 MAY, and a 2xx without any *-Written header SHOULD, make a sender fall back to 1.0.
