@@ -14,7 +14,8 @@ import pytest
 def figures_to_report(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
     yield
     printed = capsys.readouterr().out
-    sys.stdout.write(printed)  # shown as before under -s, or with the test's captured output
+    if request.config.getoption("capture") != "no":  # under -s it was shown as it was printed
+        sys.stdout.write(printed)  # kept with the test's captured output
     report = os.environ.get("FAULT_FIGURES")
     if report and printed.strip():
         with open(report, "a", encoding="utf-8") as handle:
