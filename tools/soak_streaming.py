@@ -32,8 +32,9 @@ from tools import services
 
 TOPIC, SUBSCRIPTION = "projects/soak-streaming/topics/soak", "projects/soak-streaming/subscriptions/soak"
 SERIES = 1000  # samples per request, as Prometheus sends them
-# Half the peak measured on this machine kind (docs/performance.md): the local streaming runner kept up with
-# 100 requests of 1000 samples per second (60 s window) and fell behind at 200.
+# Half the archive-only peak measured on this machine kind (docs/performance.md): the local streaming runner
+# kept up with 100 requests of 1000 samples per second (60 s window) and fell behind at 200. With the sink
+# branch delivering too, 50 keeps one core ~96 % busy: near that runner's peak, and still passing.
 DEFAULT_RATE = 50.0
 
 
