@@ -37,7 +37,7 @@ def best_of(repeats: int, run: Callable[[], Any]) -> float:
 
 def encode(format_name: str, bodies: list[bytes], profiler: cProfile.Profile | None = None) -> dict[str, float]:
     fmt = archive_format(format_name)
-    converter = fmt.converter(MetadataStore(), compress_blocks=False)  # as the local loop's bounded runs
+    converter = fmt.converter(MetadataStore())
     batches = [codec.decode(body, Protocol.V1, MAX_DECOMPRESSED, table=converter.table("default")).batch
                for body in bodies]
     grouped: dict[Any, list] = defaultdict(list)

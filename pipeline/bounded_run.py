@@ -84,8 +84,7 @@ class BoundedArchiveRun:
                                             file_label=RunLabel(os.path.join(self.directory, LABEL_FILE)),
                                             max_lines_per_file=self.archive.max_lines_per_file,
                                             archive_format=self.archive.archive_format,
-                                            metadata=self.metadata,
-                                            compress_blocks=False))  # an in-memory shuffle
+                                            metadata=self.metadata))
         return p
 
     def run(self, label: str, messages: Sequence[Any]) -> dict[str, int]:

@@ -102,9 +102,8 @@ class DecodeToRecords(beam.DoFn):
     """
 
     def __init__(self, metadata: Shared | None = None, archive_format: str = DEFAULT_FORMAT,
-                 warm_types_from: str | None = None, compress_blocks: bool = True) -> None:
+                 warm_types_from: str | None = None) -> None:
         self.metadata = metadata or Shared()
-        self.compress_blocks = compress_blocks
         self.format = get_format(archive_format)
         self.warm_types_from = warm_types_from
         self.samples = Metrics.counter("archive", "samples_converted")
@@ -113,8 +112,7 @@ class DecodeToRecords(beam.DoFn):
 
     def setup(self) -> None:
         self.store: MetadataStore = self.metadata.acquire(self._new_store)
-        # per tenant: series tables and kind prefixes
-        self.converter = self.format.converter(self.store, self.compress_blocks)
+        self.converter = self.format.converter(self.store)  # per tenant: series tables and kind prefixes
         self._types_seen: dict[str, dict[str, str]] = {}  # the side input's dicts already applied
         self._bundle_open = False
 
@@ -265,10 +263,8 @@ class ArchiveMessages(beam.PTransform):
 
     def __init__(self, archive_path: str, dead_letter_path: str, file_label: Callable[[Any, Any], str],
                  max_lines_per_file: int = 5_000_000, archive_format: str = DEFAULT_FORMAT,
-                 metadata: Shared | None = None, window_types: bool = True, compress_blocks: bool = True) -> None:
+                 metadata: Shared | None = None, window_types: bool = True) -> None:
         super().__init__()
-        # False (the local runner's bounded runs): the shuffle stays in memory, so blocks skip its compression
-        self.compress_blocks = compress_blocks
         # True (bounded runs): the types of the whole run's metadata-only messages reach every message of the
         # run, a side input that costs no wait in a batch. False (streaming): a per-window side input would
         # hold every message of a window until the window closes; types come from the worker's store instead.
@@ -288,13 +284,12 @@ class ArchiveMessages(beam.PTransform):
                      | "ExtractTypes" >> beam.ParDo(ExtractMetadataTypes())
                      | "MergeTypes" >> beam.CombineGlobally(MergeTypes()).without_defaults())
             converted = messages | "DecodeToLines" >> beam.ParDo(
-                DecodeToRecords(self.metadata, self.archive_format, compress_blocks=self.compress_blocks),
+                DecodeToRecords(self.metadata, self.archive_format),
                 types=beam.pvalue.AsSingleton(types, default_value={})
             ).with_outputs(DEAD_LETTER, METADATA, main="lines")
         else:
             converted = messages | "DecodeToLines" >> beam.ParDo(
-                DecodeToRecords(self.metadata, self.archive_format, warm_types_from=self.archive_path,
-                                compress_blocks=self.compress_blocks)
+                DecodeToRecords(self.metadata, self.archive_format, warm_types_from=self.archive_path)
             ).with_outputs(DEAD_LETTER, METADATA, main="lines")
         files = (converted.lines
                  | "GroupByPartition" >> beam.GroupByKey()
