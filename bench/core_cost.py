@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.archive_encode import best_of
 from transforms.core.archive.format import archive_format
 from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol
@@ -72,18 +73,6 @@ class Cost:
     def overhead_share(self) -> float:
         """The part of the process's CPU that is not the core's."""
         return (self.cpu_seconds - self.core_seconds) / self.cpu_seconds if self.cpu_seconds > 0 else math.nan
-
-
-def best_of(repeats: int, run: Callable[[], Any]) -> float:
-    """The least CPU time (this process, all threads) of `repeats` runs: the machine is shared, and the best run
-    is the one least disturbed. State kept between runs (series tables) is warm after the first, as in a
-    pipeline that has run for a while."""
-    times = []
-    for _ in range(repeats):
-        started = time.process_time()
-        run()
-        times.append(time.process_time() - started)
-    return min(times)
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
