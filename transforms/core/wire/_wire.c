@@ -22,8 +22,8 @@ static PyMethodDef methods[] = {
      "validate_v1(data, known, legacy, *, max_series, max_samples, max_labels, max_symbols, max_buckets) -> dict\n\n"
      "decode_v1's walk and rules without building anything: counts (with the pre-scan's labels, symbols and\n"
      "buckets), 'complete' (False once a count passed its limit: the walk stopped there) and 'error' (the\n"
-     "first broken rule, str, or None). Label sets that pass are added to `known` (a set of keys), and a\n"
-     "key already there is not validated again. Malformed bytes raise ValueError."},
+     "first broken rule, str, or None). A label-set key in `known` (a set) is not validated again; those\n"
+     "that passed and are not in it are returned in 'fresh' (a set). Malformed bytes raise ValueError."},
     {"validate_v2", (PyCFunction)(void (*)(void))wire_validate_v2, METH_VARARGS | METH_KEYWORDS,
      "validate_v2(data, known, legacy, *, max_series, max_samples, max_labels, max_symbols, max_buckets) -> dict\n\n"
      "Like validate_v1, for io.prometheus.write.v2.Request ('labels' counts label references)."},

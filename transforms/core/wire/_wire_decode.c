@@ -85,7 +85,8 @@ PyObject *wire_decode_v2(PyObject *self, PyObject *args, PyObject *kwargs) {
 }
 
 /* The receiver's walk: the decode's reads, rules and messages, and the pre-scan's limits as it goes, with nothing
- * built but the keys of label sets that passed (added to `known`, a set, so a later request skips them). */
+ * built but the keys of the label sets that passed and `known` (a set) does not hold yet: returned as 'fresh',
+ * for the caller to add to `known` once the request is within its limits, so a later request skips them. */
 static PyObject *validate(PyObject *args, PyObject *kwargs, int v2) {
     static char *keywords[] = {"data", "known", "legacy", "max_series", "max_samples", "max_labels", "max_symbols",
                                "max_buckets", NULL};
@@ -99,16 +100,19 @@ static PyObject *validate(PyObject *args, PyObject *kwargs, int v2) {
         return NULL;
     d.v2 = v2;
     d.validate_only = 1;
-    reader r = {(const uint8_t *)view.buf, (const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
-    scan_status status = v2 ? v2_request(&d, r) : v1_request(&d, r);
     PyObject *result = NULL;
+    reader r = {(const uint8_t *)view.buf, (const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
+    scan_status status = SCAN_ERROR;
+    if ((d.fresh = PySet_New(NULL)))
+        status = v2 ? v2_request(&d, r) : v1_request(&d, r);
     if (status != SCAN_ERROR)
-        result = Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:O,s:O}", "series", d.series, "samples", d.samples,
+        result = Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:O,s:O,s:O}", "series", d.series, "samples", d.samples,
                                "histograms", d.histograms, "exemplars", d.exemplars, "metadata", d.metadata,
                                "labels", d.labels, "symbols", d.symbol_fields, "buckets", d.buckets, "complete",
                                status == SCAN_OK ? Py_True : Py_False, "error",
-                               d.pending && status == SCAN_OK ? d.pending : Py_None);
+                               d.pending && status == SCAN_OK ? d.pending : Py_None, "fresh", d.fresh);
     PyBuffer_Release(&view);
+    Py_XDECREF(d.fresh);
     buffer_free(&d.key);
     buffer_free(&d.pairs);
     buffer_free(&d.refs);

@@ -27,7 +27,9 @@ typedef struct {
     /* validate only (the receiver): the same walk, rules and messages, but no columns, no series-table entries
      * (names, labels, heads) and no side data; a label set that passed is remembered by its key in `known` */
     int validate_only;
-    PyObject *known;      /* validate_only: set of label-set keys (bytes) already validated */
+    PyObject *known;      /* validate_only: set of label-set keys (bytes) validated by earlier requests */
+    PyObject *fresh;      /* validate_only: set of this request's label-set keys that passed (its caller adds them
+                           * to `known` only once the request is within its limits) */
     request_limits limits;
     Py_ssize_t samples;   /* float samples */
     Py_ssize_t labels;    /* 1.0 Label messages, 2.0 label references; exemplars' included (as the pre-scan) */

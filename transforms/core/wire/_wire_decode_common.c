@@ -151,7 +151,9 @@ scan_status resolve_series(decoder *d, Py_ssize_t index, int32_t *slot, reader *
     Py_ssize_t found;
     if (d->validate_only) {
         int known = PySet_Contains(d->known, key); /* 1, 0 or -1 (an error) */
-        found = known < 0 ? -2 : known - 1;        /* validate_only has no slots: 0 stands for "valid" */
+        if (known == 0)
+            known = PySet_Contains(d->fresh, key);
+        found = known < 0 ? -2 : known - 1; /* validate_only has no slots: 0 stands for "valid" */
     } else
         found = table_find(&d->table, key);
     if (found == -1) {
@@ -184,7 +186,7 @@ scan_status resolve_series(decoder *d, Py_ssize_t index, int32_t *slot, reader *
             if (rc)
                 pend(d, message);
             else if (d->validate_only) {
-                if (PySet_Add(d->known, key) < 0)
+                if (PySet_Add(d->fresh, key) < 0)
                     goto error;
                 found = 0;
             } else if ((found = table_add(&d->table, key, (label_pair *)d->pairs.data, n)) < 0)

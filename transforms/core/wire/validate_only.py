@@ -56,6 +56,9 @@ def validate(payload: bytes, protocol: Protocol, known: KnownLabelSets, limits: 
     if not found["complete"]:  # stopped past a limit: the pre-scan's error, whichever it meets first
         prescan.check(payload, protocol, limits)
     prescan.refuse_over(wire, limits)  # a complete walk over a limit (a stopped one always is)
+    # within the limits: its new label sets are remembered (even if a later series broke a rule, as the
+    # pipeline's table does); a request refused for its size leaves nothing behind
+    known.keys |= found["fresh"]
     if found["error"] is not None:
         raise InvalidPayload(found["error"])
     return Counts(series=wire.series, samples=wire.samples, histograms=wire.histograms, exemplars=wire.exemplars,
