@@ -19,7 +19,7 @@ from receiver.publisher import Publisher, Unavailable
 from transforms.core.errors import InvalidPayload, PayloadTooLarge
 from transforms.core.protocol import DEFAULT_TENANT, HEADER_TENANT, TENANT_RULE, Protocol, format_ms, is_valid_tenant
 from transforms.core.wire import codec, snappy_block
-from transforms.core.wire.batch import SeriesTable
+from transforms.core.wire.validate_only import KnownLabelSets
 from transforms.core.wire.validation import Counts
 
 
@@ -63,8 +63,8 @@ class Ingest:
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self.in_flight_bytes = ByteBudget(config.max_in_flight_bytes)
         self._limits = config.request_limits
-        # label sets already validated by this worker (the compiled decoder's series table)
-        self.series = SeriesTable(config.name_validation)
+        # label sets already validated by this worker (their keys: the receiver builds no columns or heads)
+        self.known = KnownLabelSets(config.name_validation)
 
     @contextlib.contextmanager
     def admitted(self) -> Iterator[None]:
@@ -102,14 +102,13 @@ class Ingest:
         # what decompression is about to allocate; a header over the limit is refused (413) unallocated
         reserve = declared if declared <= config.max_decompressed_bytes else 0
         with self.in_flight_bytes.reserve(reserve):
-            decoded = codec.decode(body, protocol, config.max_decompressed_bytes, config.name_validation,
-                                   self._limits, self.series)
+            decoded = codec.validate(body, protocol, config.max_decompressed_bytes, self._limits, self.known)
             if decoded.uncompressed_bytes:  # an empty request (a sender's probe) carries nothing to keep
                 self.publish(body, decoded, tenant)
         self.metrics.accepted(protocol.value, decoded.counts)
         return decoded.counts
 
-    def publish(self, body: bytes, decoded: codec.DecodedRequest, tenant: str) -> None:
+    def publish(self, body: bytes, decoded: codec.ValidatedRequest, tenant: str) -> None:
         """Publish the body (split by series if over --max-message-bytes) and wait for every confirmation."""
         config = self.config
         received_at = now_rfc3339()

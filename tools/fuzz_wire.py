@@ -3,7 +3,8 @@
 A seed corpus of valid 1.0 and 2.0 payloads (every field kind: labels, 2 KiB values, UTF-8 names, samples
 with special values, start timestamps, histograms, exemplars, metadata) is mutated at random (byte flips,
 cuts, inserts, duplicated spans, varint bombs, lengths past the end). Each body goes through the pre-scan
-with the receiver's limits and the compiled decoder; an accepted one also through the compiled archive
+with the receiver's limits and the compiled decoder, and through the receiver's one walk (validate-only,
+the limits applied as it goes), whose outcome must be the same; an accepted one also through the compiled archive
 lines and the sink path (requests planned, encoded, and decoded again to the same label sets and samples),
 and its lines, as they are and mutated, through the restore's compiled line parser (every line of a float
 batch taken back, a mutated one taken or declined).
@@ -41,9 +42,9 @@ from transforms.core.errors import InvalidPayload, PayloadTooLarge
 from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import STALE_NAN, Protocol
 from transforms.core.sink.columns import DROPPED, Columns, ColumnShard, SinkSeries
-from transforms.core.wire import batch, line_columns, prescan
+from transforms.core.wire import batch, line_columns, prescan, validate_only
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
-from transforms.core.wire.validation import NameValidation
+from transforms.core.wire.validation import Counts, NameValidation
 
 SLOW_BODY_SECONDS = 1.0
 
@@ -122,6 +123,19 @@ def fail_each_allocation(limit: int = 100_000) -> int:
 
     failed = 0
     for protocol, payload in seed_corpus() + float_corpus():
+        for nth in range(limit):  # the receiver's one walk
+            known = validate_only.KnownLabelSets(limit=10_000)
+            _testcapi.set_nomemory(nth, nth + 1)
+            try:
+                validate_only.validate(payload, protocol, known, prescan.RequestLimits())
+            except MemoryError:
+                failed += 1
+            else:
+                break
+            finally:
+                _testcapi.remove_mem_hooks()
+        else:
+            raise AssertionError(f"{protocol.value}: the one walk still failing after {limit} allocations")
         for nth in range(limit):
             lines = BatchLines(MetadataStore(), series_limit=10_000)  # fresh containers: new series each run
             table = lines.table("fuzz")
@@ -194,6 +208,22 @@ def forward(decoded: batch.Batch, table: batch.SeriesTable, sinks: SinkSeries) -
     return requests
 
 
+Outcome = Counts | tuple[type, str]
+
+
+def one_walk(body: bytes, protocol: Protocol, known: validate_only.KnownLabelSets,
+             limits: prescan.RequestLimits) -> Outcome:
+    try:
+        return validate_only.validate(body, protocol, known, limits)
+    except (InvalidPayload, PayloadTooLarge) as exc:
+        return type(exc), exc.message
+
+
+def same_outcome(walked: Outcome, two_walks: Outcome) -> None:
+    if walked != two_walks:
+        raise AssertionError(f"the one walk gave {walked}, the pre-scan + decode {two_walks}")
+
+
 def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
     """Mutate and decode `bodies` payloads; raises AssertionError on anything but accept/400/413."""
     rng = random.Random(seed)
@@ -204,6 +234,7 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
     lines = BatchLines(MetadataStore(), series_limit=10_000)
     tables = {NameValidation.LEGACY: batch.SeriesTable(NameValidation.LEGACY, limit=10_000),
               NameValidation.UTF8: lines.table("fuzz")}
+    known = {mode: validate_only.KnownLabelSets(mode, limit=10_000) for mode in tables}
     sinks = {mode: SinkSeries(rules=(), shards=1, limit=10_000) for mode in tables}
     line_rng = random.Random(seed ^ 0x5EED)  # apart from the bodies' own, so their sequence stays the seed's
     outcomes = {"accepted": 0, "400": 0, "413": 0, "dead-lettered": 0, "sink requests": 0}
@@ -214,8 +245,14 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
         mode = NameValidation.LEGACY if n % 3 == 0 else NameValidation.UTF8
         started = time.perf_counter()
         try:
-            counts = prescan.check(body, protocol, limit_sets[n % 2])
-            decoded = batch.decode(body, protocol, tables[mode], counts.samples)
+            walked = one_walk(body, protocol, known[mode], limit_sets[n % 2])
+            try:
+                counts = prescan.check(body, protocol, limit_sets[n % 2])
+                decoded = batch.decode(body, protocol, tables[mode], counts.samples)
+            except (InvalidPayload, PayloadTooLarge) as exc:
+                same_outcome(walked, (type(exc), exc.message))
+                raise
+            same_outcome(walked, decoded.counts)
             outcomes["accepted"] += 1
             sinks[mode].make_room()
             outcomes["sink requests"] += forward(decoded, tables[mode], sinks[mode])

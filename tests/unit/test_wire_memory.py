@@ -92,3 +92,36 @@ def test_a_failed_allocation_anywhere_is_a_memory_error_and_the_table_stays_whol
         pytest.fail(f"the decode never succeeded within {MAX_ALLOCATIONS} allocations")
     assert _entries(table) == after
     assert failures > 10  # the walk, the new series' strings and the table's appends were all reached
+
+
+@pytest.mark.parametrize("known", [1, 4, 5])
+@pytest.mark.parametrize("protocol", [Protocol.V1, Protocol.V2])
+def test_a_failed_allocation_in_the_one_walk_is_a_memory_error_and_the_known_set_stays_whole(
+        protocol: Protocol, known: int):
+    """The receiver's validate-only walk: a failed allocation is a MemoryError and leaves the known label sets
+    as they were; the walk that succeeds returns the one new label set as fresh."""
+    validate = _wire.validate_v1 if protocol is Protocol.V1 else _wire.validate_v2
+    encode = _v1 if protocol is Protocol.V1 else _v2
+    seed, payload = encode(_known(known)), encode([*_known(known), NEW])
+    before = validate(seed, set(), False)["fresh"]
+    assert len(before) == known
+    new = validate(payload, set(before), False)["fresh"]
+    assert len(new) == 1
+
+    failures = 0
+    for nth in range(MAX_ALLOCATIONS):
+        keys = set(before)
+        _testcapi.set_nomemory(nth, nth + 1)
+        try:
+            found = validate(payload, keys, False)
+        except MemoryError:
+            failures += 1
+        else:
+            break
+        finally:
+            _testcapi.remove_mem_hooks()
+        assert keys == before, f"allocation {nth}: the known set changed"
+    else:
+        pytest.fail(f"the walk never succeeded within {MAX_ALLOCATIONS} allocations")
+    assert (keys, found["fresh"], found["error"]) == (before, new, None)
+    assert failures > 3  # the walk's buffers, the new key, the fresh set and the result were reached

@@ -18,6 +18,15 @@ static PyMethodDef methods[] = {
     {"decode_v2", (PyCFunction)(void (*)(void))wire_decode_v2, METH_VARARGS | METH_KEYWORDS,
      "decode_v2(data, slots, names, labels, heads, legacy, samples_hint=0) -> dict\n\n"
      "Like decode_v1, for io.prometheus.write.v2.Request (also starts, types and created columns)."},
+    {"validate_v1", (PyCFunction)(void (*)(void))wire_validate_v1, METH_VARARGS | METH_KEYWORDS,
+     "validate_v1(data, known, legacy, *, max_series, max_samples, max_labels, max_symbols, max_buckets) -> dict\n\n"
+     "decode_v1's walk and rules without building anything: counts (with the pre-scan's labels, symbols and\n"
+     "buckets), 'complete' (False once a count passed its limit: the walk stopped there) and 'error' (the\n"
+     "first broken rule, str, or None). A label-set key in `known` (a set) is not validated again; those\n"
+     "that passed and are not in it are returned in 'fresh' (a set). Malformed bytes raise ValueError."},
+    {"validate_v2", (PyCFunction)(void (*)(void))wire_validate_v2, METH_VARARGS | METH_KEYWORDS,
+     "validate_v2(data, known, legacy, *, max_series, max_samples, max_labels, max_symbols, max_buckets) -> dict\n\n"
+     "Like validate_v1, for io.prometheus.write.v2.Request ('labels' counts label references)."},
     {"format_lines", (PyCFunction)(void (*)(void))wire_format_lines, METH_VARARGS | METH_KEYWORDS,
      "format_lines(heads, kinds, head_index, kind_index, sample_series, timestamps, values, starts=None,\n"
      "             created=None) -> [(utc_hour, ndjson bytes, lines), ...]\n\n"

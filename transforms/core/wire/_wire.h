@@ -4,7 +4,8 @@
  * One extension, split by job:
  *   _wire.c         the module and its method table
  *   _wire_scan.c    the pre-scan: counts what a payload carries (request limits, 413) allocating nothing
- *   _wire_decode*.c decode + validate 1.0/2.0 in one pass into a columnar batch (layers: _wire_decode.h)
+ *   _wire_decode*.c decode + validate 1.0/2.0 in one pass into a columnar batch (layers: _wire_decode.h), or
+ *                   validate only under the request limits (the receiver: counts, nothing built)
  *   _wire_series.c  the series table: label-set keys, label validation, names and JSON heads made once
  *   _wire_columns.c typed views of the columns Python hands in (type, length and alignment checked)
  *   _wire_lines.c   archive lines (metric_to_log's ndjson) from a batch's columns, by UTC hour
@@ -254,6 +255,8 @@ PyObject *wire_scan_v1(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_scan_v2(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_decode_v1(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_decode_v2(PyObject *self, PyObject *args, PyObject *kwargs);
+PyObject *wire_validate_v1(PyObject *self, PyObject *args, PyObject *kwargs);
+PyObject *wire_validate_v2(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_format_lines(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_parse_lines(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_plan_requests(PyObject *self, PyObject *args, PyObject *kwargs);

@@ -38,6 +38,8 @@ scan_status read_string(reader *r, span *out) {
 
 /* Remember a series that carries histograms or exemplars: the slower path reads it (1.0 and 2.0), and only it. */
 scan_status note_slow(decoder *d, Py_ssize_t index, reader series) {
+    if (d->validate_only)
+        return SCAN_OK;
     int64_t span[2] = {(int64_t)(series.pos - series.start), (int64_t)(series.end - series.start)};
     if (buffer_add(&d->slow_spans, span, sizeof span) < 0)
         return nomem();
@@ -62,6 +64,9 @@ scan_status read_sample(decoder *d, reader r, uint32_t series) {
         else
             CHECK(skip_field(&r, wt));
     }
+    d->samples++;
+    if (d->validate_only)
+        return samples_within(d);
     if (buffer_add(&d->sample_series, &series, 4) < 0 || buffer_add(&d->timestamps, &ts, 8) < 0 ||
         buffer_add(&d->values, &value, 8) < 0 || (d->v2 && buffer_add(&d->starts, &start, 8) < 0))
         return nomem();
@@ -95,28 +100,45 @@ static scan_status walk_fields(reader r) {
     return SCAN_OK;
 }
 
-static scan_status walk_varints(reader r) {
+/* Packed varints: bounds, and their number added to *count. */
+static scan_status walk_varints(reader r, Py_ssize_t *count) {
     uint64_t ignored;
-    while (r.pos < r.end)
+    while (r.pos < r.end) {
         CHECK(read_varint(&r, &ignored));
+        *count += 1;
+    }
     return SCAN_OK;
 }
 
-/* A native histogram: bounds only (its values are read by the slower path). */
-scan_status walk_histogram(reader r) {
+/* A native histogram: bounds only (its values are read by the slower path), and its buckets counted as the
+ * pre-scan counts them: a span per LEN field, deltas and fixed-width values packed or one by one (an element
+ * of another wire type is an unknown field to upb, skipped uncounted). */
+scan_status walk_histogram(decoder *d, reader r) {
     while (r.pos < r.end) {
         uint32_t f;
-        reader inner;
-        CHECK(next_len_field(&r, &f, &inner));
-        if (f == 0)
-            break; /* only other wire types were left */
-        if (f == HIST_NEGATIVE_SPANS || f == HIST_POSITIVE_SPANS)
-            CHECK(walk_fields(inner));
-        else if (f == HIST_NEGATIVE_DELTAS || f == HIST_POSITIVE_DELTAS)
-            CHECK(walk_varints(inner));
-        else if ((f == HIST_NEGATIVE_COUNTS || f == HIST_POSITIVE_COUNTS || f == HIST_CUSTOM_VALUES) &&
-                 (inner.end - inner.pos) % 8)
-            return fail(&inner, "packed fixed-width field of a partial element");
+        int wt;
+        CHECK(read_key(&r, &f, &wt));
+        int spans = f == HIST_NEGATIVE_SPANS || f == HIST_POSITIVE_SPANS;
+        int deltas = f == HIST_NEGATIVE_DELTAS || f == HIST_POSITIVE_DELTAS;
+        int fixed = f == HIST_NEGATIVE_COUNTS || f == HIST_POSITIVE_COUNTS || f == HIST_CUSTOM_VALUES;
+        if (wt != WT_LEN) {
+            d->buckets += (deltas && wt == WT_VARINT) || (fixed && wt == WT_I64);
+            CHECK(skip_field(&r, wt));
+        } else {
+            reader inner;
+            CHECK(read_len(&r, &inner));
+            if (spans) {
+                CHECK(walk_fields(inner));
+                d->buckets++;
+            } else if (deltas)
+                CHECK(walk_varints(inner, &d->buckets));
+            else if (fixed) {
+                if ((inner.end - inner.pos) % 8)
+                    return fail(&inner, "packed fixed-width field of a partial element");
+                d->buckets += (inner.end - inner.pos) / 8;
+            }
+        }
+        CHECK(within(d->buckets, d->limits.buckets));
     }
     return SCAN_OK;
 }
@@ -126,7 +148,14 @@ scan_status resolve_series(decoder *d, Py_ssize_t index, int32_t *slot, reader *
     PyObject *key = PyBytes_FromStringAndSize(d->key.data, d->key.len);
     if (!key)
         return SCAN_ERROR;
-    Py_ssize_t found = table_find(&d->table, key);
+    Py_ssize_t found;
+    if (d->validate_only) {
+        int known = PySet_Contains(d->known, key); /* 1, 0 or -1 (an error) */
+        if (known == 0)
+            known = PySet_Contains(d->fresh, key);
+        found = known < 0 ? -2 : known - 1; /* validate_only has no slots: 0 stands for "valid" */
+    } else
+        found = table_find(&d->table, key);
     if (found == -1) {
         if (v1_series) { /* 1.0: parse the Label fields of a key never seen (bounds and UTF-8 first) */
             d->pairs.len = 0;
@@ -156,7 +185,11 @@ scan_status resolve_series(decoder *d, Py_ssize_t index, int32_t *slot, reader *
                 goto error;
             if (rc)
                 pend(d, message);
-            else if ((found = table_add(&d->table, key, (label_pair *)d->pairs.data, n)) < 0)
+            else if (d->validate_only) {
+                if (PySet_Add(d->fresh, key) < 0)
+                    goto error;
+                found = 0;
+            } else if ((found = table_add(&d->table, key, (label_pair *)d->pairs.data, n)) < 0)
                 goto error;
         }
     } else if (found < -1)

@@ -6,7 +6,7 @@
 
 #include "_wire_decode.h"
 
-static scan_status v1_exemplar(reader r) {
+static scan_status v1_exemplar(decoder *d, reader r) {
     while (r.pos < r.end) {
         uint32_t f;
         int wt;
@@ -16,6 +16,8 @@ static scan_status v1_exemplar(reader r) {
             label_pair pair;
             CHECK(read_len(&r, &inner));
             CHECK(read_label(inner, &pair));
+            d->labels++;
+            CHECK(within(d->labels, d->limits.labels));
         } else
             CHECK(skip_field(&r, wt));
     }
@@ -40,21 +42,25 @@ static scan_status v1_series(decoder *d, reader r, Py_ssize_t index) {
         if (f == V1_SERIES_LABELS) {
             if (buffer_add(&d->key, field_start, r.pos - field_start) < 0)
                 return nomem();
+            d->labels++;
+            CHECK(within(d->labels, d->limits.labels));
         } else if (f == V1_SERIES_SAMPLES) {
             CHECK(read_sample(d, inner, (uint32_t)index));
         } else if (f == V1_SERIES_EXEMPLARS) {
-            CHECK(v1_exemplar(inner));
             d->exemplars++;
+            CHECK(v1_exemplar(d, inner));
+            CHECK(samples_within(d));
             slow = 1;
         } else if (f == V1_SERIES_HISTOGRAMS) {
-            CHECK(walk_histogram(inner));
             d->histograms++;
+            CHECK(walk_histogram(d, inner));
+            CHECK(samples_within(d));
             slow = 1;
         }
     }
     int32_t slot;
     CHECK(resolve_series(d, index, &slot, &whole));
-    if (buffer_add(&d->series_slot, &slot, 4) < 0)
+    if (!d->validate_only && buffer_add(&d->series_slot, &slot, 4) < 0)
         return nomem();
     if (slow)
         CHECK(note_slow(d, index, whole));
@@ -77,6 +83,8 @@ static scan_status v1_metadata(decoder *d, reader r) {
         else
             CHECK(skip_field(&r, wt));
     }
+    if (d->validate_only)
+        return SCAN_OK;
     PyObject *entry = Py_BuildValue("(s#i)", (const char *)family.ptr, family.len, (int)(int32_t)type);
     int rc = entry ? PyList_Append(d->families, entry) : -1;
     Py_XDECREF(entry);
@@ -90,11 +98,14 @@ scan_status v1_request(decoder *d, reader r) {
         CHECK(next_len_field(&r, &f, &inner));
         if (f == 0)
             break; /* only other wire types were left */
-        if (f == V1_REQUEST_TIMESERIES)
-            CHECK(v1_series(d, inner, d->series++));
-        else if (f == V1_REQUEST_METADATA) {
-            CHECK(v1_metadata(d, inner));
+        if (f == V1_REQUEST_TIMESERIES) {
+            Py_ssize_t index = d->series++;
+            CHECK(within(d->series, d->limits.series));
+            CHECK(v1_series(d, inner, index));
+        } else if (f == V1_REQUEST_METADATA) {
             d->metadata++;
+            CHECK(within(d->metadata, d->limits.series)); /* one entry per metric family: bounded like series */
+            CHECK(v1_metadata(d, inner));
         }
     }
     return SCAN_OK;

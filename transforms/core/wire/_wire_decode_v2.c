@@ -7,13 +7,17 @@
 
 #include "_wire_decode.h"
 
-/* repeated uint32, packed or not; upb keeps the low 32 bits of each varint */
-static scan_status read_refs(reader *r, int wt, buffer *refs) {
+/* repeated uint32, packed or not, onto d->refs; upb keeps the low 32 bits of each varint. Each counts towards
+ * the labels limit (which the caller gives in references: two per label pair). */
+static scan_status read_refs(decoder *d, reader *r, int wt) {
     uint64_t v;
     if (wt == WT_VARINT) {
         CHECK(read_varint(r, &v));
         uint32_t ref = (uint32_t)v;
-        return buffer_add(refs, &ref, 4) < 0 ? nomem() : SCAN_OK;
+        if (buffer_add(&d->refs, &ref, 4) < 0)
+            return nomem();
+        d->labels++;
+        return within(d->labels, d->limits.labels);
     }
     if (wt != WT_LEN)
         return skip_field(r, wt);
@@ -22,8 +26,10 @@ static scan_status read_refs(reader *r, int wt, buffer *refs) {
     while (packed.pos < packed.end) {
         CHECK(read_varint(&packed, &v));
         uint32_t ref = (uint32_t)v;
-        if (buffer_add(refs, &ref, 4) < 0)
+        if (buffer_add(&d->refs, &ref, 4) < 0)
             return nomem();
+        d->labels++;
+        CHECK(within(d->labels, d->limits.labels));
     }
     return SCAN_OK;
 }
@@ -49,7 +55,7 @@ static scan_status v2_exemplar(decoder *d, reader r, Py_ssize_t index, PyObject 
         int wt;
         CHECK(read_key(&r, &f, &wt));
         if (f == V2_EXEMPLAR_LABELS_REFS)
-            CHECK(read_refs(&r, wt, &d->refs));
+            CHECK(read_refs(d, &r, wt));
         else
             CHECK(skip_field(&r, wt));
     }
@@ -114,7 +120,7 @@ static scan_status v2_series(decoder *d, reader r, Py_ssize_t index) {
         if ((status = read_key(&r, &f, &wt)) != SCAN_OK)
             break;
         if (f == V2_SERIES_LABELS_REFS) {
-            status = read_refs(&r, wt, &d->refs);
+            status = read_refs(d, &r, wt);
             continue;
         }
         if (f == V2_SERIES_CREATED_TIMESTAMP && wt == WT_VARINT) {
@@ -132,11 +138,15 @@ static scan_status v2_series(decoder *d, reader r, Py_ssize_t index) {
             status = read_sample(d, inner, (uint32_t)index);
             samples++;
         } else if (f == V2_SERIES_HISTOGRAMS) {
-            status = walk_histogram(inner);
+            d->histograms++;
             histograms++;
+            if ((status = walk_histogram(d, inner)) == SCAN_OK)
+                status = samples_within(d);
         } else if (f == V2_SERIES_EXEMPLARS) {
-            status = v2_exemplar(d, inner, index, &exemplar_error);
+            d->exemplars++;
             exemplars++;
+            if ((status = v2_exemplar(d, inner, index, &exemplar_error)) == SCAN_OK)
+                status = samples_within(d);
         } else if (f == V2_SERIES_METADATA) {
             status = v2_metadata(inner, &type, &help, &unit);
             has_metadata = 1;
@@ -169,14 +179,14 @@ static scan_status v2_series(decoder *d, reader r, Py_ssize_t index) {
     Py_XDECREF(exemplar_error);
     if (status != SCAN_OK)
         return status;
+    d->metadata += has_metadata;
+    if (d->validate_only)
+        return SCAN_OK;
     int32_t type32 = (int32_t)type;
     int64_t created64 = (int64_t)created;
     if (buffer_add(&d->series_slot, &slot, 4) < 0 || buffer_add(&d->types, &type32, 4) < 0 ||
         buffer_add(&d->created, &created64, 8) < 0)
         return nomem();
-    d->histograms += histograms;
-    d->exemplars += exemplars;
-    d->metadata += has_metadata;
     if (histograms || exemplars)
         CHECK(note_slow(d, index, whole));
     return SCAN_OK;
@@ -193,6 +203,8 @@ static scan_status collect_symbols(decoder *d, reader r) {
             continue;
         }
         span symbol;
+        d->symbol_fields++;
+        CHECK(within(d->symbol_fields, d->limits.symbols)); /* stop before a span past the limit is kept */
         CHECK(read_string(&r, &symbol));
         if (d->n_symbols == cap) {
             cap = cap ? 2 * cap : 64;
@@ -224,7 +236,9 @@ scan_status v2_request(decoder *d, reader r) {
         }
         reader inner;
         CHECK(read_len(&r, &inner));
-        CHECK(v2_series(d, inner, d->series++));
+        Py_ssize_t index = d->series++;
+        CHECK(within(d->series, d->limits.series));
+        CHECK(v2_series(d, inner, index));
     }
     return SCAN_OK;
 }

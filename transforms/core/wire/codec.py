@@ -7,13 +7,14 @@ the pipeline (decode what the receiver published). No network, no Beam.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 
 from transforms.core.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from transforms.core.protocol import CONTENT_ENCODING, MEDIA_TYPE, PROTO_V1, PROTO_V2, Protocol
-from transforms.core.wire import prescan, snappy_block
+from transforms.core.wire import prescan, snappy_block, validate_only
 from transforms.core.wire.batch import Batch, SeriesTable
 from transforms.core.wire.batch import decode as batch_decode
 from transforms.core.wire.builders import SymbolTable
@@ -105,6 +106,32 @@ def decode(
         raise ValueError(f"a {table.validation} series table cannot validate {names} names")
     decoded = batch_decode(payload, protocol, table, hint)
     return DecodedRequest(protocol, decoded, decoded.counts, len(payload))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ValidatedRequest:
+    """A request validated without being decoded into columns (the receiver's): what it carries."""
+
+    protocol: Protocol
+    payload: bytes  # uncompressed
+    counts: Counts
+
+    @property
+    def uncompressed_bytes(self) -> int:
+        return len(self.payload)
+
+    @functools.cached_property
+    def message(self) -> WriteMessage:
+        """The protobuf message (upb), parsed on first use: only to split a request too large to publish whole."""
+        return parse(self.payload, self.protocol)
+
+
+def validate(body: bytes, protocol: Protocol, max_uncompressed: int, limits: prescan.RequestLimits,
+             known: validate_only.KnownLabelSets) -> ValidatedRequest:
+    """Snappy-decompress and validate a request body in one walk under `limits`; raises RemoteWriteError as
+    decode(..., limits=limits) would. `known`: the caller's label sets validated before (skipped)."""
+    payload = snappy_block.decompress(body, max_uncompressed)
+    return ValidatedRequest(protocol, payload, validate_only.validate(payload, protocol, known, limits))
 
 
 def encode(message: WriteMessage) -> bytes:

@@ -74,11 +74,16 @@ def scan(payload: bytes, protocol: Protocol, limits: RequestLimits | None = None
     return WireCounts(**found), complete
 
 
-def check(payload: bytes, protocol: Protocol, limits: RequestLimits) -> WireCounts:
-    """scan, then refuse (PayloadTooLarge, 413) a payload over any limit, naming it."""
-    counts, _ = scan(payload, protocol, limits)
+def refuse_over(counts: WireCounts, limits: RequestLimits) -> None:
+    """Refuse (PayloadTooLarge, 413) counts over any limit, naming the first in _LIMIT_MESSAGES' order."""
     for field, measure, what, flag in _LIMIT_MESSAGES:
         limit = getattr(limits, field)
         if measure(counts) > limit:
             raise PayloadTooLarge(f"request carries more than {limit} {what}: over the limit of {flag}")
+
+
+def check(payload: bytes, protocol: Protocol, limits: RequestLimits) -> WireCounts:
+    """scan, then refuse (PayloadTooLarge, 413) a payload over any limit, naming it."""
+    counts, _ = scan(payload, protocol, limits)
+    refuse_over(counts, limits)
     return counts
