@@ -20,7 +20,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from tests.unit.test_sink_delivered import URL, StrictSink, scrape
 from transforms.beam.archive import DEAD_LETTER
-from transforms.beam.sink_order import SendInOrder
+from transforms.beam.sink_order import COMPACT_BYTES, SendInOrder
 from transforms.beam.sinks import ShardForSink
 from transforms.core.sink import config
 
@@ -37,8 +37,8 @@ class Model:
         return MODELS[self.name]
 
 
-def run(name: str, steps: list[tuple[int, float]], tmp_path: Path, caplog: pytest.LogCaptureFixture
-        ) -> tuple[StrictSink, list[dict], int]:
+def run(name: str, steps: list[tuple[int, float]], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        compact_bytes: int = COMPACT_BYTES) -> tuple[StrictSink, list[dict], int]:
     """Publishes scrape(step) at each (step, publish second), the watermark at that second: a flush whenever it
     passes an element's second + the 1 s horizon. Returns the sink model, the dead-letter records and the samples
     counted as already delivered (from the log lines: this runner's Beam counters stay empty in streaming)."""
@@ -55,7 +55,8 @@ def run(name: str, steps: list[tuple[int, float]], tmp_path: Path, caplog: pytes
     dead_path = tmp_path / "dead"
     p = beam.Pipeline(options=options)
     sharded = p | stream | beam.ParDo(ShardForSink(sink)).with_outputs(DEAD_LETTER, main="chunks")
-    _ = sharded.chunks | beam.ParDo(SendInOrder(sink, str(dead_path), horizon_seconds=1.0, service=Model(name)))
+    _ = sharded.chunks | beam.ParDo(SendInOrder(sink, str(dead_path), horizon_seconds=1.0,
+                                                        compact_bytes=compact_bytes, service=Model(name)))
     with caplog.at_level(logging.INFO, logger="transforms.core.sink.order"):
         p.run().wait_until_finish()
     already = sum(int(n) for n in re.findall(r"(\d+) of \d+ samples already delivered", caplog.text))
@@ -67,8 +68,11 @@ def dead_samples(records: list[dict]) -> int:
     return sum(int(record["attributes"]["samples"]) for record in records)
 
 
-def test_the_record_survives_across_bundles_and_a_redelivered_older_message_is_already_delivered(tmp_path, caplog):
-    sink, dead, already = run("redelivery", [(0, 10), (1, 20), (2, 30), (0, 40), (1, 50)], tmp_path, caplog)
+@pytest.mark.parametrize("compact_bytes", [COMPACT_BYTES, 0], ids=["journal", "snapshot-every-flush"])
+def test_the_record_survives_across_bundles_and_a_redelivered_older_message_is_already_delivered(
+        tmp_path, caplog, compact_bytes):
+    sink, dead, already = run(f"redelivery-{compact_bytes}", [(0, 10), (1, 20), (2, 30), (0, 40), (1, 50)], tmp_path,
+                              caplog, compact_bytes)
     assert sink.samples() == 3 * 20 * 5
     assert not dead
     assert already == 2 * 20 * 5
