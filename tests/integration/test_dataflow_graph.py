@@ -61,4 +61,5 @@ def test_dataflow_graph_builds_offline_with_native_pubsub_read(gcs):  # noqa: F8
     # a strict sink: one stateful step per (tenant, shard), its delivered record and held chunks in keyed state
     send = next(t for t in transforms.values() if t.unique_name == "Forward-prom/SendInOrder")
     payload = beam_runner_api_pb2.ParDoPayload.FromString(send.spec.payload)
-    assert {"delivered", "chunks", "held"} <= set(payload.state_specs) and "ts-flush" in payload.timer_family_specs
+    assert {"chunks", "held", "meta", "snapshot", "journal"} <= set(payload.state_specs)
+    assert "ts-flush" in payload.timer_family_specs
