@@ -1,11 +1,15 @@
 """Issue 20's order faults on the streaming graph (the Dataflow path) on Beam's local streaming runner: its sink
 branch (`pipeline.graph.build_sink_branches`, run by `tools.soak_streaming --graph`) forwarding into a strict
 Prometheus 2.42 (no out-of-order window; the sink at `order: strict`) under steady load, killed with SIGKILL
-mid-stream and restarted, the sink frozen (SIGSTOP) for a while, and killed again as the backlog flows.
+mid-stream and restarted, the sink frozen (SIGSTOP) for a while, and killed again as the backlog flows. Then
+messages are published again after newer ones, as Pub/Sub redelivers (this runner's read acks at pull and never
+redelivers): requests the killed runs delivered, and requests the last run delivered.
 
 Counted and printed: samples published, held by Prometheus, dead-lettered (by reason), counted as already
-delivered (the sinks' Beam counters, written by each run every second), and real losses: published, never in
-Prometheus and not dead-lettered. ~3 minutes: `make chaos` only (tests/run_suite.sh leaves it out)."""
+delivered (the runs' log lines: this runner's Beam counters cannot be read while it runs), and real losses:
+published, never in Prometheus and not dead-lettered. Asserted: no copy of what the last run delivered is a
+dead letter (its record is in keyed state), and the only losses are messages of the killed runs' time (this
+runner's read acked them at pull). ~2 minutes: `make chaos` only (tests/run_suite.sh leaves it out)."""
 
 from __future__ import annotations
 
