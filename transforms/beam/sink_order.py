@@ -53,7 +53,7 @@ from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
 
 LOG = logging.getLogger(__name__)
-TOKEN = 16  # bytes of the random token in front of a saved record
+TOKEN = 16  # bytes of the random token written with each record (meta), so a worker knows its copy is current
 CACHED_KEYS = 64  # records a worker keeps decoded in memory (keys it served last)
 Key = tuple[str, int]  # (tenant, shard)
 COMPACT_BYTES = 1 << 20  # the journal is folded into the snapshot once it passes this and the snapshot's size
