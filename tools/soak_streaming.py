@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import struct
@@ -38,12 +39,15 @@ SERIES = 1000  # samples per request, as Prometheus sends them
 DEFAULT_RATE = 50.0
 
 
-def run_graph(subscription: str, archive: str, window: int, sink_url: str | None, archives: bool = True) -> None:
+def run_graph(subscription: str, archive: str, window: int, sink_url: str | None, archives: bool = True,
+              sinks_document: str | None = None, sink_log: bool = False) -> None:
     """The child process: build_streaming on the local streaming runner until SIGTERM. `bench.streaming_cost`
     runs this too (`--graph --subscription=...`); the sink reads `<subscription>-vm`. Without `archives`, only
     the sink branch: this runner runs every step on one executor thread (NUM_WORKERS = 1), and a read of an idle
     subscription holds that thread for its 30 s pull, so an archive branch with nothing to read would stall
-    the sink's (Dataflow reads each source on its own)."""
+    the sink's (Dataflow reads each source on its own). `sinks_document` (a sinks file's text) replaces the
+    VictoriaMetrics sink; with `sink_log`, the sinks' INFO lines (already delivered, per request) go to stderr:
+    this runner's Beam counters cannot be read while it runs."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -55,7 +59,9 @@ def run_graph(subscription: str, archive: str, window: int, sink_url: str | None
                                f"--input_subscription={subscription}", f"--archive_path={archive}",
                                f"--window_size={window}"])
     sinks = []
-    if sink_url:
+    if sinks_document:
+        sinks = config.from_document(sinks_document)
+    elif sink_url:
         sinks = config.from_document(json.dumps({"remote_write": [{
             "url": sink_url, "name": "vm", "queue_config": {"batch_send_deadline": "1s"}}]}))
     pipeline = beam.Pipeline(options=options)
@@ -63,6 +69,9 @@ def run_graph(subscription: str, archive: str, window: int, sink_url: str | None
         build_streaming(pipeline, options.view_as(ArchiveOptions), sinks)
     else:
         build_sink_branches(pipeline, options.view_as(ArchiveOptions), sinks)
+    if sink_log:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("transforms.core.sink").setLevel(logging.INFO)
     pipeline.run()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -221,9 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sink-url", help=argparse.SUPPRESS)
     parser.add_argument("--subscription", default=SUBSCRIPTION, help=argparse.SUPPRESS)
     parser.add_argument("--no-archive", action="store_true", help=argparse.SUPPRESS)  # the sink branch alone
+    parser.add_argument("--sinks-json", help=argparse.SUPPRESS)  # a sinks document instead of --sink-url
+    parser.add_argument("--sink-log", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.graph:
-        run_graph(args.subscription, args.archive, args.window, args.sink_url, archives=not args.no_archive)
+        run_graph(args.subscription, args.archive, args.window, args.sink_url, archives=not args.no_archive,
+                  sinks_document=args.sinks_json, sink_log=args.sink_log)
         return 0
     if args.rate <= 0 or args.minutes <= 0 or args.window <= 0:
         parser.error("--rate, --minutes and --window must be positive")

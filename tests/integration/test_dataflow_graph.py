@@ -6,6 +6,7 @@ import os
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import beam_runner_api_pb2
 
 from pipeline.graph import build_streaming
 from pipeline.options import ArchiveOptions
@@ -38,7 +39,8 @@ def test_dataflow_graph_builds_offline_with_native_pubsub_read(gcs):  # noqa: F8
         "--archive_path=gs://archive-bucket/prom", "--window_size=60", *gcs,
     ])
     p = beam.Pipeline(options=options)
-    sinks = from_document('{"remote_write": [{"url": "http://vm:8428/api/v1/write", "name": "vm"}]}')
+    sinks = from_document('{"remote_write": [{"url": "http://vm:8428/api/v1/write", "name": "vm"}, '
+                          '{"url": "http://prom:9090/api/v1/write", "name": "prom", "order": "strict"}]}')
     build_streaming(p, options.view_as(ArchiveOptions), sinks)
     result = p.run()
     transforms = result.job.proto_pipeline.components.transforms
@@ -52,7 +54,12 @@ def test_dataflow_graph_builds_offline_with_native_pubsub_read(gcs):  # noqa: F8
     assert "beam:transform:window_into:v1" in urns
     assert "beam:transform:group_by_key:v1" in urns
     reads = [t for t in transforms.values() if t.spec.urn == "beam:transform:pubsub_read:v1"]
-    assert len(reads) == 2, "the archive and each sink read their own subscription"
+    assert len(reads) == 3, "the archive and each sink read their own subscription"
     # per-key state keeps each shard's requests in order across bundles and workers
     batch = next(t for t in transforms.values() if t.unique_name == "Forward-vm/BatchPerShard")
     assert any(transforms[sub].spec.urn == "beam:transform:pardo:v1" for sub in batch.subtransforms)
+    # a strict sink: one stateful step per (tenant, shard), its delivered record and held chunks in keyed state
+    send = next(t for t in transforms.values() if t.unique_name == "Forward-prom/SendInOrder")
+    payload = beam_runner_api_pb2.ParDoPayload.FromString(send.spec.payload)
+    assert {"chunks", "held", "meta", "snapshot", "journal"} <= set(payload.state_specs)
+    assert "ts-flush" in payload.timer_family_specs

@@ -2,7 +2,9 @@
 
 Each sink reads its own Pub/Sub subscription, so a slow or broken sink holds back nothing else.
 Series are keyed by (tenant, shard) and batched per key with GroupIntoBatches: a runner processes
-one key's state serially, which keeps each series' requests in order across bundles and workers.
+one key's state serially, which keeps each series' requests in order across bundles and workers. A strict
+sink (`order: strict`) gets SendInOrder instead (transforms/beam/sink_order.py): a reorder horizon and its
+delivered record in keyed state.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.beam.archive import DEAD_LETTER
+from transforms.beam.sink_order import SendInOrder
 from transforms.core.protocol import Protocol
 from transforms.core.retry import Attempt
 from transforms.core.sink.batching import ShardBatch, ShardChunk, spread_metadata
@@ -22,7 +25,8 @@ from transforms.core.sink.forwarder import Forwarder, SinkStats
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
 
-__all__ = ["ForwardToSink", "NoTransport", "SendToSink", "ShardForSink", "SinkMetrics", "WriteUndecodable"]
+__all__ = ["ForwardToSink", "NoTransport", "SendInOrder", "SendToSink", "ShardForSink", "SinkMetrics",
+           "WriteUndecodable"]
 
 CHUNKS_PER_BATCH = 200  # shard chunks per GroupIntoBatches output (the send step re-cuts into requests)
 
@@ -133,6 +137,9 @@ class ForwardToSink(beam.PTransform):
         sharded = messages | "ShardBySeries" >> beam.ParDo(ShardForSink(self.sink)).with_outputs(
             DEAD_LETTER, main="chunks")
         _ = sharded[DEAD_LETTER] | "WriteUndecodable" >> beam.ParDo(WriteUndecodable(self.sink, self.dead_letter_path))
+        if self.sink.order == "strict":  # keyed state: the delivered record, and a reorder horizon
+            return sharded.chunks | "SendInOrder" >> beam.ParDo(
+                SendInOrder(self.sink, self.dead_letter_path, max_chunks=CHUNKS_PER_BATCH))
         return (sharded.chunks
                 | "BatchPerShard" >> beam.GroupIntoBatches(CHUNKS_PER_BATCH,
                                                            max_buffering_duration_secs=self.sink.queue.flush_seconds)

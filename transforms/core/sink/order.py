@@ -148,7 +148,7 @@ class OrderGuard:
         key = keys[int(part.series[0])]
         known = self.delivered.already_delivered(tenant, keys, part.series, part.timestamps)
         if known.any():  # delivered by another flush meanwhile: drop those and try the rest
-            self.stats.add(samples_already_delivered=int(known.sum()))
+            self._already(int(known.sum()), len(part))
             rest = part.take(~known)
             return deliver(tenant, _part(request, rest), metadata) if len(rest) else []
         unconfirmed = self.delivered.sent_unconfirmed(tenant, keys, part.series, part.timestamps)
