@@ -49,7 +49,7 @@ from transforms.core.archive.records import (
 )
 from transforms.core.protocol import format_ms
 
-ROW_GROUP_ROWS = 65_536  # see docs/pipeline.md: pruning granularity vs per-group overhead
+ROW_GROUP_ROWS = 131_072  # as compaction.ROW_GROUP_ROWS (measured in docs/compaction.md); see docs/pipeline.md
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 
@@ -271,19 +271,38 @@ def file_table(blocks: Iterable[bytes]) -> pa.Table:
     else:
         order = np.lexsort((stamps, rank[row_distinct]))
     take = pa.array(order)
-    by_series = pa.array(row_distinct[order])
     names, labels = series_columns(encoded.dictionary)
-    # name, label names and label values as dictionaries of the distinct series' strings: the rows take
-    # indices, not strings, and the Parquet writer (which dictionary-encodes these columns anyway) skips
-    # hashing them; the file reads back as the same strings (only its dictionary pages' order may differ)
-    labels = pa.MapArray.from_arrays(labels.offsets, pc.dictionary_encode(labels.keys),
-                                     pc.dictionary_encode(labels.items))
     rows = rows.take(take)
+    name_column, label_column = _series_columns_by_group(names, labels, row_distinct[order])
     return pa.Table.from_arrays([
-        pc.dictionary_encode(names).take(by_series), labels.take(by_series),
+        name_column, label_column,
         rows.column("timestamp").cast(_TIME), rows.column("value"), rows.column("special"), rows.column("type"),
         rows.column("start_timestamp").cast(_TIME), *_nested_columns(row_parts, nested, take, len(rows)),
     ], schema=_DICTIONARY_SCHEMA)
+
+
+def _series_columns_by_group(names: pa.Array, labels: pa.MapArray, by_series: np.ndarray
+                             ) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """The name and labels columns of rows whose distinct series are `by_series` (sorted by series), as
+    dictionary arrays in one chunk per row group, each chunk's dictionaries holding only the strings of its
+    own series. The writer then writes indices without hashing a string (it dictionary-encodes these
+    columns anyway), and each row group's dictionary pages hold its own strings, as they do when it is handed
+    plain strings: one dictionary for the whole file would be written whole into every row group.
+    The file reads back as the same strings (only its dictionary pages' order may differ)."""
+    name_chunks, label_chunks = [], []
+    for first in range(0, len(by_series), ROW_GROUP_ROWS):
+        group = by_series[first:first + ROW_GROUP_ROWS]
+        new = np.empty(len(group), bool)  # rows are sorted by series: a series' rows are one run
+        new[0] = True
+        np.not_equal(group[1:], group[:-1], out=new[1:])
+        local = pa.array(np.cumsum(new, dtype=np.int32) - 1)
+        used = pa.array(group[new])
+        group_labels = labels.take(used)
+        name_chunks.append(pc.dictionary_encode(names.take(used)).take(local))
+        label_chunks.append(pa.MapArray.from_arrays(group_labels.offsets, pc.dictionary_encode(group_labels.keys),
+                                                    pc.dictionary_encode(group_labels.items)).take(local))
+    return (pa.chunked_array(name_chunks, _DICTIONARY_SCHEMA.field("name").type),
+            pa.chunked_array(label_chunks, _DICTIONARY_SCHEMA.field("labels").type))
 
 
 def _nested_columns(row_parts: list[pa.RecordBatch], nested: list[pa.RecordBatch], take: pa.Array, count: int
