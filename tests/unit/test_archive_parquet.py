@@ -65,6 +65,34 @@ def test_rows_group_by_the_chosen_row_group_size(monkeypatch) -> None:
     assert pq.ParquetFile(io.BytesIO(stored)).metadata.num_row_groups == 3  # 10 rows in groups of 4
 
 
+def test_each_row_group_dictionary_holds_only_its_own_series_strings(monkeypatch) -> None:
+    """file_table hands the writer name and labels as dictionary arrays, one chunk per row group: a row group's
+    dictionary pages hold the strings of its own rows, not the whole file's (which would double a file's size)."""
+    from transforms.core.archive import parquet
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 4)
+    request = build_v1([Series({"__name__": f"m{i}", "job": f"job{i}"}, [(T0 + i, float(i))]) for i in range(8)])
+    fmt = archive_format("parquet")
+    stored = b"".join(fmt.file_chunks(list(_blocks(fmt, request).values()))[0])
+    reader = pq.ParquetFile(io.BytesIO(stored), read_dictionary=["name", "labels.key_value.value"])
+    assert reader.metadata.num_row_groups == 2
+    for group, expected in enumerate((["m0", "m1", "m2", "m3"], ["m4", "m5", "m6", "m7"])):
+        table = reader.read_row_group(group, columns=["name", "labels"])
+        name = table.column("name").chunk(0)
+        assert sorted(name.dictionary.to_pylist()) == expected and name.dictionary_decode().to_pylist() == expected
+        values = table.column("labels").chunk(0).items
+        assert sorted(values.dictionary.to_pylist()) == [f"job{m[1:]}" for m in expected]
+    assert parquet.read_table(stored).column("name").to_pylist() == [f"m{i}" for i in range(8)]
+
+
+def _blocks(fmt, request) -> dict:
+    from transforms.core.metadata import MetadataStore
+    from transforms.core.protocol import Protocol
+    from transforms.core.wire import codec, snappy_block
+    converter = fmt.converter(MetadataStore())
+    body = snappy_block.compress(request.SerializeToString())
+    return fmt.convert(converter, codec.decode(body, Protocol.V1, 1 << 24, table=converter.table("t")).batch, "t")
+
+
 def test_decode_value_is_encode_values_inverse_bit_for_bit() -> None:
     for value in (0.1, -0.0, 1e300, math.inf, -math.inf, STALE_NAN, ODD_NAN, float("nan"), PROMETHEUS_NAN):
         assert float_bits(decode_value(json.loads(metric_to_log.encode_value(value)))) == float_bits(value)

@@ -49,7 +49,7 @@ from transforms.core.archive.records import (
 )
 from transforms.core.protocol import format_ms
 
-ROW_GROUP_ROWS = 65_536  # see docs/pipeline.md: pruning granularity vs per-group overhead
+ROW_GROUP_ROWS = 131_072  # as compaction.ROW_GROUP_ROWS (measured in docs/compaction.md); see docs/pipeline.md
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 
@@ -120,11 +120,12 @@ _BLOCK_ROWS = pa.schema([("series", pa.int32()), ("timestamp", pa.int64()), ("va
                          ("histogram", HISTOGRAM_TYPE), ("exemplar", EXEMPLAR_TYPE)])
 _FLOAT_ROWS = pa.schema(list(_BLOCK_ROWS)[:6])
 _FLOAT_ROW_NAMES = _FLOAT_ROWS.names
-# the series message's size, both messages' size (| _RAW_BLOCK), the bytes stored, whether the rows hold
-# histograms/exemplars
-_HEADER = struct.Struct("<QQQ?")
+# Per message (series, rows): its size and the bytes stored for it; whether the rows hold histograms/exemplars.
+# Each message is compressed on its own, straight from its Arrow buffer: joining them first, or copying them
+# into Python bytes, cost as much as compressing them (~1,000-series blocks of ~230 KB, fresh each request).
+_HEADER = struct.Struct("<QQQQ?")
 _BLOCK_CODEC = "lz4"
-_RAW_BLOCK = 1 << 63  # set in the size of both messages: the payload follows uncompressed
+_RAW_BLOCK = 1 << 63  # set in the size of the series message: both messages follow uncompressed
 # Each string of a series key ends with the terminator and has its NUL characters escaped, so comparing
 # the UTF-8 keys byte by byte orders series as Python orders (name, ((label, value), ...)) tuples: the
 # terminator (0x00 0x01) sorts below any byte that can follow a string's end, an escaped NUL (0x00, then
@@ -147,10 +148,11 @@ def pack_block(series: pa.RecordBatch, rows: pa.RecordBatch, compress: bool = Tr
     Compressed (LZ4), the shuffle carries about a quarter of the bytes (series keys repeat label names),
     for ~0.3 ms per 1000-series block; uncompressed suits a shuffle that stays in memory (the local runner)."""
     nested = rows.schema.equals(_BLOCK_ROWS)
-    keys, table = series.serialize(), rows.serialize()
-    payload = keys.to_pybytes() + table.to_pybytes()
-    stored = payload if not compress else pa.compress(payload, codec=_BLOCK_CODEC, asbytes=True)
-    return _HEADER.pack(keys.size, len(payload) | (0 if compress else _RAW_BLOCK), len(stored), nested) + stored
+    messages = (series.serialize(), rows.serialize())
+    stored = [pa.compress(m, codec=_BLOCK_CODEC, asbytes=True) for m in messages] if compress else messages
+    header = _HEADER.pack(messages[0].size | (0 if compress else _RAW_BLOCK), messages[1].size,
+                          len(stored[0]), len(stored[1]), nested)
+    return b"".join((header, *stored))
 
 
 def _unpack_blocks(data: bytes) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
@@ -159,19 +161,23 @@ def _unpack_blocks(data: bytes) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch
     view, at = memoryview(data), 0
     while at < len(view):
         try:
-            size, total, stored, nested = _HEADER.unpack_from(view, at)
+            series_size, rows_size, series_stored, rows_stored, nested = _HEADER.unpack_from(view, at)
             at += _HEADER.size
-            if stored > len(view) - at:
-                raise pa.ArrowInvalid(f"block holds {len(view) - at} bytes, its header says {stored}")
-            if total & _RAW_BLOCK:
-                if stored != total & ~_RAW_BLOCK:
-                    raise pa.ArrowInvalid(f"block holds {stored} bytes, its header says {total & ~_RAW_BLOCK}")
-                buffer = pa.py_buffer(view[at:at + stored])
-            else:
-                buffer = pa.decompress(view[at:at + stored], total, codec=_BLOCK_CODEC)
-            at += stored
-            yield (pa.ipc.read_record_batch(buffer.slice(0, size), _BLOCK_SERIES),
-                   pa.ipc.read_record_batch(buffer.slice(size), _BLOCK_ROWS if nested else _FLOAT_ROWS))
+            raw = bool(series_size & _RAW_BLOCK)
+            series_size &= ~_RAW_BLOCK
+            if series_stored + rows_stored > len(view) - at:
+                raise pa.ArrowInvalid(f"block holds {len(view) - at} bytes, its header says "
+                                      f"{series_stored + rows_stored}")
+            if raw and (series_stored, rows_stored) != (series_size, rows_size):
+                raise pa.ArrowInvalid(f"block holds {series_stored} + {rows_stored} bytes, its header says "
+                                      f"{series_size} + {rows_size}")
+            messages = []
+            for size, stored in ((series_size, series_stored), (rows_size, rows_stored)):
+                piece = view[at:at + stored]
+                messages.append(pa.py_buffer(piece) if raw else pa.decompress(piece, size, codec=_BLOCK_CODEC))
+                at += stored
+            yield (pa.ipc.read_record_batch(messages[0], _BLOCK_SERIES),
+                   pa.ipc.read_record_batch(messages[1], _BLOCK_ROWS if nested else _FLOAT_ROWS))
         except (struct.error, pa.ArrowException) as exc:
             raise RecordError(f"not a Parquet archive block: {exc}") from exc
 
@@ -271,19 +277,38 @@ def file_table(blocks: Iterable[bytes]) -> pa.Table:
     else:
         order = np.lexsort((stamps, rank[row_distinct]))
     take = pa.array(order)
-    by_series = pa.array(row_distinct[order])
     names, labels = series_columns(encoded.dictionary)
-    # name, label names and label values as dictionaries of the distinct series' strings: the rows take
-    # indices, not strings, and the Parquet writer (which dictionary-encodes these columns anyway) skips
-    # hashing them; the file reads back as the same strings (only its dictionary pages' order may differ)
-    labels = pa.MapArray.from_arrays(labels.offsets, pc.dictionary_encode(labels.keys),
-                                     pc.dictionary_encode(labels.items))
     rows = rows.take(take)
+    name_column, label_column = _series_columns_by_group(names, labels, row_distinct[order])
     return pa.Table.from_arrays([
-        pc.dictionary_encode(names).take(by_series), labels.take(by_series),
+        name_column, label_column,
         rows.column("timestamp").cast(_TIME), rows.column("value"), rows.column("special"), rows.column("type"),
         rows.column("start_timestamp").cast(_TIME), *_nested_columns(row_parts, nested, take, len(rows)),
     ], schema=_DICTIONARY_SCHEMA)
+
+
+def _series_columns_by_group(names: pa.Array, labels: pa.MapArray, by_series: np.ndarray
+                             ) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """The name and labels columns of rows whose distinct series are `by_series` (sorted by series), as
+    dictionary arrays in one chunk per row group, each chunk's dictionaries holding only the strings of its
+    own series. The writer then writes indices without hashing a string (it dictionary-encodes these
+    columns anyway), and each row group's dictionary pages hold its own strings, as they do when it is handed
+    plain strings: one dictionary for the whole file would be written whole into every row group.
+    The file reads back as the same strings (only its dictionary pages' order may differ)."""
+    name_chunks, label_chunks = [], []
+    for first in range(0, len(by_series), ROW_GROUP_ROWS):
+        group = by_series[first:first + ROW_GROUP_ROWS]
+        new = np.empty(len(group), bool)  # rows are sorted by series: a series' rows are one run
+        new[0] = True
+        np.not_equal(group[1:], group[:-1], out=new[1:])
+        local = pa.array(np.cumsum(new, dtype=np.int32) - 1)
+        used = pa.array(group[new])
+        group_labels = labels.take(used)
+        name_chunks.append(pc.dictionary_encode(names.take(used)).take(local))
+        label_chunks.append(pa.MapArray.from_arrays(group_labels.offsets, pc.dictionary_encode(group_labels.keys),
+                                                    pc.dictionary_encode(group_labels.items)).take(local))
+    return (pa.chunked_array(name_chunks, _DICTIONARY_SCHEMA.field("name").type),
+            pa.chunked_array(label_chunks, _DICTIONARY_SCHEMA.field("labels").type))
 
 
 def _nested_columns(row_parts: list[pa.RecordBatch], nested: list[pa.RecordBatch], take: pa.Array, count: int
