@@ -21,9 +21,8 @@ import promql_parser
 from transforms.core.archive.records import EXEMPLAR, HISTOGRAM, SAMPLE_KINDS, Sample, SampleColumns
 from transforms.core.metadata import TYPE_NUMBERS, FamilyMetadata, family_candidates
 from transforms.core.protocol import Protocol
-from transforms.core.sink.forwarder import v2_to_v1  # to transforms.core.wire.convert (tests/unit/test_layers.py)
 from transforms.core.wire import bodies
-from transforms.core.wire.convert import build_v2_request, label_bytes
+from transforms.core.wire.convert import build_v2_request, label_bytes, v2_to_v1
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 HOUR_MS = 3_600_000

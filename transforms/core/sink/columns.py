@@ -1,7 +1,8 @@
 """A sink's samples as columns: routing per series, merge and time order, request plans, compiled bodies.
 
-The forwarder decodes each message into a columnar batch (transforms/core/wire/batch.py) and routes it here
-without a Python object per sample or per series of a request:
+The request builder (transforms/core/sink/builder.py) decodes each message into a columnar batch
+(transforms/core/wire/batch.py) and routes it here without a Python object per sample or per series of a
+request:
 
 - `SinkSeries` holds the sink's output series (label sets after its rules, empty values dropped): the
   1.0 label bytes, the labels and the shard of each, made once per label set. A slot of the decoder's
@@ -43,7 +44,7 @@ ColumnChunk = tuple[list[bytes], bytes, bytes, bytes, bytes | None]
 class SinkSeries:
     """One sink's output series, and the map from a decoder's series-table slots to them.
 
-    Owned by the sink's Forwarder. Renewed wholesale (never while a flush holds ids) past `limit`.
+    Owned by the sink's RequestBuilder. Renewed wholesale (never while a flush holds ids) past `limit`.
     """
 
     def __init__(self, rules: tuple[Rule, ...], shards: int, limit: int = 200_000, tenant_label: str | None = None,
