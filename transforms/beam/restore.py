@@ -1,9 +1,9 @@
 """Beam wrappers of the restore job: archive files -> selected requests -> each sink, in series order.
 
     metadata files --ReadMetadataFile, MergeMetadata--> tenant -> family -> (type, help, unit) (a side input)
-    file paths --ReadArchiveFile--> (partition, tenant, [(request, protocol), ...]) --per sink: ShardRestored-->
-    ((tenant, shard), (partition, ShardChunk: columns, or protobuf pieces)) --GroupByKey--> SendRestored
-    (hour after hour)
+    file paths --ReadArchiveFile--> (partition, tenant, Restored: columns, slow series, metadata) --per sink:
+    ShardRestored--> ((tenant, shard), (partition, ShardChunk: columns, or protobuf pieces)) --GroupByKey-->
+    SendRestored (hour after hour)
 
 Delivery is the sinks' own machinery (the request builder of transforms/core/sink: relabel rules, sharding
 by series, merging and sorting each series' samples, request-sized batches; the driver of
@@ -28,12 +28,12 @@ from transforms.beam.sinks import SinkMetrics
 from transforms.core.archive.format import FORMATS, ArchiveFormat
 from transforms.core.metadata import TYPE_NUMBERS, FamilyMetadata
 from transforms.core.protocol import DEFAULT_TENANT, Protocol
-from transforms.core.restore.selection import Selection, to_request
+from transforms.core.restore.selection import Restored, Selection, to_request
 from transforms.core.sink.batching import ShardBatch, ShardChunk, spread_metadata
 from transforms.core.sink.builder import RequestBuilder
+from transforms.core.sink.columns import Columns
 from transforms.core.sink.config import SinkConfig
 from transforms.core.sink.stats import SinkStats
-from transforms.core.wire import snappy_block
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import read_whole
 from transforms.io.http_sink import HttpService
@@ -138,8 +138,9 @@ class MergeMetadata(beam.CombineFn):
 
 
 class ReadArchiveFile(beam.DoFn):
-    """A file -> (partition key, tenant, [(uncompressed request, protocol), ...] of its selected samples and
-    their metadata). `metadata` (a side input) is what the archive's metadata records say per tenant."""
+    """A file -> (partition key, tenant, Restored: its selected samples as columns, its series with histograms
+    or exemplars, their metadata). `metadata` (a side input) is what the archive's metadata records say per
+    tenant."""
 
     def __init__(self, selection: Selection, fail_fast: bool, shared: Shared, tag: str) -> None:
         self.selection = selection
@@ -171,11 +172,12 @@ class ReadArchiveFile(beam.DoFn):
         self.selected.inc(restored.samples)
         self.progress.add_read(restored.samples)
         if restored.series:
-            yield f"{date}T{hour}", tenant, [(payload, protocol.value) for payload, protocol in restored.messages]
+            yield f"{date}T{hour}", tenant, restored
 
 
 class ShardRestored(beam.DoFn):
-    """Through the sink's own sharding (relabel rules, stable shard of each series' label bytes)."""
+    """Through the sink's own sharding (relabel rules, stable shard of each series' label bytes), straight from
+    the selected columns: no request is encoded, compressed and decoded again on the way."""
 
     def __init__(self, sink: SinkConfig) -> None:
         self.sink = sink
@@ -184,14 +186,14 @@ class ShardRestored(beam.DoFn):
         self.builder = RequestBuilder(self.sink, clock=wall_clock)
         self.dropped = Metrics.counter(f"sink/{self.sink.name}", "samples_dropped_by_rules")
 
-    def process(self, element: tuple[str, str, list[tuple[bytes, str]]]) -> Iterator[Any]:
-        partition, tenant, messages = element
+    def process(self, element: tuple[str, str, Restored]) -> Iterator[Any]:
+        partition, tenant, restored = element
         before = self.builder.stats.counts["samples_dropped_by_rules"]
-        batches, dead = self.builder.shard_messages([(snappy_block.compress(payload),
-                                                        {"protocol": protocol, "tenant": tenant})
-                                                       for payload, protocol in messages])
-        if dead:  # we built the messages ourselves: failing to read one back is a bug, not bad input
-            raise RuntimeError(f"restore: could not shard its own request: {dead[0][:300]}")
+        samples = Columns(restored.sample_series, restored.timestamps, restored.values, restored.starts)
+        batches, dead = self.builder.shard_selected(tenant, restored.keys, restored.labels, samples, restored.slow,
+                                                    restored.metadata)
+        if dead:  # only a tenant label naming an invalid tenant refuses a series here: stop, as for a bad flag
+            raise RuntimeError(f"restore: sink {self.sink.name} refuses selected series: {dead[0][:300]}")
         self.dropped.inc(self.builder.stats.counts["samples_dropped_by_rules"] - before)
         if self.sink.protocol is Protocol.V2:  # every shard attaches its series' metadata itself
             spread_metadata(batches, self.sink.queue.shards)

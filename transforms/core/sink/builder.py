@@ -35,7 +35,7 @@ from transforms.core.sink.batching import (
     shard_of,
     tenant_metadata_everywhere,
 )
-from transforms.core.sink.columns import ColumnRequest, Columns, ColumnShard, SinkSeries
+from transforms.core.sink.columns import ColumnRequest, Columns, ColumnShard, Labels, SinkSeries
 from transforms.core.sink.config import SinkConfig
 from transforms.core.sink.relabel import apply_rules
 from transforms.core.sink.request import headers_for, metadata_payload
@@ -201,6 +201,23 @@ class RequestBuilder:
             if target.columns is None:
                 target.columns = ColumnShard(self.series)
             target.columns.add(cols.take(shard_of_sample == shard))
+
+    def shard_selected(self, tenant: str, keys: list[bytes], labels: list[Labels], samples: Columns,
+                       slow: Iterable[tuple[int, TimeSeries]], metadata: Metadata) -> tuple[Batches, list[str]]:
+        """Series and samples selected elsewhere (the restore's, transforms/core/restore/selection.py) onto their
+        shards, with no request bytes in between: `keys` and `labels` are each input series' 1.0 label bytes
+        and sorted labels, `samples.series` indexes them (values as uint64 float bits, starts 0 for none),
+        `slow` holds the series carrying histograms or exemplars whole (by index), `metadata` their families'.
+        Returns the batches, and dead-letter records for series whose tenant label names an invalid tenant."""
+        self.series.make_room()  # only here: the batches returned hold ids of this sink's output series
+        batches: Batches = {}
+        route, series_tenant = self.series.route_labels(keys, labels)
+        dead = self.route_columns(route, series_tenant if self.sink.tenant_label else None, samples, tenant, batches)
+        dead += self.shard_series(((keys[index], series) for index, series in slow), tenant, batches)
+        self.add_metadata(self.fallback_tenant(tenant), metadata, batches)
+        if self.sink.tenant_label:
+            tenant_metadata_everywhere(batches)
+        return batches, dead
 
     def add_metadata(self, tenant: str, metadata: Metadata, batches: Batches) -> None:
         """Family metadata entries: remembered for the tenant, and sent from its shard 0."""

@@ -69,6 +69,7 @@ class SinkSeries:
         self.tenants: list[str] = [""]
         self._tenant_index: dict[str, int] = {"": 0}
         self.slot_tenant = np.zeros(0, np.int64)
+        self._given: dict[bytes, tuple[int, int]] = {}  # route_labels': input label bytes -> (output, tenant)
 
     def make_room(self) -> None:
         """Between flushes only: ids in a ColumnShard index these lists."""
@@ -99,6 +100,22 @@ class SinkSeries:
                 self.shard = np.asarray(self._shard_list, np.int64)
             out = self.slot_map[slots]
         return out
+
+    def route_labels(self, keys: list[bytes], labels: list[Labels]) -> tuple[np.ndarray, np.ndarray]:
+        """Output-series id (or DROPPED) and tenant index of label sets given whole with their 1.0 label bytes
+        (the restore's), not through a decoder's table; the rules run once per label set here too."""
+        out = np.empty(len(keys), np.int64)
+        tenants = np.zeros(len(keys), np.int64)
+        before = len(self.keys)
+        given = self._given
+        for i, key in enumerate(keys):
+            found = given.get(key)
+            if found is None:
+                found = given[key] = self._output_of(labels[i])
+            out[i], tenants[i] = found
+        if len(self.keys) != before:
+            self.shard = np.asarray(self._shard_list, np.int64)
+        return out, tenants
 
     def _output_of(self, labels: Labels) -> tuple[int, int]:
         """The sink's rules, then labels with empty values dropped (as Prometheus' senders do), and the
