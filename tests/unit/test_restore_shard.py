@@ -22,6 +22,7 @@ from transforms.core.sink.batching import spread_metadata
 from transforms.core.sink.builder import RequestBuilder
 from transforms.core.sink.columns import Columns
 from transforms.core.sink.config import QueueConfig, SinkConfig
+from transforms.core.sink.relabel import parse_rule
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1
 from transforms.core.wire.convert import v2_to_v1
@@ -128,3 +129,26 @@ def test_restored_columns_reach_a_sink_as_the_archived_request_did(with_starts: 
     assert sum(len(parts[0]) + len(parts[1]) for parts in series.values()) == restored.samples
     entries = {(m.metric_family_name, m.type, m.help, m.unit) for m in restored.metadata}
     assert entries and metadata == (entries if protocol is Protocol.V1 else set())  # 2.0: attached per series
+
+
+def test_restored_series_go_through_the_sinks_rules_and_tenant_label() -> None:
+    points = [Sample(name, [("instance", f"i-{i}"), ("team", team)], T0 + step, "gauge", float(step), 0)
+              for name, team in (("keep_me", "team-a"), ("go_gc", "team-a"), ("keep_me", "team-b"))
+              for i in range(3) for step in range(4)]
+    restored = to_request(points, Selection())
+    sink = SinkConfig(url="http://127.0.0.1:9/push", name="s", tenant_label="team", tenant_label_drop=True,
+                      rules=(parse_rule({"action": "drop", "source_labels": ["__name__"], "regex": "go_.*"}, "r"),),
+                      queue=QueueConfig(shards=2))
+    builder = RequestBuilder(sink, clock=wall_clock)
+    samples = Columns(restored.sample_series, restored.timestamps, restored.values, restored.starts)
+    for _ in range(2):  # a second file of the same series adds no output series
+        batches, dead = builder.shard_selected("default", restored.keys, restored.labels, samples, [], [])
+        assert dead == [] and len(builder.series.keys) == 3  # the tenant label dropped: one per instance
+    assert builder.stats.counts["samples_dropped_by_rules"] == 2 * 3 * 4
+    sent: dict[str, set] = {}
+    for (tenant, _), batch in batches.items():
+        for series, _ in batch.columns.to_series() if batch.columns is not None else ():
+            sent.setdefault(tenant, set()).add(tuple((lab.name, lab.value)
+                                                     for lab in remote_v1_pb2.TimeSeries.FromString(series).labels))
+    assert sent == {team: {(("__name__", "keep_me"), ("instance", f"i-{i}")) for i in range(3)}
+                    for team in ("team-a", "team-b")}

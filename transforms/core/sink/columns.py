@@ -107,6 +107,8 @@ class SinkSeries:
         out = np.empty(len(keys), np.int64)
         tenants = np.zeros(len(keys), np.int64)
         before = len(self.keys)
+        if len(self._given) > self.limit:  # label sets the rules drop add no output series: bound them too
+            self._given.clear()
         given = self._given
         for i, key in enumerate(keys):
             found = given.get(key)
