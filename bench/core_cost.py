@@ -4,10 +4,10 @@
 
 "The core" is what a pipeline must do for a message whatever runs it: for the archive, decode + archive lines +
 the format's packing + a window's file bytes (`codec.decode`, `ArchiveFormat.convert`, `file_chunks`); for a
-sink, decode + shard + order + request bodies, snappy included (`Forwarder.shard_messages`, `send_shard`), with
-a service that answers 204 at once, so no HTTP is counted. Everything else a pipeline process spends on a
-message is overhead: the runner (Beam's bundles, coders, state, timers), Pub/Sub pulls and acks, file writes,
-HTTP posts. `bench.streaming_cost` subtracts this core from the measured process CPU.
+sink, decode + shard + order + request bodies, snappy included (`RequestBuilder.shard_messages`,
+`SinkDriver.send_shard`), with a service that answers 204 at once, so no HTTP is counted. Everything else a
+pipeline process spends on a message is overhead: the runner (Beam's bundles, coders, state, timers), Pub/Sub
+pulls and acks, file writes, HTTP posts. `bench.streaming_cost` subtracts this core from the measured process CPU.
 
 Warm, the core keeps its state (series tables, the sink's output series) across all messages, as a DoFn
 instance does on Dataflow, whose SDK harness reuses instances across bundles. Cold (`fresh_every=N`), the
@@ -32,10 +32,11 @@ from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import DEFAULT_TENANT, MAX_DECOMPRESSED, Protocol
 from transforms.core.retry import Attempt, Outcome
 from transforms.core.sink.batching import ShardBatch
+from transforms.core.sink.builder import RequestBuilder
 from transforms.core.sink.config import from_flags
-from transforms.core.sink.forwarder import Forwarder
 from transforms.core.wire import codec
 from transforms.core.wire.validation import NameValidation
+from transforms.io.sink_driver import SinkDriver, wall_clock
 
 Message = tuple[bytes, dict[str, str]]  # (data, attributes), as published
 
@@ -109,7 +110,7 @@ def archive_core(messages: Sequence[Message], per_window: int, format_name: str 
 
 
 class Accepting:
-    """A sink service that answers 204 at once: the forwarder builds every request body, nothing is sent.
+    """A sink service that answers 204 at once: the builder makes every request body, nothing is sent.
     `keep` holds the bodies (for tests)."""
 
     def __init__(self, keep: bool = False) -> None:
@@ -126,21 +127,21 @@ def forward_core(messages: Sequence[Message], per_flush: int, url: str = "http:/
                  fresh_every: int | None = None, service: Accepting | None = None) -> Callable[[], None]:
     """The sink's default config (`--remote_write_url`): per flush, decode and shard the messages, then each
     shard's requests built and compressed in order, one shard after another (no thread pool). `fresh_every`:
-    flushes of that many messages, each with a new Forwarder (its series table and output series)."""
+    flushes of that many messages, each with a new builder (its series table and output series)."""
     sink = from_flags([url])[0]
     service = service or Accepting()
-    forwarder = Forwarder(sink, service=service)
+    driver = SinkDriver(RequestBuilder(sink, clock=wall_clock), service)
 
     def run() -> None:
-        nonlocal forwarder
+        nonlocal driver
         for flush in chunks(messages, fresh_every or per_flush):
             if fresh_every:
-                forwarder = Forwarder(sink, service=service)
-            batches, dead = forwarder.shard_messages(flush)
+                driver = SinkDriver(RequestBuilder(sink, clock=wall_clock), service)
+            batches, dead = driver.builder.shard_messages(flush)
             if dead:
                 raise ValueError(f"{len(dead)} dead letters building the sink's requests: the load is broken")
             for (tenant, _), batch in batches.items():
-                forwarder.send_shard(tenant, batch)
+                driver.send_shard(tenant, batch)
     return run
 
 
@@ -188,10 +189,11 @@ def forward_graph(messages: Sequence[Message], per_flush: int, shuffle: Shuffle 
                   ) -> Callable[[], None]:
     """The sink branch as the streaming graph runs it with warm DoFns: ShardForSink shards each message alone
     and exports one chunk per shard it touches; GroupIntoBatches carries them (through `shuffle`); SendToSink
-    builds a ShardBatch per key and flush from the chunks and sends it. Each DoFn has its own Forwarder."""
+    builds a ShardBatch per key and flush from the chunks and sends it. Each DoFn has its own builder."""
     sink = from_flags([url])[0]
     service = service or Accepting()
-    sharding, sending = Forwarder(sink, service=service), Forwarder(sink, service=service)
+    sharding = RequestBuilder(sink, clock=wall_clock)
+    sending = SinkDriver(RequestBuilder(sink, clock=wall_clock), service)
     move = shuffle or (lambda element: element)
 
     def run() -> None:
@@ -205,10 +207,10 @@ def forward_graph(messages: Sequence[Message], per_flush: int, shuffle: Shuffle 
                     key, chunk = move((key, batch.export()))
                     per_key[key].append(chunk)
             for (tenant, _), shard_chunks in per_key.items():
-                sending.series.make_room()
+                sending.builder.series.make_room()
                 batch = ShardBatch()
                 for chunk in shard_chunks:
-                    batch.add_chunk(chunk, sending.series)
+                    batch.add_chunk(chunk, sending.builder.series)
                 sending.send_shard(tenant, batch)
     return run
 

@@ -7,7 +7,7 @@ thread (best of --repeat runs over --requests bodies with rising timestamps, tab
 
 - archive: decode (transforms.core.wire.codec.decode) + the NDJSON lines (BatchLines.convert), and the same
   with the Parquet blocks (ParquetFormat.convert);
-- sink: decode + sharding + every request body encoded and snappy-compressed (the Forwarder's path up to
+- sink: decode + sharding + every request body encoded and snappy-compressed (the request builder's path up to
   the POST), for a sink of the request's own protocol.
 
 The mixed/pure ratio is the issue's measure (target: within 1.5x). --whole also times the path every mixed
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from bench.load import SHAPES
 from tests.histogram_helpers import make_histogram
@@ -27,7 +28,7 @@ from transforms.core.archive.format import archive_format
 from transforms.core.metadata import TYPE_NUMBERS, MetadataStore
 from transforms.core.protocol import MAX_DECOMPRESSED, Protocol
 from transforms.core.sink import config
-from transforms.core.sink.forwarder import Forwarder
+from transforms.core.sink.builder import RequestBuilder
 from transforms.core.wire import codec, snappy_block
 from transforms.core.wire.builders import Series, build_v1, build_v2
 
@@ -108,28 +109,22 @@ def archive_whole(bodies: list[bytes], protocol: Protocol) -> Callable[[], None]
     return run
 
 
-class Nowhere:
-    def post(self, body: bytes, headers: dict[str, str], points: int):  # never called: the bench stops before the POST
-        raise AssertionError("no network in this benchmark")
-
-
 def sink(bodies: list[bytes], protocol: Protocol, whole: bool = False) -> Callable[[], None]:
     (sink_config,) = config.from_flags([URL], protocol=protocol.value)
-    forwarder = Forwarder(sink_config, service=Nowhere())
+    builder = RequestBuilder(sink_config, clock=lambda: datetime.now(UTC))
     attributes = {"protocol": protocol.value, "tenant": "t"}
-    queue = sink_config.queue
 
     def run() -> None:
         for body in bodies:
             if whole:  # the path before side data: the whole request through upb and per-series Python
                 payload = snappy_block.decompress(body, MAX_DECOMPRESSED)
                 batches: dict = {}
-                forwarder._shard_message(payload, codec.parse(payload, protocol), protocol, "t", batches)
+                builder.shard_parsed(payload, codec.parse(payload, protocol), protocol, "t", batches)
             else:
-                batches, _ = forwarder.shard_messages([(body, attributes)])
+                batches, _ = builder.shard_messages([(body, attributes)])
             for (tenant, _), batch in batches.items():
-                for request in batch.plan(queue.max_samples_per_request, queue.max_bytes_per_request):
-                    snappy_block.compress(request.encode(protocol, forwarder._lookup(tenant)))
+                for request in builder.plan(batch):
+                    builder.body(tenant, request, protocol)
     return run
 
 

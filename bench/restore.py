@@ -6,7 +6,9 @@
 2. A source VictoriaMetrics is loaded with the same samples (remote write). Then, each into an empty
    VictoriaMetrics: `vmctl vm-native` moves them from the source; `python -m pipeline.restore` writes
    them from the Parquet archive, then from the NDJSON archive. Each is timed wall-clock, process start
-   to the last sample stored (VictoriaMetrics' own vm_rows_inserted_total), and the samples/s compared.
+   to the last sample stored (VictoriaMetrics' own vm_rows_inserted_total), and the samples/s compared;
+   and the mover process's own CPU seconds (user + system, its children included), per 1 M samples: the
+   machine may be shared, and CPU time drifts less with its load than wall-clock time does.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import pstats
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -108,15 +111,24 @@ def rows_inserted(vm_url: str) -> int:
     return int(sum(float(m) for m in re.findall(r"^vm_rows_inserted_total\{[^}]*\} (\S+)$", text, re.M)))
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU of the children waited for so far (a running VictoriaMetrics is not among them)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(name: str, argv: list[str], vm_url: str, samples: int, stdin: str | None = None) -> dict:
     started = time.perf_counter()
+    cpu_before = children_cpu_seconds()
     done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=3600)
+    cpu = children_cpu_seconds() - cpu_before
     if done.returncode != 0:
         raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr[-2000:]}")
     services.wait_until(lambda: rows_inserted(vm_url) >= samples, 600, f"{name}: {samples} rows", interval=0.1)
     seconds = time.perf_counter() - started
     result = {"mover": name, "samples": samples, "seconds": round(seconds, 2),
-              "samples_per_second": round(samples / seconds)}
+              "samples_per_second": round(samples / seconds), "cpu_seconds": round(cpu, 2),
+              "cpu_seconds_per_1m_samples": round(cpu * 1e6 / samples, 2)}
     print(json.dumps(result), flush=True)
     return result
 
@@ -179,11 +191,13 @@ def main() -> None:
                 finally:
                     target.stop()
         medians = {m: statistics.median(r["samples_per_second"] for r in rs) for m, rs in runs.items()}
+        cpu = {m: statistics.median(r["cpu_seconds_per_1m_samples"] for r in rs) for m, rs in runs.items()}
         base = medians["vmctl vm-native"]
         for mover, rate in medians.items():
             if mover != "vmctl vm-native":
                 print(f"{mover}: median {rate:,.0f} samples/s = {rate / base:.2f}x vmctl vm-native "
-                      f"(median {base:,.0f} samples/s, {args.repeat} runs each)", flush=True)
+                      f"(median {base:,.0f} samples/s, {args.repeat} runs each); CPU {cpu[mover]:.2f} s per 1 M "
+                      f"samples (vmctl {cpu['vmctl vm-native']:.2f})", flush=True)
         if args.profile:
             for fmt in ("parquet", "ndjson"):
                 target, url = services.start_victoria_metrics(log_dir, name=f"vm-profile-{fmt}")

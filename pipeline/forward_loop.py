@@ -1,8 +1,8 @@
 """The local runner's forwarding: one loop per sink, on the sink's own Pub/Sub subscription.
 
 Each loop pulls what is there (up to the sink's flush deadline, ~1 s, after the first message),
-delivers it through the sink's Forwarder (sharded, ordered, retried), writes what the sink refused
-for good to the dead-letter store, and only then acks. While a sink is down the loop keeps
+delivers it through the sink's Forwarder (transforms/io/sink_driver.py: sharded, ordered, retried),
+writes what the sink refused for good to the dead-letter store, and only then acks. While a sink is down the loop keeps
 retrying the same batch, its messages' ack deadlines extended, and the rest waits in Pub/Sub: a
 sink down for minutes loses nothing, and the archive and the other sinks never wait for it.
 
@@ -23,11 +23,11 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.sink.config import SinkConfig
-from transforms.core.sink.forwarder import Forwarder, Stopped
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.delivered_state import DeliveredState, state_path
 from transforms.io.http_sink import HttpService
 from transforms.io.pubsub import LEASE_SECONDS, Lease, Puller, PullStats, acknowledge, subscriber_client
+from transforms.io.sink_driver import Forwarder, Stopped
 
 log = logging.getLogger(__name__)
 # Bound memory per flush (a backlog drains in batches of this size): messages, and their bytes.

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 from transforms.core.protocol import MAX_DECOMPRESSED, Protocol
 from transforms.core.retry import Attempt, classify
-from transforms.core.sink.forwarder import Forwarder
+from transforms.core.sink.builder import RequestBuilder
+from transforms.core.sink.config import SinkConfig
 from transforms.core.wire import codec, snappy_block
+from transforms.io.sink_driver import Forwarder, SinkService, wall_clock
 
 URL = "http://127.0.0.1:9/api/v1/write"
 
 
-class PythonPath(Forwarder):
-    """The forwarder as it was: every message through upb and per-series Python."""
+class PythonBuilder(RequestBuilder):
+    """The request builder as it was: every message through upb and per-series Python."""
 
-    def _shard_one(self, data, attributes, batches):
+    def shard_message(self, data, attributes, batches):
         protocol = Protocol(attributes["protocol"])
         payload = snappy_block.decompress(data, MAX_DECOMPRESSED)
-        return self._shard_message(payload, codec.parse(payload, protocol), protocol, attributes["tenant"], batches)
+        return self.shard_parsed(payload, codec.parse(payload, protocol), protocol, attributes["tenant"], batches)
+
+
+def PythonPath(sink: SinkConfig, *, service: SinkService) -> Forwarder:  # noqa: N802 (stands where a class does)
+    return Forwarder(sink, service=service, builder=PythonBuilder(sink, clock=wall_clock))
 
 
 class Capture:

@@ -14,12 +14,12 @@ from tests.integration.test_sinks_real_stores import prometheus_raw
 from tests.sink_helpers import BASE_MS, forwarding, sink, wait_for
 from tools import services
 from tools.pubsub import publish_requests
-from transforms.core.sink.forwarder import Forwarder
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1
 from transforms.io.deadletters import read_dead_letters, write_dead_letters
 from transforms.io.delivered_state import DeliveredState
 from transforms.io.http_sink import HttpService
+from transforms.io.sink_driver import Forwarder
 
 SERIES = 100
 PER = 5  # samples per series per request: 500-sample requests, as Prometheus sends them

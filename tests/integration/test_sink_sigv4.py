@@ -16,12 +16,12 @@ from tests.sigv4_helpers import verify, verifying_sink
 from transforms.core.protocol import Protocol
 from transforms.core.sink import config
 from transforms.core.sink.auth import SigV4Auth
-from transforms.core.sink.forwarder import Forwarder
 from transforms.core.sink.request import headers_for
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1, build_v2
 from transforms.io.http_sink import HttpService
 from transforms.io.sink_auth import SinkAuthError, check_credentials, sigv4_headers
+from transforms.io.sink_driver import Forwarder
 
 KEY = Credentials("AKIDTESTSIGV4EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYTESTSECRET", "session-token-for-tests")
 SERIES = 1500  # one sample per series, as Prometheus sends (500-2000 samples per request)

@@ -15,10 +15,10 @@ from tests.sink_helpers import BASE_MS, vm_export, wait_for
 from tools import services
 from transforms.core.protocol import Protocol
 from transforms.core.sink import config
-from transforms.core.sink.forwarder import Forwarder
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1
 from transforms.io.http_sink import HttpService
+from transforms.io.sink_driver import Forwarder
 
 
 @pytest.fixture(scope="module")

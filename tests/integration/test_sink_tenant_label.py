@@ -17,10 +17,10 @@ import pytest
 from tests.sink_helpers import Capture
 from transforms.core.protocol import Protocol
 from transforms.core.sink import config
-from transforms.core.sink.forwarder import Forwarder
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1, build_v2
 from transforms.io.http_sink import HttpService
+from transforms.io.sink_driver import Forwarder
 
 BASE_MS = 1_764_900_000_000
 INCOMING = "incoming-t"

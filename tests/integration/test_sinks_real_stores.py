@@ -271,7 +271,7 @@ def test_a_2_0_sender_into_our_own_receiver_delivers_exactly(topic_and_subscript
         with forwarding(topic, [sink(f"{receiver_url}/api/v1/write", protocol="2.0", tenant="team-v2")],
                         tmp_path / "dead") as (loop,):
             publish_requests(topic, [(metadata, "default")])
-            wait_for(lambda: bool(loop.forwarder.families.get("default")), 30, "metadata remembered")
+            wait_for(lambda: bool(loop.forwarder.builder.families.get("default")), 30, "metadata remembered")
             publish_requests(topic, [(data, "default")])
             messages = []
             with Subscription(receiver_subscription) as received:

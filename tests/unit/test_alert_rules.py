@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.metrics import PipelineCollector
 from receiver.metrics import ReceiverMetrics
 from transforms.core.buckets import Buckets
-from transforms.core.sink.forwarder import SinkStats
+from transforms.core.sink.stats import SinkStats
 from transforms.io.pubsub import PullStats
 
 ALERTS = Path(__file__).resolve().parents[2] / "templates" / "alerts.yml"

@@ -2,8 +2,9 @@
 
 Production code is every module under receiver/, reader/, pipeline/, tools/, bench/ and transforms/
 (generated *_pb2.py aside; tests/ is not checked). Imports count at any depth, function-local ones too.
-Three kinds of rule: which layer may import which (`LAYER_RULES`), no module reaches into another
-project module's underscore names, and the core does no file or network I/O.
+Four kinds of rule: which layer may import which (`LAYER_RULES`), no module reaches into another
+project module's underscore names, the core does no file or network I/O, and the core owns no runtime
+(threads, pools, sleeps, clocks: `runtime_violations`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ IO_MODULES = ("os", "pathlib", "shutil", "tempfile", "glob", "fcntl", "mmap", "s
 # Calls that open, read or write files whatever object they are called on (builtin open, gzip.open, Path's).
 IO_CALLS = frozenset({"open", "FileIO", "read_text", "write_text", "read_bytes", "write_bytes", "unlink", "mkdir",
                       "rmdir", "touch", "iterdir", "rglob"})
+# The runtime stays out of the core: thread pools, processes, sleeping, waiting and reading clocks belong to
+# the drivers in transforms/io and the runners (the sink's retry loop is transforms/io/sink_driver.py). The
+# core is given its clock (`clock=`, `now=`) and is called from threads, so a lock around shared counters
+# and caches is all it may take from threading: Lock and RLock, held for a few statements, never waited on.
+RUNTIME_MODULES = ("concurrent", "multiprocessing", "sched", "time", "queue", "_thread")
+THREADING_ALLOWED = frozenset({"Lock", "RLock"})
+CLOCK_CALLS = frozenset({"now", "utcnow", "today", "sleep", "monotonic", "perf_counter", "process_time"})
 # pyarrow.parquet entry points and which argument is the file: in the core it must be an in-memory buffer.
 PARQUET_FILE_ARG = {"read_table": 0, "write_table": 1, "ParquetFile": 0, "ParquetWriter": 0, "read_metadata": 0,
                     "read_schema": 0, "ParquetDataset": 0}
@@ -62,9 +70,6 @@ ALLOWED = {
     # transforms/core/archive/lines.py is the compiled archive lines' front itself but lives in archive/:
     # it moves into the wire package (or gets a typed front there) when that file is free to change.
     ("transforms.core.archive.lines", COMPILED),
-    # transforms/core/sink/forwarder.py defines v2_to_v1 (2.0 -> the internal 1.0 shape); it belongs in
-    # transforms.core.wire.convert, and the restore imports it from there once forwarder.py is free to change.
-    ("transforms.core.restore.selection", "transforms.core.sink.forwarder.v2_to_v1"),
 }
 
 
@@ -175,6 +180,29 @@ def io_violations(source: str) -> list[str]:
     return bad
 
 
+def runtime_violations(source: str) -> list[str]:
+    """Threads, pools, sleeps and clocks in a core module (see RUNTIME_MODULES)."""
+    tree = ast.parse(source)
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bad += [f"line {node.lineno}: import {a.name}" for a in node.names
+                    if matches(a.name, RUNTIME_MODULES)]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            module = node.module or ""
+            if matches(module, RUNTIME_MODULES):
+                bad.append(f"line {node.lineno}: from {module} import ...")
+            elif module == "threading":
+                bad += [f"line {node.lineno}: threading.{a.name}" for a in node.names
+                        if a.name not in THREADING_ALLOWED]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id == "threading" and node.attr not in THREADING_ALLOWED:
+                bad.append(f"line {node.lineno}: threading.{node.attr}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in CLOCK_CALLS:
+            bad.append(f"line {node.lineno}: {ast.unparse(node.func)}()")
+    return bad
+
+
 def _is_buffer(node: ast.AST | None) -> bool:
     if not isinstance(node, ast.Call):
         return False
@@ -278,6 +306,25 @@ def test_the_io_checker() -> None:
 def test_core_does_no_io(path: Path) -> None:
     bad = io_violations(path.read_text())
     assert not bad, f"{path.relative_to(ROOT)}: {bad}: the core is pure (file and network I/O go in transforms/io)"
+
+
+def test_the_runtime_checker() -> None:
+    for source in ("from concurrent.futures import ThreadPoolExecutor", "import concurrent.futures", "import time",
+                   "import threading\nthreading.Event()", "from threading import Thread", "import multiprocessing",
+                   "from datetime import datetime\ndatetime.now()", "import threading\nthreading.Timer(1, f)",
+                   "import queue"):
+        assert runtime_violations(source), source
+    for source in ("import threading\nlock = threading.Lock()", "from threading import Lock",
+                   "from datetime import UTC, datetime\ndatetime.fromtimestamp(0, UTC)",
+                   "def f(clock):\n    return clock().isoformat()"):
+        assert not runtime_violations(source), source
+
+
+@pytest.mark.parametrize("path", CORE, ids=ids(CORE))
+def test_core_owns_no_runtime(path: Path) -> None:
+    bad = runtime_violations(path.read_text())
+    assert not bad, (f"{path.relative_to(ROOT)}: {bad}: the core has no threads, sleeps or clocks (drivers in "
+                     f"transforms/io own them; the core is given a clock)")
 
 
 def loaded_after_importing(packages: tuple[str, ...]) -> set[str]:

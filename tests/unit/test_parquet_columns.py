@@ -250,3 +250,22 @@ def test_tenants_keep_their_own_series_and_kinds() -> None:
             files[partition.tenant] = pq.read_table(io.BytesIO(stored))
     assert set(files["a"].column("type").to_pylist()) == {"counter"} and files["a"].num_rows == 3
     assert set(files["b"].column("type").to_pylist()) == {"gauge"} and files["b"].num_rows == 5
+
+
+ROW_SERIES = st.tuples(st.sampled_from(["a", "b", "a\x00", ""]),
+                       st.lists(st.tuples(st.sampled_from(["x", "y", "x\x01"]), st.sampled_from(["1", "", "1\\"])),
+                                max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(ROW_SERIES, st.integers(1, 3)), max_size=12), st.booleans())
+def test_series_runs_start_where_the_name_or_any_label_changes(runs, sliced: bool) -> None:
+    """The restore's run finder (pyarrow kernels and numpy: label counts, then labels compared as dictionary
+    codes with the same position in the row before) against a row-by-row comparison."""
+    rows = [series for series, repeat in runs for _ in range(repeat)]
+    table = pa.table({"name": pa.array([name for name, _ in rows], pa.string()),
+                      "labels": pa.array([labels for _, labels in rows], parquet.LABELS)})
+    if sliced and len(table) > 1:
+        table, rows = table.slice(1), rows[1:]  # label offsets that do not start at 0
+    expected = [i for i in range(len(rows)) if i == 0 or rows[i] != rows[i - 1]]
+    assert parquet._series_runs(table) == expected

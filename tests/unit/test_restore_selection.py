@@ -6,6 +6,7 @@ import gzip
 import json
 import math
 
+import numpy as np
 import pytest
 
 from tests.archive_samples import ODD_NAN, T0, records_of, sample_request
@@ -13,10 +14,12 @@ from tests.reference import metric_to_log
 from transforms.core.archive.format import archive_format
 from transforms.core.archive.records import record_samples
 from transforms.core.metadata import TYPE_NUMBERS
-from transforms.core.protocol import STALE_NAN, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
+from transforms.core.protocol import STALE_NAN, STALE_NAN_BITS, float_bits, ref_pairs
 from transforms.core.restore.selection import Selection, SelectionError, parse_selector, parse_time, to_request
 from transforms.core.sink.batching import merge
+from transforms.core.wire import bodies
 from transforms.core.wire.builders import Series, build_v2
+from transforms.core.wire.convert import build_v2_request, label_bytes
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 
@@ -131,7 +134,7 @@ def test_metadata_records_give_type_help_and_unit_and_the_archived_kind_is_the_f
         ("requests", 5, "Requests, as a summary.", ""),  # the family's own name and exact type
         ("up", 2, "", ""),  # no record: the type the samples were archived as
     ]
-    assert [protocol for _, protocol in restored.messages] == [Protocol.V1]  # no start timestamps: one 1.0 request
+    assert restored.starts is None  # no start timestamps: nothing for a 2.0 sink to carry
 
 
 def start_request() -> remote_v2_pb2.Request:
@@ -149,7 +152,7 @@ def start_request() -> remote_v2_pb2.Request:
 
 
 @pytest.mark.parametrize("path", ["ndjson", "ndjson-columns", "parquet-samples", "parquet-columns"])
-def test_start_timestamps_go_out_as_2_0_requests_and_metadata_as_a_1_0_one(path: str) -> None:
+def test_start_timestamps_ride_with_the_columns_and_the_slow_series_and_metadata_apart(path: str) -> None:
     lines = [r for rs in metric_to_log.convert_v2(start_request(), "t").values() for r in rs]
     if path == "ndjson":
         points = record_samples(json.loads(line) for line in lines)
@@ -160,8 +163,15 @@ def test_start_timestamps_go_out_as_2_0_requests_and_metadata_as_a_1_0_one(path:
         stored = fmt.encode(lines)
         points = fmt.samples(stored) if path == "parquet-samples" else fmt.points(stored)
     restored = to_request(points, Selection(), {"temp_celsius": (TYPE_NUMBERS["gauge"], "Temperature.", "celsius")})
-    assert [protocol for _, protocol in restored.messages] == [Protocol.V2, Protocol.V2, Protocol.V1]
-    floats, slow = (remote_v2_pb2.Request.FromString(payload) for payload, _ in restored.messages[:2])
+    assert restored.starts is not None and [index for index, _ in restored.slow] == [restored.keys.index(
+        label_bytes((("__name__", "lat"), ("job", "a"))))]
+    # as a 2.0 sink's builder turns them into 2.0: the float series from columns, the slow one from protobuf
+    float_ids = np.unique(restored.sample_series)
+    floats = remote_v2_pb2.Request.FromString(bodies.encode_v2(
+        restored.labels, {}, restored.sample_series, restored.timestamps, restored.values, restored.starts, 0,
+        len(restored.timestamps)))
+    slow = build_v2_request([series for _, series in restored.slow], lambda name: None)
+    assert float_ids.tolist() == [restored.keys.index(label_bytes((("__name__", "temp_celsius"), ("job", "a"))))]
 
     def by_name(request: remote_v2_pb2.Request) -> dict[str, remote_v2_pb2.TimeSeries]:
         return {dict(ref_pairs(s.labels_refs, request.symbols))["__name__"]: s for s in request.timeseries}
@@ -175,8 +185,7 @@ def test_start_timestamps_go_out_as_2_0_requests_and_metadata_as_a_1_0_one(path:
     assert [h.SerializeToString(deterministic=True) for h in lat.histograms] == [
         expected.SerializeToString(deterministic=True)]
     assert [(e.timestamp, e.value) for e in lat.exemplars] == [(T0 + 2, 0.5)]
-    assert not temp.HasField("metadata") and not lat.HasField("metadata")  # metadata rides in the 1.0 request
-    metadata = remote_v1_pb2.WriteRequest.FromString(restored.messages[2][0]).metadata
+    metadata = restored.metadata  # 1.0 entries under the families' own names (a 2.0 sink attaches them itself)
     assert [(m.metric_family_name, m.type, m.help, m.unit) for m in metadata] == [
         ("lat", 3, "", ""), ("temp_celsius", 2, "Temperature.", "celsius")]
     assert restored.samples == 4 and len(restored.series) == 2

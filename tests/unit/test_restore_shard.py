@@ -6,18 +6,28 @@ from __future__ import annotations
 import pytest
 from apache_beam.io.gcp.pubsub import PubsubMessage
 
-from tests.archive_samples import T0
+from tests.archive_samples import T0, sample_request
+from tests.forwarder_helpers import Capture
+from tests.reference import metric_to_log
+from tests.unit.test_restore_selection import start_request
 from transforms.beam import restore as beam_restore
 from transforms.beam import sinks as beam_sinks
 from transforms.beam.restore import MergeMetadata, ShardRestored
+from transforms.core.archive.format import archive_format
 from transforms.core.archive.records import Sample
-from transforms.core.metadata import TYPE_NUMBERS
-from transforms.core.protocol import Protocol
+from transforms.core.metadata import TYPE_NUMBERS, MetadataStore
+from transforms.core.protocol import CONTENT_TYPE_V2, Protocol
 from transforms.core.restore.selection import Selection, to_request
+from transforms.core.sink.batching import spread_metadata
+from transforms.core.sink.builder import RequestBuilder
+from transforms.core.sink.columns import Columns
 from transforms.core.sink.config import QueueConfig, SinkConfig
-from transforms.core.wire import codec, snappy_block
+from transforms.core.sink.relabel import parse_rule
+from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1
-from transforms.core.wire.proto import remote_v1_pb2
+from transforms.core.wire.convert import v2_to_v1
+from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.io.sink_driver import SinkDriver, wall_clock
 
 
 @pytest.mark.parametrize("protocol", [Protocol.V1, Protocol.V2])
@@ -28,7 +38,7 @@ def test_every_shard_of_a_2_0_sink_gets_the_metadata(protocol: Protocol) -> None
     step = ShardRestored(SinkConfig(url="http://127.0.0.1:9/push", name="s", protocol=protocol,
                                     queue=QueueConfig(shards=4)))
     step.setup()
-    element = ("2026-11-25T09", "team-m", [(payload, p.value) for payload, p in restored.messages])
+    element = ("2026-11-25T09", "team-m", restored)
     out = {shard: chunk for (tenant, shard), (_, chunk) in step.process(element)}
     with_metadata = {shard for shard, (_, request, _) in out.items()
                      if remote_v1_pb2.WriteRequest.FromString(request).metadata}
@@ -61,11 +71,84 @@ def test_sharding_steps_open_no_http_service(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(beam_restore, "HttpService", no_http)
     sink = SinkConfig(url="http://127.0.0.1:9/push", name="s", queue=QueueConfig(shards=2))
     body = codec.encode(build_v1([Series({"__name__": "up", "job": "a"}, [(T0, 1.0)])]))
+    restored = to_request([Sample("up", [("job", "a")], T0, "gauge", 1.0, 0)], Selection())
     streaming = beam_sinks.ShardForSink(sink)
     streaming.setup()
     assert [key for key, _ in streaming.process(PubsubMessage(body, {"protocol": "1.0"}))]
     restoring = ShardRestored(sink)
     restoring.setup()
-    assert list(restoring.process(("2026-11-25T09", "team-m", [(snappy_block.decompress(body, 1 << 20), "1.0")])))
-    with pytest.raises(RuntimeError, match="never sends"):
-        streaming.forwarder.service.post(b"", {})
+    assert list(restoring.process(("2026-11-25T09", "team-m", restored)))
+    assert not hasattr(streaming, "driver") and not hasattr(restoring, "driver"), "sharding sends nothing"
+
+
+def delivered(sink: SinkConfig, shard) -> tuple[dict[tuple, list[list[bytes]]], set[tuple]]:
+    """What a sink receives, order aside: per label set its samples, histograms and exemplars (serialized, start
+    timestamps included as 1.0's unknown fields), and the metadata entries."""
+    driver = SinkDriver(RequestBuilder(sink, clock=wall_clock), Capture(written=True))
+    batches, dead = shard(driver.builder)
+    assert dead == []
+    if sink.protocol is Protocol.V2:  # as the restore's sharding step does
+        spread_metadata(batches, sink.queue.shards)
+    for (tenant, _), batch in batches.items():
+        assert driver.send_shard(tenant, batch) == []
+    series: dict[tuple, list[list[bytes]]] = {}
+    metadata: set[tuple] = set()
+    for content_type, raw in driver.service.bodies:
+        if content_type == CONTENT_TYPE_V2:
+            got, _ = v2_to_v1(remote_v2_pb2.Request.FromString(raw))
+            request = remote_v1_pb2.WriteRequest(timeseries=got)
+        else:
+            request = remote_v1_pb2.WriteRequest.FromString(raw)
+            metadata |= {(m.metric_family_name, m.type, m.help, m.unit) for m in request.metadata}
+        for s in request.timeseries:
+            parts = series.setdefault(tuple((lab.name, lab.value) for lab in s.labels), [[], [], []])
+            for i, field in enumerate((s.samples, s.histograms, s.exemplars)):
+                parts[i] += [x.SerializeToString(deterministic=True) for x in field]
+    return {k: [sorted(p) for p in v] for k, v in series.items()}, metadata
+
+
+@pytest.mark.parametrize("with_starts", [False, True])
+@pytest.mark.parametrize("protocol", [Protocol.V1, Protocol.V2])
+def test_restored_columns_reach_a_sink_as_the_archived_request_did(with_starts: bool, protocol: Protocol) -> None:
+    """The restore hands the sink columns and protobuf series directly; the sink gets the same series and points
+    (start timestamps included) as from the request that was archived, and the restore's metadata entries."""
+    original = start_request() if with_starts else sample_request()
+    lines = (metric_to_log.convert_v2(original, "t") if with_starts
+             else metric_to_log.convert_v1(original, "t", MetadataStore()))
+    parquet = archive_format("parquet")
+    points = parquet.points(parquet.encode([r for rs in lines.values() for r in rs]))
+    restored = to_request(points, Selection(), {"temp_celsius": (TYPE_NUMBERS["gauge"], "Temperature.", "celsius")})
+    assert (restored.starts is not None) is with_starts and restored.slow
+    sink = SinkConfig(url="http://127.0.0.1:9/push", name="s", protocol=protocol, queue=QueueConfig(shards=3))
+    samples = Columns(restored.sample_series, restored.timestamps, restored.values, restored.starts)
+    series, metadata = delivered(sink, lambda b: b.shard_selected("t", restored.keys, restored.labels, samples,
+                                                                  restored.slow, restored.metadata))
+    attributes = {"protocol": "2.0" if with_starts else "1.0", "tenant": "t"}
+    archived, _ = delivered(sink, lambda b: b.shard_messages([(codec.encode(original), attributes)]))
+    assert series == archived
+    assert sum(len(parts[0]) + len(parts[1]) for parts in series.values()) == restored.samples
+    entries = {(m.metric_family_name, m.type, m.help, m.unit) for m in restored.metadata}
+    assert entries and metadata == (entries if protocol is Protocol.V1 else set())  # 2.0: attached per series
+
+
+def test_restored_series_go_through_the_sinks_rules_and_tenant_label() -> None:
+    points = [Sample(name, [("instance", f"i-{i}"), ("team", team)], T0 + step, "gauge", float(step), 0)
+              for name, team in (("keep_me", "team-a"), ("go_gc", "team-a"), ("keep_me", "team-b"))
+              for i in range(3) for step in range(4)]
+    restored = to_request(points, Selection())
+    sink = SinkConfig(url="http://127.0.0.1:9/push", name="s", tenant_label="team", tenant_label_drop=True,
+                      rules=(parse_rule({"action": "drop", "source_labels": ["__name__"], "regex": "go_.*"}, "r"),),
+                      queue=QueueConfig(shards=2))
+    builder = RequestBuilder(sink, clock=wall_clock)
+    samples = Columns(restored.sample_series, restored.timestamps, restored.values, restored.starts)
+    for _ in range(2):  # a second file of the same series adds no output series
+        batches, dead = builder.shard_selected("default", restored.keys, restored.labels, samples, [], [])
+        assert dead == [] and len(builder.series.keys) == 3  # the tenant label dropped: one per instance
+    assert builder.stats.counts["samples_dropped_by_rules"] == 2 * 3 * 4
+    sent: dict[str, set] = {}
+    for (tenant, _), batch in batches.items():
+        for series, _ in batch.columns.to_series() if batch.columns is not None else ():
+            sent.setdefault(tenant, set()).add(tuple((lab.name, lab.value)
+                                                     for lab in remote_v1_pb2.TimeSeries.FromString(series).labels))
+    assert sent == {team: {(("__name__", "keep_me"), ("instance", f"i-{i}")) for i in range(3)}
+                    for team in ("team-a", "team-b")}

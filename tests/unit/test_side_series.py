@@ -25,10 +25,10 @@ from transforms.core.archive.lines import BatchLines
 from transforms.core.metadata import TYPE_NUMBERS, MetadataStore
 from transforms.core.protocol import MAX_DECOMPRESSED, STALE_NAN_BITS, Protocol, float_bits, ref_pairs
 from transforms.core.sink import config
-from transforms.core.sink.forwarder import Forwarder
 from transforms.core.wire import codec, snappy_block
 from transforms.core.wire.batch import Batch
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.io.sink_driver import Forwarder
 
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 

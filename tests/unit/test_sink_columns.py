@@ -22,10 +22,10 @@ from transforms.core.metadata import TYPE_NUMBERS
 from transforms.core.protocol import MAX_DECOMPRESSED, STALE_NAN_BITS, Protocol, float_bits
 from transforms.core.sink import config
 from transforms.core.sink.columns import Columns, ColumnShard, SinkSeries
-from transforms.core.sink.forwarder import Forwarder
 from transforms.core.wire import _wire, codec, snappy_block
 from transforms.core.wire.convert import label_bytes
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.io.sink_driver import Forwarder
 
 
 def canonical(content_type: str, raw: bytes) -> bytes:

@@ -15,14 +15,14 @@ from transforms.core.retry import Attempt, Outcome, classify
 from transforms.core.sink import config
 from transforms.core.sink.auth import BasicAuth, BearerAuth, NoAuth
 from transforms.core.sink.batching import ShardBatch, TimeSeries, cut, halves, merge, shard_of
-from transforms.core.sink.forwarder import Forwarder, Stopped, label_keys, series_key
 from transforms.core.sink.relabel import apply_rules, parse_rule
 from transforms.core.sink.request import USER_AGENT, headers_for
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1, build_v2
-from transforms.core.wire.convert import build_v2_request
+from transforms.core.wire.convert import build_v2_request, label_keys, series_key
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 from transforms.io.sink_auth import authorization, authorize
+from transforms.io.sink_driver import Forwarder, Stopped
 
 URL = "http://127.0.0.1:9/api/v1/write"
 
@@ -485,13 +485,13 @@ def test_max_retry_duration_bounds_the_outage_not_each_request_and_logs_one_line
     sink = dataclasses.replace(sink, queue=dataclasses.replace(sink.queue, max_retry_duration=0.5))
     service = RefusingService()
     fwd = Forwarder(sink, service=service)
-    caplog.set_level(logging.DEBUG, logger="transforms.core.sink.forwarder")
+    caplog.set_level(logging.DEBUG, logger="transforms.io.sink_driver")
     started = time.monotonic()
     dead = [fwd.deliver("t", [series("m", [(1, float(i))], i=str(i))]) for i in range(5)]
     elapsed = time.monotonic() - started
     assert 0.45 < elapsed < 1.0, elapsed  # the budget once (a last try at its end), then at once for the rest
     assert [len(d) for d in dead] == [1] * 5 and service.posts > 5
-    records = [r for r in caplog.records if r.name == "transforms.core.sink.forwarder"]
+    records = [r for r in caplog.records if r.name == "transforms.io.sink_driver"]
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     errors = [r.getMessage() for r in records if r.levelno == logging.ERROR]
     assert len(warnings) == 1 and len(errors) == 5 and not any(r.exc_info for r in records)

@@ -12,10 +12,11 @@ import pytest
 from transforms.core.retry import Attempt, classify
 from transforms.core.sink import config
 from transforms.core.sink.delivered import DeliveredLog, refused_for_order, series_runs
-from transforms.core.sink.forwarder import Forwarder, series_key
 from transforms.core.wire import codec
 from transforms.core.wire.builders import Series, build_v1
+from transforms.core.wire.convert import series_key
 from transforms.io.delivered_state import DeliveredState
+from transforms.io.sink_driver import Forwarder
 
 URL = "http://127.0.0.1:9/api/v1/write"
 BASE = 1_700_000_000_000

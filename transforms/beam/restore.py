@@ -1,12 +1,13 @@
 """Beam wrappers of the restore job: archive files -> selected requests -> each sink, in series order.
 
     metadata files --ReadMetadataFile, MergeMetadata--> tenant -> family -> (type, help, unit) (a side input)
-    file paths --ReadArchiveFile--> (partition, tenant, [(request, protocol), ...]) --per sink: ShardRestored-->
-    ((tenant, shard), (partition, ShardChunk: columns, or protobuf pieces)) --GroupByKey--> SendRestored
-    (hour after hour)
+    file paths --ReadArchiveFile--> (partition, tenant, Restored: columns, slow series, metadata) --per sink:
+    ShardRestored--> ((tenant, shard), (partition, ShardChunk: columns, or protobuf pieces)) --GroupByKey-->
+    SendRestored (hour after hour)
 
-Delivery is the sinks' own machinery (transforms/core/sink: relabel rules, sharding by series, merging
-and sorting each series' samples, request-sized batches, retries, split on 4xx, dead letters). The
+Delivery is the sinks' own machinery (the request builder of transforms/core/sink: relabel rules, sharding
+by series, merging and sorting each series' samples, request-sized batches; the driver of
+transforms/io/sink_driver.py: retries, split on 4xx, dead letters). The
 restore only adds the order across files: a shard sends its partitions' hours one after another,
 oldest first, so every series goes out in time order even when its samples span many files.
 """
@@ -23,19 +24,21 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from transforms.beam.sinks import NoTransport, SinkMetrics
+from transforms.beam.sinks import SinkMetrics
 from transforms.core.archive.format import FORMATS, ArchiveFormat
 from transforms.core.metadata import TYPE_NUMBERS, FamilyMetadata
 from transforms.core.protocol import DEFAULT_TENANT, Protocol
-from transforms.core.restore.selection import Selection, to_request
+from transforms.core.restore.selection import Restored, Selection, to_request
 from transforms.core.sink.batching import ShardBatch, ShardChunk, spread_metadata
+from transforms.core.sink.builder import RequestBuilder
+from transforms.core.sink.columns import Columns
 from transforms.core.sink.config import SinkConfig
-from transforms.core.sink.forwarder import Forwarder, SinkStats
-from transforms.core.wire import snappy_block
+from transforms.core.sink.stats import SinkStats
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.files import read_whole
 from transforms.io.http_sink import HttpService
 from transforms.io.rate_limit import RateLimitedService, TokenBucket
+from transforms.io.sink_driver import SinkDriver, wall_clock
 
 __all__ = ["CorruptArchiveFile", "MergeMetadata", "ReadArchiveFile", "ReadMetadataFile", "RestoreProgress",
            "RestoreToSink", "format_of", "partition_of"]
@@ -135,8 +138,9 @@ class MergeMetadata(beam.CombineFn):
 
 
 class ReadArchiveFile(beam.DoFn):
-    """A file -> (partition key, tenant, [(uncompressed request, protocol), ...] of its selected samples and
-    their metadata). `metadata` (a side input) is what the archive's metadata records say per tenant."""
+    """A file -> (partition key, tenant, Restored: its selected samples as columns, its series with histograms
+    or exemplars, their metadata). `metadata` (a side input) is what the archive's metadata records say per
+    tenant."""
 
     def __init__(self, selection: Selection, fail_fast: bool, shared: Shared, tag: str) -> None:
         self.selection = selection
@@ -168,28 +172,29 @@ class ReadArchiveFile(beam.DoFn):
         self.selected.inc(restored.samples)
         self.progress.add_read(restored.samples)
         if restored.series:
-            yield f"{date}T{hour}", tenant, [(payload, protocol.value) for payload, protocol in restored.messages]
+            yield f"{date}T{hour}", tenant, restored
 
 
 class ShardRestored(beam.DoFn):
-    """Through the sink's own sharding (relabel rules, stable shard of each series' label bytes)."""
+    """Through the sink's own sharding (relabel rules, stable shard of each series' label bytes), straight from
+    the selected columns: no request is encoded, compressed and decoded again on the way."""
 
     def __init__(self, sink: SinkConfig) -> None:
         self.sink = sink
 
     def setup(self) -> None:
-        self.forwarder = Forwarder(self.sink, service=NoTransport())
+        self.builder = RequestBuilder(self.sink, clock=wall_clock)
         self.dropped = Metrics.counter(f"sink/{self.sink.name}", "samples_dropped_by_rules")
 
-    def process(self, element: tuple[str, str, list[tuple[bytes, str]]]) -> Iterator[Any]:
-        partition, tenant, messages = element
-        before = self.forwarder.stats.counts["samples_dropped_by_rules"]
-        batches, dead = self.forwarder.shard_messages([(snappy_block.compress(payload),
-                                                        {"protocol": protocol, "tenant": tenant})
-                                                       for payload, protocol in messages])
-        if dead:  # we built the messages ourselves: failing to read one back is a bug, not bad input
-            raise RuntimeError(f"restore: could not shard its own request: {dead[0][:300]}")
-        self.dropped.inc(self.forwarder.stats.counts["samples_dropped_by_rules"] - before)
+    def process(self, element: tuple[str, str, Restored]) -> Iterator[Any]:
+        partition, tenant, restored = element
+        before = self.builder.stats.counts["samples_dropped_by_rules"]
+        samples = Columns(restored.sample_series, restored.timestamps, restored.values, restored.starts)
+        batches, dead = self.builder.shard_selected(tenant, restored.keys, restored.labels, samples, restored.slow,
+                                                    restored.metadata)
+        if dead:  # only a tenant label naming an invalid tenant refuses a series here: stop, as for a bad flag
+            raise RuntimeError(f"restore: sink {self.sink.name} refuses selected series: {dead[0][:300]}")
+        self.dropped.inc(self.builder.stats.counts["samples_dropped_by_rules"] - before)
         if self.sink.protocol is Protocol.V2:  # every shard attaches its series' metadata itself
             spread_metadata(batches, self.sink.queue.shards)
         for key, batch in batches.items():
@@ -197,7 +202,7 @@ class ShardRestored(beam.DoFn):
 
 
 class SendRestored(beam.DoFn):
-    """One (tenant, shard): its partitions oldest first, each through Forwarder.send_shard."""
+    """One (tenant, shard): its partitions oldest first, each through SinkDriver.send_shard."""
 
     def __init__(self, sink: SinkConfig, dead_letter_path: str, rate_limit: float | None, shared: Shared,
                  tag: str) -> None:
@@ -210,14 +215,15 @@ class SendRestored(beam.DoFn):
     def setup(self) -> None:
         self.progress = self.shared.acquire(RestoreProgress, self.tag)
         self.progress.bucket.rate = self.rate_limit
-        self.forwarder = Forwarder(self.sink, service=RateLimitedService(HttpService(self.sink), self.progress.bucket))
+        self.driver = SinkDriver(RequestBuilder(self.sink, clock=wall_clock),
+                                 RateLimitedService(HttpService(self.sink), self.progress.bucket))
         self.metrics = SinkMetrics(self.sink)
         self.reported = dict.fromkeys(SinkStats.FIELDS, 0)
 
     def _report(self) -> None:
-        """This forwarder's counts -> Beam metrics (the summary) and the process's progress (the bar)."""
-        self.metrics.publish(self.forwarder.stats)
-        counts = self.forwarder.stats.snapshot()
+        """This driver's counts -> Beam metrics (the summary) and the process's progress (the bar)."""
+        self.metrics.publish(self.driver.stats)
+        counts = self.driver.stats.snapshot()
         self.progress.stats.add(**{k: counts[k] - self.reported[k] for k in SinkStats.FIELDS})
         self.reported = {k: counts[k] for k in SinkStats.FIELDS}
 
@@ -227,17 +233,18 @@ class SendRestored(beam.DoFn):
         for partition, chunk in chunks:
             by_partition[partition].append(chunk)
         for partition in sorted(by_partition):
-            self.forwarder.series.make_room()  # between partitions only: a batch holds ids of the output series
+            series = self.driver.builder.series
+            series.make_room()  # between partitions only: a batch holds ids of the output series
             batch = ShardBatch()
             for chunk in by_partition[partition]:
-                batch.add_chunk(chunk, self.forwarder.series)
+                batch.add_chunk(chunk, series)
             try:
-                dead = self.forwarder.send_shard(tenant, batch)
+                dead = self.driver.send_shard(tenant, batch)
             finally:
                 self._report()
             path = write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
             if path:
-                # the forwarder logged each give-up and the summary names the folder: details only on request
+                # the driver logged each give-up and the summary names the folder: details only on request
                 log.info("restore: sink %s: %d dead letter(s) in %s", self.sink.name, len(dead), path)
                 yield path
 

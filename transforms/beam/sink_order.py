@@ -45,12 +45,13 @@ from apache_beam.transforms.userstate import (
 )
 
 from transforms.core.sink.batching import ShardBatch, ShardChunk
+from transforms.core.sink.builder import RequestBuilder
 from transforms.core.sink.config import SinkConfig
 from transforms.core.sink.delivered import DEFAULT_MAX_SAMPLES, DEFAULT_MAX_SERIES, DeliveredLog
-from transforms.core.sink.forwarder import Forwarder, SinkService
 from transforms.core.sink.order import OrderGuard
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
+from transforms.io.sink_driver import SinkDriver, SinkService, wall_clock
 
 LOG = logging.getLogger(__name__)
 TOKEN = 16  # bytes of the random token written with each record (meta), so a worker knows its copy is current
@@ -101,7 +102,7 @@ class SendInOrder(beam.DoFn):
         from transforms.beam.sinks import SinkMetrics  # sinks.py imports this module
 
         transport: SinkService = self.service() if self.service is not None else HttpService(self.sink)
-        self.forwarder = Forwarder(self.sink, service=transport)
+        self.driver = SinkDriver(RequestBuilder(self.sink, clock=wall_clock), transport)
         self.metrics = SinkMetrics(self.sink)
         self.cache: OrderedDict[Key, tuple[bytes, bytes, DeliveredLog]] = OrderedDict()  # token, parent, record
 
@@ -134,19 +135,20 @@ class SendInOrder(beam.DoFn):
         log, whole = self._record(key, saved[0], snapshot, journal)
         entries: list[bytes] = []
         log.journal = entries.append  # this flush's deliveries, as the record takes them
-        forwarder = self.forwarder
-        forwarder.order = OrderGuard(self.sink.name, forwarder.stats, log)
-        forwarder.series.make_room()  # between flushes only: a batch holds ids of the output series
+        driver = self.driver
+        driver.order = OrderGuard(self.sink.name, driver.stats, log)
+        series = driver.builder.series
+        series.make_room()  # between flushes only: a batch holds ids of the output series
         batch = ShardBatch()
         for chunk in pending:
-            batch.add_chunk(chunk, forwarder.series)
+            batch.add_chunk(chunk, series)
         try:
-            dead = forwarder.send_shard(tenant=key[0], batch=batch)
+            dead = driver.send_shard(tenant=key[0], batch=batch)
         finally:
             log.journal = None
         if entries or whole:
             self._save(key, log, saved, whole, entries, meta, snapshot, journal)
-        self.metrics.publish(forwarder.stats)
+        self.metrics.publish(driver.stats)
         path = write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
         if path:
             yield path

@@ -18,29 +18,21 @@ from apache_beam.metrics import Metrics
 from transforms.beam.archive import DEAD_LETTER
 from transforms.beam.sink_order import SendInOrder
 from transforms.core.protocol import Protocol
-from transforms.core.retry import Attempt
 from transforms.core.sink.batching import ShardBatch, ShardChunk, spread_metadata
+from transforms.core.sink.builder import RequestBuilder
 from transforms.core.sink.config import SinkConfig
-from transforms.core.sink.forwarder import Forwarder, SinkStats
+from transforms.core.sink.stats import SinkStats
 from transforms.io.deadletters import write_dead_letters
 from transforms.io.http_sink import HttpService
+from transforms.io.sink_driver import SinkDriver, wall_clock
 
-__all__ = ["ForwardToSink", "NoTransport", "SendInOrder", "SendToSink", "ShardForSink", "SinkMetrics",
-           "WriteUndecodable"]
+__all__ = ["ForwardToSink", "SendInOrder", "SendToSink", "ShardForSink", "SinkMetrics", "WriteUndecodable"]
 
 CHUNKS_PER_BATCH = 200  # shard chunks per GroupIntoBatches output (the send step re-cuts into requests)
 
 
-class NoTransport:
-    """The service of a forwarder that only shards (`Forwarder.shard_messages`): it never posts, so sharding
-    opens no connection pool and resolves no credentials."""
-
-    def post(self, body: bytes, headers: dict[str, str], points: int = 0) -> Attempt:
-        raise RuntimeError("a sharding-only forwarder never sends")
-
-
 class SinkMetrics:
-    """Mirrors a Forwarder's SinkStats into Beam counters (namespace sink/NAME)."""
+    """Mirrors a sink's SinkStats into Beam counters (namespace sink/NAME)."""
 
     def __init__(self, sink: SinkConfig) -> None:
         namespace = f"sink/{sink.name}"
@@ -71,12 +63,13 @@ class ShardForSink(beam.DoFn):
         self.sink = sink
 
     def setup(self) -> None:
-        self.forwarder = Forwarder(self.sink, service=NoTransport())
+        # only the request builder: sharding opens no connection pool and resolves no credentials
+        self.builder = RequestBuilder(self.sink, clock=wall_clock)
         self.metrics = SinkMetrics(self.sink)  # what sharding counts: samples_dropped_by_rules
 
     def process(self, message: Any) -> Iterator[Any]:
-        batches, dead = self.forwarder.shard_messages([(message.data, dict(message.attributes or {}))])
-        self.metrics.publish(self.forwarder.stats)
+        batches, dead = self.builder.shard_messages([(message.data, dict(message.attributes or {}))])
+        self.metrics.publish(self.builder.stats)
         for record in dead:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)
         if self.sink.protocol is Protocol.V2:  # every shard needs it for its series' metadata
@@ -93,17 +86,18 @@ class SendToSink(beam.DoFn):
         self.dead_letter_path = dead_letter_path
 
     def setup(self) -> None:
-        self.forwarder = Forwarder(self.sink, service=HttpService(self.sink))
+        self.driver = SinkDriver(RequestBuilder(self.sink, clock=wall_clock), HttpService(self.sink))
         self.metrics = SinkMetrics(self.sink)
 
     def process(self, element: tuple[tuple[str, int], Iterable[ShardChunk]]) -> Iterator[str]:
         (tenant, _), chunks = element
-        self.forwarder.series.make_room()  # between batches only: a batch holds ids of the output series
+        series = self.driver.builder.series
+        series.make_room()  # between batches only: a batch holds ids of the output series
         batch = ShardBatch()
         for chunk in chunks:
-            batch.add_chunk(chunk, self.forwarder.series)
-        dead = self.forwarder.send_shard(tenant, batch)
-        self.metrics.publish(self.forwarder.stats)
+            batch.add_chunk(chunk, series)
+        dead = self.driver.send_shard(tenant, batch)
+        self.metrics.publish(self.driver.stats)
         path = write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
         if path:
             yield path

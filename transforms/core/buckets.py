@@ -1,6 +1,6 @@
 """A cumulative histogram of durations (bucket counts and sum) kept by whoever measures.
 
-The loops and the forwarder own one each; the pipeline's /metrics collector reads snapshots of
+The loops and the sink drivers own one each; the pipeline's /metrics collector reads snapshots of
 them at scrape time (pipeline/metrics.py), so no prometheus_client object lives in core code.
 """
 

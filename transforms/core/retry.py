@@ -74,7 +74,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Attempt:
-    """One POST to a sink, as the forwarder sees it: its outcome, the sink's answer (truncated), its latency."""
+    """One POST to a sink, as the sink driver sees it: its outcome, the sink's answer (truncated), its latency."""
 
     outcome: Outcome
     answer: str

@@ -1,6 +1,6 @@
 """Rate limiting as a layer around a sink service: every POST waits for its samples' tokens first.
 
-It wraps any `SinkService` (the HTTP service in production), so the forwarder's driver stays unaware of
+It wraps any `SinkService` (the HTTP service in production), so the sink driver stays unaware of
 it, and each attempt is metered, retries included: what the sink sees is what is limited.
 """
 
@@ -10,7 +10,7 @@ import threading
 import time
 
 from transforms.core.retry import Attempt
-from transforms.core.sink.forwarder import SinkService
+from transforms.io.sink_driver import SinkService
 
 
 class TokenBucket:

@@ -406,19 +406,31 @@ def table_records(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def _series_runs(table: pa.Table) -> list[int]:
-    """Row numbers where a new series starts (rows are sorted by series), found in C: each row's name and
-    labels joined into one string, escaped so the join is injective, and compared with the row before."""
-    def escaped(strings: pa.Array) -> pa.Array:
-        for old, new in (("\\", "\\\\"), ("\x00", "\\0"), ("\x01", "\\1")):
-            strings = pc.replace_substring(strings, old, new)
-        return strings
-
+    """Row numbers where a new series starts (rows are sorted by series), found with pyarrow and numpy, no
+    Python per row: a row starts a series when its name, its number of labels, or any label (compared with
+    the same position in the row before, as dictionary codes of the keys and of the values) differs."""
+    n = len(table)
+    if not n:
+        return []
+    names = table.column("name").combine_chunks()
+    changed = pc.not_equal(names.slice(1), names.slice(0, n - 1)).fill_null(True).to_numpy(zero_copy_only=False)
+    changed = changed.copy()  # writable
     labels = table.column("labels").combine_chunks()
-    keys = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, escaped(labels.keys)), "\x00")
-    values = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, escaped(labels.items)), "\x00")
-    joined = pc.binary_join_element_wise(escaped(table.column("name").combine_chunks()), keys, values, "\x01")
-    changed = pc.not_equal(joined.slice(1), joined.slice(0, len(joined) - 1))
-    return [0, *(pc.indices_nonzero(changed).to_numpy() + 1).tolist()] if len(table) else []
+    offsets = labels.offsets.to_numpy().astype(np.int64)  # into labels.keys / labels.items (the whole children)
+    lengths = np.diff(offsets)
+    changed |= lengths[1:] != lengths[:-1]
+    rows = np.flatnonzero(~changed) + 1  # rows with as many labels as the row before: compare label by label
+    counts = lengths[rows]
+    total = int(counts.sum())
+    if total:
+        element = np.repeat(offsets[rows] - np.cumsum(counts) + counts, counts) + np.arange(total)
+        partner = element - np.repeat(lengths[rows - 1], counts)  # the same position in the row before
+        differs = np.zeros(total, bool)
+        for strings in (labels.keys, labels.items):
+            codes = pc.dictionary_encode(strings, null_encoding="encode").indices.to_numpy(zero_copy_only=False)
+            differs |= codes[element] != codes[partner]
+        changed[np.repeat(rows, counts)[differs] - 1] = True
+    return [0, *(np.flatnonzero(changed) + 1).tolist()]
 
 
 def table_columns(table: pa.Table) -> SampleColumns:

@@ -1,5 +1,5 @@
 """What a restore selects: tenants, a time range and Prometheus series selectors; and archive records
-turned back into the remote-write requests the sink machinery reads.
+turned into the columns and series the sink's request builder takes (no request bytes in between).
 
 Selectors are parsed by promql-parser (the PromQL grammar, not a hand-written one); regex matchers
 are anchored as in Prometheus (`=~"a.*"` must match the whole value). Several `--match` selectors
@@ -20,10 +20,8 @@ import promql_parser
 
 from transforms.core.archive.records import EXEMPLAR, HISTOGRAM, SAMPLE_KINDS, Sample, SampleColumns
 from transforms.core.metadata import TYPE_NUMBERS, FamilyMetadata, family_candidates
-from transforms.core.protocol import Protocol
-from transforms.core.sink.forwarder import v2_to_v1  # to transforms.core.wire.convert (tests/unit/test_layers.py)
 from transforms.core.wire import bodies
-from transforms.core.wire.convert import build_v2_request, label_bytes
+from transforms.core.wire.convert import label_bytes
 from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
 
 HOUR_MS = 3_600_000
@@ -131,18 +129,31 @@ class Selection:
         return not self.selectors or any(all(m.matches(labels) for m in sel) for sel in self.selectors)
 
 
+Labels = tuple[tuple[str, str], ...]
+
+
 @dataclasses.dataclass
 class Restored:
-    """One file's selected records as the messages the sink machinery reads (Forwarder.shard_messages):
+    """One file's selected points, in the shape the sink's request builder takes them
+    (`RequestBuilder.shard_selected`), with no request bytes in between:
 
-    - without start timestamps (everything Prometheus 2.x sends), one 1.0 request: series in first-seen order,
-      then its metadata entries;
-    - with some, 2.0 requests (float series compiled, series with histograms or exemplars by upb), so the
-      start timestamps reach 2.0 sinks; and the metadata entries as a 1.0 metadata-only request, so 1.0 sinks
-      get the families' own names, and 2.0 sinks attach them to each series as for any live 1.0 metadata.
+    - float samples of series without histograms or exemplars as columns: per sample its series (an index
+      into `keys`/`labels`), timestamp, value bits and start timestamp (0: none; `starts` is None when no
+      sample has one);
+    - series carrying histograms or exemplars whole, as 1.0-shaped protobuf (`slow`), their float samples
+      included; start timestamps ride along as unknown fields (transforms.core.wire.convert.samples_only),
+      which a 2.0 sink gets back and a 1.0 sink drops;
+    - a metadata entry per metric family with selected points.
     """
 
-    messages: list[tuple[bytes, Protocol]]  # uncompressed bodies
+    keys: list[bytes]  # the 1.0 label bytes of each series of the file that the selection keeps
+    labels: list[Labels]  # and its labels, __name__ included, sorted
+    sample_series: np.ndarray  # uint32 per float sample
+    timestamps: np.ndarray  # int64
+    values: np.ndarray  # uint64: the float's bits (NaN payloads and the stale marker kept exactly)
+    starts: np.ndarray | None  # int64, 0 = none
+    slow: list[tuple[int, remote_v1_pb2.TimeSeries]]  # (series index, the whole series)
+    metadata: list[remote_v1_pb2.MetricMetadata]
     series: list[bytes]  # the 1.0 label bytes of each series with selected points
     samples: int  # float samples + native histograms (what counts against a sink's max samples)
     first_ms: int | None
@@ -150,14 +161,14 @@ class Restored:
 
     @functools.cached_property
     def request(self) -> remote_v1_pb2.WriteRequest:
-        """Everything as one 1.0 request (2.0 series converted as the sinks do: start timestamps ride along
-        as Sample's unknown field 3): for --dry_run and the tests."""
-        out = remote_v1_pb2.WriteRequest()
-        for payload, protocol in self.messages:
-            if protocol is Protocol.V1:
-                out.MergeFromString(payload)
-            else:
-                out.timeseries.extend(v2_to_v1(remote_v2_pb2.Request.FromString(payload))[0])
+        """Everything as one 1.0 request (start timestamps as Sample's unknown field 3, as the sinks carry
+        them), float series first, then the others, then the metadata: for --dry_run and the tests."""
+        order = np.argsort(self.sample_series, kind="stable")
+        body = bodies.encode_v1(self.keys, self.sample_series[order], self.timestamps[order], self.values[order], 0,
+                                len(order), starts=None if self.starts is None else self.starts[order])
+        out = remote_v1_pb2.WriteRequest.FromString(body)
+        out.timeseries.extend(series for _, series in self.slow)
+        out.metadata.extend(self.metadata)
         return out
 
 
@@ -177,7 +188,6 @@ class _Series:
         self.slow: dict[int, remote_v1_pb2.TimeSeries] = {}  # series carrying histograms or exemplars
         self.histogram_starts: dict[int, list[int]] = {}  # per slow series, per histogram
         self.types: dict[str, str] = {}
-        self.sent: list[bytes] = []  # label bytes of the series with selected points (messages() fills it)
         self.count = 0
         self.first: int | None = None
         self.last: int | None = None
@@ -279,43 +289,33 @@ class _Series:
             entries.setdefault(name, remote_v1_pb2.MetricMetadata(type=TYPE_NUMBERS[kind], metric_family_name=name))
         return [entries[family] for family in sorted(entries)]
 
-    def messages(self, known: Mapping[str, FamilyMetadata]) -> list[tuple[bytes, Protocol]]:
-        """Float-only series encoded from columns in C (grouped by series, time order kept); the rest by upb."""
+    def selected(self, known: Mapping[str, FamilyMetadata]) -> Restored:
+        """Float samples as columns (those of series with histograms or exemplars join their series)."""
         owner = np.concatenate([np.frombuffer(self.sample_series, np.uint32), *(b[0] for b in self.blocks)])
         stamps = np.concatenate([np.frombuffer(self.stamps, np.int64), *(b[1] for b in self.blocks)])
         values = np.concatenate([np.frombuffer(self.values, np.float64), *(b[2] for b in self.blocks)])
         starts = np.concatenate([np.frombuffer(self.starts, np.int64), *(b[3] for b in self.blocks)])
-        with_starts = bool(starts.any()) or any(any(h) for h in self.histogram_starts.values())
-        sample_starts: dict[int, list[int]] = {}
         if self.slow:  # a series with histograms or exemplars carries its float samples along, in one message
             slow = np.isin(owner, np.fromiter(self.slow, np.uint32))
-            for i in np.flatnonzero(slow).tolist():
-                series = int(owner[i])
-                self.slow[series].samples.add(timestamp=int(stamps[i]), value=float(values[i]))
-                sample_starts.setdefault(series, []).append(int(starts[i]))
+            picked = np.flatnonzero(slow)
+            by_series: dict[int, remote_v2_pb2.TimeSeries] = {}
+            for series, ms, value, start in zip(owner[picked].tolist(), stamps[picked].tolist(),
+                                                values[picked].tolist(), starts[picked].tolist(), strict=True):
+                carrier = by_series.get(series)
+                if carrier is None:
+                    carrier = by_series[series] = remote_v2_pb2.TimeSeries()
+                carrier.samples.add(timestamp=ms, value=value, start_timestamp=start)
+            for series, carrier in by_series.items():  # 2.0's Sample is 1.0's plus field 3: it merges (convert.py)
+                self.slow[series].MergeFromString(carrier.SerializeToString())
+            for series, histogram_starts in self.histogram_starts.items():
+                for histogram, start in zip(self.slow[series].histograms, histogram_starts, strict=True):
+                    if start:  # 2.0's field 17, unknown to 1.0's Histogram, kept for a 2.0 sink
+                        histogram.MergeFromString(remote_v2_pb2.Histogram(start_timestamp=start).SerializeToString())
             owner, stamps, values, starts = owner[~slow], stamps[~slow], values[~slow], starts[~slow]
-        order = np.argsort(owner, kind="stable")
-        self.sent = [self.keys[i] for i in sorted({*np.unique(owner).tolist(), *self.slow})]
-        metadata = remote_v1_pb2.WriteRequest(metadata=self.metadata(known)).SerializeToString()
-        slow_ids = sorted(self.slow)
-        if not with_starts:
-            body = bodies.encode_v1(self.keys, owner[order], stamps[order], values[order].view(np.uint64), 0,
-                                    len(order))
-            return [(body + b"".join(remote_v1_pb2.WriteRequest(timeseries=[self.slow[i]]).SerializeToString()
-                                     for i in slow_ids) + metadata, Protocol.V1)]
-        out = []
-        if len(order):
-            out.append((bodies.encode_v2(self.labels, {}, owner[order], stamps[order], values[order].view(np.uint64),
-                                         starts[order], 0, len(order)), Protocol.V2))
-        if slow_ids:
-            request = build_v2_request([self.slow[i] for i in slow_ids], lambda name: None)
-            for series, i in zip(request.timeseries, slow_ids, strict=True):
-                for point, start in zip(series.samples, sample_starts.get(i, ()), strict=True):
-                    point.start_timestamp = start
-                for point, start in zip(series.histograms, self.histogram_starts[i], strict=True):
-                    point.start_timestamp = start
-            out.append((request.SerializeToString(), Protocol.V2))
-        return [*out, (metadata, Protocol.V1)]
+        sent = sorted({*np.unique(owner).tolist(), *self.slow})
+        return Restored(self.keys, self.labels, owner, stamps, values.view(np.uint64),
+                        starts if starts.any() else None, [(i, self.slow[i]) for i in sorted(self.slow)],
+                        self.metadata(known), [self.keys[i] for i in sent], self.count, self.first, self.last)
 
 
 def to_request(points: Iterable[Sample] | SampleColumns, selection: Selection,
@@ -328,6 +328,5 @@ def to_request(points: Iterable[Sample] | SampleColumns, selection: Selection,
         table.add_columns(points)
     else:
         table.add_samples(points)
-    messages = table.messages(metadata or {})
-    return Restored(messages, table.sent, table.count, table.first, table.last)
+    return table.selected(metadata or {})
 

@@ -1,7 +1,8 @@
 """A sink's samples as columns: routing per series, merge and time order, request plans, compiled bodies.
 
-The forwarder decodes each message into a columnar batch (transforms/core/wire/batch.py) and routes it here
-without a Python object per sample or per series of a request:
+The request builder (transforms/core/sink/builder.py) decodes each message into a columnar batch
+(transforms/core/wire/batch.py) and routes it here without a Python object per sample or per series of a
+request:
 
 - `SinkSeries` holds the sink's output series (label sets after its rules, empty values dropped): the
   1.0 label bytes, the labels and the shard of each, made once per label set. A slot of the decoder's
@@ -43,7 +44,7 @@ ColumnChunk = tuple[list[bytes], bytes, bytes, bytes, bytes | None]
 class SinkSeries:
     """One sink's output series, and the map from a decoder's series-table slots to them.
 
-    Owned by the sink's Forwarder. Renewed wholesale (never while a flush holds ids) past `limit`.
+    Owned by the sink's RequestBuilder. Renewed wholesale (never while a flush holds ids) past `limit`.
     """
 
     def __init__(self, rules: tuple[Rule, ...], shards: int, limit: int = 200_000, tenant_label: str | None = None,
@@ -68,6 +69,7 @@ class SinkSeries:
         self.tenants: list[str] = [""]
         self._tenant_index: dict[str, int] = {"": 0}
         self.slot_tenant = np.zeros(0, np.int64)
+        self._given: dict[bytes, tuple[int, int]] = {}  # route_labels': input label bytes -> (output, tenant)
 
     def make_room(self) -> None:
         """Between flushes only: ids in a ColumnShard index these lists."""
@@ -98,6 +100,24 @@ class SinkSeries:
                 self.shard = np.asarray(self._shard_list, np.int64)
             out = self.slot_map[slots]
         return out
+
+    def route_labels(self, keys: list[bytes], labels: list[Labels]) -> tuple[np.ndarray, np.ndarray]:
+        """Output-series id (or DROPPED) and tenant index of label sets given whole with their 1.0 label bytes
+        (the restore's), not through a decoder's table; the rules run once per label set here too."""
+        out = np.empty(len(keys), np.int64)
+        tenants = np.zeros(len(keys), np.int64)
+        before = len(self.keys)
+        if len(self._given) > self.limit:  # label sets the rules drop add no output series: bound them too
+            self._given.clear()
+        given = self._given
+        for i, key in enumerate(keys):
+            found = given.get(key)
+            if found is None:
+                found = given[key] = self._output_of(labels[i])
+            out[i], tenants[i] = found
+        if len(self.keys) != before:
+            self.shard = np.asarray(self._shard_list, np.int64)
+        return out, tenants
 
     def _output_of(self, labels: Labels) -> tuple[int, int]:
         """The sink's rules, then labels with empty values dropped (as Prometheus' senders do), and the

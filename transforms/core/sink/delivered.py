@@ -3,9 +3,9 @@
 Pub/Sub redelivers (an ack deadline that expired during a sink stall, a killed pipeline, a nack), so a
 series' older request can come back after a newer one was delivered. A strict sink (Prometheus without
 `out_of_order_time_window`, Mimir by default) refuses it as "out of order" or "duplicate sample", and
-without this record the forwarder could not tell a harmless redelivery from a sample that was never
+without this record the sink driver could not tell a harmless redelivery from a sample that was never
 written, which is a real loss. Only sinks configured `order: strict` (or that refused a sample for its
-order) keep one: transforms/core/sink/order.py is the forwarder's side.
+order) keep one: transforms/core/sink/order.py is the driver's side.
 
 `DeliveredLog` keeps, per (tenant, series label bytes), the exact timestamps delivered, up to
 `max_samples` timestamps for the whole sink (the oldest timestamps forgotten first) and `max_series`

@@ -1,9 +1,9 @@
-"""The forwarder's side of order-safe delivery (`order: strict`): redeliveries told apart from real losses.
+"""The sink driver's side of order-safe delivery (`order: strict`): redeliveries told apart from real losses.
 
 A strict sink (Prometheus without `out_of_order_time_window`, Mimir by default) refuses a sample older
 than the newest it holds for its series, with a 400 for the whole request. Pub/Sub redelivers, so a
 series' older request can come back after a newer one. With the sink's record of what it accepted
-(transforms/core/sink/delivered.py), the forwarder (transforms/core/sink/forwarder.py, through the hooks
+(transforms/core/sink/delivered.py), the driver (transforms/io/sink_driver.py, through the hooks
 `unsent`, `sending`, `accepted` and `refused`):
 
 - drops samples the sink already accepted before sending them, and counts them as already delivered;
@@ -27,6 +27,7 @@ import numpy as np
 from transforms.core.sink.batching import SeriesRequest, TimeSeries
 from transforms.core.sink.columns import ColumnRequest, Columns
 from transforms.core.sink.delivered import DeliveredLog, series_runs
+from transforms.core.wire.convert import series_key
 from transforms.core.wire.proto import remote_v1_pb2
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ ORDER_MODES = ("any", "strict")  # the sinks file's `order`; transforms/core/sin
 Request = ColumnRequest | SeriesRequest
 Metadata = list[remote_v1_pb2.MetricMetadata]
 Deliver = Callable[[str, Request, Metadata | None], list[str]]
-# Dead-letter a request with this reason (the forwarder adds the sink's status and answer).
+# Dead-letter a request with this reason (the driver adds the sink's status and answer).
 GiveUp = Callable[[Request, Metadata, str], list[str]]
 
 
@@ -43,16 +44,12 @@ class Counts(Protocol):
     def add(self, **increments: int) -> None: ...
 
 
-def _series_key(series: TimeSeries) -> bytes:
-    return TimeSeries(labels=series.labels).SerializeToString()  # as forwarder.series_key
-
-
 def _part(request: ColumnRequest, cols: Columns) -> ColumnRequest:
     return ColumnRequest(request.sink_series, cols, 0, len(cols))
 
 
 class OrderGuard:
-    """One sink's record of what it accepted, and what the forwarder does with it."""
+    """One sink's record of what it accepted, and what the driver does with it."""
 
     def __init__(self, sink_name: str, stats: Counts, delivered: DeliveredLog) -> None:
         self.sink_name = sink_name
@@ -78,7 +75,7 @@ class OrderGuard:
         kept: list[TimeSeries] = []
         count = 0
         for series in request.series:
-            known = self.delivered.timestamps(tenant, _series_key(series))
+            known = self.delivered.timestamps(tenant, series_key(series))
             if not len(known):
                 kept.append(series)
                 continue
@@ -118,7 +115,7 @@ class OrderGuard:
         for series in request.series:
             stamps = sorted([s.timestamp for s in series.samples] + [h.timestamp for h in series.histograms])
             if stamps:
-                self.delivered.about_to_send(tenant, [_series_key(series)], np.zeros(len(stamps), np.uint32),
+                self.delivered.about_to_send(tenant, [series_key(series)], np.zeros(len(stamps), np.uint32),
                                              np.asarray(stamps, np.int64))
 
     # -- the sink's answer ------------------------------------------------------------------
@@ -131,12 +128,12 @@ class OrderGuard:
             return
         for series in request.series:
             stamps = [s.timestamp for s in series.samples] + [h.timestamp for h in series.histograms]
-            self.delivered.record_series(tenant, _series_key(series), stamps)
+            self.delivered.record_series(tenant, series_key(series), stamps)
 
     def refused(self, tenant: str, request: Request, metadata: Metadata, deliver: Deliver,
                 give_up: GiveUp) -> list[str] | None:
         """A request refused for its samples' order: dead-letter records once handled here, or None to have
-        the forwarder halve it as any refusal (several series: each half comes back here; a series the
+        the driver halve it as any refusal (several series: each half comes back here; a series the
         record does not know; the protobuf path)."""
         if not isinstance(request, ColumnRequest):
             return None

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# `X as X`: re-exported for transforms/core/sink/forwarder.py, which imports FamilyMetadata and samples_only
-# from here; once it imports them from their homes (transforms.core.metadata, transforms.core.wire.convert),
-# the aliases go.
-from transforms.core.metadata import FamilyMetadata as FamilyMetadata
 from transforms.core.metadata import MetadataLookup
 from transforms.core.protocol import (
     CONTENT_ENCODING,
@@ -21,7 +17,6 @@ from transforms.core.protocol import (
 )
 from transforms.core.sink.config import SinkConfig
 from transforms.core.wire.convert import build_v2_request
-from transforms.core.wire.convert import samples_only as samples_only
 from transforms.core.wire.proto import remote_v1_pb2
 
 USER_AGENT = "prometheus-remote-write-pipeline/0.1.0"
@@ -32,11 +27,11 @@ def headers_for(sink: SinkConfig, tenant: str | None, protocol: Protocol | None 
 
     Auth is not here: the HTTP service applies it just before each POST (transforms.io.sink_auth).
 
-    `tenant` is the shard's tenant: the message's, or (with `tenant_label`) the one the forwarder routed to.
-    `protocol` is what the forwarder currently speaks to this sink (a 2.0 sink may have fallen back to 1.0).
+    `tenant` is the shard's tenant: the message's, or (with `tenant_label`) the one the builder routed to.
+    `protocol` is what the driver currently speaks to this sink (a 2.0 sink may have fallen back to 1.0).
     """
     headers = dict(sink.headers)
-    if sink.tenant_label:  # the forwarder already chose each series' tenant: its label's, or the fallback
+    if sink.tenant_label:  # the builder already chose each series' tenant: its label's, or the fallback
         chosen = tenant
     else:
         chosen = sink.tenant or (tenant if sink.tenant_header == "forward" else None)

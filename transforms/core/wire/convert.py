@@ -1,4 +1,4 @@
-"""Between the two remote-write versions, in protobuf: the series key, 1.0-shaped series to 2.0.
+"""Between the two remote-write versions, in protobuf: the series key, 1.0-shaped series to 2.0 and back.
 
 The sinks and the restore keep series in 1.0's shape (`remote_v1_pb2.TimeSeries`) whatever they read;
 2.0's start timestamps ride along as Sample field 3, an unknown field to 1.0 (see `samples_only`).
@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from transforms.core.metadata import MetadataLookup
-from transforms.core.protocol import METRIC_NAME_LABEL
+from transforms.core.protocol import METRIC_NAME_LABEL, ref_pairs
 from transforms.core.wire.builders import SymbolTable
-from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.core.wire.proto import remote_v1_pb2, remote_v1_view_pb2, remote_v2_pb2
 
 TimeSeries = remote_v1_pb2.TimeSeries
 
@@ -20,6 +20,18 @@ TimeSeries = remote_v1_pb2.TimeSeries
 def label_bytes(labels: Sequence[tuple[str, str]]) -> bytes:
     """A label set's 1.0 Label fields (a TimeSeries holding only them), as upb writes them: the series key."""
     return TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in labels]).SerializeToString()
+
+
+def label_keys(payload: bytes) -> list[bytes]:
+    """One exact label-set key per series of a 1.0 payload, computed in C."""
+    view = remote_v1_view_pb2.WriteRequestLabels.FromString(payload)
+    view.DiscardUnknownFields()
+    return [s.SerializeToString() for s in view.timeseries]
+
+
+def series_key(series: TimeSeries) -> bytes:
+    """The same key for a series built in Python (labels only serialize like SeriesLabels)."""
+    return TimeSeries(labels=series.labels).SerializeToString()
 
 
 def samples_only(samples: Iterable[Any], carrier: Any) -> bytes:
@@ -60,3 +72,41 @@ def build_v2_request(series: Iterable[remote_v1_pb2.TimeSeries], lookup: Metadat
             out.metadata.unit_ref = table.ref(unit)
     request.symbols.extend(table.symbols)
     return request
+
+
+def v2_to_v1(request: remote_v2_pb2.Request) -> tuple[list[TimeSeries], list[remote_v1_pb2.MetricMetadata]]:
+    """2.0 series in our internal 1.0 shape, and their metadata as 1.0 family entries.
+
+    Start timestamps ride along as unknown fields (`samples_only` explains how), so a 2.0 sink
+    gets them back. The older per-series `created_timestamp` (2.0 before rc.4) becomes the start
+    timestamp of each sample and histogram that has none: rc.4 receivers no longer read field 6.
+    """
+    series_out, metadata = [], {}
+    for s in request.timeseries:
+        out, entry = v2_series_to_v1(s, request.symbols)
+        if entry is not None:
+            metadata[entry.metric_family_name] = entry
+        series_out.append(out)
+    return series_out, list(metadata.values())
+
+
+def v2_series_to_v1(s: remote_v2_pb2.TimeSeries, symbols: Sequence[str]
+                    ) -> tuple[TimeSeries, remote_v1_pb2.MetricMetadata | None]:
+    """One 2.0 series (see v2_to_v1) and its metadata entry, if it has one."""
+    out = TimeSeries()
+    out.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(s.labels_refs, symbols))
+    if s.created_timestamp:
+        for point in (*s.samples, *s.histograms):
+            point.start_timestamp = point.start_timestamp or s.created_timestamp
+    if s.samples:
+        out.MergeFromString(samples_only(s.samples, remote_v2_pb2.TimeSeries()))
+    out.histograms.extend(remote_v1_pb2.Histogram.FromString(h.SerializeToString()) for h in s.histograms)
+    for ex in s.exemplars:
+        e = out.exemplars.add(timestamp=ex.timestamp, value=ex.value)
+        e.labels.extend(remote_v1_pb2.Label(name=n, value=v) for n, v in ref_pairs(ex.labels_refs, symbols))
+    entry = None
+    if s.HasField("metadata"):
+        name = next((lab.value for lab in out.labels if lab.name == METRIC_NAME_LABEL), "")
+        entry = remote_v1_pb2.MetricMetadata(type=s.metadata.type, metric_family_name=name,
+                                             help=symbols[s.metadata.help_ref], unit=symbols[s.metadata.unit_ref])
+    return out, entry
