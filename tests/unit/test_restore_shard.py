@@ -3,6 +3,8 @@ so every shard gets the metadata entries; a 1.0 sink sends them once, from shard
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from apache_beam.io.gcp.pubsub import PubsubMessage
 
@@ -36,7 +38,7 @@ def test_every_shard_of_a_2_0_sink_gets_the_metadata(protocol: Protocol) -> None
               for i in range(40)]
     restored = to_request(points, Selection(), {"rpc_seconds": (TYPE_NUMBERS["summary"], "RPC latency.", "s")})
     step = ShardRestored(SinkConfig(url="http://127.0.0.1:9/push", name="s", protocol=protocol,
-                                    queue=QueueConfig(shards=4)))
+                                    queue=QueueConfig(shards=4)), "/nonexistent/dead-letters")
     step.setup()
     element = ("2026-11-25T09", "team-m", restored)
     out = {shard: chunk for (tenant, shard), (_, chunk) in step.process(element)}
@@ -75,7 +77,7 @@ def test_sharding_steps_open_no_http_service(monkeypatch: pytest.MonkeyPatch) ->
     streaming = beam_sinks.ShardForSink(sink)
     streaming.setup()
     assert [key for key, _ in streaming.process(PubsubMessage(body, {"protocol": "1.0"}))]
-    restoring = ShardRestored(sink)
+    restoring = ShardRestored(sink, "/nonexistent/dead-letters")
     restoring.setup()
     assert list(restoring.process(("2026-11-25T09", "team-m", restored)))
     assert not hasattr(streaming, "driver") and not hasattr(restoring, "driver"), "sharding sends nothing"
@@ -152,3 +154,18 @@ def test_restored_series_go_through_the_sinks_rules_and_tenant_label() -> None:
                                                      for lab in remote_v1_pb2.TimeSeries.FromString(series).labels))
     assert sent == {team: {(("__name__", "keep_me"), ("instance", f"i-{i}")) for i in range(3)}
                     for team in ("team-a", "team-b")}
+
+
+def test_series_naming_an_invalid_tenant_are_dead_lettered_and_the_rest_restored(tmp_path) -> None:
+    points = [Sample("up", [("instance", "i-1"), ("team", team)], T0, "gauge", 1.0, 0)
+              for team in ("team-a", "bad tenant/../x")]
+    restored = to_request(points, Selection())
+    sink = SinkConfig(url="http://127.0.0.1:9/push", name="s", tenant_label="team", queue=QueueConfig(shards=2))
+    step = ShardRestored(sink, str(tmp_path / "dead"))
+    step.setup()
+    out = list(step.process(("2026-11-25T09", "default", restored)))
+    assert {tenant for (tenant, _), (_, chunk) in out if chunk[2] is not None} == {"team-a"}  # samples' tenants
+    (written,) = [p for p in (tmp_path / "dead").rglob("*") if p.is_file()]
+    (record,) = [json.loads(line) for line in written.read_text().splitlines()]
+    assert record["sink"] == "s" and "bad tenant/../x" in record["error"]
+    assert step.builder.stats.counts["samples_dead_lettered"] == 1

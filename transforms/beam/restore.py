@@ -177,24 +177,27 @@ class ReadArchiveFile(beam.DoFn):
 
 class ShardRestored(beam.DoFn):
     """Through the sink's own sharding (relabel rules, stable shard of each series' label bytes), straight from
-    the selected columns: no request is encoded, compressed and decoded again on the way."""
+    the selected columns: no request is encoded, compressed and decoded again on the way. Series whose tenant
+    label names an invalid tenant are dead-lettered here, as the live sinks do, and the rest restored."""
 
-    def __init__(self, sink: SinkConfig) -> None:
+    def __init__(self, sink: SinkConfig, dead_letter_path: str) -> None:
         self.sink = sink
+        self.dead_letter_path = dead_letter_path
 
     def setup(self) -> None:
         self.builder = RequestBuilder(self.sink, clock=wall_clock)
-        self.dropped = Metrics.counter(f"sink/{self.sink.name}", "samples_dropped_by_rules")
+        self.metrics = SinkMetrics(self.sink)
 
     def process(self, element: tuple[str, str, Restored]) -> Iterator[Any]:
         partition, tenant, restored = element
-        before = self.builder.stats.counts["samples_dropped_by_rules"]
         samples = Columns(restored.sample_series, restored.timestamps, restored.values, restored.starts)
         batches, dead = self.builder.shard_selected(tenant, restored.keys, restored.labels, samples, restored.slow,
                                                     restored.metadata)
-        if dead:  # only a tenant label naming an invalid tenant refuses a series here: stop, as for a bad flag
-            raise RuntimeError(f"restore: sink {self.sink.name} refuses selected series: {dead[0][:300]}")
-        self.dropped.inc(self.builder.stats.counts["samples_dropped_by_rules"] - before)
+        if dead:  # only a tenant label naming an invalid tenant refuses a series here (the builder logged it)
+            self.builder.stats.add(requests_dead_lettered=len(dead))
+            path = write_dead_letters(self.dead_letter_path, dead, sink=self.sink.name)
+            log.info("restore: sink %s: %d dead letter(s) in %s", self.sink.name, len(dead), path)
+        self.metrics.publish(self.builder.stats)  # samples dropped by rules or dead-lettered, for the summary
         if self.sink.protocol is Protocol.V2:  # every shard attaches its series' metadata itself
             spread_metadata(batches, self.sink.queue.shards)
         for key, batch in batches.items():
@@ -260,7 +263,7 @@ class RestoreToSink(beam.PTransform):
 
     def expand(self, requests):
         return (requests
-                | "Shard" >> beam.ParDo(ShardRestored(self.sink))
+                | "Shard" >> beam.ParDo(ShardRestored(self.sink, self.dead_letter_path))
                 | "GroupByShard" >> beam.GroupByKey()
                 | "SendInOrder" >> beam.ParDo(SendRestored(self.sink, self.dead_letter_path, self.rate_limit,
                                                            self.shared, self.tag)))
