@@ -169,8 +169,17 @@ def test_bytes_read_are_the_footer_and_the_read_columns_of_the_unpruned_row_grou
     read = ("name", "labels", "timestamp", "value", "special", "type")
     chunks = [group.column(c) for c in range(group.num_columns) if group.column(c).path_in_schema.split(".")[0] in read]
     assert len(chunks) == 7 and len(chunks) < group.num_columns
-    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + sum(c.total_compressed_size for c in chunks)
+    group_bytes = sum(c.total_compressed_size for c in chunks)
+    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + group_bytes
     assert metrics.bytes_read._value.get() < path.stat().st_size
+    # the footer is cached: the same query again fetches only the group; a file written anew is read anew
+    _read(client, [(T0 + 310_000, T0 + 320_000, [(EQ, "__name__", "m")])])
+    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + 2 * group_bytes
+    pq.write_table(parquet.encode_table(lines[:500]), path, row_group_size=50)
+    (result,) = _samples(_read(client, [(T0 + 310_000, T0 + 320_000, [(EQ, "__name__", "m")])]))
+    assert len(result.timeseries[0].samples) == 11
+    assert metrics.bytes_read._value.get() > meta.serialized_size + 8 + 2 * group_bytes + pq.ParquetFile(
+        path).metadata.serialized_size
 
 
 def test_health_ready_metrics(tmp_path):
