@@ -27,7 +27,7 @@ from transforms.core.read.select import (
     SeriesCollector,
     overlaps,
     partition_start_ms,
-    row_filter,
+    row_mask,
 )
 from transforms.io.parquet_footers import FooterCache
 
@@ -130,7 +130,6 @@ class ArchiveReader:
         """The rows of `files` that pass the row filter, a batch at a time: only the row groups the cached
         footers' statistics leave (time range, a pinned name), only COLUMNS."""
         name = required_name(matchers)
-        expression = row_filter(start_ms, end_ms, matchers)
         for info in files:
             footer, fetched = self.footers.get(info)
             if fetched:
@@ -143,7 +142,10 @@ class ArchiveReader:
                 parquet = pq.ParquetFile(handle, metadata=footer.metadata, pre_buffer=True)
                 present = [c for c in COLUMNS if c in parquet.schema_arrow.names]
                 for batch in parquet.iter_batches(BATCH_ROWS, row_groups=groups, columns=present):
-                    table = _with_read_schema(pa.Table.from_batches([batch])).filter(expression)
+                    table = _with_read_schema(pa.Table.from_batches([batch]))
+                    kept = row_mask(table, start_ms, end_ms, name)
+                    if kept.false_count:  # most batches of a range query pass whole: no copy then
+                        table = table.filter(kept)
                     stats.rows += table.num_rows
                     yield table
 

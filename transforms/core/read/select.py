@@ -17,13 +17,14 @@ import pyarrow.compute as pc
 
 from transforms.core.archive.records import HISTOGRAM, SAMPLE_KINDS, decode_value
 from transforms.core.protocol import METRIC_NAME_LABEL
-from transforms.core.read.matchers import Matcher, required_name, series_matches
+from transforms.core.read.matchers import Matcher, series_matches
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 # Float samples are served; a query whose series hold native histograms is refused (docs/query.md), so their
 # rows are read too (the type column tells them apart); exemplars are left out.
 COLUMNS = ["name", "labels", "timestamp", "value", "special", "type"]
+_KEPT_TYPES = pa.array([*SAMPLE_KINDS, HISTOGRAM])
 
 
 @dataclasses.dataclass
@@ -54,17 +55,15 @@ def overlaps(folder_start_ms: int | None, length_ms: int, start_ms: int, end_ms:
     return folder_start_ms is not None and folder_start_ms <= end_ms and folder_start_ms + length_ms > start_ms
 
 
-def row_filter(start_ms: int, end_ms: int, matchers: Iterable[Matcher]) -> pc.Expression:
-    """The predicate pushed down to the Parquet reader: time range, float samples and native histograms (to
-    refuse them), and a pinned name."""
-    time_type = pa.timestamp("ms", tz="UTC")
-    expression = ((pc.field("timestamp") >= pa.scalar(start_ms, pa.int64()).cast(time_type))
-                  & (pc.field("timestamp") <= pa.scalar(end_ms, pa.int64()).cast(time_type))
-                  & pc.field("type").isin([*SAMPLE_KINDS, HISTOGRAM]))
-    name = required_name(matchers)
+def row_mask(table: pa.Table, start_ms: int, end_ms: int, name: str | None) -> pa.BooleanArray:
+    """The rows to keep of a batch read from the row groups pruning left: in [start_ms, end_ms], float samples
+    or native histograms (to refuse them), and of the pinned name."""
+    stamps = table.column("timestamp").cast(pa.int64())
+    kept = pc.and_kleene(pc.greater_equal(stamps, start_ms), pc.less_equal(stamps, end_ms))
+    kept = pc.and_kleene(kept, pc.is_in(table.column("type"), value_set=_KEPT_TYPES))
     if name is not None:
-        expression = expression & (pc.field("name") == name)
-    return expression
+        kept = pc.and_kleene(kept, pc.equal(table.column("name"), name))
+    return pc.fill_null(kept, False).combine_chunks()
 
 
 def _exact_values(table: pa.Table) -> np.ndarray:
@@ -157,17 +156,14 @@ def select_series(table: pa.Table, matchers: Iterable[Matcher]) -> list[Series]:
 def _series_ids(table: pa.Table) -> tuple[np.ndarray, pa.Array]:
     """A number per row naming its series (name + labels), computed in C by dictionary-encoding a joined key.
 
-    The parts are joined as bytes with 0xFF and 0xFE, which never occur in UTF-8, so the key is injective
-    without escaping anything.
+    The parts are joined as bytes with 0xFD, 0xFE and 0xFF, which never occur in UTF-8, so the key is
+    injective without escaping anything.
     """
     labels = table.column("labels").combine_chunks()
-    as_binary = pa.list_(pa.binary())
-    keys = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, labels.keys.cast(pa.binary())).cast(as_binary),
-                          b"\xff")
-    values = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, labels.items.cast(pa.binary())).cast(as_binary),
-                            b"\xff")
+    pairs = pc.binary_join_element_wise(labels.keys.cast(pa.binary()), labels.items.cast(pa.binary()), b"\xfd")
+    joined_pairs = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, pairs), b"\xff")
     name = table.column("name").combine_chunks().cast(pa.binary())
-    joined = pc.binary_join_element_wise(name, keys, values, b"\xfe")
+    joined = pc.binary_join_element_wise(name, joined_pairs, b"\xfe")
     encoded = pc.dictionary_encode(joined)
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
