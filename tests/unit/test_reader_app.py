@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 import snappy
@@ -189,13 +191,17 @@ def test_bytes_read_are_the_footer_and_the_read_columns_of_the_unpruned_row_grou
     group_bytes = sum(c.total_compressed_size for c in chunks)
     assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + group_bytes
     assert metrics.bytes_read._value.get() < path.stat().st_size
-    # the footer is cached: the same query again fetches only the group; a file written anew is read anew
-    _read(client, [(T0 + 310_000, T0 + 320_000, [(EQ, "__name__", "m")])])
-    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + 2 * group_bytes
+    # the footer and the group's series are cached: the same query again fetches only the group's time, value,
+    # special and type chunks (not name, not labels); a file written anew is read anew
+    values = sum(c.total_compressed_size for c in chunks if c.path_in_schema in ("timestamp", "value", "special",
+                                                                                 "type"))
+    (again,) = _samples(_read(client, [(T0 + 310_000, T0 + 320_000, [(EQ, "__name__", "m")])]))
+    assert again == result
+    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + group_bytes + values
     pq.write_table(parquet.encode_table(lines[:500]), path, row_group_size=50)
     (result,) = _samples(_read(client, [(T0 + 310_000, T0 + 320_000, [(EQ, "__name__", "m")])]))
     assert len(result.timeseries[0].samples) == 11
-    assert metrics.bytes_read._value.get() > meta.serialized_size + 8 + 2 * group_bytes + pq.ParquetFile(
+    assert metrics.bytes_read._value.get() > meta.serialized_size + 8 + group_bytes + values + pq.ParquetFile(
         path).metadata.serialized_size
 
 
@@ -276,3 +282,22 @@ def test_unknown_special_value_fails_the_query_with_its_reason(tmp_path):
     pq.write_table(table.set_column(table.schema.get_field_index("special"), "special", special), path)
     response = _read(client, [(T0, T0 + 3_600_000, [(EQ, "__name__", "other")])])
     assert response.status_code == 500 and "unknown special value 'Bogus'" in response.get_json()["error"]
+
+
+def test_series_cache_keeps_groups_by_weight_and_shares_labels():
+    """Row groups' series are dropped least recently used first past the cache's weight (local series plus
+    runs), and a series held by two groups keeps one copy of its labels."""
+    from transforms.core.read.select import COLUMNS, group_series
+    from transforms.io.archive_cache import SeriesCache
+
+    table = parquet.encode_table(
+        [json.dumps({"name": "m", "tags": {"job": j}, "timestamp": f"2026-11-25T09:00:0{i}.000Z", "kind": "absolute",
+                     "gauge": {"value": i}}) for j in ("a", "b") for i in range(3)]).select(COLUMNS)
+    cache = SeriesCache(capacity=8)
+    first = cache.put(("f", 1, 0, 0), group_series(table))
+    assert first.ids().tolist() == [0, 0, 0, 1, 1, 1] and first.run_starts.tolist() == [0, 3]  # weight 2 + 2
+    second = cache.put(("f", 1, 0, 1), group_series(table))
+    assert second.labels[0] is first.labels[0] and second.keys[1] is first.keys[1]
+    assert cache.get(("f", 1, 0, 0)) is first  # now the most recently used
+    cache.put(("g", 1, 0, 0), group_series(table))  # weight 12 > 8: the least recently used group goes
+    assert cache.get(("f", 1, 0, 1)) is None and cache.get(("f", 1, 0, 0)) is first

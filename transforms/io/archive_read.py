@@ -11,6 +11,7 @@ import dataclasses
 import os
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -23,16 +24,18 @@ from transforms.core.read.select import (
     COLUMNS,
     DAY_MS,
     HOUR_MS,
+    GroupSeries,
     Series,
     SeriesCollector,
+    group_series,
     overlaps,
     partition_start_ms,
     row_mask,
 )
-from transforms.io.parquet_footers import FooterCache
+from transforms.io.archive_cache import FooterCache, SeriesCache
 
-_READ_SCHEMA = pa.schema([SCHEMA.field(name) for name in COLUMNS])
-BATCH_ROWS = 65_536
+# What a row group is read for once its series are cached (no name, no labels).
+VALUE_COLUMNS = ["timestamp", "value", "special", "type"]
 
 
 @dataclasses.dataclass
@@ -80,6 +83,7 @@ class ArchiveReader:
         self.root = root.rstrip("/")
         self.gcs_folders = GcsFolders() if archive_path.startswith("gs://") else None
         self.footers = FooterCache(self.filesystem, COLUMNS)
+        self.series = SeriesCache()
 
     def reachable(self) -> bool:
         """The archive root exists (readiness)."""
@@ -125,10 +129,11 @@ class ArchiveReader:
                     raise ArchiveUnreadable(str(exc)) from exc
         return [listed[p] for p in sorted(live_files([p for p in listed if p.endswith(".parquet")], markers))]
 
-    def batches(self, files: list[pafs.FileInfo], start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
-                stats: ReadStats) -> Iterator[pa.Table]:
-        """The rows of `files` that pass the row filter, a batch at a time: only the row groups the cached
-        footers' statistics leave (time range, a pinned name), only COLUMNS."""
+    def groups(self, files: list[pafs.FileInfo], start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
+               stats: ReadStats) -> Iterator[tuple[GroupSeries, pa.Table, np.ndarray]]:
+        """Each row group the cached footers' statistics leave (time range, a pinned name): its series, its rows
+        (COLUMNS the first time, VALUE_COLUMNS once its series are cached) and which of them pass the row
+        filter (time range, float samples or native histograms, the pinned name)."""
         name = required_name(matchers)
         for info in files:
             footer, fetched = self.footers.get(info)
@@ -137,17 +142,23 @@ class ArchiveReader:
             groups = footer.groups_for(start_ms, end_ms, name)
             if not groups:
                 continue
-            stats.bytes += sum(footer.groups[g].read_bytes for g in groups)
             with self.filesystem.open_input_file(info.path) as handle:
                 parquet = pq.ParquetFile(handle, metadata=footer.metadata, pre_buffer=True)
-                present = [c for c in COLUMNS if c in parquet.schema_arrow.names]
-                for batch in parquet.iter_batches(BATCH_ROWS, row_groups=groups, columns=present):
-                    table = _with_read_schema(pa.Table.from_batches([batch]))
-                    kept = row_mask(table, start_ms, end_ms, name)
-                    if kept.false_count:  # most batches of a range query pass whole: no copy then
-                        table = table.filter(kept)
-                    stats.rows += table.num_rows
-                    yield table
+                present = set(parquet.schema_arrow.names)
+                for group in groups:
+                    key = self.series.key(info, group)
+                    series = self.series.get(key)
+                    columns = COLUMNS if series is None else VALUE_COLUMNS
+                    stats.bytes += footer.groups[group].read_bytes(columns)
+                    table = _with_columns(parquet.read_row_group(group, columns=[c for c in columns if c in present]),
+                                          columns)
+                    if series is None:
+                        series = self.series.put(key, group_series(table))
+                    kept = row_mask(table, start_ms, end_ms, None).to_numpy(zero_copy_only=False)
+                    if name is not None:
+                        kept &= series.rows_named(name)
+                    stats.rows += int(kept.sum())
+                    yield series, table, kept
 
     def read(self, tenant: str, start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
              max_samples: int, stats: ReadStats) -> list[Series]:
@@ -159,8 +170,8 @@ class ArchiveReader:
             return []
         collector = SeriesCollector(matchers)
         try:
-            for table in self.batches(files, start_ms, end_ms, matchers, stats):
-                collector.add(table)
+            for series, table, kept in self.groups(files, start_ms, end_ms, matchers, stats):
+                collector.add_rows(series, table, kept)
                 if collector.samples > max_samples:
                     raise SampleLimit(collector.samples)
             if collector.histogram_series:
@@ -171,14 +182,14 @@ class ArchiveReader:
         return collector.series()
 
 
-def _with_read_schema(table: pa.Table) -> pa.Table:
-    """A batch in _READ_SCHEMA: a column the file lacks as nulls, `name` as a plain string if the file stored a
-    dictionary type."""
-    if table.schema.equals(_READ_SCHEMA):
+def _with_columns(table: pa.Table, columns: list[str]) -> pa.Table:
+    """Rows read as `columns` of the archive's schema: a column the file lacks as nulls, `name` as a plain
+    string if the file stored a dictionary type."""
+    schema = pa.schema([SCHEMA.field(c) for c in columns])
+    if table.schema.equals(schema):
         return table
-    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
-               for f in _READ_SCHEMA]
-    return pa.Table.from_arrays(columns, schema=_READ_SCHEMA)
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) if f.name in table.column_names
+                                 else pa.nulls(len(table), f.type) for f in schema], schema=schema)
 
 
 class ArchiveUnreadable(Exception):

@@ -76,6 +76,40 @@ def _exact_values(table: pa.Table) -> np.ndarray:
     return values
 
 
+@dataclasses.dataclass(frozen=True)
+class GroupSeries:
+    """Which series each row of some rows (a row group) belongs to: local series numbers in runs (rows sorted by
+    series make few), and each local series' key (name and labels joined), name and labels. Found once per row
+    group and kept (transforms/io/archive_cache.py): a later query of the group reads no labels at all."""
+
+    keys: list[bytes]
+    names: list[str]
+    labels: list[dict[str, str]]
+    run_starts: np.ndarray  # the first row of each run
+    run_series: np.ndarray  # each run's local series
+    rows: int
+
+    def ids(self) -> np.ndarray:
+        """The local series of every row."""
+        return np.repeat(self.run_series, np.diff(np.append(self.run_starts, self.rows)))
+
+    def rows_named(self, name: str) -> np.ndarray:
+        """Per row, whether its series has this name."""
+        return np.array([n == name for n in self.names], bool)[self.ids()]
+
+
+def group_series(table: pa.Table) -> GroupSeries:
+    """The series of rows holding `name` and `labels` (any order)."""
+    series_ids, keys = _series_ids(table)
+    key_list = keys.to_pylist()
+    first_rows = pa.array(_first_row_of_each(series_ids, len(key_list)))
+    names = table.column("name").take(first_rows).to_pylist()
+    labels = [dict(pairs) for pairs in table.column("labels").take(first_rows).to_pylist()]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(series_ids)) + 1]) if len(series_ids) else \
+        np.zeros(0, np.int64)
+    return GroupSeries(key_list, names, labels, starts.astype(np.int64), series_ids[starts], len(series_ids))
+
+
 class SeriesCollector:
     """Gathers a query's matching samples batch by batch, keeping per sample only its series number, time
     and value (24 bytes): labels are kept once per series, so memory follows the samples selected, not the
@@ -93,23 +127,28 @@ class SeriesCollector:
         self.histogram_series: set[int] = set()  # matching series with native histogram rows (not served)
 
     def add(self, table: pa.Table) -> None:
+        """Rows of COLUMNS (any order)."""
+        if len(table):
+            self.add_rows(group_series(table), table)
+
+    def add_rows(self, series: GroupSeries, table: pa.Table, kept: np.ndarray | None = None) -> None:
+        """The rows of `table` (timestamp, value, special and type; `kept` of them, if given) whose series are
+        `series`, as group_series found them (perhaps for an earlier request)."""
         if not len(table):
             return
-        series_ids, keys = _series_ids(table)
-        key_list = keys.to_pylist()
-        unknown = [i for i, key in enumerate(key_list) if key not in self._numbers]
-        if unknown:
-            first_rows = pa.array(_first_row_of_each(series_ids, len(key_list))[unknown])
-            names = table.column("name").take(first_rows).to_pylist()
-            labels = table.column("labels").take(first_rows).to_pylist()
-            for local, name, pairs in zip(unknown, names, labels, strict=True):
-                as_dict = dict(pairs)
+        local = np.empty(len(series.keys), np.int64)
+        for i, key in enumerate(series.keys):
+            number = self._numbers.get(key)
+            if number is None:
                 number = -1
-                if series_matches(self.matchers, name, as_dict):
+                if series_matches(self.matchers, series.names[i], series.labels[i]):
                     number = len(self._labels)
-                    self._labels.append(sorted([(METRIC_NAME_LABEL, name), *as_dict.items()]))
-                self._numbers[key_list[local]] = number
-        numbers = np.array([self._numbers[key] for key in key_list], np.int64)[series_ids]
+                    self._labels.append(sorted([(METRIC_NAME_LABEL, series.names[i]), *series.labels[i].items()]))
+                self._numbers[key] = number
+            local[i] = number
+        numbers = local[series.ids()]
+        if kept is not None:
+            numbers = np.where(kept, numbers, -1)
         histograms = pc.equal(table.column("type"), HISTOGRAM).to_numpy(zero_copy_only=False)
         if histograms.any():
             self.histogram_series.update(np.unique(numbers[histograms & (numbers >= 0)]).tolist())
