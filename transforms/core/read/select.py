@@ -173,8 +173,15 @@ class SeriesCollector:
             return []
         ids, stamps, values = (np.concatenate(column) for column in zip(*self._parts, strict=True))
         self._parts = []
-        order = np.lexsort((stamps, ids))
-        ids, stamps, values = ids[order], stamps[order], values[order]
+        # rows come from files and row groups in time order, so each series' samples usually are already; a
+        # stable sort on the series alone then suffices (checked), else the sort on both keys
+        order = np.argsort(ids, kind="stable")
+        sorted_ids, sorted_stamps = ids[order], stamps[order]
+        if ((sorted_ids[1:] != sorted_ids[:-1]) | (sorted_stamps[1:] >= sorted_stamps[:-1])).all():
+            ids, stamps, values = sorted_ids, sorted_stamps, values[order]
+        else:
+            order = np.lexsort((stamps, ids))
+            ids, stamps, values = ids[order], stamps[order], values[order]
         keep = np.ones(len(ids), bool)
         keep[1:] = (ids[1:] != ids[:-1]) | (stamps[1:] != stamps[:-1])
         ids, stamps, values = ids[keep], stamps[keep], values[keep]
