@@ -165,6 +165,17 @@ def test_row_groups_are_pruned_by_name(tmp_path):
     assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + chunks
     (result,) = _samples(_read(client, [(T0 + 10_000, T0 + 19_999, [(RE, "__name__", "m0.")])]))
     assert [len(s.samples) for s in result.timeseries] == [10] * 10
+    # every group's series are known now: the same regex again reads only the ten groups holding m0x, and
+    # only their time, value, special and type chunks
+    before = metrics.bytes_read._value.get()
+    (again,) = _samples(_read(client, [(T0 + 10_000, T0 + 19_999, [(RE, "__name__", "m0.")])]))
+    assert again == result
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)
+              if meta.row_group(g).column(0).statistics.min.startswith("m0")]
+    assert len(groups) == 10
+    assert metrics.bytes_read._value.get() - before == sum(
+        group.column(c).total_compressed_size for group in groups for c in range(group.num_columns)
+        if group.column(c).path_in_schema in ("timestamp", "value", "special", "type"))
 
 
 def test_bytes_read_are_the_footer_and_the_read_columns_of_the_unpruned_row_groups(tmp_path):

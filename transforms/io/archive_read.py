@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -130,10 +130,12 @@ class ArchiveReader:
         return [listed[p] for p in sorted(live_files([p for p in listed if p.endswith(".parquet")], markers))]
 
     def groups(self, files: list[pafs.FileInfo], start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
-               stats: ReadStats) -> Iterator[tuple[GroupSeries, pa.Table, np.ndarray]]:
-        """Each row group the cached footers' statistics leave (time range, a pinned name): its series, its rows
-        (COLUMNS the first time, VALUE_COLUMNS once its series are cached) and which of them pass the row
-        filter (time range, float samples or native histograms, the pinned name)."""
+               stats: ReadStats, wants: Callable[[GroupSeries], bool] = lambda _: True,
+               ) -> Iterator[tuple[GroupSeries, pa.Table, np.ndarray]]:
+        """Each row group the cached footers' statistics leave (time range, a pinned name) and, once its series
+        are cached, that holds a series `wants`: its series, its rows (COLUMNS the first time, VALUE_COLUMNS
+        once its series are cached) and which of them pass the row filter (time range, float samples or
+        native histograms, the pinned name)."""
         name = required_name(matchers)
         for info in files:
             footer, fetched = self.footers.get(info)
@@ -148,6 +150,8 @@ class ArchiveReader:
                 for group in groups:
                     key = self.series.key(info, group)
                     series = self.series.get(key)
+                    if series is not None and not wants(series):
+                        continue  # e.g. job="api" in a group of other jobs' series: nothing of it is read
                     columns = COLUMNS if series is None else VALUE_COLUMNS
                     stats.bytes += footer.groups[group].read_bytes(columns)
                     table = _with_columns(parquet.read_row_group(group, columns=[c for c in columns if c in present]),
@@ -170,7 +174,7 @@ class ArchiveReader:
             return []
         collector = SeriesCollector(matchers)
         try:
-            for series, table, kept in self.groups(files, start_ms, end_ms, matchers, stats):
+            for series, table, kept in self.groups(files, start_ms, end_ms, matchers, stats, collector.wants):
                 collector.add_rows(series, table, kept)
                 if collector.samples > max_samples:
                     raise SampleLimit(collector.samples)

@@ -136,17 +136,7 @@ class SeriesCollector:
         `series`, as group_series found them (perhaps for an earlier request)."""
         if not len(table):
             return
-        local = np.empty(len(series.keys), np.int64)
-        for i, key in enumerate(series.keys):
-            number = self._numbers.get(key)
-            if number is None:
-                number = -1
-                if series_matches(self.matchers, series.names[i], series.labels[i]):
-                    number = len(self._labels)
-                    self._labels.append(sorted([(METRIC_NAME_LABEL, series.names[i]), *series.labels[i].items()]))
-                self._numbers[key] = number
-            local[i] = number
-        numbers = local[series.ids()]
+        numbers = self.local_numbers(series)[series.ids()]
         if kept is not None:
             numbers = np.where(kept, numbers, -1)
         histograms = pc.equal(table.column("type"), HISTOGRAM).to_numpy(zero_copy_only=False)
@@ -159,6 +149,25 @@ class SeriesCollector:
         stamps = table.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)[rows]
         self._parts.append((numbers[rows], stamps, _exact_values(table)[rows]))
         self.samples += len(rows)
+
+    def local_numbers(self, series: GroupSeries) -> np.ndarray:
+        """Each local series' number among the matching ones, -1 where it does not match (matchers run once per
+        distinct series of the request)."""
+        local = np.empty(len(series.keys), np.int64)
+        for i, key in enumerate(series.keys):
+            number = self._numbers.get(key)
+            if number is None:
+                number = -1
+                if series_matches(self.matchers, series.names[i], series.labels[i]):
+                    number = len(self._labels)
+                    self._labels.append(sorted([(METRIC_NAME_LABEL, series.names[i]), *series.labels[i].items()]))
+                self._numbers[key] = number
+            local[i] = number
+        return local
+
+    def wants(self, series: GroupSeries) -> bool:
+        """Whether any series of a row group matches: a group whose series are known and match none is not read."""
+        return bool((self.local_numbers(series) >= 0).any())
 
     def histogram_example(self) -> str:
         """One matching series that holds native histograms, as name{labels}, for the refusal's message."""
