@@ -312,3 +312,26 @@ def test_series_cache_keeps_groups_by_weight_and_shares_labels():
     assert cache.get(("f", 1, 0, 0)) is first  # now the most recently used
     cache.put(("g", 1, 0, 0), group_series(table))  # weight 12 > 8: the least recently used group goes
     assert cache.get(("f", 1, 0, 1)) is None and cache.get(("f", 1, 0, 0)) is first
+
+
+def test_footer_cache_keeps_footers_by_stored_bytes(tmp_path):
+    """Footers are dropped least recently used first past the cache's stored bytes; a dropped one is fetched
+    (and counted) again."""
+    import pyarrow.fs as pafs
+
+    from transforms.core.read.select import COLUMNS
+    from transforms.io.archive_cache import FooterCache
+
+    table = parquet.encode_table([json.dumps({"name": "m", "tags": {}, "timestamp": "2026-11-25T09:00:00.000Z",
+                                              "kind": "absolute", "gauge": {"value": 1}})])
+    paths = []
+    for n in range(3):
+        paths.append(tmp_path / f"f{n}.parquet")
+        pq.write_table(table, paths[-1])
+    filesystem = pafs.LocalFileSystem()
+    infos = filesystem.get_file_info([str(p) for p in paths])
+    size = pq.ParquetFile(paths[0]).metadata.serialized_size + 8
+    cache = FooterCache(filesystem, COLUMNS, capacity=2 * size)
+    assert [cache.get(info)[1] for info in infos] == [True, True, True]  # the third drops the first
+    assert [cache.get(info)[1] for info in infos[1:]] == [False, False]
+    assert cache.get(infos[0])[1] is True

@@ -23,8 +23,9 @@ from transforms.core.read.select import GroupSeries
 
 # A Parquet file ends with its footer, a 4-byte footer length and the 4-byte magic "PAR1".
 FOOTER_TAIL = 8
-# ~50 KiB each parsed (a compacted file's 70 groups x 28 columns); 4096 of them cover months of hour partitions.
-CACHED_FOOTERS = 4096
+# Footers kept, by their stored size: a window file's is ~10 KiB, a compacted hour's ~2.7 KiB per row group
+# (184 KiB for the benchmark's 10,000 series); parsed, they take a few times that.
+CACHED_FOOTER_BYTES = 64 << 20
 # Row groups' series, weighed as their local series plus runs (~40 bytes each, labels interned apart): ~80 MiB.
 CACHED_SERIES_WEIGHT = 2_000_000
 INTERNED_SERIES = 100_000  # distinct series' labels shared by the groups holding them (~0.5 KiB each)
@@ -89,13 +90,15 @@ def summarize(metadata: pq.FileMetaData, columns: list[str]) -> Footer:
 
 
 class FooterCache:
-    """Parsed footers by (path, size, mtime), least recently used dropped first; shared by a process' threads."""
+    """Parsed footers by (path, size, mtime), least recently used dropped first past `capacity` stored bytes;
+    shared by a process' threads."""
 
-    def __init__(self, filesystem: pafs.FileSystem, columns: list[str], capacity: int = CACHED_FOOTERS) -> None:
+    def __init__(self, filesystem: pafs.FileSystem, columns: list[str], capacity: int = CACHED_FOOTER_BYTES) -> None:
         self.filesystem = filesystem
         self.columns = columns
         self.capacity = capacity
         self._footers: collections.OrderedDict[tuple[str, int, object], Footer] = collections.OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, info: pafs.FileInfo) -> tuple[Footer, bool]:
@@ -109,9 +112,11 @@ class FooterCache:
         with self.filesystem.open_input_file(info.path) as handle:
             footer = summarize(pq.ParquetFile(handle).metadata, self.columns)
         with self._lock:
+            old = self._footers.pop(key, None)
+            self._bytes += footer.size - (old.size if old is not None else 0)
             self._footers[key] = footer
-            while len(self._footers) > self.capacity:
-                self._footers.popitem(last=False)
+            while self._bytes > self.capacity and len(self._footers) > 1:
+                self._bytes -= self._footers.popitem(last=False)[1].size
         return footer, True
 
 
