@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 from reader.metrics import ReaderMetrics
 from transforms.core.errors import RemoteWriteError
-from transforms.core.read.encode import chunked_frames, query_result_bytes, read_response_bytes
+from transforms.core.read.encode import chunked_bytes_bound, chunked_frames, query_result_bytes, read_response_bytes
 from transforms.core.read.request import (
     CONTENT_TYPE_SAMPLES,
     CONTENT_TYPE_STREAMED,
@@ -33,7 +34,7 @@ class NotServed(RemoteWriteError):
 
 @dataclasses.dataclass
 class Answer:
-    body: bytes
+    body: bytes | Iterator[bytes]  # an iterator: frames written to the client as they are encoded
     content_type: str
     content_encoding: str | None
 
@@ -69,27 +70,50 @@ class Answerer:
                                 f"narrow the query's matchers or time range")
 
     def answer(self, tenant: str, plan: ReadPlan) -> Answer:
+        """Every query is read before the first byte is sent, so that a limit is still a 4xx (the selected
+        samples, 24 bytes each, are what a request holds: at most --max-samples-per-query per query)."""
         stats = ReadStats()
-        parts: list[bytes] = []
-        size = 0
         try:
+            selected = []
             for index in range(len(plan.queries)):
-                series = self._series(tenant, index, plan, stats)
-                encoded = [query_result_bytes(series)] if plan.response_type == SAMPLES else \
-                    chunked_frames(index, series)
-                for part in encoded:
-                    size += len(part)
-                    self._check_size(size)
-                    parts.append(part)
+                selected.append(self._series(tenant, index, plan, stats))
                 self.metrics.queries.inc()
         finally:
             self.metrics.files.inc(stats.files)
             self.metrics.rows.inc(stats.rows)
             self.metrics.bytes_read.inc(stats.bytes)
         if plan.response_type == SAMPLES:
-            body = read_response_bytes(parts)
-            self.metrics.response_bytes.inc(len(body))
-            return Answer(snappy_block.compress(body), CONTENT_TYPE_SAMPLES, "snappy")
-        body = b"".join(parts)
+            return self._samples(selected)
+        if sum(chunked_bytes_bound(series) for series in selected) <= self.max_bytes:
+            return Answer(self._stream(selected), CONTENT_TYPE_STREAMED, None)
+        # the bound allows more than the limit (it is ~8x the usual size): encode whole, to answer 422 if over
+        return Answer(b"".join(self._frames(selected, check=True)), CONTENT_TYPE_STREAMED, None)
+
+    def _samples(self, selected: list[list[Series]]) -> Answer:
+        parts: list[bytes] = []
+        size = 0
+        for series in selected:
+            parts.append(query_result_bytes(series))
+            size += len(parts[-1])
+            self._check_size(size)
+        body = read_response_bytes(parts)
         self.metrics.response_bytes.inc(len(body))
-        return Answer(body, CONTENT_TYPE_STREAMED, None)
+        return Answer(snappy_block.compress(body), CONTENT_TYPE_SAMPLES, "snappy")
+
+    def _frames(self, selected: list[list[Series]], check: bool) -> Iterator[bytes]:
+        """The frames of every query in order; each query's series are let go as they are encoded."""
+        size = 0
+        for index in range(len(selected)):
+            series, selected[index] = selected[index], []
+            for frame in chunked_frames(index, series):
+                size += len(frame)
+                if check:
+                    self._check_size(size)
+                yield frame
+        self.metrics.response_bytes.inc(size)
+
+    def _stream(self, selected: list[list[Series]]) -> Iterator[bytes]:
+        """Frames as they are encoded (memory: the selected samples, shrinking, and one frame), within the limit
+        by chunked_bytes_bound. An error now can only cut the stream short: the HTTP/1.1 chunked body then
+        lacks its last chunk, which clients (Prometheus' too) report as an error, never as a short answer."""
+        yield from self._frames(selected, check=False)

@@ -19,11 +19,13 @@ class ReaderMetrics:
         self.rows = Counter("reader_rows_read_total", "Rows read from Parquet that passed the pushed-down filter "
                             "(time range, float samples, a pinned name).", registry=r)
         self.bytes_read = Counter("reader_bytes_read_total",
-                                  "Parquet bytes read: file footers and the read columns' chunks of the row groups "
-                                  "left after pruning.", registry=r)
+                                  "Parquet bytes read: file footers not cached yet and the read columns' chunks "
+                                  "of the row groups left after pruning.", registry=r)
         self.response_bytes = Counter("reader_response_bytes_total", "Response bytes sent (before snappy).",
                                       registry=r)
-        self.seconds = Histogram("reader_request_duration_seconds", "Time to answer a read request.",
+        self.seconds = Histogram("reader_request_duration_seconds",
+                                 "Time until a read request's answer starts (a streamed answer's frames are sent "
+                                 "after).",
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
                                  registry=r)
 

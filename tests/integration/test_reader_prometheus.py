@@ -19,11 +19,12 @@ import pytest
 import requests
 import snappy
 
-from tests.read_helpers import block_chunks, decode_xor_chunk, write_archive
+from tests.read_helpers import block_chunks, decode_xor_chunk, read_frames, write_archive
 from tools import services
 from transforms.core.protocol import STALE_NAN, STALE_NAN_BITS
 from transforms.core.read.xor import encode_chunk
 from transforms.core.wire.builders import Series, build_v1
+from transforms.core.wire.proto import remote_read_pb2
 
 STEP_MS = 15_000
 SPAN_MS = 40 * 60_000
@@ -163,6 +164,30 @@ def test_xor_chunks_equal_prometheus_own(stack):
         seen_stale = seen_stale or any(bits == STALE_NAN_BITS for _, bits in points)
         assert encode_chunk([t for t, _ in points], [bits for _, bits in points]) == data
     assert seen_stale
+
+
+def test_streamed_chunks_come_over_http_as_a_chunked_body(stack):
+    """Through gunicorn, a STREAMED_XOR_CHUNKS answer is a chunked HTTP body (frames sent as encoded, no
+    Content-Length), and its chunks hold exactly the samples of the SAMPLES answer."""
+    query = remote_read_pb2.Query(start_timestamp_ms=stack["start"], end_timestamp_ms=stack["start"] + SPAN_MS,
+                                  matchers=[remote_read_pb2.LabelMatcher(type=2, name="__name__", value=".+")])
+    answers = {}
+    for kind in (remote_read_pb2.ReadRequest.SAMPLES, remote_read_pb2.ReadRequest.STREAMED_XOR_CHUNKS):
+        body = remote_read_pb2.ReadRequest(queries=[query], accepted_response_types=[kind]).SerializeToString()
+        answers[kind] = requests.post(f"{stack['reader']}/api/v1/read", data=snappy.compress(body), timeout=60,
+                                      headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"})
+    streamed = answers[remote_read_pb2.ReadRequest.STREAMED_XOR_CHUNKS]
+    assert streamed.status_code == 200 and streamed.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in streamed.headers
+    chunked = [(tuple((lb.name, lb.value) for lb in series.labels),
+                [point for chunk in series.chunks for point in decode_xor_chunk(chunk.data)])
+               for frame in read_frames(streamed.content) for series in frame.chunked_series]
+    (result,) = remote_read_pb2.ReadResponse.FromString(
+        snappy.decompress(answers[remote_read_pb2.ReadRequest.SAMPLES].content)).results
+    assert chunked == [(tuple((lb.name, lb.value) for lb in series.labels),
+                        [(s.timestamp, struct.unpack("<Q", struct.pack("<d", s.value))[0]) for s in series.samples])
+                       for series in result.timeseries]
+    assert len(chunked) == len(_series(0))
 
 
 def test_a_limit_reaches_the_prometheus_user(stack, tmp_path):

@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import random
+from datetime import timedelta
 
 import duckdb
 import pyarrow.parquet as pq
@@ -153,6 +154,21 @@ def test_the_compacted_table_is_sorted_by_series_then_time_and_loses_nothing() -
     assert order == sorted(order), "sorted by name, then label pairs, then time"
     assert len(table) == 2800
     assert canonical(table) == sorted(itertools.chain.from_iterable(canonical(t) for t in tables))
+
+
+def test_a_large_partition_is_sorted_by_name_then_time_slice_then_series_then_time() -> None:
+    """Past slice_rows, each metric's rows come in 10-minute slices of the hour (so row groups hold one metric's
+    slice), each slice sorted by series then time; nothing lost."""
+    tables = [archive_parquet.encode_table(records(700, seed)) for seed in range(4)]
+    table = compaction.compact_table(tables, slice_rows=1000)
+    rows = python_order(table)
+    hour = min(r[2] for r in rows).replace(minute=0, second=0, microsecond=0)
+    keyed = [(name, (stamp - hour) // timedelta(milliseconds=compaction.SLICE_MS), labels, stamp)
+             for name, labels, stamp in rows]
+    assert keyed == sorted(keyed), "sorted by name, then slice, then label pairs, then time"
+    assert len({k[1] for k in keyed}) == 6 and keyed != sorted(keyed, key=lambda k: (k[0], k[2], k[3]))
+    assert canonical(table) == sorted(itertools.chain.from_iterable(canonical(t) for t in tables))
+    assert python_order(compaction.compact_table(tables, slice_rows=2801)) == sorted(rows), "below it: by series"
 
 
 def test_rows_spanning_days_sort_alike_through_the_general_sort() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 import snappy
@@ -88,6 +90,23 @@ def test_streamed_chunks_answer_the_same(tmp_path):
     assert points == [(s.timestamp, float_bits(s.value)) for s in expected]
 
 
+def test_streamed_chunks_are_written_as_encoded_within_the_byte_limit(tmp_path):
+    """Under the byte limit by the encoder's bound, frames are sent as they are encoded (a generator: no
+    Content-Length); past the bound but within the limit, the same bytes sent whole; past the limit, 422."""
+    query = [(T0, T0 + 7_200_000, [(RE, "__name__", ".+")]), (T0, T0 + 3_600_000, [(EQ, "__name__", "other")])]
+    client, _ = _client(tmp_path)
+    streamed = _read(client, query, accepted=[STREAMED_XOR_CHUNKS])
+    assert streamed.status_code == 200 and "Content-Length" not in streamed.headers  # a generator's body
+    body = streamed.get_data()
+    assert [f.query_index for f in read_frames(body)] == [0, 1]
+    whole, _ = _client(tmp_path / "whole", max_bytes_per_response=len(body))
+    answer = _read(whole, query, accepted=[STREAMED_XOR_CHUNKS])
+    assert answer.status_code == 200 and answer.get_data() == body
+    assert answer.headers["Content-Length"] == str(len(body))
+    over, _ = _client(tmp_path / "over", max_bytes_per_response=len(body) - 1)
+    assert _read(over, query, accepted=[STREAMED_XOR_CHUNKS]).status_code == 422
+
+
 def test_tenants_are_separate(tmp_path):
     client, _ = _client(tmp_path)
     query = [(T0, T0 + 7_200_000, [(RE, "__name__", ".+")])]
@@ -146,6 +165,17 @@ def test_row_groups_are_pruned_by_name(tmp_path):
     assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + chunks
     (result,) = _samples(_read(client, [(T0 + 10_000, T0 + 19_999, [(RE, "__name__", "m0.")])]))
     assert [len(s.samples) for s in result.timeseries] == [10] * 10
+    # every group's series are known now: the same regex again reads only the ten groups holding m0x, and
+    # only their time, value, special and type chunks
+    before = metrics.bytes_read._value.get()
+    (again,) = _samples(_read(client, [(T0 + 10_000, T0 + 19_999, [(RE, "__name__", "m0.")])]))
+    assert again == result
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)
+              if meta.row_group(g).column(0).statistics.min.startswith("m0")]
+    assert len(groups) == 10
+    assert metrics.bytes_read._value.get() - before == sum(
+        group.column(c).total_compressed_size for group in groups for c in range(group.num_columns)
+        if group.column(c).path_in_schema in ("timestamp", "value", "special", "type"))
 
 
 def test_bytes_read_are_the_footer_and_the_read_columns_of_the_unpruned_row_groups(tmp_path):
@@ -169,8 +199,21 @@ def test_bytes_read_are_the_footer_and_the_read_columns_of_the_unpruned_row_grou
     read = ("name", "labels", "timestamp", "value", "special", "type")
     chunks = [group.column(c) for c in range(group.num_columns) if group.column(c).path_in_schema.split(".")[0] in read]
     assert len(chunks) == 7 and len(chunks) < group.num_columns
-    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + sum(c.total_compressed_size for c in chunks)
+    group_bytes = sum(c.total_compressed_size for c in chunks)
+    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + group_bytes
     assert metrics.bytes_read._value.get() < path.stat().st_size
+    # the footer and the group's series are cached: the same query again fetches only the group's time, value,
+    # special and type chunks (not name, not labels); a file written anew is read anew
+    values = sum(c.total_compressed_size for c in chunks if c.path_in_schema in ("timestamp", "value", "special",
+                                                                                 "type"))
+    (again,) = _samples(_read(client, [(T0 + 310_000, T0 + 320_000, [(EQ, "__name__", "m")])]))
+    assert again == result
+    assert metrics.bytes_read._value.get() == meta.serialized_size + 8 + group_bytes + values
+    pq.write_table(parquet.encode_table(lines[:500]), path, row_group_size=50)
+    (result,) = _samples(_read(client, [(T0 + 310_000, T0 + 320_000, [(EQ, "__name__", "m")])]))
+    assert len(result.timeseries[0].samples) == 11
+    assert metrics.bytes_read._value.get() > meta.serialized_size + 8 + group_bytes + values + pq.ParquetFile(
+        path).metadata.serialized_size
 
 
 def test_health_ready_metrics(tmp_path):
@@ -250,3 +293,45 @@ def test_unknown_special_value_fails_the_query_with_its_reason(tmp_path):
     pq.write_table(table.set_column(table.schema.get_field_index("special"), "special", special), path)
     response = _read(client, [(T0, T0 + 3_600_000, [(EQ, "__name__", "other")])])
     assert response.status_code == 500 and "unknown special value 'Bogus'" in response.get_json()["error"]
+
+
+def test_series_cache_keeps_groups_by_weight_and_shares_labels():
+    """Row groups' series are dropped least recently used first past the cache's weight (local series plus
+    runs), and a series held by two groups keeps one copy of its labels."""
+    from transforms.core.read.select import COLUMNS, group_series
+    from transforms.io.archive_cache import SeriesCache
+
+    table = parquet.encode_table(
+        [json.dumps({"name": "m", "tags": {"job": j}, "timestamp": f"2026-11-25T09:00:0{i}.000Z", "kind": "absolute",
+                     "gauge": {"value": i}}) for j in ("a", "b") for i in range(3)]).select(COLUMNS)
+    cache = SeriesCache(capacity=8)
+    first = cache.put(("f", 1, 0, 0), group_series(table))
+    assert first.ids().tolist() == [0, 0, 0, 1, 1, 1] and first.run_starts.tolist() == [0, 3]  # weight 2 + 2
+    second = cache.put(("f", 1, 0, 1), group_series(table))
+    assert second.labels[0] is first.labels[0] and second.keys[1] is first.keys[1]
+    assert cache.get(("f", 1, 0, 0)) is first  # now the most recently used
+    cache.put(("g", 1, 0, 0), group_series(table))  # weight 12 > 8: the least recently used group goes
+    assert cache.get(("f", 1, 0, 1)) is None and cache.get(("f", 1, 0, 0)) is first
+
+
+def test_footer_cache_keeps_footers_by_stored_bytes(tmp_path):
+    """Footers are dropped least recently used first past the cache's stored bytes; a dropped one is fetched
+    (and counted) again."""
+    import pyarrow.fs as pafs
+
+    from transforms.core.read.select import COLUMNS
+    from transforms.io.archive_cache import FooterCache
+
+    table = parquet.encode_table([json.dumps({"name": "m", "tags": {}, "timestamp": "2026-11-25T09:00:00.000Z",
+                                              "kind": "absolute", "gauge": {"value": 1}})])
+    paths = []
+    for n in range(3):
+        paths.append(tmp_path / f"f{n}.parquet")
+        pq.write_table(table, paths[-1])
+    filesystem = pafs.LocalFileSystem()
+    infos = filesystem.get_file_info([str(p) for p in paths])
+    size = pq.ParquetFile(paths[0]).metadata.serialized_size + 8
+    cache = FooterCache(filesystem, COLUMNS, capacity=2 * size)
+    assert [cache.get(info)[1] for info in infos] == [True, True, True]  # the third drops the first
+    assert [cache.get(info)[1] for info in infos[1:]] == [False, False]
+    assert cache.get(infos[0])[1] is True

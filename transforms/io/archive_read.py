@@ -9,56 +9,40 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from transforms.core.archive.compaction import CompactionError, Marker, is_marker, live_files
 from transforms.core.archive.parquet import SCHEMA
 from transforms.core.archive.records import RecordError
-from transforms.core.read.matchers import Matcher
+from transforms.core.read.matchers import Matcher, required_name
 from transforms.core.read.select import (
     COLUMNS,
     DAY_MS,
     HOUR_MS,
+    GroupSeries,
     Series,
     SeriesCollector,
+    group_series,
     overlaps,
     partition_start_ms,
-    row_filter,
+    row_mask,
 )
+from transforms.io.archive_cache import FooterCache, SeriesCache
 
-_READ_SCHEMA = pa.schema([SCHEMA.field(name) for name in COLUMNS])
+# What a row group is read for once its series are cached (no name, no labels).
+VALUE_COLUMNS = ["timestamp", "value", "special", "type"]
 
 
 @dataclasses.dataclass
 class ReadStats:
     files: int = 0
     rows: int = 0
-    bytes: int = 0  # Parquet bytes fetched: footers and the read columns' chunks of the unpruned row groups
-
-
-# A Parquet file ends with its footer, a 4-byte footer length and the 4-byte magic "PAR1".
-_FOOTER_TAIL = 8
-
-
-def scanned_bytes(dataset: ds.FileSystemDataset, expression: pc.Expression, columns: list[str]) -> int:
-    """The bytes a finished scan of `dataset` fetched: each file's footer, plus the chunks of `columns` in the
-    row groups the statistics left (the same pruning the scan applied). Read from the footers the scan
-    cached on the dataset's fragments, so this does no I/O (call it only after a complete scan)."""
-    wanted = set(columns)
-    total = 0
-    for fragment in dataset.get_fragments():
-        metadata = fragment.metadata
-        total += metadata.serialized_size + _FOOTER_TAIL
-        for piece in fragment.split_by_row_group(expression):
-            for group in piece.row_groups:
-                row_group = metadata.row_group(group.id)
-                total += sum(row_group.column(i).total_compressed_size for i in range(row_group.num_columns)
-                             if row_group.column(i).path_in_schema.split(".", 1)[0] in wanted)
-    return total
+    bytes: int = 0  # Parquet bytes fetched: footers not cached yet and the read columns' chunks of the groups read
 
 
 def archive_filesystem(archive_path: str) -> tuple[pafs.FileSystem, str]:
@@ -98,6 +82,8 @@ class ArchiveReader:
         self.filesystem, root = archive_filesystem(archive_path)
         self.root = root.rstrip("/")
         self.gcs_folders = GcsFolders() if archive_path.startswith("gs://") else None
+        self.footers = FooterCache(self.filesystem, COLUMNS)
+        self.series = SeriesCache()
 
     def reachable(self) -> bool:
         """The archive root exists (readiness)."""
@@ -111,6 +97,10 @@ class ArchiveReader:
                       if info.type == pafs.FileType.Directory)
 
     def files(self, tenant: str, start_ms: int, end_ms: int) -> list[str]:
+        """Every Parquet file in the tenant's hour partitions that [start_ms, end_ms] touches (paths)."""
+        return [info.path for info in self.file_infos(tenant, start_ms, end_ms)]
+
+    def file_infos(self, tenant: str, start_ms: int, end_ms: int) -> list[pafs.FileInfo]:
         """Every Parquet file in the tenant's hour partitions that [start_ms, end_ms] touches. The date and
         hour folders that exist are listed (one listing per level), so a wide range costs no more requests
         than the archive has folders in it."""
@@ -125,11 +115,11 @@ class ArchiveReader:
                 found += self._live_parquet(f"{tenant_path}/{date}/{hour}")
         return found
 
-    def _live_parquet(self, partition: str) -> list[str]:
+    def _live_parquet(self, partition: str) -> list[pafs.FileInfo]:
         """A partition's Parquet files as the compaction marker rule has them: the window files or their
         compacted replacement, never both (transforms/core/archive/compaction.py)."""
-        listed = [info.path for info in self.filesystem.get_file_info(pafs.FileSelector(partition))
-                  if info.type == pafs.FileType.File]
+        listed = {info.path: info for info in self.filesystem.get_file_info(pafs.FileSelector(partition))
+                  if info.type == pafs.FileType.File}
         markers = {}
         for path in filter(is_marker, listed):
             with self.filesystem.open_input_file(path) as handle:
@@ -137,32 +127,73 @@ class ArchiveReader:
                     markers[path] = Marker.from_json(handle.read(), path)
                 except CompactionError as exc:
                     raise ArchiveUnreadable(str(exc)) from exc
-        return sorted(live_files([p for p in listed if p.endswith(".parquet")], markers))
+        return [listed[p] for p in sorted(live_files([p for p in listed if p.endswith(".parquet")], markers))]
+
+    def groups(self, files: list[pafs.FileInfo], start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
+               stats: ReadStats, wants: Callable[[GroupSeries], bool] = lambda _: True,
+               ) -> Iterator[tuple[GroupSeries, pa.Table, np.ndarray]]:
+        """Each row group the cached footers' statistics leave (time range, a pinned name) and, once its series
+        are cached, that holds a series `wants`: its series, its rows (COLUMNS the first time, VALUE_COLUMNS
+        once its series are cached) and which of them pass the row filter (time range, float samples or
+        native histograms, the pinned name)."""
+        name = required_name(matchers)
+        for info in files:
+            footer, fetched = self.footers.get(info)
+            if fetched:
+                stats.bytes += footer.size
+            groups = footer.groups_for(start_ms, end_ms, name)
+            if not groups:
+                continue
+            with self.filesystem.open_input_file(info.path) as handle:
+                parquet = pq.ParquetFile(handle, metadata=footer.metadata, pre_buffer=True)
+                present = set(parquet.schema_arrow.names)
+                for group in groups:
+                    key = self.series.key(info, group)
+                    series = self.series.get(key)
+                    if series is not None and not wants(series):
+                        continue  # e.g. job="api" in a group of other jobs' series: nothing of it is read
+                    columns = COLUMNS if series is None else VALUE_COLUMNS
+                    stats.bytes += footer.groups[group].read_bytes(columns)
+                    table = _with_columns(parquet.read_row_group(group, columns=[c for c in columns if c in present]),
+                                          columns)
+                    if series is None:
+                        series = self.series.put(key, group_series(table))
+                    kept = row_mask(table, start_ms, end_ms, None).to_numpy(zero_copy_only=False)
+                    if name is not None:
+                        kept &= series.rows_named(name)
+                    stats.rows += int(kept.sum())
+                    yield series, table, kept
 
     def read(self, tenant: str, start_ms: int, end_ms: int, matchers: tuple[Matcher, ...],
              max_samples: int, stats: ReadStats) -> list[Series]:
         """The float samples of matching series in [start_ms, end_ms] (partitions pruned by tenant and hour,
         row groups by statistics), only the needed columns. Raises SampleLimit past max_samples samples."""
-        files = self.files(tenant, start_ms, end_ms)
+        files = self.file_infos(tenant, start_ms, end_ms)
         stats.files += len(files)
         if not files:
             return []
         collector = SeriesCollector(matchers)
-        expression = row_filter(start_ms, end_ms, matchers)
         try:
-            dataset = ds.dataset(files, schema=_READ_SCHEMA, format="parquet", filesystem=self.filesystem)
-            for batch in dataset.to_batches(columns=COLUMNS, filter=expression):
-                stats.rows += batch.num_rows
-                collector.add(pa.Table.from_batches([batch], schema=_READ_SCHEMA))
+            for series, table, kept in self.groups(files, start_ms, end_ms, matchers, stats, collector.wants):
+                collector.add_rows(series, table, kept)
                 if collector.samples > max_samples:
                     raise SampleLimit(collector.samples)
-            stats.bytes += scanned_bytes(dataset, expression, COLUMNS)
             if collector.histogram_series:
                 raise NativeHistograms(len(collector.histogram_series), collector.histogram_example())
         except (pa.ArrowException, OSError, RecordError) as exc:
             # an answer without this file's samples would look complete: fail the query, naming the problem
             raise ArchiveUnreadable(f"archive files of tenant {tenant!r} unreadable: {exc}") from exc
         return collector.series()
+
+
+def _with_columns(table: pa.Table, columns: list[str]) -> pa.Table:
+    """Rows read as `columns` of the archive's schema: a column the file lacks as nulls, `name` as a plain
+    string if the file stored a dictionary type."""
+    schema = pa.schema([SCHEMA.field(c) for c in columns])
+    if table.schema.equals(schema):
+        return table
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) if f.name in table.column_names
+                                 else pa.nulls(len(table), f.type) for f in schema], schema=schema)
 
 
 class ArchiveUnreadable(Exception):

@@ -1,7 +1,8 @@
 """Compaction of closed hour partitions, the pure part: the reader rule, the plan, and the compacted table.
 
 A partition's many window files (part-*.ndjson.gz | part-*.parquet) become few `compacted-<id>-<n>.parquet`
-files with the archive's Parquet schema, sorted by series (name, then labels), then time. The job
+files with the archive's Parquet schema, sorted by series (name, then labels), then time; in a large partition
+each metric's rows by 10-minute slices of the hour first (compact_table). The job
 (pipeline/compact.py) follows a four-step protocol, so that a reader sees the old file set or the new one,
 never both and never neither, and a rerun after a crash at any point finishes the job:
 
@@ -41,8 +42,13 @@ COMPACTED_SUFFIX = ".parquet"
 INPUT_SUFFIXES = (".ndjson.gz", ".parquet")
 # Measured in docs/compaction.md (bench/compaction.py): with 128 k-row groups a one-metric read decodes ~8x
 # fewer rows than with 1 M (a group is decoded whole, labels map included) and the whole-hour scan runs as fast.
-ROW_GROUP_ROWS = 131_072
+ROW_GROUP_ROWS = 32_768
 ROWS_PER_FILE = 16_777_216  # an hour of ~70 k series scraped every 15 s in one file
+# A partition of at least SLICE_MIN_ROWS rows is sorted by name, then SLICE_MS of its hour, then series and time
+# (compact_table): a query of the last minutes decodes its metric's slice, not every group of its hour.
+SLICE_MS = 600_000
+SLICE_MIN_ROWS = 16 * ROW_GROUP_ROWS
+HOUR_MS = 3_600_000
 BLOOM_FPP = 0.01
 _TIME_BITS = 28  # ms within a partition in the packed sort key: 74 hours
 _ID = re.compile(r"^[0-9a-f]{16}$")
@@ -211,9 +217,13 @@ def series_key(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(_escaped(table.column("name").combine_chunks()), joined, "\x02")
 
 
-def compact_table(tables: Sequence[pa.Table]) -> pa.Table:
+def compact_table(tables: Sequence[pa.Table], slice_rows: int = SLICE_MIN_ROWS) -> pa.Table:
     """Every row of `tables`, sorted by series (name, then labels), then time, then kind; a stable sort, so
     rows equal in all of these keep their input order and nothing is dropped or merged.
+
+    With `slice_rows` rows or more, each metric's rows are cut by time into slices of SLICE_MS: sorted by name,
+    then slice, then series, then time. Row groups then hold one metric's slice, so a query of a few minutes
+    skips the metric's other slices by the time statistics, as it skips other metrics by the name's.
 
     The string key is compared once per distinct series (its rank), the rows are sorted on integers."""
     table = pa.concat_tables([t.select(parquet.SCHEMA.names).cast(parquet.SCHEMA) for t in tables]) \
@@ -230,12 +240,19 @@ def compact_table(tables: Sequence[pa.Table]) -> pa.Table:
         # an hour's rows: one uint64 per row (series rank, ms into the partition, kind), sorted stably in numpy,
         # ~10x Arrow's sort on three keys
         packed = (ranks << np.uint64(_TIME_BITS + 2)) | (offset.astype(np.uint64) << np.uint64(2)) | kinds
-        order = pa.array(np.argsort(packed, kind="stable"))
+        order = np.argsort(packed, kind="stable")
     else:  # a partition spanning days (not one of the pipeline's): the general sort
         keys = pa.table({"series": ranks, "time": stamps, "kind": kinds})
         order = pc.sort_indices(keys, sort_keys=[("series", "ascending"), ("time", "ascending"),
-                                                 ("kind", "ascending")])
-    return table.take(order)
+                                                 ("kind", "ascending")]).to_numpy()
+    if len(table) >= slice_rows:
+        # a second stable sort on (name, slice) keeps the series-then-time order within each metric's slice
+        names = pc.dictionary_encode(table.column("name").combine_chunks())
+        name_rank = pc.rank(names.dictionary, sort_keys="ascending", tiebreaker="dense").take(names.indices)
+        slices = (stamps - stamps.min() // HOUR_MS * HOUR_MS) // SLICE_MS
+        outer = (name_rank.to_numpy().astype(np.int64)[order] << 32) | slices[order]
+        order = order[np.argsort(outer, kind="stable")]
+    return table.take(pa.array(order))
 
 
 def file_count(rows: int, rows_per_file: int = ROWS_PER_FILE) -> int:

@@ -7,17 +7,25 @@ and NaN payloads come back bit for bit) and no Python object is made per sample.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 
 import google_crc32c
 import numpy as np
 
 from transforms.core.read.select import Series
-from transforms.core.read.xor import encode_chunks
+from transforms.core.read.xor import SAMPLES_PER_CHUNK, encode_chunks
 from transforms.core.wire.proto import remote_read_pb2, remote_v1_pb2
 
 # Prometheus keeps each streamed frame near 1 MiB; a frame holds whole series up to about that size.
 FRAME_TARGET_BYTES = 1 << 20
+# The most an XOR chunk can spend on a sample: a delta-of-delta timestamp of 4 + 64 bits and a value of
+# 2 + 5 + 6 + 64 bits (the first two samples take less: a varint of at most 10 bytes and 8 bytes). And the most
+# the protobuf around a chunk, a series and a frame can take besides the labels' own bytes.
+XOR_BYTES_PER_SAMPLE = 19
+CHUNK_OVERHEAD_BYTES = 64
+SERIES_OVERHEAD_BYTES = 32
+FRAME_OVERHEAD_BYTES = 32
 SAMPLES_PER_SLICE = 1 << 16
 
 
@@ -63,7 +71,10 @@ def _encoded_samples(timestamps: np.ndarray, values: np.ndarray) -> tuple[bytes,
                   for i in range(0, len(timestamps), SAMPLES_PER_SLICE)]
         return b"".join(part for part, _ in slices), np.concatenate([lengths for _, lengths in slices])
     count = len(timestamps)
-    stamp_bytes, stamp_lengths = _varints(timestamps.view(np.uint64))
+    stamps = timestamps.view(np.uint64)
+    if count and _varint_length(int(stamps.min())) == _varint_length(int(stamps.max())):
+        return _same_length_samples(stamps, values, _varint_length(int(stamps.min())))
+    stamp_bytes, stamp_lengths = _varints(stamps)
     rows = np.zeros((count, 2 + 1 + 8 + 1 + 10), np.uint8)
     rows[:, 0] = 0x12  # field 2 (samples), length-delimited
     rows[:, 1] = 1 + 8 + 1 + stamp_lengths  # a Sample is at most 20 bytes: its length is one byte
@@ -75,10 +86,36 @@ def _encoded_samples(timestamps: np.ndarray, values: np.ndarray) -> tuple[bytes,
     return rows[used].tobytes(), 12 + stamp_lengths
 
 
+def _varint_length(number: int) -> int:
+    return max(1, -(-number.bit_length() // 7))
+
+
+def _same_length_samples(stamps: np.ndarray, values: np.ndarray, length: int) -> tuple[bytes, np.ndarray]:
+    """_encoded_samples when every timestamp's varint has `length` bytes (any query of less than ~3 years since
+    1970 + 2^41 ms): fixed-width rows, built a column at a time, with no mask."""
+    count = len(stamps)
+    rows = np.empty((count, 12 + length), np.uint8)
+    rows[:, 0] = 0x12
+    rows[:, 1] = 1 + 8 + 1 + length
+    rows[:, 2] = 0x09
+    rows[:, 3:11] = values.astype("<f8").view(np.uint8).reshape(count, 8)
+    rows[:, 11] = 0x10
+    for i in range(length):
+        group = (stamps >> np.uint64(7 * i)) & np.uint64(0x7F)
+        rows[:, 12 + i] = group | np.uint64(0x80) if i < length - 1 else group
+    return rows.tobytes(), np.full(count, 12 + length, np.int64)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _label_bytes(name: str, value: str) -> bytes:
+    """One `Label labels = 1` field of a TimeSeries; label pairs repeat across series and requests."""
+    return _field(1, (_field(1, name.encode()) if name else b"") + (_field(2, value.encode()) if value else b""))
+
+
 def _labels_field(labels: Iterable[tuple[str, str]]) -> bytes:
-    """`repeated Label labels = 1` of a TimeSeries."""
-    message = remote_v1_pb2.TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in labels])
-    return message.SerializeToString()
+    """`repeated Label labels = 1` of a TimeSeries (as protobuf serializes it: an empty string field is left
+    out)."""
+    return b"".join(_label_bytes(n, v) for n, v in labels)
 
 
 def timeseries_bytes(series: Series) -> bytes:
@@ -127,6 +164,18 @@ def chunked_frames(query_index: int, series: Iterable[Series]) -> Iterator[bytes
         size += len(encoded)
     if pending:
         yield _chunked_frame(query_index, pending)
+
+
+def chunked_bytes_bound(series: Iterable[Series]) -> int:
+    """An upper bound on the bytes chunked_frames yields for `series` (at most one frame per series), found
+    without encoding them: what lets a streamed response start only when it cannot cross a byte limit."""
+    total = 0
+    for one in series:
+        samples = len(one.timestamps)
+        chunks = -(-samples // SAMPLES_PER_CHUNK)
+        total += (FRAME_OVERHEAD_BYTES + SERIES_OVERHEAD_BYTES + len(_labels_field(one.labels))
+                  + chunks * CHUNK_OVERHEAD_BYTES + samples * XOR_BYTES_PER_SAMPLE)
+    return total
 
 
 def _chunked_frame(query_index: int, encoded_series: list[bytes]) -> bytes:

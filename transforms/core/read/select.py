@@ -17,13 +17,14 @@ import pyarrow.compute as pc
 
 from transforms.core.archive.records import HISTOGRAM, SAMPLE_KINDS, decode_value
 from transforms.core.protocol import METRIC_NAME_LABEL
-from transforms.core.read.matchers import Matcher, required_name, series_matches
+from transforms.core.read.matchers import Matcher, series_matches
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 # Float samples are served; a query whose series hold native histograms is refused (docs/query.md), so their
 # rows are read too (the type column tells them apart); exemplars are left out.
 COLUMNS = ["name", "labels", "timestamp", "value", "special", "type"]
+_KEPT_TYPES = pa.array([*SAMPLE_KINDS, HISTOGRAM])
 
 
 @dataclasses.dataclass
@@ -54,17 +55,15 @@ def overlaps(folder_start_ms: int | None, length_ms: int, start_ms: int, end_ms:
     return folder_start_ms is not None and folder_start_ms <= end_ms and folder_start_ms + length_ms > start_ms
 
 
-def row_filter(start_ms: int, end_ms: int, matchers: Iterable[Matcher]) -> pc.Expression:
-    """The predicate pushed down to the Parquet reader: time range, float samples and native histograms (to
-    refuse them), and a pinned name."""
-    time_type = pa.timestamp("ms", tz="UTC")
-    expression = ((pc.field("timestamp") >= pa.scalar(start_ms, pa.int64()).cast(time_type))
-                  & (pc.field("timestamp") <= pa.scalar(end_ms, pa.int64()).cast(time_type))
-                  & pc.field("type").isin([*SAMPLE_KINDS, HISTOGRAM]))
-    name = required_name(matchers)
+def row_mask(table: pa.Table, start_ms: int, end_ms: int, name: str | None) -> pa.BooleanArray:
+    """The rows to keep of a batch read from the row groups pruning left: in [start_ms, end_ms], float samples
+    or native histograms (to refuse them), and of the pinned name."""
+    stamps = table.column("timestamp").cast(pa.int64())
+    kept = pc.and_kleene(pc.greater_equal(stamps, start_ms), pc.less_equal(stamps, end_ms))
+    kept = pc.and_kleene(kept, pc.is_in(table.column("type"), value_set=_KEPT_TYPES))
     if name is not None:
-        expression = expression & (pc.field("name") == name)
-    return expression
+        kept = pc.and_kleene(kept, pc.equal(table.column("name"), name))
+    return pc.fill_null(kept, False).combine_chunks()
 
 
 def _exact_values(table: pa.Table) -> np.ndarray:
@@ -75,6 +74,40 @@ def _exact_values(table: pa.Table) -> np.ndarray:
         for i in pc.indices_nonzero(pc.is_valid(special)).to_numpy().tolist():
             values[i] = decode_value(special[i].as_py())
     return values
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSeries:
+    """Which series each row of some rows (a row group) belongs to: local series numbers in runs (rows sorted by
+    series make few), and each local series' key (name and labels joined), name and labels. Found once per row
+    group and kept (transforms/io/archive_cache.py): a later query of the group reads no labels at all."""
+
+    keys: list[bytes]
+    names: list[str]
+    labels: list[dict[str, str]]
+    run_starts: np.ndarray  # the first row of each run
+    run_series: np.ndarray  # each run's local series
+    rows: int
+
+    def ids(self) -> np.ndarray:
+        """The local series of every row."""
+        return np.repeat(self.run_series, np.diff(np.append(self.run_starts, self.rows)))
+
+    def rows_named(self, name: str) -> np.ndarray:
+        """Per row, whether its series has this name."""
+        return np.array([n == name for n in self.names], bool)[self.ids()]
+
+
+def group_series(table: pa.Table) -> GroupSeries:
+    """The series of rows holding `name` and `labels` (any order)."""
+    series_ids, keys = _series_ids(table)
+    key_list = keys.to_pylist()
+    first_rows = pa.array(_first_row_of_each(series_ids, len(key_list)))
+    names = table.column("name").take(first_rows).to_pylist()
+    labels = [dict(pairs) for pairs in table.column("labels").take(first_rows).to_pylist()]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(series_ids)) + 1]) if len(series_ids) else \
+        np.zeros(0, np.int64)
+    return GroupSeries(key_list, names, labels, starts.astype(np.int64), series_ids[starts], len(series_ids))
 
 
 class SeriesCollector:
@@ -94,23 +127,18 @@ class SeriesCollector:
         self.histogram_series: set[int] = set()  # matching series with native histogram rows (not served)
 
     def add(self, table: pa.Table) -> None:
+        """Rows of COLUMNS (any order)."""
+        if len(table):
+            self.add_rows(group_series(table), table)
+
+    def add_rows(self, series: GroupSeries, table: pa.Table, kept: np.ndarray | None = None) -> None:
+        """The rows of `table` (timestamp, value, special and type; `kept` of them, if given) whose series are
+        `series`, as group_series found them (perhaps for an earlier request)."""
         if not len(table):
             return
-        series_ids, keys = _series_ids(table)
-        key_list = keys.to_pylist()
-        unknown = [i for i, key in enumerate(key_list) if key not in self._numbers]
-        if unknown:
-            first_rows = pa.array(_first_row_of_each(series_ids, len(key_list))[unknown])
-            names = table.column("name").take(first_rows).to_pylist()
-            labels = table.column("labels").take(first_rows).to_pylist()
-            for local, name, pairs in zip(unknown, names, labels, strict=True):
-                as_dict = dict(pairs)
-                number = -1
-                if series_matches(self.matchers, name, as_dict):
-                    number = len(self._labels)
-                    self._labels.append(sorted([(METRIC_NAME_LABEL, name), *as_dict.items()]))
-                self._numbers[key_list[local]] = number
-        numbers = np.array([self._numbers[key] for key in key_list], np.int64)[series_ids]
+        numbers = self.local_numbers(series)[series.ids()]
+        if kept is not None:
+            numbers = np.where(kept, numbers, -1)
         histograms = pc.equal(table.column("type"), HISTOGRAM).to_numpy(zero_copy_only=False)
         if histograms.any():
             self.histogram_series.update(np.unique(numbers[histograms & (numbers >= 0)]).tolist())
@@ -121,6 +149,25 @@ class SeriesCollector:
         stamps = table.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)[rows]
         self._parts.append((numbers[rows], stamps, _exact_values(table)[rows]))
         self.samples += len(rows)
+
+    def local_numbers(self, series: GroupSeries) -> np.ndarray:
+        """Each local series' number among the matching ones, -1 where it does not match (matchers run once per
+        distinct series of the request)."""
+        local = np.empty(len(series.keys), np.int64)
+        for i, key in enumerate(series.keys):
+            number = self._numbers.get(key)
+            if number is None:
+                number = -1
+                if series_matches(self.matchers, series.names[i], series.labels[i]):
+                    number = len(self._labels)
+                    self._labels.append(sorted([(METRIC_NAME_LABEL, series.names[i]), *series.labels[i].items()]))
+                self._numbers[key] = number
+            local[i] = number
+        return local
+
+    def wants(self, series: GroupSeries) -> bool:
+        """Whether any series of a row group matches: a group whose series are known and match none is not read."""
+        return bool((self.local_numbers(series) >= 0).any())
 
     def histogram_example(self) -> str:
         """One matching series that holds native histograms, as name{labels}, for the refusal's message."""
@@ -135,8 +182,15 @@ class SeriesCollector:
             return []
         ids, stamps, values = (np.concatenate(column) for column in zip(*self._parts, strict=True))
         self._parts = []
-        order = np.lexsort((stamps, ids))
-        ids, stamps, values = ids[order], stamps[order], values[order]
+        # rows come from files and row groups in time order, so each series' samples usually are already; a
+        # stable sort on the series alone then suffices (checked), else the sort on both keys
+        order = np.argsort(ids, kind="stable")
+        sorted_ids, sorted_stamps = ids[order], stamps[order]
+        if ((sorted_ids[1:] != sorted_ids[:-1]) | (sorted_stamps[1:] >= sorted_stamps[:-1])).all():
+            ids, stamps, values = sorted_ids, sorted_stamps, values[order]
+        else:
+            order = np.lexsort((stamps, ids))
+            ids, stamps, values = ids[order], stamps[order], values[order]
         keep = np.ones(len(ids), bool)
         keep[1:] = (ids[1:] != ids[:-1]) | (stamps[1:] != stamps[:-1])
         ids, stamps, values = ids[keep], stamps[keep], values[keep]
@@ -157,17 +211,14 @@ def select_series(table: pa.Table, matchers: Iterable[Matcher]) -> list[Series]:
 def _series_ids(table: pa.Table) -> tuple[np.ndarray, pa.Array]:
     """A number per row naming its series (name + labels), computed in C by dictionary-encoding a joined key.
 
-    The parts are joined as bytes with 0xFF and 0xFE, which never occur in UTF-8, so the key is injective
-    without escaping anything.
+    The parts are joined as bytes with 0xFD, 0xFE and 0xFF, which never occur in UTF-8, so the key is
+    injective without escaping anything.
     """
     labels = table.column("labels").combine_chunks()
-    as_binary = pa.list_(pa.binary())
-    keys = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, labels.keys.cast(pa.binary())).cast(as_binary),
-                          b"\xff")
-    values = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, labels.items.cast(pa.binary())).cast(as_binary),
-                            b"\xff")
+    pairs = pc.binary_join_element_wise(labels.keys.cast(pa.binary()), labels.items.cast(pa.binary()), b"\xfd")
+    joined_pairs = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, pairs), b"\xff")
     name = table.column("name").combine_chunks().cast(pa.binary())
-    joined = pc.binary_join_element_wise(name, keys, values, b"\xfe")
+    joined = pc.binary_join_element_wise(name, joined_pairs, b"\xfe")
     encoded = pc.dictionary_encode(joined)
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
