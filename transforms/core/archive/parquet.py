@@ -125,6 +125,10 @@ _FLOAT_ROW_NAMES = _FLOAT_ROWS.names
 # into Python bytes, cost as much as compressing them (~1,000-series blocks of ~230 KB, fresh each request).
 _HEADER = struct.Struct("<QQQQ?")
 _BLOCK_CODEC = "lz4"
+# The series message (~190 bytes per node-like series, most of a block) is compressed with LZ4's acceleration
+# (a negative level: fewer match searches): ~30 % less time than the default level for ~10 % more bytes.
+# Decompression is the same LZ4 frame format and speed.
+_SERIES_CODEC = pa.Codec(_BLOCK_CODEC, compression_level=-16)
 _RAW_BLOCK = 1 << 63  # set in the size of the series message: both messages follow uncompressed
 # Each string of a series key ends with the terminator and has its NUL characters escaped, so comparing
 # the UTF-8 keys byte by byte orders series as Python orders (name, ((label, value), ...)) tuples: the
@@ -146,10 +150,11 @@ def series_key(name: str, pairs: Iterable[tuple[str, str]]) -> bytes:
 def pack_block(series: pa.RecordBatch, rows: pa.RecordBatch, compress: bool = True) -> bytes:
     """The two batches as IPC messages without their schemas (the header says which rows schema).
     Compressed (LZ4), the shuffle carries about a quarter of the bytes (series keys repeat label names),
-    for ~0.3 ms per 1000-series block; uncompressed suits a shuffle that stays in memory (the local runner)."""
+    for ~0.1-0.2 ms per 1000-series block; uncompressed suits a shuffle that stays in memory (the local runner)."""
     nested = rows.schema.equals(_BLOCK_ROWS)
     messages = (series.serialize(), rows.serialize())
-    stored = [pa.compress(m, codec=_BLOCK_CODEC, asbytes=True) for m in messages] if compress else messages
+    stored = [_SERIES_CODEC.compress(messages[0], asbytes=True),
+              pa.compress(messages[1], codec=_BLOCK_CODEC, asbytes=True)] if compress else messages
     header = _HEADER.pack(messages[0].size | (0 if compress else _RAW_BLOCK), messages[1].size,
                           len(stored[0]), len(stored[1]), nested)
     return b"".join((header, *stored))
