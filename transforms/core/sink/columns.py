@@ -187,7 +187,26 @@ def _in_series_order(series: np.ndarray, timestamps: np.ndarray) -> bool:
     if not (timestamps[1:][same] > timestamps[:-1][same]).all():
         return False
     heads = series[np.concatenate(([0], np.flatnonzero(~same) + 1))]
-    return len(np.unique(heads)) == len(heads)
+    return int(np.bincount(heads).max()) == 1
+
+
+def present_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ids, ascending; each sample's position among them): np.unique(ids, return_inverse=True)
+    by counting, O(n + largest id), for ids that index a table (series, shards) rather than a sort or a hash."""
+    seen = np.bincount(ids) > 0
+    position = np.cumsum(seen) - 1
+    return np.flatnonzero(seen), position[ids]
+
+
+def _first_arrival_rank(series: np.ndarray) -> np.ndarray:
+    """Per sample, its series' rank by first arrival (0 for the series that came first), without a sort of n."""
+    n = len(series)
+    first = np.full(int(series.max()) + 1, n, np.int64)
+    np.minimum.at(first, series, np.arange(n))
+    ids = np.flatnonzero(first < n)
+    rank_of = np.empty(len(first), np.int64)
+    rank_of[ids[np.argsort(first[ids], kind="stable")]] = np.arange(len(ids))
+    return rank_of[series]
 
 
 def _by_rank_and_time(rank: np.ndarray, timestamps: np.ndarray) -> np.ndarray | None:
@@ -231,7 +250,7 @@ class ColumnShard:
         cols = concat(self.parts)
         if not len(cols):
             return None
-        used, local = np.unique(cols.series, return_inverse=True)
+        used, local = present_ids(cols.series)
         keys = [self.sink_series.keys[i] for i in used.tolist()]
         return (keys, local.astype(np.uint32).tobytes(), cols.timestamps.tobytes(), cols.bits.tobytes(),
                 None if cols.starts is None else cols.starts.tobytes())
@@ -260,10 +279,7 @@ class ColumnShard:
         n = len(cols)
         if n == 0 or _in_series_order(cols.series, cols.timestamps):
             return cols
-        unique, first = np.unique(cols.series, return_index=True)
-        rank_of_unique = np.empty(len(unique), np.int64)
-        rank_of_unique[np.argsort(first, kind="stable")] = np.arange(len(unique))
-        rank = rank_of_unique[np.searchsorted(unique, cols.series)]
+        rank = _first_arrival_rank(cols.series)
         order = _by_rank_and_time(rank, cols.timestamps)
         if order is not None:
             return cols.take(order)
