@@ -337,6 +337,9 @@ def table_bytes(table: pa.Table) -> bytes:
 # The series columns as the file stores them, dictionary-encoded: read as dictionaries, they are not decoded
 # into a string per row (and the run finder compares their codes without encoding them again).
 SERIES_DICTIONARIES = ("name", "labels.key_value.key", "labels.key_value.value")
+# What a float sample's row is read from; the other columns hold native histograms and exemplars.
+POINT_COLUMNS = ("histogram", "exemplar")
+FLOAT_COLUMNS = [name for name in SCHEMA.names if name not in POINT_COLUMNS]
 
 
 def read_table(stored: bytes) -> pa.Table:
@@ -345,16 +348,30 @@ def read_table(stored: bytes) -> pa.Table:
 
 def read_series_table(stored: bytes) -> pa.Table:
     """A whole Parquet file, name and label strings as dictionaries with one dictionary per column (the
-    restore's read: table_columns, table_samples)."""
-    table = _read_with_columns(stored, SCHEMA, "Parquet file lacks the archive's column(s)", SERIES_DICTIONARIES)
+    restore's read: table_columns, table_samples). A file of float samples only has its histogram and
+    exemplar columns as nulls, not read (half of the read's work)."""
+    try:
+        present = pq.read_schema(io.BytesIO(stored)).names
+        missing = [name for name in SCHEMA.names if name not in present]
+        if missing:
+            raise RecordError(f"Parquet file lacks the archive's column(s) {', '.join(missing)}")
+        table = pq.read_table(io.BytesIO(stored), columns=FLOAT_COLUMNS, read_dictionary=list(SERIES_DICTIONARIES))
+        if pc.all(pc.is_in(table.column("type"), value_set=pa.array(SAMPLE_KINDS))).as_py() is False:
+            # histograms or exemplars (or a row of no kind, for table_samples to name): every column
+            table = pq.read_table(io.BytesIO(stored), read_dictionary=list(SERIES_DICTIONARIES))
+        else:
+            for name in POINT_COLUMNS:
+                table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
+    except (pa.ArrowException, OSError) as exc:
+        raise RecordError(f"not a readable Parquet file: {exc}") from exc
     return table.unify_dictionaries()
 
 
-def _read_with_columns(stored: bytes, schema: pa.Schema, lacking: str, dictionaries: Sequence[str] = ()) -> pa.Table:
+def _read_with_columns(stored: bytes, schema: pa.Schema, lacking: str) -> pa.Table:
     """A whole Parquet file as a table holding every column of `schema`; RecordError (`lacking` names the
     missing ones) when it is not one."""
     try:
-        table = pq.read_table(io.BytesIO(stored), read_dictionary=list(dictionaries) or None)
+        table = pq.read_table(io.BytesIO(stored))
     except (pa.ArrowException, OSError) as exc:
         raise RecordError(f"not a readable Parquet file: {exc}") from exc
     missing = [name for name in schema.names if name not in table.column_names]
