@@ -258,14 +258,23 @@ ROW_SERIES = st.tuples(st.sampled_from(["a", "b", "a\x00", ""]),
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(ROW_SERIES, st.integers(1, 3)), max_size=12), st.booleans())
-def test_series_runs_start_where_the_name_or_any_label_changes(runs, sliced: bool) -> None:
+@given(st.lists(st.tuples(ROW_SERIES, st.integers(1, 3)), max_size=12), st.booleans(), st.booleans())
+def test_series_runs_start_where_the_name_or_any_label_changes(runs, sliced: bool, stored: bool) -> None:
     """The restore's run finder (pyarrow kernels and numpy: label counts, then labels compared as dictionary
-    codes with the same position in the row before) against a row-by-row comparison."""
+    codes with the same position in the row before) against a row-by-row comparison; on the table as built,
+    and as read back from Parquet with its strings as dictionaries (read_series_table, several row groups);
+    the first series' labels as to_pylist gives them."""
     rows = [series for series, repeat in runs for _ in range(repeat)]
     table = pa.table({"name": pa.array([name for name, _ in rows], pa.string()),
                       "labels": pa.array([labels for _, labels in rows], parquet.LABELS)})
+    if stored:
+        sink = io.BytesIO()
+        pq.write_table(table, sink, row_group_size=5)
+        table = pq.read_table(io.BytesIO(sink.getvalue()), read_dictionary=list(parquet.SERIES_DICTIONARIES))
+        table = table.unify_dictionaries()
+        assert not rows or pa.types.is_dictionary(table.column("name").type)
     if sliced and len(table) > 1:
         table, rows = table.slice(1), rows[1:]  # label offsets that do not start at 0
     expected = [i for i in range(len(rows)) if i == 0 or rows[i] != rows[i - 1]]
     assert parquet._series_runs(table) == expected
+    assert parquet._labels_of(table.column("labels"), expected) == [list(rows[i][1]) for i in expected]

@@ -152,6 +152,41 @@ def test_ordering_merges_sorts_and_drops_exact_repeats():
     assert ordered.bits.tolist() == [nan_a, nan_a, nan_b, 7]  # the repeat of (5, nan_a) sent once, nan_b kept
 
 
+def _ordered_by_the_rule(parts: list[Columns]) -> list[tuple[int, int, int]]:
+    """Series by first arrival, each one's samples by time then arrival, the first of each exact repeat kept."""
+    rows = [(int(s), int(t), int(b)) for p in parts for s, t, b in zip(p.series, p.timestamps, p.bits, strict=True)]
+    rank: dict[int, int] = {}
+    for s, _, _ in rows:
+        rank.setdefault(s, len(rank))
+    seen, out = set(), []
+    for _, row in sorted(enumerate(rows), key=lambda e: (rank[e[1][0]], e[1][1], e[0])):
+        if row not in seen:
+            seen.add(row)
+            out.append(row)
+    return out
+
+
+PART = st.lists(st.tuples(st.integers(0, 4), st.sampled_from([0, 1000, 2000, 1 << 43]), st.integers(0, 2)),
+                min_size=1, max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PART, min_size=1, max_size=3), st.booleans())
+def test_ordering_shortcuts_give_what_the_rule_says(parts, runs: bool):
+    """`ordered`'s shortcuts (rows already in series runs in time order: as they are; else one packed-key sort
+    when no (series, timestamp) repeats and the key fits) against the rule, row by row."""
+    if runs:  # an archive file's shape: each series one run, its times increasing
+        parts = [sorted({(s, t): (s, t, b) for s, t, b in part}.values()) for part in parts]
+    columns = [Columns(np.array([r[0] for r in p], np.uint32), np.array([r[1] for r in p], np.int64),
+                       np.array([r[2] for r in p], np.uint64), None) for p in parts]
+    shard = ColumnShard(SinkSeries((), shards=1))
+    for c in columns:
+        shard.add(c)
+    got = shard.ordered()
+    assert list(zip(got.series.tolist(), got.timestamps.tolist(), got.bits.tolist(), strict=True)) == \
+        _ordered_by_the_rule(columns)
+
+
 def test_encoder_refuses_bad_columns():
     keys = [label_bytes((("__name__", "up"),))]
     with np.testing.assert_raises(IndexError):

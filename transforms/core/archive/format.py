@@ -192,10 +192,10 @@ class ParquetFormat(ArchiveFormat):
         return parquet.read_metadata(stored)
 
     def samples(self, stored: bytes) -> Iterable[Sample]:
-        return parquet.table_samples(parquet.read_table(stored))
+        return parquet.table_samples(parquet.read_series_table(stored))
 
     def points(self, stored: bytes) -> SampleColumns:
-        return parquet.table_columns(parquet.read_table(stored))
+        return parquet.table_columns(parquet.read_series_table(stored))
 
 
 FORMATS: dict[str, ArchiveFormat] = {f.name: f for f in (NdjsonFormat(), ParquetFormat())}

@@ -339,8 +339,37 @@ def table_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+# The series columns as the file stores them, dictionary-encoded: read as dictionaries, they are not decoded
+# into a string per row (and the run finder compares their codes without encoding them again).
+SERIES_DICTIONARIES = ("name", "labels.key_value.key", "labels.key_value.value")
+# What a float sample's row is read from; the other columns hold native histograms and exemplars.
+POINT_COLUMNS = ("histogram", "exemplar")
+FLOAT_COLUMNS = [name for name in SCHEMA.names if name not in POINT_COLUMNS]
+
+
 def read_table(stored: bytes) -> pa.Table:
     return _read_with_columns(stored, SCHEMA, "Parquet file lacks the archive's column(s)")
+
+
+def read_series_table(stored: bytes) -> pa.Table:
+    """A whole Parquet file, name and label strings as dictionaries with one dictionary per column (the
+    restore's read: table_columns, table_samples). A file of float samples only has its histogram and
+    exemplar columns as nulls, not read (half of the read's work)."""
+    try:
+        present = pq.read_schema(io.BytesIO(stored)).names
+        missing = [name for name in SCHEMA.names if name not in present]
+        if missing:
+            raise RecordError(f"Parquet file lacks the archive's column(s) {', '.join(missing)}")
+        table = pq.read_table(io.BytesIO(stored), columns=FLOAT_COLUMNS, read_dictionary=list(SERIES_DICTIONARIES))
+        if pc.all(pc.is_in(table.column("type"), value_set=pa.array(SAMPLE_KINDS))).as_py() is False:
+            # histograms or exemplars (or a row of no kind, for table_samples to name): every column
+            table = pq.read_table(io.BytesIO(stored), read_dictionary=list(SERIES_DICTIONARIES))
+        else:
+            for name in POINT_COLUMNS:
+                table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
+    except (pa.ArrowException, OSError) as exc:
+        raise RecordError(f"not a readable Parquet file: {exc}") from exc
+    return table.unify_dictionaries()
 
 
 def _read_with_columns(stored: bytes, schema: pa.Schema, lacking: str) -> pa.Table:
@@ -418,6 +447,8 @@ def _series_runs(table: pa.Table) -> list[int]:
     if not n:
         return []
     names = table.column("name").combine_chunks()
+    if pa.types.is_dictionary(names.type):  # one dictionary (read_series_table): equal names, equal codes
+        names = names.indices
     changed = pc.not_equal(names.slice(1), names.slice(0, n - 1)).fill_null(True).to_numpy(zero_copy_only=False)
     changed = changed.copy()  # writable
     labels = table.column("labels").combine_chunks()
@@ -432,10 +463,36 @@ def _series_runs(table: pa.Table) -> list[int]:
         partner = element - np.repeat(lengths[rows - 1], counts)  # the same position in the row before
         differs = np.zeros(total, bool)
         for strings in (labels.keys, labels.items):
-            codes = pc.dictionary_encode(strings, null_encoding="encode").indices.to_numpy(zero_copy_only=False)
+            codes = _codes(strings)
             differs |= codes[element] != codes[partner]
         changed[np.repeat(rows, counts)[differs] - 1] = True
     return [0, *(np.flatnonzero(changed) + 1).tolist()]
+
+
+def _codes(strings: pa.Array) -> np.ndarray:
+    """Equal strings, equal numbers (nulls one number of their own): a dictionary's indices when the column was
+    read as one (with one dictionary), else encoded here."""
+    if not pa.types.is_dictionary(strings.type):
+        strings = pc.dictionary_encode(strings, null_encoding="encode")
+    elif strings.null_count:
+        return strings.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    return strings.indices.to_numpy(zero_copy_only=False)
+
+
+def _labels_of(labels: pa.ChunkedArray, rows: list[int]) -> list[list[tuple[str, str]]]:
+    """The label pairs of `rows`, as `to_pylist` gives them, but with the keys and values converted as two flat
+    string arrays (a map of dictionaries converts element by element, ~10x slower)."""
+    if not rows:
+        return []
+    taken = labels.take(rows).combine_chunks()
+    offsets = taken.offsets.to_numpy().tolist()
+    keys, values = taken.keys, taken.items
+    if pa.types.is_dictionary(keys.type):
+        keys = keys.dictionary_decode()
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    flat = list(zip(keys.to_pylist(), values.to_pylist(), strict=True))
+    return [flat[a:b] for a, b in zip(offsets, offsets[1:], strict=False)]
 
 
 def table_columns(table: pa.Table) -> SampleColumns:
@@ -464,7 +521,7 @@ def table_columns(table: pa.Table) -> SampleColumns:
     if start_column.null_count < len(table):
         start_stamps = start_column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     return SampleColumns(column("name").take(starts).to_pylist() if starts else [],
-                         column("labels").take(starts).to_pylist() if starts else [], row_run,
+                         _labels_of(column("labels"), starts), row_run,
                          column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64),
                          values, kinds, others, start_stamps)
 

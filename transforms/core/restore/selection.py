@@ -265,7 +265,8 @@ class _Series:
                 self.blocks.append((owner[keep].astype(np.uint32), stamps, cols.values[keep], starts))
                 self.seen(int(stamps.min()), int(stamps.max()), int(keep.sum()))
                 # counter wins over gauge (also what an untyped series is archived as), per metric name
-                for pair in np.unique(cols.row_run[keep] * 4 + cols.kinds[keep]).tolist():  # per (run, kind)
+                pairs = np.flatnonzero(np.bincount(cols.row_run[keep] * 4 + cols.kinds[keep]))  # (run, kind) seen
+                for pair in pairs.tolist():
                     run, kind = divmod(pair, 4)
                     name = cols.names[run]
                     if self.types.get(name, "gauge") == "gauge":
@@ -312,7 +313,7 @@ class _Series:
                     if start:  # 2.0's field 17, unknown to 1.0's Histogram, kept for a 2.0 sink
                         histogram.MergeFromString(remote_v2_pb2.Histogram(start_timestamp=start).SerializeToString())
             owner, stamps, values, starts = owner[~slow], stamps[~slow], values[~slow], starts[~slow]
-        sent = sorted({*np.unique(owner).tolist(), *self.slow})
+        sent = sorted({*np.flatnonzero(np.bincount(owner, minlength=len(self.keys))).tolist(), *self.slow})
         return Restored(self.keys, self.labels, owner, stamps, values.view(np.uint64),
                         starts if starts.any() else None, [(i, self.slow[i]) for i in sorted(self.slow)],
                         self.metadata(known), [self.keys[i] for i in sent], self.count, self.first, self.last)

@@ -193,7 +193,7 @@ class RequestBuilder:
 
     def _columns_onto_shards(self, tenant: str, cols: Columns, batches: Batches) -> None:
         shard_of_sample = self.series.shard[cols.series]
-        for shard in np.unique(shard_of_sample).tolist():
+        for shard in np.flatnonzero(np.bincount(shard_of_sample)).tolist():
             key = (tenant, shard)
             target = batches.get(key)
             if target is None:

@@ -36,6 +36,9 @@ from transforms.core.wire.proto import remote_v1_pb2
 
 Labels = tuple[tuple[str, str], ...]
 DROPPED, UNSEEN = -1, -2
+# `ordered`'s one-key sort: rank << TIME_BITS | timestamp - the earliest, when both fit in 63 bits.
+TIME_BITS = 42
+TIME_SPAN, RANK_LIMIT = 1 << TIME_BITS, 1 << (63 - TIME_BITS)
 # A shard's columns between workers: (1.0 label bytes per series, uint32 series index, int64 timestamps,
 # uint64 value bits, int64 start timestamps or None), all bytes: pickles without a Python object per sample.
 ColumnChunk = tuple[list[bytes], bytes, bytes, bytes, bytes | None]
@@ -177,6 +180,47 @@ class Columns:
                        None if self.starts is None else self.starts[index])
 
 
+def _in_series_order(series: np.ndarray, timestamps: np.ndarray) -> bool:
+    """Each series' samples one contiguous run, in strictly increasing time: already what `ordered` makes (rows
+    of an archive file, sorted by series then time), checked in O(n) instead of sorted again."""
+    same = series[1:] == series[:-1]
+    if not (timestamps[1:][same] > timestamps[:-1][same]).all():
+        return False
+    heads = series[np.concatenate(([0], np.flatnonzero(~same) + 1))]
+    return int(np.bincount(heads).max()) == 1
+
+
+def present_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ids, ascending; each sample's position among them): np.unique(ids, return_inverse=True)
+    by counting, O(n + largest id), for ids that index a table (series, shards) rather than a sort or a hash."""
+    seen = np.bincount(ids) > 0
+    position = np.cumsum(seen) - 1
+    return np.flatnonzero(seen), position[ids]
+
+
+def _first_arrival_rank(series: np.ndarray) -> np.ndarray:
+    """Per sample, its series' rank by first arrival (0 for the series that came first), without a sort of n."""
+    n = len(series)
+    first = np.full(int(series.max()) + 1, n, np.int64)
+    np.minimum.at(first, series, np.arange(n))
+    ids = np.flatnonzero(first < n)
+    rank_of = np.empty(len(first), np.int64)
+    rank_of[ids[np.argsort(first[ids], kind="stable")]] = np.arange(len(ids))
+    return rank_of[series]
+
+
+def _by_rank_and_time(rank: np.ndarray, timestamps: np.ndarray) -> np.ndarray | None:
+    """The order by (rank, timestamp, arrival) as one stable sort of a packed int64 key, when no two samples
+    share a series and timestamp (else None: ties need the value and the repeat rule) and the key fits."""
+    low, high = int(timestamps.min()), int(timestamps.max())
+    if high - low >= TIME_SPAN or int(rank.max()) >= RANK_LIMIT:
+        return None
+    key = (rank << TIME_BITS) | (timestamps - low)
+    order = np.argsort(key, kind="stable")
+    packed = key[order]
+    return None if (packed[1:] == packed[:-1]).any() else order
+
+
 def concat(parts: list[Columns]) -> Columns:
     if len(parts) == 1:
         return parts[0]
@@ -206,7 +250,7 @@ class ColumnShard:
         cols = concat(self.parts)
         if not len(cols):
             return None
-        used, local = np.unique(cols.series, return_inverse=True)
+        used, local = present_ids(cols.series)
         keys = [self.sink_series.keys[i] for i in used.tolist()]
         return (keys, local.astype(np.uint32).tobytes(), cols.timestamps.tobytes(), cols.bits.tobytes(),
                 None if cols.starts is None else cols.starts.tobytes())
@@ -233,12 +277,12 @@ class ColumnShard:
         """Series by first arrival, each one's samples by time (arrival order on ties), exact repeats once."""
         cols = concat(self.parts)
         n = len(cols)
-        if n == 0:
+        if n == 0 or _in_series_order(cols.series, cols.timestamps):
             return cols
-        unique, first = np.unique(cols.series, return_index=True)
-        rank_of_unique = np.empty(len(unique), np.int64)
-        rank_of_unique[np.argsort(first, kind="stable")] = np.arange(len(unique))
-        rank = rank_of_unique[np.searchsorted(unique, cols.series)]
+        rank = _first_arrival_rank(cols.series)
+        order = _by_rank_and_time(rank, cols.timestamps)
+        if order is not None:
+            return cols.take(order)
         arrival = np.arange(n)
         order = np.lexsort((arrival, cols.bits, cols.timestamps, rank))
         r, t, b = rank[order], cols.timestamps[order], cols.bits[order]
