@@ -14,8 +14,7 @@ import google_crc32c
 import numpy as np
 
 from transforms.core.read.select import Series
-from transforms.core.read.xor import SAMPLES_PER_CHUNK, encode_chunks
-from transforms.core.wire.proto import remote_read_pb2, remote_v1_pb2
+from transforms.core.read.xor import SAMPLES_PER_CHUNK, chunk_fields
 
 # Prometheus keeps each streamed frame near 1 MiB; a frame holds whole series up to about that size.
 FRAME_TARGET_BYTES = 1 << 20
@@ -152,11 +151,8 @@ def chunked_frames(query_index: int, series: Iterable[Series]) -> Iterator[bytes
     pending: list[bytes] = []
     size = 0
     for one in series:
-        chunks = [remote_read_pb2.Chunk(min_time_ms=lo, max_time_ms=hi, type=remote_read_pb2.Chunk.XOR, data=data)
-                  for lo, hi, data in encode_chunks(one.timestamps, one.values)]
-        message = remote_read_pb2.ChunkedSeries(
-            labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in one.labels], chunks=chunks)
-        encoded = _field(1, message.SerializeToString())
+        # a ChunkedSeries: its labels as a TimeSeries' (field 1, the same Label message), then its chunks
+        encoded = _field(1, _labels_field(one.labels) + chunk_fields(one.timestamps, one.values))
         if pending and size + len(encoded) > FRAME_TARGET_BYTES:
             yield _chunked_frame(query_index, pending)
             pending, size = [], 0
