@@ -29,10 +29,12 @@ def _bits(value: float) -> int:
 _SPECIAL_BITS = [STALE_NAN_BITS, 0x7FF8000000000000, 0x7FF8000000000ABC, 0xFFF0000000000001, 0x7FFFFFFFFFFFFFFF,
                  _bits(math.inf), _bits(-math.inf), 0, 1 << 63, 1, _bits(5e-324), _bits(1.7976931348623157e308)]
 
-# a value: the previous one again (None), a special pattern, any 64 bits, a float, or a small step
+# a value: the previous one again (None), a special pattern, any 64 bits, a float, a small integer, or the
+# previous one with some of its low bits flipped (a close value: 31+ leading zeros in the XOR, the 5-bit cap)
 _value = st.one_of(st.none(), st.sampled_from(_SPECIAL_BITS), st.integers(0, U64),
                    st.floats(allow_nan=True, allow_infinity=True).map(_bits),
-                   st.integers(-1000, 1000).map(lambda i: _bits(float(i))))
+                   st.integers(-1000, 1000).map(lambda i: _bits(float(i))),
+                   st.tuples(st.just("flip"), st.integers(1, (1 << 40) - 1)))
 # a delta: Prometheus' regular scrape and its jitter, every delta-of-delta bucket's edges, and large jumps
 _EDGES = [e + s for w in (14, 17, 20) for e in (1 << (w - 1), 1 - (1 << (w - 1))) for s in (-1, 0, 1)]
 _delta = st.one_of(st.sampled_from([15_000, 15_000, 15_001, 14_999, 0, 1]), st.sampled_from(_EDGES),
@@ -49,7 +51,8 @@ def series(draw) -> tuple[np.ndarray, np.ndarray]:
         stamps.append(stamps[-1] + delta)
     bits: list[int] = []
     for choice in draw(st.lists(_value, min_size=count, max_size=count)):
-        bits.append(choice if choice is not None else bits[-1] if bits else 0)
+        previous = bits[-1] if bits else 0
+        bits.append(previous if choice is None else previous ^ choice[1] if isinstance(choice, tuple) else choice)
     return np.array(stamps, np.int64), np.array(bits, np.uint64).view(np.float64)
 
 
