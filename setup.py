@@ -8,7 +8,7 @@ BEAM_VERSION = "2.77.0"
 # The compiled wire module's sources (C, CPython API only), one file per job; see transforms/core/wire/_wire.h.
 WIRE_DIR = "transforms/core/wire"
 WIRE_PARTS = ("", "_scan", "_decode", "_decode_v1", "_decode_v2", "_decode_common", "_series", "_columns", "_lines",
-              "_encode", "_parse_lines")
+              "_encode", "_parse_lines", "_xor")
 # Warnings are errors in the project's own C; only PyInit__wire is exported (hidden visibility, see _wire.h).
 WIRE_CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=c11", "-fvisibility=hidden"]
 

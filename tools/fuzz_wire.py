@@ -5,9 +5,10 @@ with special values, start timestamps, histograms, exemplars, metadata) is mutat
 cuts, inserts, duplicated spans, varint bombs, lengths past the end). Each body goes through the pre-scan
 with the receiver's limits and the compiled decoder, and through the receiver's one walk (validate-only,
 the limits applied as it goes), whose outcome must be the same; an accepted one also through the compiled archive
-lines and the sink path (requests planned, encoded, and decoded again to the same label sets and samples),
-and its lines, as they are and mutated, through the restore's compiled line parser (every line of a float
-batch taken back, a mutated one taken or declined).
+lines, the reader's XOR chunks (their Chunk fields against protobuf's) and the sink path (requests planned,
+encoded, and decoded again to the same label sets and samples), and its lines, as they are and mutated,
+through the restore's compiled line parser (every line of a float batch taken back, a mutated one taken or
+declined).
 The only acceptable outcomes are acceptance, a documented client error (InvalidPayload 400, PayloadTooLarge
 413) or a dead letter (ConversionError). Anything else, or one body taking over a second, is a failure.
 `--sanitize` rebuilds the module with AddressSanitizer and UndefinedBehaviorSanitizer (any undefined behaviour
@@ -42,8 +43,8 @@ from transforms.core.errors import InvalidPayload, PayloadTooLarge
 from transforms.core.metadata import MetadataStore
 from transforms.core.protocol import STALE_NAN, Protocol
 from transforms.core.sink.columns import DROPPED, Columns, ColumnShard, SinkSeries
-from transforms.core.wire import batch, line_columns, prescan, validate_only
-from transforms.core.wire.proto import remote_v1_pb2, remote_v2_pb2
+from transforms.core.wire import batch, line_columns, prescan, validate_only, xor_chunks
+from transforms.core.wire.proto import remote_read_pb2, remote_v1_pb2, remote_v2_pb2
 from transforms.core.wire.validation import Counts, NameValidation
 
 SLOW_BODY_SECONDS = 1.0
@@ -208,6 +209,24 @@ def forward(decoded: batch.Batch, table: batch.SeriesTable, sinks: SinkSeries) -
     return requests
 
 
+def xor_encode(decoded: batch.Batch, rng: random.Random) -> int:
+    """An accepted batch's samples (any int64 times, in wire order: deltas wrap) as the reader's XOR chunks, cut
+    every 1..200 samples; the Chunk fields must equal protobuf's serialization of the same chunks. Returns the
+    number of chunks."""
+    stamps = np.frombuffer(decoded.timestamps, np.int64)
+    values = np.frombuffer(decoded.values, np.float64)
+    per_chunk = rng.randint(1, 200)
+    chunks = xor_chunks.chunks(stamps, values, per_chunk)
+    if len(chunks) != -(-len(stamps) // per_chunk):
+        raise AssertionError(f"{len(chunks)} XOR chunks for {len(stamps)} samples of {per_chunk}")
+    expected = remote_read_pb2.ChunkedSeries(chunks=[
+        remote_read_pb2.Chunk(min_time_ms=lo, max_time_ms=hi, type=remote_read_pb2.Chunk.XOR, data=data)
+        for lo, hi, data in chunks]).SerializeToString()
+    if xor_chunks.chunk_fields(stamps, values, per_chunk) != expected:
+        raise AssertionError("XOR chunk fields differ from protobuf's serialization")
+    return len(chunks)
+
+
 Outcome = Counts | tuple[type, str]
 
 
@@ -237,7 +256,8 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
     known = {mode: validate_only.KnownLabelSets(mode, limit=10_000) for mode in tables}
     sinks = {mode: SinkSeries(rules=(), shards=1, limit=10_000) for mode in tables}
     line_rng = random.Random(seed ^ 0x5EED)  # apart from the bodies' own, so their sequence stays the seed's
-    outcomes = {"accepted": 0, "400": 0, "413": 0, "dead-lettered": 0, "sink requests": 0}
+    xor_rng = random.Random(seed ^ 0x0C0)  # the XOR chunks' cuts, apart from both
+    outcomes = {"accepted": 0, "400": 0, "413": 0, "dead-lettered": 0, "sink requests": 0, "xor chunks": 0}
     slowest = 0.0
     for n in range(bodies):
         protocol, payload = corpus[n % len(corpus)]
@@ -256,6 +276,7 @@ def run(bodies: int, seed: int, report_every: int = 0) -> dict[str, int]:
             outcomes["accepted"] += 1
             sinks[mode].make_room()
             outcomes["sink requests"] += forward(decoded, tables[mode], sinks[mode])
+            outcomes["xor chunks"] += xor_encode(decoded, xor_rng)
             if mode is NameValidation.UTF8:  # what the pipeline archives: the compiled lines too
                 parse_back(lines.convert(decoded, "fuzz"), not decoded.slow, line_rng)
         except InvalidPayload:

@@ -17,7 +17,7 @@ from transforms.core.protocol import STALE_NAN, float_bits
 from transforms.core.read import encode, select, xor
 from transforms.core.read.matchers import EQ, NEQ, NRE, RE, make_matcher, required_name, series_matches
 from transforms.core.read.request import SAMPLES, STREAMED_XOR_CHUNKS, ReadError, parse_read_request
-from transforms.core.wire.proto import remote_read_pb2
+from transforms.core.wire.proto import remote_read_pb2, remote_v1_pb2
 
 ODD_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000ABC))[0]
 
@@ -201,7 +201,15 @@ def test_query_result_cuts_samples_between_series(slice_size, monkeypatch):
     series = [select.Series([("__name__", f"m{i}")], np.sort(rng.choice(2**40, size, replace=False)).astype(np.int64),
                             rng.normal(size=size)) for i, size in enumerate((1, 300, 7, 1000))]
     series[2].timestamps[0] = -5  # a negative time is a 10-byte varint
-    parsed = remote_read_pb2.QueryResult.FromString(encode.query_result_bytes(series))
+    series[1].labels.append(("zone", ""))  # an empty value: protobuf leaves the field out
+    encoded = encode.query_result_bytes(series)
+    # byte for byte as protobuf writes it, whatever the series' length (1-, 2- and 3-byte length prefixes)
+    assert encoded == remote_read_pb2.QueryResult(timeseries=[
+        remote_v1_pb2.TimeSeries(labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in one.labels],
+                                 samples=[remote_v1_pb2.Sample(value=v, timestamp=t) for t, v in
+                                          zip(one.timestamps.tolist(), one.values.tolist(), strict=True)])
+        for one in series]).SerializeToString()
+    parsed = remote_read_pb2.QueryResult.FromString(encoded)
     for got, sent in zip(parsed.timeseries, series, strict=True):
         assert got.labels[0].value == sent.labels[0][1]
         assert [s.timestamp for s in got.samples] == sent.timestamps.tolist()

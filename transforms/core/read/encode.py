@@ -14,8 +14,7 @@ import google_crc32c
 import numpy as np
 
 from transforms.core.read.select import Series
-from transforms.core.read.xor import SAMPLES_PER_CHUNK, encode_chunks
-from transforms.core.wire.proto import remote_read_pb2, remote_v1_pb2
+from transforms.core.read.xor import SAMPLES_PER_CHUNK, chunk_fields
 
 # Prometheus keeps each streamed frame near 1 MiB; a frame holds whole series up to about that size.
 FRAME_TARGET_BYTES = 1 << 20
@@ -44,7 +43,16 @@ def varint(number: int) -> bytes:
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
+    return _field_head(number, len(payload)) + payload
+
+
+def _field_head(number: int, size: int) -> bytes:
+    """A length-delimited field's key and length."""
+    if number < 16 and size < 0x4000:  # one key byte, a one- or two-byte length: every label, most series
+        if size < 0x80:
+            return bytes((number << 3 | 2, size))
+        return bytes((number << 3 | 2, size & 0x7F | 0x80, size >> 7))
+    return varint(number << 3 | 2) + varint(size)
 
 
 def _varints(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +123,13 @@ def _label_bytes(name: str, value: str) -> bytes:
 def _labels_field(labels: Iterable[tuple[str, str]]) -> bytes:
     """`repeated Label labels = 1` of a TimeSeries (as protobuf serializes it: an empty string field is left
     out)."""
+    return _label_set_bytes(tuple(labels))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _label_set_bytes(labels: tuple[tuple[str, str], ...]) -> bytes:
+    """A series' label fields, kept for the series the next requests ask for again (about 10 MiB at most; the
+    label strings themselves are shared with the series caches)."""
     return b"".join(_label_bytes(n, v) for n, v in labels)
 
 
@@ -130,9 +145,11 @@ def query_result_bytes(series: Sequence[Series]) -> bytes:
     samples, lengths = _encoded_samples(np.concatenate([s.timestamps for s in series]),
                                         np.concatenate([s.values for s in series]))
     ends = np.cumsum(lengths)[np.cumsum([len(s.timestamps) for s in series]) - 1].tolist()
-    parts, start = [], 0
+    parts: list[bytes | memoryview] = []
+    view, start = memoryview(samples), 0
     for one, end in zip(series, ends, strict=True):
-        parts.append(_field(1, _labels_field(one.labels) + samples[start:end]))
+        labels = _labels_field(one.labels)
+        parts += (_field_head(1, len(labels) + end - start), labels, view[start:end])  # joined once, at the end
         start = end
     return b"".join(parts)
 
@@ -152,11 +169,8 @@ def chunked_frames(query_index: int, series: Iterable[Series]) -> Iterator[bytes
     pending: list[bytes] = []
     size = 0
     for one in series:
-        chunks = [remote_read_pb2.Chunk(min_time_ms=lo, max_time_ms=hi, type=remote_read_pb2.Chunk.XOR, data=data)
-                  for lo, hi, data in encode_chunks(one.timestamps, one.values)]
-        message = remote_read_pb2.ChunkedSeries(
-            labels=[remote_v1_pb2.Label(name=n, value=v) for n, v in one.labels], chunks=chunks)
-        encoded = _field(1, message.SerializeToString())
+        # a ChunkedSeries: its labels as a TimeSeries' (field 1, the same Label message), then its chunks
+        encoded = _field(1, _labels_field(one.labels) + chunk_fields(one.timestamps, one.values))
         if pending and size + len(encoded) > FRAME_TARGET_BYTES:
             yield _chunked_frame(query_index, pending)
             pending, size = [], 0

@@ -8,6 +8,7 @@ when a matcher pins it) lets pyarrow skip row groups by their statistics.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -17,12 +18,13 @@ import pyarrow.compute as pc
 
 from transforms.core.archive.records import HISTOGRAM, SAMPLE_KINDS, decode_value
 from transforms.core.protocol import METRIC_NAME_LABEL
-from transforms.core.read.matchers import Matcher, series_matches
+from transforms.core.read.matchers import Matcher, required_name, series_matches
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 # Float samples are served; a query whose series hold native histograms is refused (docs/query.md), so their
 # rows are read too (the type column tells them apart); exemplars are left out.
+_NONE = np.zeros(0, np.int64)  # no local series
 COLUMNS = ["name", "labels", "timestamp", "value", "special", "type"]
 _KEPT_TYPES = pa.array([*SAMPLE_KINDS, HISTOGRAM])
 
@@ -93,9 +95,20 @@ class GroupSeries:
         """The local series of every row."""
         return np.repeat(self.run_series, np.diff(np.append(self.run_starts, self.rows)))
 
+    @functools.cached_property
+    def by_name(self) -> dict[str, np.ndarray]:
+        """The local series of each name (made once per cached group: a query pinning a name then looks only
+        at that name's series, not at every series of the group)."""
+        positions: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names):
+            positions.setdefault(name, []).append(i)
+        return {name: np.array(found, np.int64) for name, found in positions.items()}
+
     def rows_named(self, name: str) -> np.ndarray:
         """Per row, whether its series has this name."""
-        return np.array([n == name for n in self.names], bool)[self.ids()]
+        named = np.zeros(len(self.names), bool)
+        named[self.by_name.get(name, _NONE)] = True
+        return named[self.ids()]
 
 
 def group_series(table: pa.Table) -> GroupSeries:
@@ -120,6 +133,8 @@ class SeriesCollector:
 
     def __init__(self, matchers: Iterable[Matcher]) -> None:
         self.matchers = tuple(matchers)
+        self._name = required_name(self.matchers)  # a series of another name cannot match
+        self._local: dict[int, tuple[GroupSeries, np.ndarray]] = {}  # by id(group): wants' verdicts, for add_rows
         self._numbers: dict[bytes, int] = {}  # series key -> its number, or -1 when it does not match
         self._labels: list[list[tuple[str, str]]] = []
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -153,8 +168,14 @@ class SeriesCollector:
     def local_numbers(self, series: GroupSeries) -> np.ndarray:
         """Each local series' number among the matching ones, -1 where it does not match (matchers run once per
         distinct series of the request)."""
-        local = np.empty(len(series.keys), np.int64)
-        for i, key in enumerate(series.keys):
+        known = self._local.get(id(series))
+        if known is not None and known[0] is series:
+            return known[1]
+        local = np.full(len(series.keys), -1, np.int64)
+        candidates = range(len(series.keys)) if self._name is None else \
+            series.by_name.get(self._name, _NONE).tolist()
+        for i in candidates:
+            key = series.keys[i]
             number = self._numbers.get(key)
             if number is None:
                 number = -1
@@ -163,6 +184,7 @@ class SeriesCollector:
                     self._labels.append(sorted([(METRIC_NAME_LABEL, series.names[i]), *series.labels[i].items()]))
                 self._numbers[key] = number
             local[i] = number
+        self._local[id(series)] = (series, local)  # the group is held, so its id is not reused meanwhile
         return local
 
     def wants(self, series: GroupSeries) -> bool:
@@ -194,9 +216,11 @@ class SeriesCollector:
         keep = np.ones(len(ids), bool)
         keep[1:] = (ids[1:] != ids[:-1]) | (stamps[1:] != stamps[:-1])
         ids, stamps, values = ids[keep], stamps[keep], values[keep]
-        bounds = np.flatnonzero(np.diff(ids)) + 1
-        out = [Series(self._labels[int(run_ids[0])], run_stamps, run_values) for run_ids, run_stamps, run_values in
-               zip(np.split(ids, bounds), np.split(stamps, bounds), np.split(values, bounds), strict=True)]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        ends = np.append(starts[1:], len(ids)).tolist()
+        # plain slices: np.split costs several us per piece, which adds up over thousands of series
+        out = [Series(self._labels[number], stamps[start:end], values[start:end])
+               for number, start, end in zip(ids[starts].tolist(), starts.tolist(), ends, strict=True)]
         out.sort(key=lambda one: one.labels)
         return out
 

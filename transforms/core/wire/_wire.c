@@ -51,6 +51,10 @@ static PyMethodDef methods[] = {
      "encode_v2(labels, metadata, series, timestamps, values, starts, lo, hi) -> bytes\n\n"
      "An uncompressed io.prometheus.write.v2.Request of samples [lo, hi): labels[i] is ((name, value), ...),\n"
      "metadata {i: (type, help, unit) or None}; starts (int64 per sample, 0 = none) or None."},
+    {"xor_chunks", (PyCFunction)(void (*)(void))wire_xor_chunks, METH_VARARGS | METH_KEYWORDS,
+     "xor_chunks(timestamps, values, per_chunk, fields) -> [(min ms, max ms, chunk bytes), ...] or bytes\n\n"
+     "A series' samples (int64 ms; value bits as int64/float64) as Prometheus XOR chunks of per_chunk samples.\n"
+     "With fields true: the `repeated Chunk chunks = 2` fields of a ChunkedSeries, as protobuf serializes them."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,6 +11,7 @@
  *   _wire_lines.c   archive lines (metric_to_log's ndjson) from a batch's columns, by UTC hour
  *   _wire_parse_lines.c  those lines read back into columns (the restore), declining any other shape
  *   _wire_encode.c  a sink's request bodies (1.0/2.0) from its columns, and where to cut them into requests
+ *   _wire_xor.c     Prometheus' XOR chunks of a series (the reader's STREAMED_XOR_CHUNKS answers)
  *
  * Every read is bounds-checked: a truncated or overlong varint, a length past the end of its message,
  * a field number 0 or a group wire type raises ValueError ("protobuf: ... at byte N"). Walks descend only
@@ -262,5 +263,6 @@ PyObject *wire_parse_lines(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_plan_requests(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_encode_v1(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *wire_encode_v2(PyObject *self, PyObject *args, PyObject *kwargs);
+PyObject *wire_xor_chunks(PyObject *self, PyObject *args, PyObject *kwargs);
 
 #endif
