@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from reader.metrics import ReaderMetrics
 from transforms.core.errors import RemoteWriteError
-from transforms.core.read.encode import chunked_bytes_bound, chunked_frames, query_result_bytes, read_response_bytes
+from transforms.core.read.encode import chunked_frames, query_result_bytes, read_response_bytes
 from transforms.core.read.request import (
     CONTENT_TYPE_SAMPLES,
     CONTENT_TYPE_STREAMED,
@@ -34,7 +34,7 @@ class NotServed(RemoteWriteError):
 
 @dataclasses.dataclass
 class Answer:
-    body: bytes | Iterator[bytes]  # an iterator: frames written to the client as they are encoded
+    body: bytes | Iterator[bytes]  # an iterator: frames written to the client one by one (chunked)
     content_type: str
     content_encoding: str | None
 
@@ -70,50 +70,37 @@ class Answerer:
                                 f"narrow the query's matchers or time range")
 
     def answer(self, tenant: str, plan: ReadPlan) -> Answer:
-        """Every query is read before the first byte is sent, so that a limit is still a 4xx (the selected
-        samples, 24 bytes each, are what a request holds: at most --max-samples-per-query per query)."""
+        """Each query is read and encoded before the next is read, and every query before the first byte is
+        sent, so that a limit is still a 4xx; a request holds at most --max-bytes-per-response of encoded
+        answer plus one query's selected samples (24 bytes each, at most --max-samples-per-query)."""
         stats = ReadStats()
+        parts: list[bytes] = []
+        size = 0
         try:
-            selected = []
             for index in range(len(plan.queries)):
-                selected.append(self._series(tenant, index, plan, stats))
+                series = self._series(tenant, index, plan, stats)
                 self.metrics.queries.inc()
+                encoded = [query_result_bytes(series)] if plan.response_type == SAMPLES else \
+                    chunked_frames(index, series)
+                for part in encoded:
+                    size += len(part)
+                    self._check_size(size)
+                    parts.append(part)
+                del series
         finally:
             self.metrics.files.inc(stats.files)
             self.metrics.rows.inc(stats.rows)
             self.metrics.bytes_read.inc(stats.bytes)
         if plan.response_type == SAMPLES:
-            return self._samples(selected)
-        if sum(chunked_bytes_bound(series) for series in selected) <= self.max_bytes:
-            return Answer(self._stream(selected), CONTENT_TYPE_STREAMED, None)
-        # the bound allows more than the limit (it is ~8x the usual size): encode whole, to answer 422 if over
-        return Answer(b"".join(self._frames(selected, check=True)), CONTENT_TYPE_STREAMED, None)
-
-    def _samples(self, selected: list[list[Series]]) -> Answer:
-        parts: list[bytes] = []
-        size = 0
-        for series in selected:
-            parts.append(query_result_bytes(series))
-            size += len(parts[-1])
-            self._check_size(size)
-        body = read_response_bytes(parts)
-        self.metrics.response_bytes.inc(len(body))
-        return Answer(snappy_block.compress(body), CONTENT_TYPE_SAMPLES, "snappy")
-
-    def _frames(self, selected: list[list[Series]], check: bool) -> Iterator[bytes]:
-        """The frames of every query in order; each query's series are let go as they are encoded."""
-        size = 0
-        for index in range(len(selected)):
-            series, selected[index] = selected[index], []
-            for frame in chunked_frames(index, series):
-                size += len(frame)
-                if check:
-                    self._check_size(size)
-                yield frame
+            body = read_response_bytes(parts)
+            self.metrics.response_bytes.inc(len(body))
+            return Answer(snappy_block.compress(body), CONTENT_TYPE_SAMPLES, "snappy")
         self.metrics.response_bytes.inc(size)
+        return Answer(self._stream(parts), CONTENT_TYPE_STREAMED, None)
 
-    def _stream(self, selected: list[list[Series]]) -> Iterator[bytes]:
-        """Frames as they are encoded (memory: the selected samples, shrinking, and one frame), within the limit
-        by chunked_bytes_bound. An error now can only cut the stream short: the HTTP/1.1 chunked body then
-        lacks its last chunk, which clients (Prometheus' too) report as an error, never as a short answer."""
-        yield from self._frames(selected, check=False)
+    @staticmethod
+    def _stream(frames: list[bytes]) -> Iterator[bytes]:
+        """The frames, written to the client one by one (a chunked HTTP/1.1 body), each let go once written."""
+        for index in range(len(frames)):
+            frame, frames[index] = frames[index], b""
+            yield frame

@@ -140,21 +140,6 @@ def test_frames_carry_query_index_and_crc():
         read_frames(bytes(corrupt))
 
 
-def test_the_streamed_bytes_bound_holds_for_worst_case_series():
-    """chunked_bytes_bound decides whether a stream may start: it must never be below what is encoded, even
-    for random bits and wild timestamp jumps (the XOR encoding's widest buckets)."""
-    rng = np.random.default_rng(7)
-    worst = select.Series([("__name__", "w"), ("job", "x" * 300)],
-                          np.cumsum(rng.integers(1, 2**40, 1000)).astype(np.int64),
-                          rng.integers(0, 2**63, 1000, dtype=np.uint64).view(np.float64))
-    for seed in range(4):
-        stamps, values = _awkward_series(500, seed)
-        series = [worst, select.Series([("__name__", f"m{seed}")], stamps, values), select.Series([("a", "b")],
-                  stamps[:1], values[:1])]
-        encoded = sum(map(len, encode.chunked_frames(seed, series)))
-        assert encoded <= encode.chunked_bytes_bound(series) <= 20 * encoded
-
-
 def test_partitions_overlapping_the_range():
     t0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z
     assert select.partition_start_ms("date=2026-11-25") == t0 - 9 * select.HOUR_MS

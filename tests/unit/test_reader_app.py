@@ -90,21 +90,31 @@ def test_streamed_chunks_answer_the_same(tmp_path):
     assert points == [(s.timestamp, float_bits(s.value)) for s in expected]
 
 
-def test_streamed_chunks_are_written_as_encoded_within_the_byte_limit(tmp_path):
-    """Under the byte limit by the encoder's bound, frames are sent as they are encoded (a generator: no
-    Content-Length); past the bound but within the limit, the same bytes sent whole; past the limit, 422."""
+def test_streamed_chunks_are_written_frame_by_frame_within_the_byte_limit(tmp_path):
+    """Within the byte limit, the frames are written one by one (a generator: no Content-Length); past it, 422."""
     query = [(T0, T0 + 7_200_000, [(RE, "__name__", ".+")]), (T0, T0 + 3_600_000, [(EQ, "__name__", "other")])]
     client, _ = _client(tmp_path)
     streamed = _read(client, query, accepted=[STREAMED_XOR_CHUNKS])
     assert streamed.status_code == 200 and "Content-Length" not in streamed.headers  # a generator's body
     body = streamed.get_data()
     assert [f.query_index for f in read_frames(body)] == [0, 1]
-    whole, _ = _client(tmp_path / "whole", max_bytes_per_response=len(body))
-    answer = _read(whole, query, accepted=[STREAMED_XOR_CHUNKS])
-    assert answer.status_code == 200 and answer.get_data() == body
-    assert answer.headers["Content-Length"] == str(len(body))
+    exact, _ = _client(tmp_path / "exact", max_bytes_per_response=len(body))
+    assert _read(exact, query, accepted=[STREAMED_XOR_CHUNKS]).get_data() == body
     over, _ = _client(tmp_path / "over", max_bytes_per_response=len(body) - 1)
     assert _read(over, query, accepted=[STREAMED_XOR_CHUNKS]).status_code == 422
+
+
+@pytest.mark.parametrize("accepted", [[], [STREAMED_XOR_CHUNKS]])
+def test_a_request_past_the_byte_limit_stops_reading_its_queries(tmp_path, accepted):
+    """Each query is encoded and counted against --max-bytes-per-response before the next is read, so a
+    request of many queries holds at most the limit, not every query's samples."""
+    query = [(T0, T0 + 7_200_000, [(RE, "__name__", ".+")])]
+    client, _ = _client(tmp_path)
+    one = len(_read(client, query, accepted=accepted).get_data())
+    many, metrics = _client(tmp_path / "many", max_bytes_per_response=2 * one)
+    response = _read(many, query * 20, accepted=accepted)
+    assert response.status_code == 422 and "--max-bytes-per-response" in response.get_json()["error"]
+    assert metrics.queries._value.get() <= 4  # not all 20 read
 
 
 def test_tenants_are_separate(tmp_path):

@@ -49,7 +49,7 @@ from transforms.core.archive.records import (
 )
 from transforms.core.protocol import format_ms
 
-ROW_GROUP_ROWS = 131_072  # as compaction.ROW_GROUP_ROWS (measured in docs/compaction.md); see docs/pipeline.md
+ROW_GROUP_ROWS = 131_072  # window files: measured in docs/parquet-columns.md (compacted hours use 32,768 for queries)
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 

@@ -14,17 +14,10 @@ import google_crc32c
 import numpy as np
 
 from transforms.core.read.select import Series
-from transforms.core.read.xor import SAMPLES_PER_CHUNK, chunk_fields
+from transforms.core.read.xor import chunk_fields
 
 # Prometheus keeps each streamed frame near 1 MiB; a frame holds whole series up to about that size.
 FRAME_TARGET_BYTES = 1 << 20
-# The most an XOR chunk can spend on a sample: a delta-of-delta timestamp of 4 + 64 bits and a value of
-# 2 + 5 + 6 + 64 bits (the first two samples take less: a varint of at most 10 bytes and 8 bytes). And the most
-# the protobuf around a chunk, a series and a frame can take besides the labels' own bytes.
-XOR_BYTES_PER_SAMPLE = 19
-CHUNK_OVERHEAD_BYTES = 64
-SERIES_OVERHEAD_BYTES = 32
-FRAME_OVERHEAD_BYTES = 32
 SAMPLES_PER_SLICE = 1 << 16
 
 
@@ -178,18 +171,6 @@ def chunked_frames(query_index: int, series: Iterable[Series]) -> Iterator[bytes
         size += len(encoded)
     if pending:
         yield _chunked_frame(query_index, pending)
-
-
-def chunked_bytes_bound(series: Iterable[Series]) -> int:
-    """An upper bound on the bytes chunked_frames yields for `series` (at most one frame per series), found
-    without encoding them: what lets a streamed response start only when it cannot cross a byte limit."""
-    total = 0
-    for one in series:
-        samples = len(one.timestamps)
-        chunks = -(-samples // SAMPLES_PER_CHUNK)
-        total += (FRAME_OVERHEAD_BYTES + SERIES_OVERHEAD_BYTES + len(_labels_field(one.labels))
-                  + chunks * CHUNK_OVERHEAD_BYTES + samples * XOR_BYTES_PER_SAMPLE)
-    return total
 
 
 def _chunked_frame(query_index: int, encoded_series: list[bytes]) -> bytes:
