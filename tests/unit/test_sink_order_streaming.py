@@ -94,3 +94,63 @@ def test_out_of_order_arrivals_within_the_horizon_are_sent_in_order(tmp_path, ca
     assert sink.samples() == 3 * 20 * 5
     assert not dead and not already
     assert sink.posts == 2 * 2  # steps 0 and 1 in one flush per shard, sorted; then step 2
+
+
+class _Value:
+    """A state cell as the DoFn uses it (read/write/add/clear), in memory: the runner's commit, by hand."""
+
+    def __init__(self, bag: bool = False) -> None:
+        self.bag, self.items, self.value = bag, [], None
+
+    def read(self):
+        return list(self.items) if self.bag else self.value
+
+    def write(self, value) -> None:
+        self.value = value
+
+    def add(self, item) -> None:
+        self.items.append(item)
+
+    def clear(self) -> None:
+        self.items, self.value = [], None
+
+    def set(self, _) -> None:
+        pass
+
+
+class _FailingAfterFirst(StrictSink):
+    """Accepts the first request, then fails as a bug or MemoryError would (not an HTTP answer)."""
+
+    def post(self, body, headers, points=0):
+        if self.posts:
+            raise MemoryError("simulated")
+        return super().post(body, headers, points)
+
+
+def test_a_send_that_raises_midway_leaves_its_deliveries_for_a_whole_snapshot(tmp_path):
+    """Deliveries the record took before the exception are not in state yet: the retried bundle must write the
+    record whole, so a later worker that reads the state knows them too."""
+    MODELS["raising"] = sink_model = _FailingAfterFirst()
+    sink = config.from_flags([URL], shards=1, order="strict", max_samples_per_request=50)[0]
+    step = SendInOrder(sink, str(tmp_path / "dead"), horizon_seconds=1.0, service=Model("raising"))
+    step.setup()
+    shard = ShardForSink(sink)
+    shard.setup()
+    data, attributes = scrape(0, series=20)
+    (key, chunk), = [element for element in shard.process(PubsubMessage(data, attributes))]
+    state = {name: _Value(bag=name in ("chunks", "held", "journal")) for name in
+             ("chunks", "held", "flush", "meta", "snapshot", "journal")}
+    state["chunks"].add(chunk)
+    with pytest.raises(MemoryError):
+        list(step._flush(key, *state.values()))
+    assert sink_model.samples() == 50 and state["snapshot"].read() is None  # one request in, nothing saved
+    step.driver.service = whole = StrictSink()  # the retried bundle, the sink answering again
+    state["chunks"].add(chunk)
+    list(step._flush(key, *state.values()))
+    assert whole.samples() == 20 * 5 - 50, "what the record took before the exception is not sent again"
+    assert state["snapshot"].read(), "the record written whole"
+    fresh = SendInOrder(sink, str(tmp_path / "dead"), horizon_seconds=1.0, service=Model("raising"))
+    fresh.setup()  # another worker: only the state
+    token = state["meta"].read()[0]
+    read_back, _ = fresh._record(key, token, state["snapshot"], state["journal"])
+    assert read_back.to_bytes() == step._record(key, token, state["snapshot"], state["journal"])[0].to_bytes()

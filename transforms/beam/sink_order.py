@@ -144,6 +144,11 @@ class SendInOrder(beam.DoFn):
             batch.add_chunk(chunk, series)
         try:
             dead = driver.send_shard(tenant=key[0], batch=batch)
+        except BaseException:
+            # the record may now hold deliveries the state lacks: a fresh token, with the state's as parent,
+            # makes the retried bundle reuse it and write it whole
+            self._remember(key, saved[0], os.urandom(TOKEN), log)
+            raise
         finally:
             log.journal = None
         if entries or whole:
