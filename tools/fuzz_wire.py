@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import math
 import os
 import random
@@ -33,6 +34,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -120,41 +122,50 @@ def fail_each_allocation(limit: int = 100_000) -> int:
     """Decode each seed body (and format the archive lines of the float-only ones) with its 1st, 2nd, ...
     allocation failing, until one run succeeds: each failure must be a MemoryError (under the sanitizers the
     error paths are then checked for leaks and bad frees too). Returns the number of failed runs."""
-    import _testcapi  # CPython's test helper: set_nomemory(start, stop) fails allocations [start, stop)
-
     failed = 0
     for protocol, payload in seed_corpus() + float_corpus():
-        for nth in range(limit):  # the receiver's one walk
-            known = validate_only.KnownLabelSets(limit=10_000)
-            _testcapi.set_nomemory(nth, nth + 1)
-            try:
-                validate_only.validate(payload, protocol, known, prescan.RequestLimits())
-            except MemoryError:
-                failed += 1
-            else:
-                break
-            finally:
-                _testcapi.remove_mem_hooks()
-        else:
-            raise AssertionError(f"{protocol.value}: the one walk still failing after {limit} allocations")
-        for nth in range(limit):
-            lines = BatchLines(MetadataStore(), series_limit=10_000)  # fresh containers: new series each run
-            table = lines.table("fuzz")
-            _testcapi.set_nomemory(nth, nth + 1)
-            try:
-                decoded = batch.decode(payload, protocol, table)
-                if not decoded.slow:  # the slower path's upb parse turns a failed allocation into other errors
-                    for block in lines.convert(decoded, "fuzz").values():
-                        line_columns.parse(block.data, SPECIALS)
-            except MemoryError:
-                failed += 1
-            else:
-                break
-            finally:
-                _testcapi.remove_mem_hooks()
-        else:
-            raise AssertionError(f"{protocol.value}: still failing after {limit} allocations")
+        failed += _failing_until_it_succeeds(functools.partial(_one_walk, protocol, payload), limit,
+                                             f"{protocol.value}: the one walk")
+        failed += _failing_until_it_succeeds(functools.partial(_decode_and_format, protocol, payload), limit,
+                                             f"{protocol.value}: decode and lines")
     return failed
+
+
+def _one_walk(protocol: Protocol, payload: bytes) -> Callable[[], object]:
+    """The receiver's one walk, with a fresh known set."""
+    known = validate_only.KnownLabelSets(limit=10_000)
+    return lambda: validate_only.validate(payload, protocol, known, prescan.RequestLimits())
+
+
+def _decode_and_format(protocol: Protocol, payload: bytes) -> Callable[[], object]:
+    """The pipeline's decode and archive lines, with fresh containers (new series each run)."""
+    lines = BatchLines(MetadataStore(), series_limit=10_000)
+    table = lines.table("fuzz")
+
+    def work() -> None:
+        decoded = batch.decode(payload, protocol, table)
+        if not decoded.slow:  # the slower path's upb parse turns a failed allocation into other errors
+            for block in lines.convert(decoded, "fuzz").values():
+                line_columns.parse(block.data, SPECIALS)
+    return work
+
+
+def _failing_until_it_succeeds(prepare: Callable[[], Callable[[], object]], limit: int, what: str) -> int:
+    """Runs the work `prepare` sets up (allocations working) with its nth allocation failing, n = 0, 1, ...
+    until it succeeds; every failure must be a MemoryError. Returns how many runs failed."""
+    import _testcapi  # CPython's test helper: set_nomemory(start, stop) fails allocations [start, stop)
+
+    for nth in range(limit):
+        work = prepare()
+        _testcapi.set_nomemory(nth, nth + 1)
+        try:
+            work()
+        except MemoryError:
+            continue
+        finally:
+            _testcapi.remove_mem_hooks()
+        return nth
+    raise AssertionError(f"{what}: still failing after {limit} allocations")
 
 
 # the line parser's value strings (records.py has the archive's full table; any table exercises the parser)
